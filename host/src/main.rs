@@ -1,0 +1,40 @@
+use clap::{Parser, Subcommand};
+use kestrel::cli;
+
+/// Kestrel: just-in-time EC2 nodes for Kubernetes, with the judgement calls made by WebAssembly policies.
+#[derive(Debug, Parser)]
+#[command(name = "kestrel", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Replay a scenario through the real controller loops on a virtual cluster, cloud and clock.
+    Simulate(cli::simulate::Args),
+    /// Check NodePool / EC2NodeClass manifests; exits non-zero if any is invalid.
+    Validate(cli::validate::Args),
+    /// Benchmarks, printed as one JSON line per case.
+    #[command(subcommand)]
+    Bench(cli::bench::Command),
+    /// Build and test policy modules.
+    #[command(subcommand)]
+    Policy(cli::policy::Command),
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Simulate(args) => cli::simulate::run(args),
+        Command::Validate(args) => cli::validate::run(args),
+        Command::Bench(command) => cli::bench::run(command),
+        Command::Policy(command) => cli::policy::run(command),
+    }
+}

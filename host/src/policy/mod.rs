@@ -1,0 +1,66 @@
+//! Policies: the ranker, consolidator and budgeter the core consults, as wasm components or native defaults.
+//!
+//! The core sees only the three traits below. Every answer comes back as a [`Verdict`]: the value to use
+//! (already validated and clamped by the host) and, when the configured policy failed, why the built-in
+//! default answered instead.
+
+/// The contract types, shared by the host, the SDK and the policies (generated from `wit/policy.wit`).
+pub mod contract {
+    pub use kestrel_policy_sdk::budgeter as budget;
+    pub use kestrel_policy_sdk::consolidator as consolidate;
+    pub use kestrel_policy_sdk::ranker as rank;
+}
+
+use contract::{budget, consolidate, rank};
+
+/// Orders the offerings a NodePool may launch for a batch of pods.
+pub trait Ranker: Send {
+    /// Called once per catalog revision, before any `rank` that refers to it.
+    fn set_catalog(&mut self, catalog: &rank::Catalog);
+    fn rank(&mut self, input: &rank::RankInput) -> Verdict<rank::Ranking>;
+}
+
+/// Picks and orders consolidation moves among the safe ones the host computed.
+pub trait Consolidator: Send {
+    /// The ids of the moves to take, in order.
+    fn consolidate(&mut self, input: &consolidate::ConsolidateInput) -> Verdict<Vec<u32>>;
+}
+
+/// Says how many nodes may be disrupted now, per reason (clamped to the NodePool's own budgets).
+pub trait Budgeter: Send {
+    fn allowed(&mut self, input: &budget::BudgetInput) -> Verdict<Vec<budget::ReasonCount>>;
+}
+
+/// A policy's answer, as the core uses it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict<T> {
+    pub value: T,
+    /// Which policy produced `value`, e.g. "default-ranker@0.1.0 (native)" or "graviton@1.0.0 (wasm sha256:ab12…)".
+    pub decided_by: String,
+    /// Set when the configured policy failed and the native default decided instead.
+    pub fallback: Option<Fallback>,
+}
+
+/// Why a configured policy's answer was not used.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fallback {
+    pub policy: String,
+    pub kind: FallbackKind,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FallbackKind {
+    /// The module trapped (panic, unreachable, out of bounds, ...).
+    Trap,
+    /// The call ran past its epoch deadline.
+    Timeout,
+    /// The module tried to grow its memory past the cap.
+    MemoryLimit,
+    /// The answer broke the contract (unknown or duplicate index, NaN, wrong length, ...).
+    InvalidAnswer,
+    /// The policy returned `err(..)`.
+    PolicyError,
+    /// The policy is degraded after repeated failures and is not called until it is replaced.
+    Degraded,
+}
