@@ -1,1 +1,6 @@
-
+//! The one integration-test binary: cross-crate tests, real wasm, real servers, the simulator end to end.
+mod api;
+mod disruption;
+mod policy;
+mod provisioning;
+mod simulate;

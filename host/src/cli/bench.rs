@@ -1,21 +1,15 @@
 //! `kestrel bench ...`: measurements printed as one JSON line per case.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Pack the benchmark workloads and compare with their cost lower bound (owner: provisioning).
-    Pack(PackArgs),
-    /// Time the policy runtime: rank through wasm and natively, compile, instantiate, swap (owner: policy).
-    Policy(PolicyArgs),
+    /// Pack benchmark workloads (shared/data/bench format) and compare with their cost lower bound.
+    Pack(super::bench_pack::Args),
+    /// Time the policy runtime: rank through wasm and natively, compile, instantiate, swap.
+    Policy(super::bench_policy::Args),
 }
-
-#[derive(Debug, clap::Args)]
-pub struct PackArgs {}
-
-#[derive(Debug, clap::Args)]
-pub struct PolicyArgs {}
 
 pub fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Pack(_) => anyhow::bail!("not implemented yet"),
-        Command::Policy(_) => anyhow::bail!("not implemented yet"),
+        Command::Pack(args) => super::bench_pack::run(args),
+        Command::Policy(args) => super::bench_policy::run(args),
     }
 }

@@ -1,5 +1,7 @@
-//! The `kestrel` command line: one module per command group, each with its clap `Args` and a `run`.
+//! The `kestrel` command line: one module per command, each with its clap `Args` and a `run`.
 pub mod bench;
+pub mod bench_pack;
+pub mod bench_policy;
 pub mod policy;
 pub mod simulate;
 pub mod validate;

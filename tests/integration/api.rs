@@ -1,0 +1,1 @@
+//! Integration tests: api (owner: api)
