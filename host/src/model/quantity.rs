@@ -184,6 +184,15 @@ impl SubAssign for Quantity {
     }
 }
 
+impl std::ops::Mul<i64> for Quantity {
+    type Output = Quantity;
+    fn mul(self, rhs: i64) -> Quantity {
+        Quantity {
+            millis: self.millis * i128::from(rhs),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,7 +226,9 @@ mod tests {
 
     #[test]
     fn rejects_malformed_input() {
-        for bad in ["", "m", "1.2.3", "1Gb", "1 Gi", "abc", "1e", "1e99", ".", "--1"] {
+        for bad in [
+            "", "m", "1.2.3", "1Gb", "1 Gi", "abc", "1e", "1e99", ".", "--1",
+        ] {
             assert!(Quantity::parse(bad).is_err(), "{bad:?} should be rejected");
         }
     }
@@ -231,14 +242,5 @@ mod tests {
             1024 * 1024 * 1024
         );
         assert_eq!(Quantity::parse("1m").unwrap().units_ceil(), 1);
-    }
-}
-
-impl std::ops::Mul<i64> for Quantity {
-    type Output = Quantity;
-    fn mul(self, rhs: i64) -> Quantity {
-        Quantity {
-            millis: self.millis * i128::from(rhs),
-        }
     }
 }
