@@ -16,6 +16,7 @@ use super::common::NodeSelectorRequirement;
     group = "karpenter.k8s.aws",
     version = "v1",
     kind = "EC2NodeClass",
+    doc = "EC2NodeClass (karpenter.k8s.aws/v1): the AWS configuration of the nodes a NodePool launches.",
     plural = "ec2nodeclasses",
     singular = "ec2nodeclass",
     shortname = "ec2nc",

@@ -5,6 +5,7 @@
 //! Kestrel's own settings are annotations (see `docs/api.md`), never new fields in this schema.
 pub mod budget;
 pub mod common;
+pub mod crd;
 pub mod duration;
 pub mod ec2nodeclass;
 pub mod nodeclaim;

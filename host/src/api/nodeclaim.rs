@@ -18,6 +18,7 @@ use super::nodepool::DEFAULT_EXPIRE_AFTER;
     group = "karpenter.sh",
     version = "v1",
     kind = "NodeClaim",
+    doc = "NodeClaim (karpenter.sh/v1): a request for one node, and what was launched for it.",
     plural = "nodeclaims",
     singular = "nodeclaim",
     shortname = "nc",

@@ -26,6 +26,7 @@ pub const DEFAULT_BUDGET_NODES: &str = "10%";
     group = "karpenter.sh",
     version = "v1",
     kind = "NodePool",
+    doc = "NodePool (karpenter.sh/v1): the template for the nodes Kestrel may launch and how they may be disrupted.",
     plural = "nodepools",
     singular = "nodepool",
     shortname = "np",
