@@ -9,6 +9,7 @@ pub mod crd;
 pub mod duration;
 pub mod ec2nodeclass;
 pub mod labels;
+pub mod manifest;
 pub mod nodeclaim;
 pub mod nodepool;
 pub mod validate;

@@ -831,6 +831,11 @@ fn walk(e: &mut Errors, path: &str, value: &serde_json::Value, schema: &serde_js
             }
             if let Some(props) = schema.get("properties").and_then(|p| p.as_object()) {
                 for (key, child) in map {
+                    // The CRD schema leaves the envelope to the API server.
+                    if path.is_empty() && matches!(key.as_str(), "apiVersion" | "kind" | "metadata")
+                    {
+                        continue;
+                    }
                     match props.get(key) {
                         Some(child_schema) => walk(e, &join(key), child, child_schema),
                         None => {
