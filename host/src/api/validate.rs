@@ -349,7 +349,7 @@ fn budget(e: &mut Errors, p: &str, b: &Budget) {
     }
     if let Some(s) = &b.schedule {
         if let Err(err) = BudgetSchedule::parse(s) {
-            e.add(format!("{p}.schedule"), format!("{s:?}: {}", err.reason));
+            e.add(format!("{p}.schedule"), err.to_string());
         }
     }
     duration_field(
