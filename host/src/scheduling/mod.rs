@@ -1,1 +1,1 @@
-//! TODO(owner): module scheduling
+//! The scheduling simulation: kube-scheduler's rules for what fits where, and the cost-based packer.
