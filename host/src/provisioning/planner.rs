@@ -1159,3 +1159,442 @@ fn max_free(view: &PoolView, candidates: &[usize], load: &ResourceList) -> Resou
     }
     free.minus(load)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{
+        HostPort, LabelSelector, PodAffinityTerm, Taint, TaintEffect, Toleration,
+        TolerationOperator, TopologySpread, WhenUnsatisfiable,
+    };
+    use crate::provisioning::{CheapestFirst, SingleRanker};
+    use proptest::prelude::*;
+    use std::sync::OnceLock;
+
+    fn catalog() -> Arc<Catalog> {
+        static C: OnceLock<Arc<Catalog>> = OnceLock::new();
+        C.get_or_init(|| {
+            Arc::new(Catalog::ec2_on_demand(&["us-east-1a", "us-east-1b", "us-east-1c"]).unwrap())
+        })
+        .clone()
+    }
+
+    fn pool(name: &str, reqs: &[(&str, Operator, &[&str])]) -> NodePool {
+        let mut p = NodePool::new(name);
+        for (k, op, v) in reqs {
+            p.requirements
+                .push(Requirement::new(*k, *op, v.iter().copied()).unwrap());
+        }
+        p
+    }
+
+    fn general() -> NodePool {
+        pool(
+            "general",
+            &[
+                (labels::INSTANCE_CATEGORY, Operator::In, &["c", "m", "r"]),
+                (labels::INSTANCE_GENERATION, Operator::Gt, &["4"]),
+            ],
+        )
+    }
+
+    fn spec(app: &str, cpu: &str, mem: &str) -> PodSpec {
+        let mut s = PodSpec::with_requests(
+            "default",
+            ResourceList::parse([("cpu", cpu), ("memory", mem)]).unwrap(),
+        );
+        s.labels.insert("app".into(), app.into());
+        s
+    }
+
+    fn snapshot(pools: Vec<NodePool>, pods: Vec<(PodSpec, usize)>) -> Snapshot {
+        let mut s = Snapshot::new(0, catalog());
+        s.node_pools = pools;
+        for (spec, n) in pods {
+            let app = spec.labels.get("app").cloned().unwrap_or_default();
+            s.pods.extend(Pod::replicas(&app, Arc::new(spec), n));
+        }
+        s
+    }
+
+    fn run(s: &Snapshot) -> ProvisioningPlan {
+        plan(s, &mut SingleRanker::new(CheapestFirst::default()))
+    }
+
+    /// Every claim's chosen offering must satisfy every rule for every pod on it.
+    fn assert_valid(s: &Snapshot, p: &ProvisioningPlan) {
+        let cat = &s.catalog;
+        for claim in &p.claims {
+            let o = &cat.offerings[claim.offerings[0].offering];
+            let ty = &cat.instance_types[o.instance_type];
+            let pool = s.node_pool(&claim.node_pool).unwrap();
+            let mut node_labels = cat.offering_labels(o);
+            node_labels.extend(pool.labels.clone());
+            node_labels.insert(labels::NODE_POOL.into(), pool.name.clone());
+            let mut load = ResourceList::new();
+            for &pi in &claim.pods {
+                let spec = &s.pods[pi].spec;
+                load.add(&spec.requests);
+                fit::check_static(spec, &node_labels, &pool.taints).unwrap();
+            }
+            load.add(&daemonset_overhead(s, &node_labels, &pool.taints));
+            assert!(
+                load.fits_in(&ty.allocatable),
+                "{} over allocatable: {load}",
+                ty.name
+            );
+            assert!(claim.offerings.len() <= MAX_OFFERINGS_PER_CLAIM);
+            assert!(
+                claim.requirements.matches_labels(&node_labels).is_ok(),
+                "{}",
+                claim.requirements
+            );
+        }
+        let mut seen = BTreeSet::new();
+        for claim in &p.claims {
+            for &pi in &claim.pods {
+                assert!(seen.insert(pi), "pod {pi} twice");
+            }
+        }
+        for b in &p.bindings {
+            assert!(seen.insert(b.pod));
+        }
+        for u in &p.unschedulable {
+            assert!(seen.insert(u.pod));
+            assert!(!u.reasons.is_empty());
+        }
+        assert_eq!(seen.len(), s.pending_pods().count());
+    }
+
+    #[test]
+    fn node_selector_and_required_affinity() {
+        let mut arm = spec("arm", "1", "1Gi");
+        arm.node_terms = vec![Requirements::from_labels(&BTreeMap::from([(
+            labels::ARCH.to_string(),
+            "arm64".to_string(),
+        )]))];
+        let s = snapshot(vec![general()], vec![(arm, 3)]);
+        let p = run(&s);
+        assert_valid(&s, &p);
+        assert!(p.unschedulable.is_empty());
+        let ty = &p.claims[0].offerings[0].instance_type;
+        assert_eq!(
+            catalog().instance_type(ty).unwrap().label(labels::ARCH),
+            Some("arm64")
+        );
+        // An impossible selector fails with the key named.
+        let mut bad = spec("bad", "1", "1Gi");
+        bad.node_terms = vec![Requirements::from_labels(&BTreeMap::from([(
+            labels::INSTANCE_CATEGORY.to_string(),
+            "p".to_string(),
+        )]))];
+        let s = snapshot(vec![general()], vec![(bad, 1)]);
+        let p = run(&s);
+        assert_valid(&s, &p);
+        assert_eq!(p.unschedulable.len(), 1);
+        assert!(
+            p.unschedulable[0]
+                .to_string()
+                .contains(labels::INSTANCE_CATEGORY),
+            "{}",
+            p.unschedulable[0]
+        );
+    }
+
+    #[test]
+    fn or_of_terms_uses_a_satisfiable_one() {
+        let mut s1 = spec("or", "1", "1Gi");
+        s1.node_terms = vec![
+            Requirements::from_labels(&BTreeMap::from([(
+                labels::INSTANCE_CATEGORY.into(),
+                "x".into(),
+            )])),
+            Requirements::from_labels(&BTreeMap::from([(
+                labels::ZONE.into(),
+                "us-east-1b".into(),
+            )])),
+        ];
+        let s = snapshot(vec![general()], vec![(s1, 2)]);
+        let p = run(&s);
+        assert_valid(&s, &p);
+        assert!(
+            p.claims
+                .iter()
+                .all(|c| c.offerings.iter().all(|o| o.zone == "us-east-1b"))
+        );
+    }
+
+    #[test]
+    fn preferred_affinity_is_kept_when_possible_and_relaxed_otherwise() {
+        let mut pref = spec("pref", "1", "1Gi");
+        pref.preferred_node_terms = vec![(
+            10,
+            Requirements::from_labels(&BTreeMap::from([(
+                labels::INSTANCE_CATEGORY.into(),
+                "r".into(),
+            )])),
+        )];
+        let s = snapshot(vec![general()], vec![(pref.clone(), 2)]);
+        let p = run(&s);
+        assert_eq!(
+            catalog()
+                .instance_type(&p.claims[0].offerings[0].instance_type)
+                .unwrap()
+                .label(labels::INSTANCE_CATEGORY),
+            Some("r")
+        );
+        pref.preferred_node_terms[0].1 = Requirements::from_labels(&BTreeMap::from([(
+            labels::INSTANCE_CATEGORY.into(),
+            "p".into(),
+        )]));
+        let s = snapshot(vec![general()], vec![(pref, 2)]);
+        let p = run(&s);
+        assert!(p.unschedulable.is_empty());
+    }
+
+    #[test]
+    fn taints_need_tolerations_and_weights_order_pools() {
+        let mut gpu = general();
+        gpu.name = "tainted".into();
+        gpu.weight = 100;
+        gpu.taints
+            .push(Taint::new("dedicated", Some("x"), TaintEffect::NoSchedule));
+        let plain = spec("plain", "1", "1Gi");
+        let mut tolerant = spec("tolerant", "1", "1Gi");
+        tolerant.tolerations.push(Toleration {
+            key: Some("dedicated".into()),
+            operator: TolerationOperator::Equal,
+            value: Some("x".into()),
+            effect: None,
+        });
+        let s = snapshot(vec![general(), gpu], vec![(plain, 2), (tolerant, 2)]);
+        let p = run(&s);
+        assert_valid(&s, &p);
+        for c in &p.claims {
+            for &pi in &c.pods {
+                let app = &s.pods[pi].spec.labels["app"];
+                assert_eq!(
+                    c.node_pool == "tainted",
+                    app == "tolerant",
+                    "{app} on {}",
+                    c.node_pool
+                );
+            }
+        }
+        // Only the tainted pool: the plain pod fails with the taint named.
+        let mut only = general();
+        only.taints
+            .push(Taint::new("dedicated", Some("x"), TaintEffect::NoSchedule));
+        let s = snapshot(vec![only], vec![(spec("plain", "1", "1Gi"), 1)]);
+        let p = run(&s);
+        assert!(
+            p.unschedulable[0]
+                .to_string()
+                .contains("taint dedicated=x:NoSchedule")
+        );
+    }
+
+    #[test]
+    fn gpus_and_too_big_pods() {
+        let mut g = spec("gpu", "4", "16Gi");
+        g.requests.set("nvidia.com/gpu", Quantity::from_units(1));
+        let any = pool("any", &[]);
+        let s = snapshot(vec![any], vec![(g, 2)]);
+        let p = run(&s);
+        assert_valid(&s, &p);
+        assert!(p.unschedulable.is_empty());
+        let huge = spec("huge", "1000", "1Gi");
+        let s = snapshot(vec![general()], vec![(huge, 1)]);
+        let p = run(&s);
+        assert!(
+            p.unschedulable[0]
+                .to_string()
+                .contains("no allowed instance type has room"),
+            "{}",
+            p.unschedulable[0]
+        );
+    }
+
+    #[test]
+    fn daemonset_overhead_is_reserved() {
+        let mut s = snapshot(vec![general()], vec![(spec("w", "1", "1Gi"), 10)]);
+        let ds = spec("ds", "500m", "512Mi");
+        s.daemonsets.push(crate::model::DaemonSet {
+            namespace: "kube-system".into(),
+            name: "agent".into(),
+            pod: Arc::new(ds),
+        });
+        let p = run(&s);
+        assert_valid(&s, &p);
+        assert!(p.claims.iter().all(|c| c.requests.cpu.millis() >= 500));
+    }
+
+    #[test]
+    fn limits_cap_a_pool_and_spill_to_the_next() {
+        let mut small = general();
+        small.name = "capped".into();
+        small.weight = 10;
+        small.limits.insert("cpu".into(), Quantity::from_units(8));
+        let s = snapshot(vec![small, general()], vec![(spec("w", "1", "2Gi"), 40)]);
+        let p = run(&s);
+        assert_valid(&s, &p);
+        assert!(p.unschedulable.is_empty());
+        let capped_cpu: i128 = p
+            .claims
+            .iter()
+            .filter(|c| c.node_pool == "capped")
+            .map(|c| {
+                catalog()
+                    .instance_type(&c.offerings[0].instance_type)
+                    .unwrap()
+                    .allocatable
+                    .cpu
+                    .millis()
+            })
+            .sum();
+        assert!(capped_cpu <= 8000);
+        assert!(p.claims.iter().any(|c| c.node_pool == "general"));
+    }
+
+    #[test]
+    fn existing_nodes_first_then_new() {
+        let mut s = snapshot(vec![general()], vec![(spec("w", "1", "1Gi"), 6)]);
+        let ty = catalog().instance_type("m5.xlarge").unwrap().clone();
+        let mut node_labels = ty.labels.clone();
+        node_labels.insert(labels::ZONE.into(), "us-east-1a".into());
+        s.nodes.push(Node {
+            name: "n1".into(),
+            node_pool: Some("general".into()),
+            node_claim: None,
+            instance_type: ty.name.clone(),
+            zone: "us-east-1a".into(),
+            capacity_type: CapacityType::OnDemand,
+            labels: node_labels,
+            taints: vec![],
+            allocatable: ty.allocatable.clone(),
+            price: 0.192,
+            created_at: 0,
+            ready: true,
+            initialized: true,
+            marked_for_deletion: false,
+            unschedulable: false,
+        });
+        let p = run(&s);
+        assert_valid(&s, &p);
+        assert_eq!(p.bindings.len(), 3, "m5.xlarge holds 3 one-cpu pods");
+        assert_eq!(p.claims.iter().map(|c| c.pods.len()).sum::<usize>(), 3);
+    }
+
+    #[test]
+    fn anti_affinity_spread_and_host_ports_one_at_a_time() {
+        let mut anti = spec("db", "500m", "512Mi");
+        anti.pod_anti_affinity.push(PodAffinityTerm {
+            selector: LabelSelector::from_labels(&BTreeMap::from([("app".into(), "db".into())])),
+            namespaces: vec![],
+            topology_key: labels::HOSTNAME.into(),
+        });
+        let mut spread = spec("web", "500m", "512Mi");
+        spread.topology_spread.push(TopologySpread {
+            max_skew: 1,
+            topology_key: labels::ZONE.into(),
+            when_unsatisfiable: WhenUnsatisfiable::DoNotSchedule,
+            selector: LabelSelector::from_labels(&BTreeMap::from([("app".into(), "web".into())])),
+            min_domains: None,
+        });
+        let mut ports = spec("proxy", "100m", "64Mi");
+        ports.host_ports.push(HostPort {
+            port: 443,
+            protocol: "TCP".into(),
+            ip: String::new(),
+        });
+        let s = snapshot(vec![general()], vec![(anti, 3), (spread, 6), (ports, 2)]);
+        let p = run(&s);
+        assert_valid(&s, &p);
+        assert!(p.unschedulable.is_empty(), "{:?}", p.unschedulable);
+        let mut per_zone: BTreeMap<String, usize> = BTreeMap::new();
+        for c in &p.claims {
+            let apps: Vec<&String> = c
+                .pods
+                .iter()
+                .map(|&i| &s.pods[i].spec.labels["app"])
+                .collect();
+            assert!(apps.iter().filter(|a| a.as_str() == "db").count() <= 1);
+            assert!(apps.iter().filter(|a| a.as_str() == "proxy").count() <= 1);
+            let zones: BTreeSet<&String> = c.offerings.iter().map(|o| &o.zone).collect();
+            let web = apps.iter().filter(|a| a.as_str() == "web").count();
+            if web > 0 {
+                assert_eq!(zones.len(), 1, "spread pods' claims are pinned to a zone");
+                *per_zone
+                    .entry(zones.into_iter().next().unwrap().clone())
+                    .or_default() += web;
+            }
+        }
+        assert_eq!(
+            per_zone.values().copied().collect::<Vec<_>>(),
+            vec![2, 2, 2],
+            "{per_zone:?}"
+        );
+    }
+
+    #[test]
+    fn affinity_to_missing_pods_and_volume_zones_fail_with_reasons() {
+        let mut follower = spec("f", "1", "1Gi");
+        follower.pod_affinity.push(PodAffinityTerm {
+            selector: LabelSelector::from_labels(&BTreeMap::from([("app".into(), "ghost".into())])),
+            namespaces: vec![],
+            topology_key: labels::ZONE.into(),
+        });
+        let mut zoned = spec("v", "1", "1Gi");
+        zoned.volume_zones = Some(BTreeSet::from(["eu-west-1a".to_string()]));
+        let s = snapshot(vec![general()], vec![(follower, 1), (zoned, 1)]);
+        let p = run(&s);
+        assert_eq!(p.unschedulable.len(), 2);
+        let text: Vec<String> = p.unschedulable.iter().map(|u| u.to_string()).collect();
+        assert!(text.iter().any(|t| t.contains("pod affinity")), "{text:?}");
+        assert!(text.iter().any(|t| t.contains("volume zone")), "{text:?}");
+    }
+
+    fn arb_spec() -> impl Strategy<Value = (PodSpec, usize)> {
+        (
+            prop::sample::select(vec!["100m", "250m", "500m", "1", "2", "7", "100"]),
+            prop::sample::select(vec!["128Mi", "512Mi", "2Gi", "8Gi", "64Gi"]),
+            prop::option::of(prop::sample::select(vec!["amd64", "arm64"])),
+            prop::option::of(prop::sample::select(vec!["us-east-1a", "us-east-1c"])),
+            1usize..40,
+        )
+            .prop_map(|(cpu, mem, arch, zone, n)| {
+                let mut s = spec(&format!("{cpu}-{mem}-{arch:?}-{zone:?}"), cpu, mem);
+                let mut term = BTreeMap::new();
+                if let Some(a) = arch {
+                    term.insert(labels::ARCH.to_string(), a.to_string());
+                }
+                if let Some(z) = zone {
+                    term.insert(labels::ZONE.to_string(), z.to_string());
+                }
+                s.node_terms = vec![Requirements::from_labels(&term)];
+                (s, n)
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
+        #[test]
+        fn plans_are_valid_complete_and_deterministic(specs in prop::collection::vec(arb_spec(), 1..5)) {
+            let s = snapshot(vec![general()], specs.clone());
+            let p = run(&s);
+            assert_valid(&s, &p);
+            // Any pod that fits some allowed offering alone is placed.
+            let view = pool_view(&s, &s.node_pools[0]);
+            for u in &p.unschedulable {
+                let spec = &s.pods[u.pod].spec;
+                prop_assert!(class_in_pool(&s.catalog, &view, spec).is_err(), "placeable pod left out: {}", u);
+            }
+            let again = run(&snapshot(vec![general()], specs));
+            prop_assert_eq!(p.claims.len(), again.claims.len());
+            for (a, b) in p.claims.iter().zip(&again.claims) {
+                prop_assert_eq!(&a.pods, &b.pods);
+                prop_assert_eq!(&a.offerings, &b.offerings);
+            }
+        }
+    }
+}
