@@ -14,12 +14,19 @@ pub fn rank(catalog: &Catalog, input: &RankInput) -> Result<Ranking, String> {
         .map(|o| {
             let arm = label(catalog, o.instance_type, "kubernetes.io/arch") == Some("arm64");
             let per_pod = o.price / f64::from(o.pods_per_node.max(1));
-            let key = if arm { per_pod / GRAVITON_PREMIUM } else { per_pod };
+            let key = if arm {
+                per_pod / GRAVITON_PREMIUM
+            } else {
+                per_pod
+            };
             (key, o.price, o.index)
         })
         .collect();
     rows.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.2.cmp(&b.2)));
-    Ok(Ranking { order: rows.iter().map(|r| r.2).collect(), scores: rows.iter().map(|r| r.1).collect() })
+    Ok(Ranking {
+        order: rows.iter().map(|r| r.2).collect(),
+        scores: rows.iter().map(|r| r.1).collect(),
+    })
 }
 
 static CATALOG: Mutex<Option<Catalog>> = Mutex::new(None);
@@ -92,7 +99,13 @@ mod tests {
     #[test]
     fn graviton_wins_unless_more_than_20_percent_dearer() {
         PreferGraviton::set_catalog(catalog());
-        assert_eq!(PreferGraviton::rank(input(0.10, 0.119)).unwrap().order, vec![1, 0]);
-        assert_eq!(PreferGraviton::rank(input(0.10, 0.121)).unwrap().order, vec![0, 1]);
+        assert_eq!(
+            PreferGraviton::rank(input(0.10, 0.119)).unwrap().order,
+            vec![1, 0]
+        );
+        assert_eq!(
+            PreferGraviton::rank(input(0.10, 0.121)).unwrap().order,
+            vec![0, 1]
+        );
     }
 }
