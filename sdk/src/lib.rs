@@ -169,3 +169,55 @@ pub mod helpers {
         catalog.label_values.get(v as usize).map(String::as_str)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::helpers::{label, offerings, offerings_len};
+    use crate::ranker::{Catalog, InstanceType, Offerings};
+
+    fn offers() -> Offerings {
+        Offerings {
+            instance_type: vec![0, 0],
+            zone: vec![0, 1],
+            capacity_type: vec![0, 1],
+            price: vec![0.1, 0.03],
+            interruption: vec![0.0, -1.0],
+            capacity_score: vec![-1.0, 0.7],
+            pods_per_node: vec![2, 2],
+        }
+    }
+
+    #[test]
+    fn offerings_are_read_across_columns() {
+        let o = offers();
+        let all: Vec<_> = offerings(&o).unwrap().collect();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[1].price, 0.03);
+        assert_eq!(all[1].interruption, None);
+        assert_eq!(all[1].capacity_score, Some(0.7));
+        let mut bad = offers();
+        bad.zone.pop();
+        assert!(offerings_len(&bad).unwrap_err().contains("zone"));
+    }
+
+    #[test]
+    fn labels_are_looked_up_by_name() {
+        let c = Catalog {
+            revision: 1,
+            label_keys: vec!["kubernetes.io/arch".into()],
+            label_values: vec!["amd64".into(), "arm64".into()],
+            zones: vec![],
+            instance_types: vec![InstanceType {
+                name: "m6g.large".into(),
+                cpu_millis: 2000,
+                memory_mib: 8192,
+                pods: 29,
+                gpus: 0,
+                labels: vec![(0, 1)],
+            }],
+        };
+        assert_eq!(label(&c, 0, "kubernetes.io/arch"), Some("arm64"));
+        assert_eq!(label(&c, 0, "missing"), None);
+        assert_eq!(label(&c, 9, "kubernetes.io/arch"), None);
+    }
+}
