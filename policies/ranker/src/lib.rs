@@ -13,7 +13,7 @@
 //! the launch).
 pub use kestrel_policy_sdk::LAUNCH_WINDOW;
 use kestrel_policy_sdk::capacity_type::SPOT;
-use kestrel_policy_sdk::helpers::{label_value, offerings_len};
+use kestrel_policy_sdk::helpers::{check_min_values, label_value, offerings_len};
 use kestrel_policy_sdk::ranker::{Catalog, PolicyInfo, RankInput, Ranking};
 
 pub const NAME: &str = "default-ranker";
@@ -131,15 +131,7 @@ pub fn rank(catalog: &Catalog, input: &RankInput) -> Result<Ranking, String> {
 fn honour_min_values(catalog: &Catalog, input: &RankInput, sorted: Vec<u32>) -> Vec<u32> {
     let its = &input.offerings.instance_type;
     let value = |i: u32, key: u32| label_value(catalog, its[i as usize], key);
-    let satisfied = |window: &[u32]| {
-        input.min_values.iter().all(|mv| {
-            let mut seen: Vec<u32> = window.iter().filter_map(|&i| value(i, mv.key)).collect();
-            seen.sort_unstable();
-            seen.dedup();
-            seen.len() >= mv.min as usize
-        })
-    };
-    if satisfied(&sorted[..LAUNCH_WINDOW]) {
+    if check_min_values(catalog, input, &sorted).is_ok() {
         return sorted;
     }
     // Reserve, per requirement, the cheapest offering of each new value (in rank order) until `min`.
@@ -341,7 +333,9 @@ mod tests {
             .collect();
         rows.push((1, ON_DEMAND, 0.9, 0.0, -1.0, 1));
         rows.push((2, ON_DEMAND, 0.8, 0.0, -1.0, 1));
-        let r = rank(&c, &input(&rows, vec![MinValues { key: 0, min: 3 }])).unwrap();
+        let with_min = input(&rows, vec![MinValues { key: 0, min: 3 }]);
+        let r = rank(&c, &with_min).unwrap();
+        check_min_values(&c, &with_min, &r.order).unwrap();
         assert_eq!(r.order.len(), 72);
         let window = &r.order[..LAUNCH_WINDOW];
         assert!(window.contains(&70) && window.contains(&71));
