@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+use crate::controller::provision::GreedyProvisioner;
 use crate::sim::chart;
 use crate::sim::replay::{SimOptions, simulate};
 use crate::sim::report::Report;
@@ -42,7 +43,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.compare && args.policy.is_empty() {
         bail!("--compare needs a candidate: --policy ranker=FILE.wasm");
     }
-    let candidate = candidate_options(&args)?;
+    let candidate = candidate_options(&args)?.map(|mut o| {
+        o.seed = args.seed;
+        o
+    });
     let base = replay(&scenario, SimOptions { seed: args.seed, ..SimOptions::default() });
     let (report, compared) = match candidate {
         Some(options) if args.compare => {
@@ -86,11 +90,13 @@ fn candidate_options(args: &Args) -> anyhow::Result<Option<SimOptions>> {
     if kind != "ranker" {
         bail!("--policy {spec:?}: only ranker policies can be simulated so far");
     }
-    let bytes = std::fs::read(file).with_context(|| format!("reading policy {file}"))?;
-    let _ = bytes;
-    bail!(
-        "--policy ranker={file}: loading wasm rankers into the simulator needs the policy runtime, which is not wired in yet"
-    )
+    let ranker = crate::policy::registry::ranker_from_file(std::path::Path::new(file))
+        .with_context(|| format!("loading ranker policy {file}"))?;
+    let label = format!("{file} (wasm)");
+    Ok(Some(SimOptions {
+        provisioner: Some(Box::new(GreedyProvisioner::new(Box::new(ranker), label))),
+        ..SimOptions::default()
+    }))
 }
 
 /// One replay, with a progress bar on a terminal when it takes more than a moment.

@@ -136,7 +136,7 @@ pub fn pool_spec(pool: &crate::api::NodePool) -> PoolSpec {
         Resources {
             cpu_millis: q("cpu").map_or(i64::MAX, |v| v.millis() as i64),
             memory_bytes: q("memory").map_or(i64::MAX, |v| v.units_ceil() as i64),
-            gpus: i64::MAX,
+            gpus: q("nvidia.com/gpu").map_or(i64::MAX, |v| v.units_ceil() as i64),
             pods: i64::MAX,
         }
     });
@@ -192,7 +192,9 @@ impl Replay {
         let seed = options.seed.unwrap_or(scenario.seed);
         let start = scenario.start_ms();
         let end = start + scenario.duration_ms();
-        let (types, prices) = catalog::select(&scenario.cloud.instance_types);
+        let (core_catalog, types, prices) =
+            catalog::select(&scenario.cloud.instance_types, &scenario.zones);
+        let contract_catalog = crate::provisioning::ranking::contract_catalog(&core_catalog);
         let latency = scenario
             .cloud
             .launch_latency
@@ -289,11 +291,13 @@ impl Replay {
             config,
             scenario.node_pools.iter().map(pool_spec).collect(),
             types,
+            contract_catalog,
+            seed,
             scenario.zones.clone(),
             overhead,
             options
                 .provisioner
-                .unwrap_or_else(|| Box::new(GreedyProvisioner)),
+                .unwrap_or_else(|| Box::new(GreedyProvisioner::with_default_ranker())),
             disruption,
         );
         let duration = end - start;
