@@ -162,8 +162,11 @@ pub enum ClusterError {
 
 /// The cluster as the controller reads and changes it.
 pub trait ClusterState {
-    /// Pods waiting for a node (not bound, not nominated to a node that is still coming).
+    /// Pods waiting for a node.
     fn pending_pods(&self) -> Vec<PodState>;
+    /// Changes whenever a pod becomes pending (a watch's resourceVersion in production), so the loop
+    /// re-reads pending pods only when there is something new.
+    fn pending_revision(&self) -> u64;
     /// Every node, ready or not, by name.
     fn nodes(&self) -> Vec<NodeState>;
     /// The pods bound to a node.

@@ -46,6 +46,8 @@ pub struct SimCluster {
     removed: Vec<Removal>,
     /// Something changed since the last scheduling pass (a new pod, a new node, freed room).
     dirty: bool,
+    node_by_claim: HashMap<String, Arc<str>>,
+    pending_revision: u64,
 }
 
 impl SimCluster {
@@ -57,6 +59,7 @@ impl SimCluster {
     }
 
     pub fn add_pod(&mut self, key: PodKey, facts: Arc<PodSpecFacts>, now: Millis) {
+        self.pending_revision += 1;
         self.pending.insert(key.clone());
         self.pods.insert(
             key.clone(),
@@ -135,6 +138,8 @@ impl SimCluster {
     /// The kubelet registered: the node joins, ready.
     pub fn register_node(&mut self, node: NodeState) {
         self.pods_by_node.entry(node.name.clone()).or_default();
+        self.node_by_claim
+            .insert(node.claim.clone(), node.name.clone());
         self.nodes.insert(node.name.clone(), node);
         self.dirty = true;
     }
@@ -153,15 +158,13 @@ impl SimCluster {
         self.dirty = false;
         let mut bindings = Vec::new();
         let pending: Vec<PodKey> = self.pending.iter().cloned().collect();
-        // Pods of one template that failed on every node need not be tried again in this pass.
+        // Pods of one template that failed on every node need not be scanned again in this pass.
         let mut unfit_templates: BTreeSet<*const PodSpecFacts> = BTreeSet::new();
         for key in pending {
             let pod = &self.pods[&key];
             let facts_ptr = Arc::as_ptr(&pod.facts);
-            if unfit_templates.contains(&facts_ptr) && pod.nominated.is_none() {
-                continue;
-            }
-            let target = self.choose_node(pod);
+            let scan = !unfit_templates.contains(&facts_ptr);
+            let target = self.choose_node(pod, scan);
             match target {
                 Some(node) => {
                     self.bind(&key, &node, now);
@@ -173,7 +176,7 @@ impl SimCluster {
                     });
                 }
                 None => {
-                    if pod.nominated.is_none() {
+                    if scan {
                         unfit_templates.insert(facts_ptr);
                     }
                 }
@@ -182,12 +185,18 @@ impl SimCluster {
         bindings
     }
 
-    fn choose_node(&self, pod: &PodState) -> Option<Arc<str>> {
+    fn choose_node(&self, pod: &PodState, scan: bool) -> Option<Arc<str>> {
         if let Some(nominated) = &pod.nominated
-            && let Some(node) = self.nodes.values().find(|n| n.claim.as_str() == &**nominated)
+            && let Some(node) = self
+                .node_by_claim
+                .get(&**nominated)
+                .and_then(|name| self.nodes.get(name))
             && self.feasible(pod, node)
         {
             return Some(node.name.clone());
+        }
+        if !scan {
+            return None;
         }
         self.nodes
             .values()
@@ -275,6 +284,10 @@ impl ClusterState for SimCluster {
         self.pending_iter().cloned().collect()
     }
 
+    fn pending_revision(&self) -> u64 {
+        self.pending_revision
+    }
+
     fn nodes(&self) -> Vec<NodeState> {
         self.nodes.values().cloned().collect()
     }
@@ -335,7 +348,9 @@ impl ClusterState for SimCluster {
                 });
             }
         }
-        self.nodes.remove(&name);
+        if let Some(n) = self.nodes.remove(&name) {
+            self.node_by_claim.remove(&n.claim);
+        }
         self.dirty = true;
         Ok(())
     }

@@ -274,6 +274,7 @@ pub struct Controller {
     disruption: Box<dyn DisruptionStep>,
     batcher: Batcher,
     seen_pending: BTreeSet<PodKey>,
+    seen_revision: Option<u64>,
     retry_at: Option<Millis>,
     next_disruption_at: Millis,
     next_gc_at: Millis,
@@ -290,6 +291,9 @@ pub struct Controller {
     pub log: Vec<Decided>,
     pub stats: ControllerStats,
 }
+
+/// How long a launched claim may take to register its node.
+const REGISTRATION_TTL_MS: Millis = 15 * 60_000;
 
 /// How long a price list is trusted before it is read again.
 const OFFERINGS_REFRESH_MS: Millis = 300_000;
@@ -325,6 +329,7 @@ impl Controller {
             provisioner,
             disruption,
             seen_pending: BTreeSet::new(),
+            seen_revision: None,
             retry_at: None,
             next_disruption_at: 0,
             next_gc_at: 0,
@@ -546,6 +551,7 @@ impl Controller {
                             self.claims.retain(|_, c| {
                                 c.instance_id.as_deref() != Some(notice.instance_id.as_str())
                             });
+                            self.seen_revision = None;
                             self.record(
                                 now,
                                 Action::Terminate {
@@ -847,6 +853,15 @@ impl Controller {
         cluster: &mut dyn ClusterState,
         cloud: &mut dyn CloudProvider,
     ) {
+        // Only look at pending pods when some became pending, a batch is due, or a retry is.
+        let revision = cluster.pending_revision();
+        let new_pods = self.seen_revision != Some(revision);
+        let retry_due = self.retry_at.is_some_and(|at| now >= at);
+        let batch_due = self.batcher.closes_at().is_some_and(|at| now >= at);
+        if !(new_pods || retry_due || batch_due) {
+            return;
+        }
+        self.seen_revision = Some(revision);
         let pending: Vec<PodState> = cluster
             .pending_pods()
             .into_iter()
@@ -856,12 +871,14 @@ impl Controller {
                     .is_none_or(|c| !self.claims.contains_key(&**c))
             })
             .collect();
-        let current: BTreeSet<PodKey> = pending.iter().map(|p| p.key.clone()).collect();
-        if current.iter().any(|k| !self.seen_pending.contains(k)) {
-            self.batcher.observe(now);
+        if new_pods {
+            let current: BTreeSet<PodKey> = pending.iter().map(|p| p.key.clone()).collect();
+            if current.iter().any(|k| !self.seen_pending.contains(k)) {
+                self.batcher.observe(now);
+            }
+            self.seen_pending = current;
         }
-        self.seen_pending = current;
-        if self.retry_at.is_some_and(|at| now >= at) {
+        if retry_due {
             self.retry_at = None;
             if !pending.is_empty() {
                 self.batcher.observe(now);
@@ -947,12 +964,36 @@ impl Controller {
         cluster: &mut dyn ClusterState,
         cloud: &mut dyn CloudProvider,
     ) {
+        // Claims whose instance vanished before registering: their pods get planned again.
+        // Karpenter gives a launched claim 15 minutes to register before it gives up on it.
+        let stale: Vec<String> = self
+            .claims
+            .iter()
+            .filter(|(_, c)| now - c.created_at > REGISTRATION_TTL_MS)
+            .filter_map(|(_, c)| c.instance_id.clone())
+            .collect();
+        for id in stale {
+            let _ = cloud.delete(&id, now);
+            self.record(
+                now,
+                Action::Terminate {
+                    node: None,
+                    instance_id: id,
+                },
+                Reason::InstanceGone,
+                "claim did not register within 15 minutes".into(),
+            );
+        }
         let instances = cloud.list();
         let live: BTreeSet<&str> = instances.iter().map(|i| i.id.as_str()).collect();
-        // Claims whose instance vanished before registering: their pods get planned again.
+        let before = self.claims.len();
         self.claims.retain(|_, c| {
             c.instance_id.as_deref().is_none_or(|id| live.contains(id))
         });
+        if self.claims.len() != before {
+            // Their nominated pods are pending again: look at them on the next tick.
+            self.seen_revision = None;
+        }
         let nodes: BTreeSet<String> = cluster.nodes().iter().map(|n| n.instance_id.clone()).collect();
         let claimed: BTreeSet<&str> = self
             .claims
@@ -998,6 +1039,5 @@ impl Controller {
                 "instance no longer exists".into(),
             );
         }
-        let _ = self.claims.values().map(|c| c.created_at).min();
     }
 }
