@@ -257,3 +257,120 @@ fn a_capacity_outage_falls_through_to_the_next_ranked_offering() {
         "launched into the zone without capacity"
     );
 }
+
+/// A 24-hour day with more than 10,000 pod events: two diurnal Deployments re-targeted every minute
+/// and a stream of short Jobs.
+const BUSY_DAY: &str = r#"
+name: busy-day
+duration: 24h
+seed: 9
+nodePools:
+  - apiVersion: karpenter.sh/v1
+    kind: NodePool
+    metadata: {name: general}
+    spec:
+      template:
+        spec:
+          nodeClassRef: {group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}
+          requirements:
+            - {key: karpenter.k8s.aws/instance-category, operator: In, values: [c, m, r]}
+workloads:
+  - name: web
+    kind: Deployment
+    diurnal: {min: 100, max: 2000, peakAt: 14h, every: 1m}
+    template:
+      spec:
+        containers:
+          - name: web
+            resources: {requests: {cpu: 250m, memory: 512Mi}}
+  - name: api
+    kind: Deployment
+    diurnal: {min: 50, max: 800, peakAt: 18h, every: 1m}
+    template:
+      spec:
+        containers:
+          - name: api
+            resources: {requests: {cpu: "1", memory: 2Gi}}
+  - name: jobs
+    kind: Job
+    at: 1h
+    completions: 3000
+    parallelism: 100
+    runFor: {min: 2m, max: 6m}
+    template:
+      spec:
+        containers:
+          - name: job
+            resources: {requests: {cpu: 500m, memory: 1Gi}}
+"#;
+
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Benchmark: `cargo test --release -p kestrel-tests --test integration simulate::bench_ -- --ignored --nocapture --test-threads=1`
+#[test]
+#[ignore = "benchmark; run in release (command in the doc comment)"]
+fn bench_a_24h_day_with_10000_pod_events_replays_in_10_seconds() {
+    let scenario = Scenario::parse(BUSY_DAY, "busy-day.yaml").unwrap_or_else(|e| panic!("{e}"));
+    let started = std::time::Instant::now();
+    let outcome = run(&scenario);
+    let seconds = started.elapsed().as_secs_f64();
+    let report = Report::from_outcome(&outcome);
+    // Pod events: creations plus deletions (scale-downs, completions, evictions).
+    let events = outcome.pods_created * 2 - outcome.cluster.pod_count() as u64;
+    println!(
+        "busy-day: {events} pod events, {} nodes launched, ${:.2}, replayed in {seconds:.2} s",
+        report.nodes_launched, report.total_cost_usd
+    );
+    assert!(events >= 10_000, "only {events} pod events");
+    assert!(seconds <= 10.0, "replay took {seconds:.2} s");
+}
+
+/// Benchmark: holds 5,000 nodes and 50,000 pods; peak RSS (VmHWM) must stay under 512 MiB. Run alone
+/// (the peak is the process's).
+#[test]
+#[ignore = "benchmark; run in release and alone (see bench_a_24h_day...)"]
+fn bench_5000_nodes_and_50000_pods_stay_under_512_mib() {
+    let text = r#"
+name: big
+duration: 20m
+cloud:
+  instanceTypes: [m5.4xlarge]
+nodePools:
+  - apiVersion: karpenter.sh/v1
+    kind: NodePool
+    metadata: {name: big}
+    spec:
+      template:
+        spec:
+          nodeClassRef: {group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}
+          requirements:
+            - {key: karpenter.sh/capacity-type, operator: In, values: [on-demand]}
+workloads:
+  - name: app
+    kind: Deployment
+    replicas: 50000
+    template:
+      spec:
+        containers:
+          - name: app
+            resources: {requests: {cpu: 1500m, memory: 4Gi}}
+"#;
+    let scenario = Scenario::parse(text, "big.yaml").unwrap_or_else(|e| panic!("{e}"));
+    let started = std::time::Instant::now();
+    let outcome = run(&scenario);
+    let seconds = started.elapsed().as_secs_f64();
+    let rss = peak_rss_mib().unwrap_or(0.0);
+    println!(
+        "big: {} nodes, {} pods bound, peak RSS {rss:.0} MiB, replayed in {seconds:.2} s",
+        outcome.peak_nodes,
+        outcome.binds.len()
+    );
+    assert!(outcome.peak_nodes >= 5_000, "only {} nodes", outcome.peak_nodes);
+    assert_eq!(outcome.binds.len(), 50_000);
+    assert!(rss < 512.0, "peak RSS {rss:.0} MiB");
+}
