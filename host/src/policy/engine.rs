@@ -221,3 +221,40 @@ impl ResourceLimiter for HostState {
         Ok(desired <= 100_000)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_round_up_to_whole_ticks_plus_one() {
+        assert_eq!(ticks(Duration::from_millis(50)), 51);
+        assert_eq!(ticks(Duration::from_micros(1500)), 3);
+        assert_eq!(ticks(Duration::ZERO), 2);
+    }
+
+    #[test]
+    fn only_components_are_accepted() {
+        assert!(check_component_header(b"\0asm\x0d\0\x01\0rest").is_ok());
+        assert!(matches!(
+            check_component_header(b"\0asm\x01\0\0\0"),
+            Err(PolicyError::NotAComponent { .. })
+        ));
+        assert!(matches!(
+            check_component_header(b"\x7fELF...."),
+            Err(PolicyError::NotAComponent { .. })
+        ));
+    }
+
+    #[test]
+    fn the_memory_cap_error_names_the_cap() {
+        let e = MemoryCapExceeded {
+            cap: 64 << 20,
+            desired: (64 << 20) + 1,
+        };
+        assert_eq!(
+            e.to_string(),
+            "memory cap of 64 MiB exceeded: the module asked for 65 MiB"
+        );
+    }
+}

@@ -167,3 +167,38 @@ pub fn canary_budget_input() -> budget::BudgetInput {
         }],
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn expectations_compare_only_the_keys_given() {
+        let answer = json!({"order": [1, 0], "scores": [0.1, 0.2]});
+        assert!(matches(&json!({"order": [1, 0]}), &answer));
+        assert!(matches(&json!({"scores": [0.1, 0.2000000000001]}), &answer));
+        assert!(!matches(&json!({"order": [0, 1]}), &answer));
+        assert!(!matches(&json!({"order": [1]}), &answer));
+        assert!(!matches(&json!({"missing": 1}), &answer));
+        assert!(matches(&json!([1, 2]), &json!([1, 2])));
+    }
+
+    #[test]
+    fn fixture_files_round_trip_through_yaml() {
+        let file = FixtureFile {
+            kind: PolicyKind::Budgeter,
+            catalog: None,
+            cases: vec![FixtureCase {
+                name: "c".into(),
+                input: serde_json::to_value(canary_budget_input()).unwrap(),
+                expect: None,
+            }],
+        };
+        let text = serde_yaml_ng::to_string(&file).unwrap();
+        let back: FixtureFile = serde_yaml_ng::from_str(&text).unwrap();
+        let input: budget::BudgetInput =
+            serde_json::from_value(back.cases[0].input.clone()).unwrap();
+        assert_eq!(input, canary_budget_input());
+    }
+}

@@ -562,3 +562,70 @@ impl Budgeter for PoolBudgeter {
         lock(&self.slot).current.allowed(input)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pins_are_normalised_or_refused() {
+        let hexits = "AB".repeat(32);
+        assert_eq!(
+            normalize_pin(&format!("sha256:{hexits}")).unwrap(),
+            "ab".repeat(32)
+        );
+        assert!(matches!(
+            normalize_pin("abc"),
+            Err(PolicyError::InvalidPin { .. })
+        ));
+        assert!(normalize_pin(&"g".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn annotations_default_and_reject_pins_without_a_configmap() {
+        let none = BTreeMap::new();
+        assert_eq!(
+            policy_refs(&none).unwrap().get(PolicyKind::Budgeter),
+            &PolicyRef::Default
+        );
+        let ann: BTreeMap<String, String> = [
+            (
+                "kestrel.dev/consolidator".to_string(),
+                "configmap:c/other.wasm".to_string(),
+            ),
+            ("kestrel.dev/ranker-sha256".to_string(), "0".repeat(64)),
+        ]
+        .into();
+        assert!(matches!(
+            policy_refs(&ann),
+            Err(PolicyError::Annotation { .. })
+        ));
+        let ann: BTreeMap<String, String> = [(
+            "kestrel.dev/consolidator".to_string(),
+            "configmap:c/other.wasm".to_string(),
+        )]
+        .into();
+        assert_eq!(
+            policy_refs(&ann).unwrap().consolidator,
+            PolicyRef::ConfigMap {
+                name: "c".into(),
+                key: "other.wasm".into(),
+                sha256: None
+            }
+        );
+    }
+
+    #[test]
+    fn native_registry_serves_the_defaults_without_wasm() {
+        let registry = PolicyRegistry::native();
+        assert_eq!(
+            registry.current("p", PolicyKind::Ranker),
+            NativeRanker::label()
+        );
+        let v = registry
+            .budgeter("p")
+            .allowed(&fixtures::canary_budget_input());
+        assert_eq!(v.fallback, None);
+        assert!(v.value.iter().all(|r| r.count == 2));
+    }
+}

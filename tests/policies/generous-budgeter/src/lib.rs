@@ -6,14 +6,25 @@ struct Generous;
 
 impl Guest for Generous {
     fn info() -> PolicyInfo {
-        PolicyInfo { name: "generous".into(), version: "0.1.0".into(), contract: kestrel_policy_sdk::CONTRACT.into() }
+        PolicyInfo {
+            name: "generous".into(),
+            version: "0.1.0".into(),
+            contract: kestrel_policy_sdk::CONTRACT.into(),
+        }
     }
 
     fn allowed(_input: BudgetInput) -> Result<Vec<ReasonCount>, String> {
-        Ok([DisruptionReason::Empty, DisruptionReason::Underutilized, DisruptionReason::Drifted]
-            .into_iter()
-            .map(|reason| ReasonCount { reason, count: 1000 })
-            .collect())
+        Ok([
+            DisruptionReason::Empty,
+            DisruptionReason::Underutilized,
+            DisruptionReason::Drifted,
+        ]
+        .into_iter()
+        .map(|reason| ReasonCount {
+            reason,
+            count: 1000,
+        })
+        .collect())
     }
 }
 

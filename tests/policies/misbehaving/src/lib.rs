@@ -13,7 +13,11 @@ struct Misbehaving;
 
 impl Guest for Misbehaving {
     fn info() -> PolicyInfo {
-        PolicyInfo { name: "misbehaving".into(), version: "0.1.0".into(), contract: kestrel_policy_sdk::CONTRACT.into() }
+        PolicyInfo {
+            name: "misbehaving".into(),
+            version: "0.1.0".into(),
+            contract: kestrel_policy_sdk::CONTRACT.into(),
+        }
     }
 
     fn set_catalog(_catalog: Catalog) {}
@@ -36,12 +40,20 @@ impl Guest for Misbehaving {
                 }
             }
             "trap" => panic!("the misbehaving ranker panics on purpose"),
-            "invalid" => Ok(Ranking { order: vec![0, 0], scores: vec![1.0, 1.0] }),
-            "nan" => Ok(Ranking { order: (0..n).collect(), scores: (0..n).map(|_| f64::NAN).collect() }),
+            "invalid" => Ok(Ranking {
+                order: vec![0, 0],
+                scores: vec![1.0, 1.0],
+            }),
+            "nan" => Ok(Ranking {
+                order: (0..n).collect(),
+                scores: (0..n).map(|_| f64::NAN).collect(),
+            }),
             "err" => Err("the misbehaving ranker declines".into()),
             _ => Ok(Ranking {
                 order: (0..n).collect(),
-                scores: (0..n).map(|i| if i == 0 { f64::from(calls) } else { 0.0 }).collect(),
+                scores: (0..n)
+                    .map(|i| if i == 0 { f64::from(calls) } else { 0.0 })
+                    .collect(),
             }),
         }
     }
