@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::controller::provision::GreedyProvisioner;
 use crate::sim::chart;
 use crate::sim::replay::{SimOptions, simulate};
 use crate::sim::report::Report;
@@ -43,11 +42,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.compare && args.policy.is_empty() {
         bail!("--compare needs a candidate: --policy ranker=FILE.wasm");
     }
-    let candidate = candidate_options(&args)?.map(|mut o| {
+    let candidate = candidate_options(&args, &scenario)?.map(|mut o| {
         o.seed = args.seed;
         o
     });
-    let base = replay(&scenario, SimOptions { seed: args.seed, ..SimOptions::default() });
+    let base = replay(
+        &scenario,
+        SimOptions {
+            seed: args.seed,
+            ..SimOptions::default()
+        },
+    );
     let (report, compared) = match candidate {
         Some(options) if args.compare => {
             let cand = replay(&scenario, options);
@@ -80,7 +85,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn candidate_options(args: &Args) -> anyhow::Result<Option<SimOptions>> {
+fn candidate_options(args: &Args, scenario: &Scenario) -> anyhow::Result<Option<SimOptions>> {
     let Some(spec) = args.policy.first() else {
         return Ok(None);
     };
@@ -94,7 +99,11 @@ fn candidate_options(args: &Args) -> anyhow::Result<Option<SimOptions>> {
         .with_context(|| format!("loading ranker policy {file}"))?;
     let label = format!("{file} (wasm)");
     Ok(Some(SimOptions {
-        provisioner: Some(Box::new(GreedyProvisioner::new(Box::new(ranker), label))),
+        provisioner: Some(crate::sim::replay::core_planner(
+            scenario,
+            Box::new(ranker),
+            label,
+        )),
         ..SimOptions::default()
     }))
 }
@@ -108,9 +117,11 @@ fn replay(scenario: &Scenario, options: SimOptions) -> Report {
             indicatif::ProgressDrawTarget::stderr(),
         );
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} simulating {msg} [{bar:40}] {percent}%")
-                .expect("valid template")
-                .progress_chars("=> "),
+            indicatif::ProgressStyle::with_template(
+                "{spinner} simulating {msg} [{bar:40}] {percent}%",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         );
         bar.set_message(scenario.name.clone());
         bar

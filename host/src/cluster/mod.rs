@@ -167,6 +167,8 @@ pub trait ClusterState {
     /// Changes whenever a pod becomes pending (a watch's resourceVersion in production), so the loop
     /// re-reads pending pods only when there is something new.
     fn pending_revision(&self) -> u64;
+    /// Pods bound to nodes.
+    fn bound_pods(&self) -> Vec<PodState>;
     /// Every node, ready or not, by name.
     fn nodes(&self) -> Vec<NodeState>;
     /// The pods bound to a node.

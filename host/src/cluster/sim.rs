@@ -262,10 +262,13 @@ impl SimCluster {
             if budget.selector.is_empty() || !matches(pod) {
                 continue;
             }
-            let (total, healthy) = self.pods.values().filter(|p| matches(p)).fold(
-                (0i64, 0i64),
-                |(t, h), p| (t + 1, h + i64::from(p.node.is_some())),
-            );
+            let (total, healthy) = self
+                .pods
+                .values()
+                .filter(|p| matches(p))
+                .fold((0i64, 0i64), |(t, h), p| {
+                    (t + 1, h + i64::from(p.node.is_some()))
+                });
             let allowed = match (budget.min_available, budget.max_unavailable) {
                 (Some(min), _) => healthy - min,
                 (None, Some(max)) => max - (total - healthy),
@@ -282,6 +285,14 @@ impl SimCluster {
 impl ClusterState for SimCluster {
     fn pending_pods(&self) -> Vec<PodState> {
         self.pending_iter().cloned().collect()
+    }
+
+    fn bound_pods(&self) -> Vec<PodState> {
+        self.pods
+            .values()
+            .filter(|p| p.node.is_some())
+            .cloned()
+            .collect()
     }
 
     fn pending_revision(&self) -> u64 {

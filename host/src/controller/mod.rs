@@ -10,6 +10,8 @@
 //!
 //! Every executed action is logged as a [`Decided`] with its [`Explanation`].
 pub mod batch;
+pub mod convert;
+pub mod planner;
 pub mod provision;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -91,9 +93,9 @@ impl PoolSpec {
 
     /// Whether the pool's requirements allow the offering.
     pub fn allows(&self, it: &InstanceTypeInfo, zone: &str, ct: CapacityType) -> bool {
-        self.requirements.iter().all(|r| {
-            crate::sim::fit::requirement_matches(r, |k| self.label(it, zone, ct, k))
-        })
+        self.requirements
+            .iter()
+            .all(|r| crate::sim::fit::requirement_matches(r, |k| self.label(it, zone, ct, k)))
     }
 }
 
@@ -214,6 +216,8 @@ struct ClaimState {
     created_at: Millis,
     instance_id: Option<String>,
     taints: Vec<Taint>,
+    /// The core's view of the claim (when the core planned it), for later batches.
+    core: Option<crate::model::NodeClaim>,
 }
 
 #[derive(Debug, Clone)]
@@ -269,7 +273,7 @@ pub struct Controller {
     type_index: HashMap<String, usize>,
     zones: Vec<String>,
     /// DaemonSet requests per (pool, instance type) are computed by the caller.
-    daemon_overhead: Box<dyn Fn(&PoolSpec, &InstanceTypeInfo) -> Resources>,
+    daemon_overhead: DaemonOverhead,
     provisioner: Box<dyn Provisioner>,
     disruption: Box<dyn DisruptionStep>,
     batcher: Batcher,
@@ -292,6 +296,9 @@ pub struct Controller {
     pub stats: ControllerStats,
 }
 
+/// The DaemonSet requests a new node of a pool and instance type will carry.
+pub type DaemonOverhead = Box<dyn Fn(&PoolSpec, &InstanceTypeInfo) -> Resources>;
+
 /// How long a launched claim may take to register its node.
 const REGISTRATION_TTL_MS: Millis = 15 * 60_000;
 
@@ -307,7 +314,7 @@ impl Controller {
         contract_catalog: crate::policy::contract::rank::Catalog,
         seed: u64,
         zones: Vec<String>,
-        daemon_overhead: Box<dyn Fn(&PoolSpec, &InstanceTypeInfo) -> Resources>,
+        daemon_overhead: DaemonOverhead,
         provisioner: Box<dyn Provisioner>,
         disruption: Box<dyn DisruptionStep>,
     ) -> Self {
@@ -375,7 +382,8 @@ impl Controller {
             (u64::from_str_radix(&instance.id[2..], 16).unwrap_or(0) / 256) % 256,
             u64::from_str_radix(&instance.id[2..], 16).unwrap_or(0) % 256
         );
-        let mut labels = pool.node_labels(it, &instance.offering.zone, instance.offering.capacity_type);
+        let mut labels =
+            pool.node_labels(it, &instance.offering.zone, instance.offering.capacity_type);
         labels.insert(crate::sim::fit::HOSTNAME.into(), name.clone());
         Some(NodeState {
             name: name.into(),
@@ -461,7 +469,11 @@ impl Controller {
             .offerings_at
             .is_none_or(|at| now - at >= OFFERINGS_REFRESH_MS)
         {
-            let names: Vec<&str> = self.instance_types.iter().map(|t| t.name.as_str()).collect();
+            let names: Vec<&str> = self
+                .instance_types
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect();
             let spot: HashMap<(String, String), f64> = cloud
                 .spot_prices(&names, now)
                 .into_iter()
@@ -662,7 +674,10 @@ impl Controller {
         let names: Vec<String> = self.draining.keys().cloned().collect();
         for name in names {
             let drain = self.draining[&name].clone();
-            let replacements_ready = drain.waiting_for.iter().all(|c| !self.claims.contains_key(c));
+            let replacements_ready = drain
+                .waiting_for
+                .iter()
+                .all(|c| !self.claims.contains_key(c));
             if !(replacements_ready || now >= drain.drain_by) {
                 continue;
             }
@@ -720,7 +735,11 @@ impl Controller {
         let instances: HashMap<String, crate::cloud::Instance> = if self.claims.is_empty() {
             HashMap::new()
         } else {
-            cloud.list().into_iter().map(|i| (i.id.clone(), i)).collect()
+            cloud
+                .list()
+                .into_iter()
+                .map(|i| (i.id.clone(), i))
+                .collect()
         };
         for c in self.claims.values() {
             if let Some(inst) = c.instance_id.as_ref().and_then(|id| instances.get(id))
@@ -730,9 +749,21 @@ impl Controller {
                 *u = u.plus(&it.allocatable);
             }
         }
+        let bound = if self.provisioner.needs_bound_pods() {
+            cluster.bound_pods()
+        } else {
+            Vec::new()
+        };
+        let in_flight: Vec<crate::model::NodeClaim> = self
+            .claims
+            .values()
+            .filter_map(|c| c.core.clone())
+            .collect();
         let input = ProvisionInput {
             now,
             pending: pods,
+            bound: &bound,
+            in_flight: &in_flight,
             nodes: &nodes,
             pools: &self.pools,
             instance_types: &self.instance_types,
@@ -787,6 +818,18 @@ impl Controller {
                         .find(|p| p.name == planned.node_pool)
                         .map(|p| p.taints.clone())
                         .unwrap_or_default();
+                    let core = planned.core.clone().map(|mut c| {
+                        let o = &result.instance.offering;
+                        c.name = name.clone();
+                        c.launched = Some(crate::model::Launched {
+                            instance_type: o.instance_type.clone(),
+                            zone: o.zone.clone(),
+                            capacity_type: convert::capacity_type(o.capacity_type),
+                            price: o.price,
+                            provider_id: format!("aws:///{}/{}", o.zone, result.instance.id),
+                        });
+                        c
+                    });
                     self.claims.insert(
                         name.clone(),
                         ClaimState {
@@ -794,6 +837,7 @@ impl Controller {
                             created_at: now,
                             instance_id: Some(result.instance.id.clone()),
                             taints,
+                            core,
                         },
                     );
                     if nominate {
@@ -890,6 +934,11 @@ impl Controller {
         self.stats.batches += 1;
         let plan = self.plan(now, &pending, cluster, cloud);
         self.unplaceable = plan.unplaceable.iter().cloned().collect();
+        for (pod, claim) in &plan.nominations {
+            if self.claims.contains_key(claim) {
+                cluster.nominate(pod, claim);
+            }
+        }
         if !plan.unplaceable.is_empty() {
             self.retry_at = Some(now + self.config.retry_unplaced_ms);
         }
@@ -987,14 +1036,17 @@ impl Controller {
         let instances = cloud.list();
         let live: BTreeSet<&str> = instances.iter().map(|i| i.id.as_str()).collect();
         let before = self.claims.len();
-        self.claims.retain(|_, c| {
-            c.instance_id.as_deref().is_none_or(|id| live.contains(id))
-        });
+        self.claims
+            .retain(|_, c| c.instance_id.as_deref().is_none_or(|id| live.contains(id)));
         if self.claims.len() != before {
             // Their nominated pods are pending again: look at them on the next tick.
             self.seen_revision = None;
         }
-        let nodes: BTreeSet<String> = cluster.nodes().iter().map(|n| n.instance_id.clone()).collect();
+        let nodes: BTreeSet<String> = cluster
+            .nodes()
+            .iter()
+            .map(|n| n.instance_id.clone())
+            .collect();
         let claimed: BTreeSet<&str> = self
             .claims
             .values()

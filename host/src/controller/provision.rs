@@ -20,6 +20,10 @@ use crate::sim::fit;
 pub struct ProvisionInput<'a> {
     pub now: crate::clock::Millis,
     pub pending: &'a [PodState],
+    /// Pods bound to nodes (only when [`Provisioner::needs_bound_pods`]).
+    pub bound: &'a [PodState],
+    /// Claims launched whose nodes have not registered yet.
+    pub in_flight: &'a [crate::model::NodeClaim],
     pub nodes: &'a [NodeState],
     pub pools: &'a [PoolSpec],
     /// Same order as `contract_catalog.instance_types`.
@@ -45,6 +49,8 @@ pub struct PlannedClaim {
     pub pods: Vec<PodKey>,
     /// Why this shape: the chosen offering and the alternatives' scores.
     pub explanation: String,
+    /// The core's NodeClaim (requirements, requests, labels), kept while the claim is in flight.
+    pub core: Option<crate::model::NodeClaim>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -54,12 +60,18 @@ pub struct ProvisionPlan {
     pub unplaceable: Vec<(PodKey, String)>,
     /// Policy fallbacks that happened while deciding (counted in the report).
     pub policy_fallbacks: Vec<String>,
+    /// Pods that fit a claim still launching: (pod, claim name).
+    pub nominations: Vec<(PodKey, String)>,
 }
 
 pub trait Provisioner {
     fn plan(&mut self, input: &ProvisionInput<'_>) -> ProvisionPlan;
     /// For the report, e.g. "greedy stand-in + default-ranker@0.1.0 (native)".
     fn name(&self) -> String;
+    /// Whether `ProvisionInput::bound` must be filled (inter-pod constraints, existing room).
+    fn needs_bound_pods(&self) -> bool {
+        false
+    }
 }
 
 /// The stand-in packer (see the module docs).
@@ -240,7 +252,13 @@ impl GreedyProvisioner {
                 price: fitting.iter().map(|f| f.0.price).collect(),
                 interruption: fitting
                     .iter()
-                    .map(|f| if f.0.capacity_type == CapacityType::Spot { -1.0 } else { 0.0 })
+                    .map(|f| {
+                        if f.0.capacity_type == CapacityType::Spot {
+                            -1.0
+                        } else {
+                            0.0
+                        }
+                    })
                     .collect(),
                 capacity_score: vec![-1.0; fitting.len()],
                 pods_per_node: fitting.iter().map(|f| f.2 as u32).collect(),
@@ -302,7 +320,9 @@ impl GreedyProvisioner {
             let zone = spread_zones.then(|| zones[n % zones.len()]);
             let offerings: Vec<Offering> = scored
                 .iter()
-                .filter(|(_, cap, o)| *cap >= chunk.len() as i64 && zone.is_none_or(|z| o.zone == z))
+                .filter(|(_, cap, o)| {
+                    *cap >= chunk.len() as i64 && zone.is_none_or(|z| o.zone == z)
+                })
                 .take(OFFERINGS_PER_CLAIM)
                 .map(|(_, _, o)| (*o).clone())
                 .collect();
@@ -322,6 +342,7 @@ impl GreedyProvisioner {
                 ),
                 offerings,
                 pods: chunk.to_vec(),
+                core: None,
             });
             placed += chunk.len();
         }
@@ -349,7 +370,10 @@ fn anti_affinity_hostname(facts: &PodSpecFacts) -> bool {
         .affinity
         .as_ref()
         .and_then(|a| a.pod_anti_affinity.as_ref())
-        .and_then(|p| p.required_during_scheduling_ignored_during_execution.as_ref())
+        .and_then(|p| {
+            p.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
         .is_some_and(|t| t.iter().any(|t| t.topology_key == fit::HOSTNAME))
         || facts
             .spec

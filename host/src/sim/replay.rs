@@ -14,7 +14,10 @@ use crate::clock::{Clock, Millis};
 use crate::cloud::sim::{CapacityOutage, CloudEvent, LatencyRange, SimCloud, SimCloudConfig};
 use crate::cloud::{CapacityType, CloudProvider, InstanceState};
 use crate::cluster::sim::SimCluster;
-use crate::cluster::{ClusterState, DisruptionBudget, OwnerKind, PodKey, PodSpecFacts, Resources, Taint};
+use crate::cluster::{
+    ClusterState, DisruptionBudget, OwnerKind, PodKey, PodSpecFacts, Resources, Taint,
+};
+use crate::controller::planner::CorePlanner;
 use crate::controller::provision::{GreedyProvisioner, Provisioner};
 use crate::controller::{
     Controller, ControllerConfig, DisruptionStep, InstanceTypeInfo, NoDisruption, PoolSpec,
@@ -125,6 +128,46 @@ pub struct Replay {
     peak_pods: usize,
 }
 
+/// The provisioning core with `ranker` for every NodePool of `scenario` (the default provisioner).
+pub fn core_planner(
+    scenario: &Scenario,
+    ranker: Box<dyn crate::policy::Ranker>,
+    ranker_label: String,
+) -> Box<dyn Provisioner> {
+    let (catalog, _, _) = catalog::select(&scenario.cloud.instance_types, &scenario.zones);
+    let pools = scenario
+        .node_pools
+        .iter()
+        .map(|p| {
+            crate::controller::convert::node_pool(p).expect("checked when the scenario was parsed")
+        })
+        .collect();
+    let daemonsets: Vec<Arc<PodSpecFacts>> = scenario
+        .workloads
+        .iter()
+        .filter(|w| w.kind == WorkloadKind::DaemonSet)
+        .map(facts_of)
+        .collect();
+    Box::new(
+        CorePlanner::new(
+            ranker,
+            ranker_label,
+            pools,
+            &daemonsets,
+            catalog.instance_types,
+        )
+        .expect("pod templates checked when the scenario was parsed"),
+    )
+}
+
+/// The stand-in greedy packer with `ranker` (for comparing packers).
+pub fn greedy_planner(
+    ranker: Box<dyn crate::policy::Ranker>,
+    ranker_label: String,
+) -> Box<dyn Provisioner> {
+    Box::new(GreedyProvisioner::new(ranker, ranker_label))
+}
+
 /// Builds the loop's view of a NodePool from its Karpenter v1 manifest.
 pub fn pool_spec(pool: &crate::api::NodePool) -> PoolSpec {
     let spec = &pool.spec.template.spec;
@@ -169,7 +212,14 @@ pub fn pool_spec(pool: &crate::api::NodePool) -> PoolSpec {
             })
             .collect(),
         limits,
-        consolidation_policy: format!("{:?}", pool.spec.disruption.clone().unwrap_or_default().consolidation_policy()),
+        consolidation_policy: format!(
+            "{:?}",
+            pool.spec
+                .disruption
+                .clone()
+                .unwrap_or_default()
+                .consolidation_policy()
+        ),
         consolidate_after_ms: pool
             .spec
             .disruption
@@ -215,7 +265,10 @@ impl Replay {
                     to: from + parse_ms(&o.duration).ok()?,
                     instance_types: o.instance_types.clone(),
                     zones: o.zones.clone(),
-                    capacity_type: o.capacity_type.as_deref().and_then(CapacityType::from_label),
+                    capacity_type: o
+                        .capacity_type
+                        .as_deref()
+                        .and_then(CapacityType::from_label),
                 })
             })
             .collect();
@@ -275,10 +328,20 @@ impl Replay {
                 .fold(Resources::default(), |acc, ds| acc.plus(&ds.requests))
         });
         let mut config = ControllerConfig::default();
-        if let Some(v) = scenario.controller.batch_idle.as_deref().and_then(|v| parse_ms(v).ok()) {
+        if let Some(v) = scenario
+            .controller
+            .batch_idle
+            .as_deref()
+            .and_then(|v| parse_ms(v).ok())
+        {
             config.batch_idle_ms = v;
         }
-        if let Some(v) = scenario.controller.batch_max.as_deref().and_then(|v| parse_ms(v).ok()) {
+        if let Some(v) = scenario
+            .controller
+            .batch_max
+            .as_deref()
+            .and_then(|v| parse_ms(v).ok())
+        {
             config.batch_max_ms = v;
         }
         let disruption = options.disruption.unwrap_or_else(|| Box::new(NoDisruption));
@@ -295,9 +358,13 @@ impl Replay {
             seed,
             scenario.zones.clone(),
             overhead,
-            options
-                .provisioner
-                .unwrap_or_else(|| Box::new(GreedyProvisioner::with_default_ranker())),
+            options.provisioner.unwrap_or_else(|| {
+                core_planner(
+                    scenario,
+                    Box::new(crate::policy::defaults::NativeRanker::new()),
+                    crate::policy::defaults::NativeRanker::label(),
+                )
+            }),
             disruption,
         );
         let duration = end - start;
@@ -693,7 +760,11 @@ impl Replay {
 }
 
 /// Replays a scenario with the given options.
-pub fn simulate(scenario: &Scenario, options: SimOptions, progress: &mut dyn FnMut(f64)) -> SimOutcome {
+pub fn simulate(
+    scenario: &Scenario,
+    options: SimOptions,
+    progress: &mut dyn FnMut(f64),
+) -> SimOutcome {
     Replay::new(scenario, options).run(progress)
 }
 
