@@ -249,11 +249,18 @@ impl Scenario {
                 .location()
                 .map(|l| (l.line(), l.column()))
                 .unwrap_or((0, 0));
+            // The parser's message repeats the location at its end; the prefix already says it.
+            let mut message = e.to_string();
+            if e.location().is_some()
+                && let Some(i) = message.rfind(" at line ")
+            {
+                message.truncate(i);
+            }
             ScenarioError::Syntax {
                 file: file.to_string(),
                 line,
                 column,
-                message: e.to_string(),
+                message,
             }
         })?;
         scenario.check(text, file)?;
