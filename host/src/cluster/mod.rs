@@ -120,7 +120,8 @@ pub struct NodeState {
     pub zone: String,
     pub capacity_type: CapacityType,
     pub price: f64,
-    pub labels: BTreeMap<String, String>,
+    /// Shared: snapshots clone nodes often.
+    pub labels: Arc<BTreeMap<String, String>>,
     pub taints: Vec<Taint>,
     pub allocatable: Resources,
     /// Sum of the requests of the pods bound here.

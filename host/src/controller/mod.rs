@@ -394,7 +394,7 @@ impl Controller {
             zone: instance.offering.zone.clone(),
             capacity_type: instance.offering.capacity_type,
             price: instance.offering.price,
-            labels,
+            labels: std::sync::Arc::new(labels),
             taints: claim.taints.clone(),
             allocatable: it.allocatable,
             requested: Resources::default(),

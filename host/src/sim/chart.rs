@@ -166,9 +166,16 @@ fn panel(title: &str, t: &[f64], series: &[Series<'_>], unit: &str) -> String {
             fmt_axis(v, unit)
         );
     }
-    let ticks = 8;
+    // Round time ticks (1 min .. 6 h apart), at most 12 of them.
+    let step = [
+        60.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 10800.0, 21600.0,
+    ]
+    .into_iter()
+    .find(|step| t_max / step <= 12.0)
+    .unwrap_or(43200.0);
+    let ticks = (t_max / step).floor() as i32;
     for i in 0..=ticks {
-        let v = t_max * f64::from(i) / f64::from(ticks);
+        let v = step * f64::from(i);
         let _ = writeln!(
             s,
             "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",

@@ -126,6 +126,8 @@ pub struct Replay {
     disruption_name: String,
     peak_nodes: usize,
     peak_pods: usize,
+    /// A timeline sample is due once the current instant settles.
+    sample_due: bool,
 }
 
 /// The provisioning core with `ranker` for every NodePool of `scenario` (the default provisioner).
@@ -400,6 +402,7 @@ impl Replay {
             disruption_name,
             peak_nodes: 0,
             peak_pods: 0,
+            sample_due: false,
         };
         replay.schedule_scenario();
         replay
@@ -463,6 +466,9 @@ impl Replay {
                 self.handle(event, t);
             }
             self.settle(t);
+            if std::mem::take(&mut self.sample_due) {
+                self.sample(t);
+            }
             let done = (t - self.start) as f64 / total;
             if done - last_reported >= 0.01 {
                 last_reported = done;
@@ -511,7 +517,8 @@ impl Replay {
             }
             SimEvent::Cloud(e) => self.cloud_event(e, now),
             SimEvent::Storm(i) => self.storm(i, now),
-            SimEvent::Sample => self.sample(now),
+            // Sampled after the instant settles, so pods bound at this instant do not show as pending.
+            SimEvent::Sample => self.sample_due = true,
             SimEvent::Wake => {
                 if self.scheduled_wake.is_some_and(|w| w <= now) {
                     self.scheduled_wake = None;
