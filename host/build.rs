@@ -20,6 +20,8 @@ fn main() {
         .expect("host/ has a parent")
         .to_path_buf();
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
+    // Relative to host/ (cargo resolves them against the package being built), so that a target dir
+    // shared by several clones checks the files of the clone being built.
     for path in [
         "policies/ranker",
         "policies/consolidator",
@@ -29,7 +31,7 @@ fn main() {
         "wit",
         "Cargo.lock",
     ] {
-        println!("cargo:rerun-if-changed={}", root.join(path).display());
+        println!("cargo:rerun-if-changed=../{path}");
     }
     println!("cargo:rerun-if-changed=src/policy/build_component.rs");
     println!("cargo:rerun-if-env-changed=KESTREL_USE_PREBUILT_POLICIES");

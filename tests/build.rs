@@ -15,7 +15,7 @@ fn main() {
         .to_path_buf();
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
     for path in ["tests/policies", "sdk", "wit"] {
-        println!("cargo:rerun-if-changed={}", root.join(path).display());
+        println!("cargo:rerun-if-changed=../{path}");
     }
     println!("cargo:rerun-if-changed=../host/src/policy/build_component.rs");
     let target_dir = out_dir

@@ -88,7 +88,7 @@ pub const LAUNCH_WINDOW: usize = 60;
 
 /// Typed helpers over the ranker's columnar inputs.
 pub mod helpers {
-    use crate::ranker::{Catalog, Offerings};
+    use crate::ranker::{Catalog, Offerings, PodShape, RankInput};
 
     /// One offering, read across the columns of [`Offerings`].
     #[derive(Debug, Clone, Copy, PartialEq)]
@@ -162,10 +162,162 @@ pub mod helpers {
             .map(|i| i as u32)
     }
 
+    /// How many distinct values of label `key` the offerings `order` carry (offerings whose instance type
+    /// lacks the label count for none).
+    pub fn distinct_values(
+        catalog: &Catalog,
+        offerings: &Offerings,
+        order: &[u32],
+        key: u32,
+    ) -> usize {
+        let mut seen: Vec<u32> = order
+            .iter()
+            .filter_map(|&i| offerings.instance_type.get(i as usize))
+            .filter_map(|&it| label_value(catalog, it, key))
+            .collect();
+        seen.sort_unstable();
+        seen.dedup();
+        seen.len()
+    }
+
+    /// Checks the NodePool's `minValues` on the entries of `order` the host launches from (the first
+    /// [`LAUNCH_WINDOW`](crate::LAUNCH_WINDOW)); the error names the first requirement missed.
+    pub fn check_min_values(
+        catalog: &Catalog,
+        input: &RankInput,
+        order: &[u32],
+    ) -> Result<(), String> {
+        let window = &order[..order.len().min(crate::LAUNCH_WINDOW)];
+        for mv in &input.min_values {
+            let have = distinct_values(catalog, &input.offerings, window, mv.key);
+            if have < mv.min as usize {
+                let key = catalog
+                    .label_keys
+                    .get(mv.key as usize)
+                    .map_or("?", String::as_str);
+                return Err(format!(
+                    "minValues of {key}: {have} distinct values in the first {} offerings, {} required",
+                    window.len(),
+                    mv.min
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Total requests of a batch of pod shapes: (cpu millis, memory MiB, gpus, pods).
+    pub fn batch_totals(pods: &[PodShape]) -> (u64, u64, u64, u64) {
+        pods.iter().fold((0, 0, 0, 0), |(c, m, g, n), p| {
+            let k = u64::from(p.count);
+            (
+                c + p.cpu_millis * k,
+                m + p.memory_mib * k,
+                g + u64::from(p.gpus) * k,
+                n + k,
+            )
+        })
+    }
+
+    /// Whether one pod of `shape` fits an empty node of instance type `it` (allocatable capacities).
+    pub fn fits(catalog: &Catalog, it: u32, shape: &PodShape) -> bool {
+        catalog.instance_types.get(it as usize).is_some_and(|t| {
+            t.cpu_millis >= shape.cpu_millis
+                && t.memory_mib >= shape.memory_mib
+                && t.gpus >= shape.gpus
+                && t.pods >= 1
+        })
+    }
+
     /// The string value of label `key` on instance type `it`.
     pub fn label<'c>(catalog: &'c Catalog, it: u32, key: &str) -> Option<&'c str> {
         let k = label_key(catalog, key)?;
         let v = label_value(catalog, it, k)?;
         catalog.label_values.get(v as usize).map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::helpers::{label, offerings, offerings_len};
+    use crate::ranker::{Catalog, InstanceType, Offerings};
+
+    fn offers() -> Offerings {
+        Offerings {
+            instance_type: vec![0, 0],
+            zone: vec![0, 1],
+            capacity_type: vec![0, 1],
+            price: vec![0.1, 0.03],
+            interruption: vec![0.0, -1.0],
+            capacity_score: vec![-1.0, 0.7],
+            pods_per_node: vec![2, 2],
+        }
+    }
+
+    #[test]
+    fn offerings_are_read_across_columns() {
+        let o = offers();
+        let all: Vec<_> = offerings(&o).unwrap().collect();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[1].price, 0.03);
+        assert_eq!(all[1].interruption, None);
+        assert_eq!(all[1].capacity_score, Some(0.7));
+        let mut bad = offers();
+        bad.zone.pop();
+        assert!(offerings_len(&bad).unwrap_err().contains("zone"));
+    }
+
+    #[test]
+    fn labels_are_looked_up_by_name() {
+        let c = Catalog {
+            revision: 1,
+            label_keys: vec!["kubernetes.io/arch".into()],
+            label_values: vec!["amd64".into(), "arm64".into()],
+            zones: vec![],
+            instance_types: vec![InstanceType {
+                name: "m6g.large".into(),
+                cpu_millis: 2000,
+                memory_mib: 8192,
+                pods: 29,
+                gpus: 0,
+                labels: vec![(0, 1)],
+            }],
+        };
+        assert_eq!(label(&c, 0, "kubernetes.io/arch"), Some("arm64"));
+        assert_eq!(label(&c, 0, "missing"), None);
+        assert_eq!(label(&c, 9, "kubernetes.io/arch"), None);
+        let shape = crate::ranker::PodShape {
+            count: 3,
+            cpu_millis: 500,
+            memory_mib: 1024,
+            gpus: 0,
+        };
+        assert!(crate::helpers::fits(&c, 0, &shape));
+        assert!(!crate::helpers::fits(
+            &c,
+            0,
+            &crate::ranker::PodShape {
+                cpu_millis: 4000,
+                ..shape
+            }
+        ));
+        assert_eq!(crate::helpers::batch_totals(&[shape]), (1500, 3072, 0, 3));
+        let input = crate::ranker::RankInput {
+            node_pool: "p".into(),
+            now: 0,
+            seed: 0,
+            pods: vec![],
+            offerings: Offerings {
+                instance_type: vec![0],
+                zone: vec![0],
+                capacity_type: vec![0],
+                price: vec![0.1],
+                interruption: vec![0.0],
+                capacity_score: vec![-1.0],
+                pods_per_node: vec![1],
+            },
+            min_values: vec![crate::ranker::MinValues { key: 0, min: 2 }],
+        };
+        let err = crate::helpers::check_min_values(&c, &input, &[0]).unwrap_err();
+        assert!(err.contains("kubernetes.io/arch: 1 distinct"), "{err}");
     }
 }

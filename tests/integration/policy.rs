@@ -397,6 +397,15 @@ fn the_example_graviton_policy_builds_loads_and_prefers_arm64() {
     let failures =
         kestrel::cli::policy::test(&wasm, &example.join("fixtures.yaml"), &mut out).unwrap();
     assert_eq!(failures, 0, "{}", String::from_utf8_lossy(&out));
+    // A fixture whose expectation the policy does not meet fails.
+    let fixtures = std::fs::read_to_string(example.join("fixtures.yaml")).unwrap();
+    let wrong = fixtures.replace("expect: { order: [0, 1] }", "expect: { order: [1, 0] }");
+    assert_ne!(wrong, fixtures);
+    std::fs::write(out_dir.join("wrong.yaml"), wrong).unwrap();
+    let mut out = Vec::new();
+    let failures =
+        kestrel::cli::policy::test(&wasm, &out_dir.join("wrong.yaml"), &mut out).unwrap();
+    assert_eq!(failures, 1, "{}", String::from_utf8_lossy(&out));
     // kestrel simulate --policy ranker=prefer-graviton.wasm (the simulator calls this loader)
     let mut ranker = kestrel::policy::ranker_from_file(&wasm).unwrap();
     ranker.set_catalog(&canary_catalog());

@@ -21,6 +21,9 @@ pub struct Args {
     /// Timed calls per rank case.
     #[arg(long, default_value_t = 2000)]
     iterations: usize,
+    /// Time this ranker component instead of the embedded default (its answers are not compared).
+    #[arg(long)]
+    ranker: Option<std::path::PathBuf>,
 }
 
 fn median(mut samples: Vec<Duration>) -> f64 {
@@ -121,13 +124,9 @@ pub fn synthetic(n: usize) -> (rank::Catalog, rank::RankInput) {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let engine = PolicyEngine::shared();
     let limits = Limits::default();
-    let ranker = prepare_wasm(
-        engine,
-        PolicyKind::Ranker,
-        defaults::RANKER_WASM,
-        None,
-        &limits,
-    )?;
+    let custom = args.ranker.as_ref().map(std::fs::read).transpose()?;
+    let ranker_bytes = custom.as_deref().unwrap_or(defaults::RANKER_WASM);
+    let ranker = prepare_wasm(engine, PolicyKind::Ranker, ranker_bytes, None, &limits)?;
     for &n in &args.offerings {
         let (catalog, input) = synthetic(n);
         let mut wasm = WasmRanker::new(ranker.clone(), limits, Arc::default());
@@ -139,7 +138,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             check.fallback
         );
         let native = kestrel_default_ranker::rank(&catalog, &input).map_err(anyhow::Error::msg)?;
-        anyhow::ensure!(native == check.value, "wasm and native rankings differ");
+        anyhow::ensure!(
+            custom.is_some() || native == check.value,
+            "wasm and native rankings differ"
+        );
         let warm = args.iterations / 10 + 1;
         time(warm, || wasm.rank(&input));
         let wasm_us = time(args.iterations, || wasm.rank(&input));

@@ -1,10 +1,10 @@
 //! Host-side bindings of the three worlds (wasmtime `bindgen!`) and conversions from the SDK types the
-//! core uses. The conversions copy columns (`Vec<u32>`, `Vec<f64>`): a memory copy, negligible next to
-//! lowering into the guest.
+//! core uses. The ranker's inputs are bound in borrowed form, so its columns are lowered straight from the
+//! caller's vectors; the other worlds' inputs are small and copied.
 use super::contract::{budget, consolidate, rank};
 
 pub mod ranker {
-    wasmtime::component::bindgen!({ path: "../wit", world: "ranker" });
+    wasmtime::component::bindgen!({ path: "../wit", world: "ranker", ownership: Borrowing { duplicate_if_necessary: true } });
     pub use exports::kestrel::policy::ranking as api;
 }
 
@@ -58,61 +58,70 @@ impl From<b::PolicyInfo> for PolicyInfo {
     }
 }
 
-pub fn catalog(c: &rank::Catalog) -> r::Catalog {
-    r::Catalog {
+/// Calls `f` with the catalog in the borrowed form the bindings lower (no copy of the strings).
+pub fn with_catalog<R>(c: &rank::Catalog, f: impl FnOnce(r::Catalog<'_>) -> R) -> R {
+    let keys: Vec<&str> = c.label_keys.iter().map(String::as_str).collect();
+    let values: Vec<&str> = c.label_values.iter().map(String::as_str).collect();
+    let zones: Vec<&str> = c.zones.iter().map(String::as_str).collect();
+    let types: Vec<r::InstanceType<'_>> = c
+        .instance_types
+        .iter()
+        .map(|t| r::InstanceType {
+            name: &t.name,
+            cpu_millis: t.cpu_millis,
+            memory_mib: t.memory_mib,
+            pods: t.pods,
+            gpus: t.gpus,
+            labels: &t.labels,
+        })
+        .collect();
+    f(r::Catalog {
         revision: c.revision,
-        label_keys: c.label_keys.clone(),
-        label_values: c.label_values.clone(),
-        zones: c.zones.clone(),
-        instance_types: c
-            .instance_types
-            .iter()
-            .map(|t| r::InstanceType {
-                name: t.name.clone(),
-                cpu_millis: t.cpu_millis,
-                memory_mib: t.memory_mib,
-                pods: t.pods,
-                gpus: t.gpus,
-                labels: t.labels.clone(),
-            })
-            .collect(),
-    }
+        label_keys: &keys,
+        label_values: &values,
+        zones: &zones,
+        instance_types: &types,
+    })
 }
 
-pub fn rank_input(i: &rank::RankInput) -> r::RankInput {
+/// Calls `f` with the rank input in borrowed form: the columns are lowered straight from the caller's
+/// vectors (one memory copy, into the guest).
+pub fn with_rank_input<R>(i: &rank::RankInput, f: impl FnOnce(r::RankInput<'_>) -> R) -> R {
     let o = &i.offerings;
-    r::RankInput {
-        node_pool: i.node_pool.clone(),
+    let pods: Vec<r::PodShape> = i
+        .pods
+        .iter()
+        .map(|p| r::PodShape {
+            count: p.count,
+            cpu_millis: p.cpu_millis,
+            memory_mib: p.memory_mib,
+            gpus: p.gpus,
+        })
+        .collect();
+    let min_values: Vec<r::MinValues> = i
+        .min_values
+        .iter()
+        .map(|m| r::MinValues {
+            key: m.key,
+            min: m.min,
+        })
+        .collect();
+    f(r::RankInput {
+        node_pool: &i.node_pool,
         now: i.now,
         seed: i.seed,
-        pods: i
-            .pods
-            .iter()
-            .map(|p| r::PodShape {
-                count: p.count,
-                cpu_millis: p.cpu_millis,
-                memory_mib: p.memory_mib,
-                gpus: p.gpus,
-            })
-            .collect(),
+        pods: &pods,
         offerings: r::Offerings {
-            instance_type: o.instance_type.clone(),
-            zone: o.zone.clone(),
-            capacity_type: o.capacity_type.clone(),
-            price: o.price.clone(),
-            interruption: o.interruption.clone(),
-            capacity_score: o.capacity_score.clone(),
-            pods_per_node: o.pods_per_node.clone(),
+            instance_type: &o.instance_type,
+            zone: &o.zone,
+            capacity_type: &o.capacity_type,
+            price: &o.price,
+            interruption: &o.interruption,
+            capacity_score: &o.capacity_score,
+            pods_per_node: &o.pods_per_node,
         },
-        min_values: i
-            .min_values
-            .iter()
-            .map(|m| r::MinValues {
-                key: m.key,
-                min: m.min,
-            })
-            .collect(),
-    }
+        min_values: &min_values,
+    })
 }
 
 pub fn ranking(r: r::Ranking) -> rank::Ranking {

@@ -323,10 +323,11 @@ impl PolicyRegistry {
     }
 
     fn pool(&self, node_pool: &str) -> Arc<PoolSlots> {
-        let mut pools = lock(&self.pools);
-        if let Some(p) = pools.get(node_pool) {
+        if let Some(p) = lock(&self.pools).get(node_pool) {
             return p.clone();
         }
+        // Prepared without holding the registry lock (compiling the defaults the first time takes tens of
+        // milliseconds); if another thread created the pool meanwhile, its slots win.
         let metrics: [Arc<PolicyMetrics>; 3] = Default::default();
         let default_source = match self.default_backend {
             DefaultBackend::Wasm => PolicySource::EmbeddedDefault,
@@ -363,8 +364,10 @@ impl PolicyRegistry {
             })),
             metrics,
         });
-        pools.insert(node_pool.to_string(), slots.clone());
-        slots
+        lock(&self.pools)
+            .entry(node_pool.to_string())
+            .or_insert(slots)
+            .clone()
     }
 
     fn ranker_of(&self, p: PreparedPolicy, metrics: &Arc<PolicyMetrics>) -> Box<dyn Ranker> {

@@ -308,8 +308,8 @@ macro_rules! wasm_policy_common {
 /// A ranker component.
 pub struct WasmRanker {
     sandbox: Sandbox<ranker::Ranker>,
-    /// The current catalog, natively (for the fallback) and lowered-ready (re-sent after re-instantiation).
-    catalog: Option<(rank::Catalog, ranker::api::Catalog)>,
+    /// The current catalog (for the fallback, and re-sent after every instantiation).
+    catalog: Option<rank::Catalog>,
 }
 wasm_policy_common!(WasmRanker);
 
@@ -339,38 +339,40 @@ fn instantiate_ranker(
 
 impl Ranker for WasmRanker {
     fn set_catalog(&mut self, catalog: &rank::Catalog) {
-        if self.catalog.as_ref().is_some_and(|(c, _)| c == catalog) {
+        if self.catalog.as_ref() == Some(catalog) {
             return;
         }
-        self.catalog = Some((catalog.clone(), bindings::catalog(catalog)));
+        self.catalog = Some(catalog.clone());
         // Sent lazily, right after the next instantiation.
         self.sandbox.live = None;
     }
 
     fn rank(&mut self, input: &rank::RankInput) -> Verdict<rank::Ranking> {
         let deadline = self.sandbox.limits.rank_deadline;
-        let lowered_catalog = self.catalog.as_ref().map(|(_, w)| w);
-        let native_catalog = self.catalog.as_ref().map(|(c, _)| c);
+        let catalog = self.catalog.as_ref();
         let n = input.offerings.instance_type.len();
         self.sandbox.decide(
             |sb| {
                 let answer = sb.call(
                     deadline,
                     instantiate_ranker,
-                    |b, store| match lowered_catalog {
-                        Some(c) => b.kestrel_policy_ranking().call_set_catalog(store, c),
+                    |b, store| match catalog {
+                        Some(c) => bindings::with_catalog(c, |c| {
+                            b.kestrel_policy_ranking().call_set_catalog(store, c)
+                        }),
                         None => Ok(()),
                     },
                     |b, store| {
-                        b.kestrel_policy_ranking()
-                            .call_rank(store, &bindings::rank_input(input))
+                        bindings::with_rank_input(input, |i| {
+                            b.kestrel_policy_ranking().call_rank(store, i)
+                        })
                     },
                 )?;
                 let answer = bindings::ranking(answer);
                 validate::ranking(&answer, n).map_err(|d| (FallbackKind::InvalidAnswer, d))?;
                 Ok(answer)
             },
-            || NativeRanker::answer(native_catalog, input),
+            || NativeRanker::answer(catalog, input),
         )
     }
 }
