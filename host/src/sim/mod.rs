@@ -1,1 +1,4 @@
-//! TODO(owner): module sim
+//! The simulator: a virtual clock, the scenario format, the replay through the real controller loop, and
+//! the report.
+pub mod clock;
+pub mod fit;
