@@ -20,7 +20,9 @@ pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
 /// The YAML of one CRD as committed under `deploy/crds/`.
 pub fn to_yaml(crd: &CustomResourceDefinition) -> String {
     let body = serde_yaml_ng::to_string(crd).expect("a CRD always serializes");
-    format!("# Generated from host/src/api by `KESTREL_BLESS=1 cargo test -p kestrel --lib api::crd`; do not edit.\n{body}")
+    format!(
+        "# Generated from host/src/api by `KESTREL_BLESS=1 cargo test -p kestrel --lib api::crd`; do not edit.\n{body}"
+    )
 }
 
 /// The `openAPIV3Schema` of the CRD for `kind`, as JSON (used to report unknown fields).

@@ -8,8 +8,11 @@ pub mod common;
 pub mod crd;
 pub mod duration;
 pub mod ec2nodeclass;
+pub mod labels;
+pub mod manifest;
 pub mod nodeclaim;
 pub mod nodepool;
+pub mod validate;
 
 pub use budget::{BudgetNodes, BudgetSchedule};
 pub use common::{

@@ -1,0 +1,389 @@
+//! Checking manifest files: split multi-document YAML, dispatch on apiVersion/kind, parse strictly and
+//! validate, reporting each problem with its document, line (where the parser knows it) and field path.
+
+use serde::de::DeserializeOwned;
+
+use super::crd::schema_for_kind;
+use super::validate::{FieldError, unknown_fields};
+use super::{EC2NodeClass, NodeClaim, NodePool};
+
+/// One YAML document of a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Document {
+    /// 0-based position in the file.
+    pub index: usize,
+    /// 1-based line of the document's first line in the file.
+    pub first_line: usize,
+    pub text: String,
+}
+
+/// Splits a multi-document YAML stream on `---` lines, keeping where each document starts.
+pub fn split_documents(text: &str) -> Vec<Document> {
+    let mut docs = Vec::new();
+    let mut current = String::new();
+    let mut first_line = 1;
+    for (i, line) in text.lines().enumerate() {
+        let is_separator = line == "---" || line.starts_with("--- ") || line == "...";
+        if is_separator {
+            docs.push((first_line, std::mem::take(&mut current)));
+            first_line = i + 2;
+        } else {
+            current.push_str(line);
+            current.push('\n');
+        }
+    }
+    docs.push((first_line, current));
+    docs.into_iter()
+        .filter(|(_, text)| {
+            text.lines()
+                .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        })
+        .enumerate()
+        .map(|(index, (first_line, text))| Document {
+            index,
+            first_line,
+            text,
+        })
+        .collect()
+}
+
+/// A problem in a document: where, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line in the file, when known.
+    pub line: Option<usize>,
+    /// Field path (`spec.template.spec.requirements[2].values`); empty for the document as a whole.
+    pub path: String,
+    pub reason: String,
+}
+
+/// What checking one document found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Valid {
+        kind: String,
+        name: String,
+    },
+    Invalid {
+        kind: String,
+        name: String,
+        problems: Vec<Problem>,
+    },
+    /// Not a Karpenter resource (a Deployment, a ConfigMap, ...): not checked.
+    Skipped {
+        api_version: String,
+        kind: String,
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocumentReport {
+    pub index: usize,
+    pub first_line: usize,
+    pub outcome: Outcome,
+}
+
+/// Checks every document of a YAML file's text.
+pub fn check_manifests(text: &str) -> Vec<DocumentReport> {
+    split_documents(text).iter().map(check_document).collect()
+}
+
+pub fn check_document(doc: &Document) -> DocumentReport {
+    let report = |outcome| DocumentReport {
+        index: doc.index,
+        first_line: doc.first_line,
+        outcome,
+    };
+    let value: serde_json::Value = match serde_yaml_ng::from_str(&doc.text) {
+        Ok(v) => v,
+        Err(err) => {
+            return report(Outcome::Invalid {
+                kind: String::new(),
+                name: String::new(),
+                problems: vec![yaml_problem(doc, &err)],
+            });
+        }
+    };
+    let field = |key: &str| {
+        value
+            .get(key)
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    let (api_version, kind) = (field("apiVersion"), field("kind"));
+    let name = value
+        .pointer("/metadata/name")
+        .and_then(|v| v.as_str())
+        .unwrap_or("")
+        .to_string();
+    let problems = match (api_version.as_str(), kind.as_str()) {
+        ("karpenter.sh/v1", "NodePool") => check::<NodePool>(doc, &value, &kind, |o| o.validate()),
+        ("karpenter.sh/v1", "NodeClaim") => {
+            check::<NodeClaim>(doc, &value, &kind, |o| o.validate())
+        }
+        ("karpenter.k8s.aws/v1", "EC2NodeClass") => {
+            check::<EC2NodeClass>(doc, &value, &kind, |o| o.validate())
+        }
+        (v, "NodePool" | "NodeClaim" | "EC2NodeClass") => vec![Problem {
+            line: Some(doc.first_line),
+            path: "apiVersion".into(),
+            reason: format!(
+                "{v:?} is not served; Kestrel serves karpenter.sh/v1 (NodePool, NodeClaim) and karpenter.k8s.aws/v1 (EC2NodeClass) — migrate v1beta1 manifests to v1"
+            ),
+        }],
+        ("", _) | (_, "") => vec![Problem {
+            line: Some(doc.first_line),
+            path: String::new(),
+            reason: "not a Kubernetes object: apiVersion and kind are required".into(),
+        }],
+        _ => {
+            return report(Outcome::Skipped {
+                api_version,
+                kind,
+                name,
+            });
+        }
+    };
+    if name.is_empty() && problems.is_empty() {
+        return report(Outcome::Invalid {
+            kind,
+            name,
+            problems: vec![Problem {
+                line: Some(doc.first_line),
+                path: "metadata.name".into(),
+                reason: "required".into(),
+            }],
+        });
+    }
+    report(if problems.is_empty() {
+        Outcome::Valid { kind, name }
+    } else {
+        Outcome::Invalid {
+            kind,
+            name,
+            problems,
+        }
+    })
+}
+
+/// Unknown fields first (all of them, from the schema), then the strict parse, then semantic rules.
+fn check<T: DeserializeOwned>(
+    doc: &Document,
+    value: &serde_json::Value,
+    kind: &str,
+    validate: impl Fn(&T) -> Result<(), super::validate::ValidationErrors>,
+) -> Vec<Problem> {
+    let schema = schema_for_kind(kind).expect("served kinds have a schema");
+    let unknown = unknown_fields(value, &schema);
+    if !unknown.is_empty() {
+        return unknown.into_iter().map(|e| field_problem(doc, e)).collect();
+    }
+    let object: T = match serde_yaml_ng::from_str(&doc.text) {
+        Ok(o) => o,
+        Err(err) => return vec![yaml_problem(doc, &err)],
+    };
+    match validate(&object) {
+        Ok(()) => Vec::new(),
+        Err(errors) => errors
+            .0
+            .into_iter()
+            .map(|e| field_problem(doc, e))
+            .collect(),
+    }
+}
+
+fn field_problem(doc: &Document, e: FieldError) -> Problem {
+    Problem {
+        line: locate(doc, &e.path),
+        path: e.path,
+        reason: e.reason,
+    }
+}
+
+/// A parse error: serde_yaml_ng reports `path: message at line L column C`; keep the path and the
+/// message, and turn the line into a file line.
+fn yaml_problem(doc: &Document, err: &serde_yaml_ng::Error) -> Problem {
+    let line = err.location().map(|l| doc.first_line + l.line() - 1);
+    let mut message = err.to_string();
+    if let Some(at) = message.rfind(" at line ") {
+        message.truncate(at);
+    }
+    let (path, reason) = match message.split_once(": ") {
+        Some((path, reason)) if !path.contains(' ') => (path.to_string(), reason.to_string()),
+        _ => (String::new(), message),
+    };
+    Problem { line, path, reason }
+}
+
+/// Best-effort line of a field path in the document: follows the path's keys down the indentation
+/// (list indices count `- ` items). `None` when the layout is not the plain block style.
+fn locate(doc: &Document, path: &str) -> Option<usize> {
+    let lines: Vec<&str> = doc.text.lines().collect();
+    let mut from = 0;
+    let mut min_indent = 0usize;
+    let mut found = None;
+    for segment in path_segments(path) {
+        match segment {
+            Segment::Key(key) => {
+                let quoted = [
+                    format!("{key}:"),
+                    format!("\"{key}\":"),
+                    format!("'{key}':"),
+                ];
+                let (i, indent) = lines.iter().enumerate().skip(from).find_map(|(i, l)| {
+                    let body = l.trim_start().trim_start_matches("- ");
+                    let indent = l.len() - body.len();
+                    (indent >= min_indent && quoted.iter().any(|q| body.starts_with(q.as_str())))
+                        .then_some((i, indent))
+                })?;
+                found = Some(i);
+                from = i + 1;
+                min_indent = indent + 1;
+            }
+            Segment::Index(n) => {
+                let mut seen = 0;
+                let (i, indent) = lines.iter().enumerate().skip(from).find_map(|(i, l)| {
+                    let body = l.trim_start();
+                    let indent = l.len() - body.len();
+                    if indent + 1 >= min_indent && body.starts_with("- ") {
+                        seen += 1;
+                        (seen == n + 1).then_some((i, indent))
+                    } else {
+                        None
+                    }
+                })?;
+                found = Some(i);
+                from = i;
+                min_indent = indent + 2;
+            }
+        }
+    }
+    found.map(|i| doc.first_line + i)
+}
+
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+fn path_segments(path: &str) -> Vec<Segment> {
+    let mut out = Vec::new();
+    let mut rest = path;
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix('.') {
+            rest = r;
+        } else if let Some(r) = rest.strip_prefix("[\"") {
+            let end = r.find("\"]").unwrap_or(r.len());
+            out.push(Segment::Key(r[..end].to_string()));
+            rest = r.get(end + 2..).unwrap_or("");
+        } else if let Some(r) = rest.strip_prefix('[') {
+            let end = r.find(']').unwrap_or(r.len());
+            if let Ok(n) = r[..end].parse() {
+                out.push(Segment::Index(n));
+            }
+            rest = r.get(end + 1..).unwrap_or("");
+        } else {
+            let end = rest.find(['.', '[']).unwrap_or(rest.len());
+            out.push(Segment::Key(rest[..end].to_string()));
+            rest = &rest[end..];
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POOL: &str = "\
+apiVersion: karpenter.sh/v1
+kind: NodePool
+metadata:
+  name: default
+spec:
+  template:
+    spec:
+      nodeClassRef:
+        group: karpenter.k8s.aws
+        kind: EC2NodeClass
+        name: default
+      requirements:
+        - key: kubernetes.io/arch
+          operator: In
+          values: [amd64]
+        - key: karpenter.k8s.aws/instance-cpu
+          operator: Gt
+          values: [\"a\"]
+";
+
+    #[test]
+    fn splits_documents_with_lines() {
+        let docs = split_documents("# c\n---\na: 1\n---\n\n---\nb: 2\nc: 3\n");
+        assert_eq!(docs.len(), 2);
+        assert_eq!((docs[0].index, docs[0].first_line), (0, 3));
+        assert_eq!((docs[1].index, docs[1].first_line), (1, 7));
+    }
+
+    #[test]
+    fn reports_path_reason_and_line() {
+        let reports = check_manifests(&format!("---\n{POOL}"));
+        let Outcome::Invalid { problems, name, .. } = &reports[0].outcome else {
+            panic!("{reports:?}")
+        };
+        assert_eq!(name, "default");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(
+            problems[0].path,
+            "spec.template.spec.requirements[1].values"
+        );
+        assert!(
+            problems[0].reason.contains("operator Gt needs exactly one"),
+            "{}",
+            problems[0].reason
+        );
+        assert_eq!(problems[0].line, Some(19));
+    }
+
+    #[test]
+    fn unknown_fields_are_named() {
+        let text = POOL.replace("      requirements:", "      requirement:");
+        let reports = check_manifests(&text);
+        let Outcome::Invalid { problems, .. } = &reports[0].outcome else {
+            panic!("{reports:?}")
+        };
+        assert_eq!(problems[0].path, "spec.template.spec.requirement");
+        assert!(problems[0].reason.starts_with("unknown field"));
+        assert_eq!(problems[0].line, Some(12));
+    }
+
+    #[test]
+    fn other_kinds_are_skipped_and_old_versions_rejected() {
+        let reports = check_manifests("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n");
+        assert!(matches!(reports[0].outcome, Outcome::Skipped { .. }));
+        let reports = check_manifests(&POOL.replace("karpenter.sh/v1", "karpenter.sh/v1beta1"));
+        let Outcome::Invalid { problems, .. } = &reports[0].outcome else {
+            panic!("{reports:?}")
+        };
+        assert_eq!(problems[0].path, "apiVersion");
+    }
+
+    #[test]
+    fn type_errors_carry_path_and_line() {
+        let text = POOL.replace("operator: In", "operator: Inn");
+        let reports = check_manifests(&text);
+        let Outcome::Invalid { problems, .. } = &reports[0].outcome else {
+            panic!("{reports:?}")
+        };
+        assert!(
+            problems[0].reason.contains("unknown variant `Inn`"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[0].path.contains("requirements[0].operator"),
+            "{problems:?}"
+        );
+        assert_eq!(problems[0].line, Some(14));
+    }
+}
