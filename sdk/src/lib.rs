@@ -1,39 +1,76 @@
 //! The crate Kestrel policy authors depend on.
 //!
-//! Each policy kind has a module with the generated types of its WIT interface and an export macro.
+//! Each policy kind has a module with the generated types of its WIT interface, its `Guest` trait and an
+//! export macro. Implement the trait on a unit struct, call the macro under
+//! `#[cfg(target_arch = "wasm32")]`, and call the trait's functions from plain `#[test]`s: that is the
+//! native test harness (see `docs/policies.md`). Feature `serde` derives `Serialize`/`Deserialize` on the
+//! contract types (used by the host's fixture files).
 
 /// The contract version this SDK implements; policies report it from `info()`.
 pub const CONTRACT: &str = "kestrel:policy@0.1.0";
 
 pub mod ranker {
+    #[cfg(not(feature = "serde"))]
     wit_bindgen::generate!({
         path: "../wit",
         world: "ranker",
         pub_export_macro: true,
         export_macro_name: "export_ranker",
         default_bindings_module: "kestrel_policy_sdk::ranker",
+        additional_derives: [PartialEq],
+    });
+    #[cfg(feature = "serde")]
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "ranker",
+        pub_export_macro: true,
+        export_macro_name: "export_ranker",
+        default_bindings_module: "kestrel_policy_sdk::ranker",
+        additional_derives: [PartialEq, serde::Serialize, serde::Deserialize],
     });
     pub use exports::kestrel::policy::ranking::*;
 }
 
 pub mod consolidator {
+    #[cfg(not(feature = "serde"))]
     wit_bindgen::generate!({
         path: "../wit",
         world: "consolidator",
         pub_export_macro: true,
         export_macro_name: "export_consolidator",
         default_bindings_module: "kestrel_policy_sdk::consolidator",
+        additional_derives: [PartialEq],
+    });
+    #[cfg(feature = "serde")]
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "consolidator",
+        pub_export_macro: true,
+        export_macro_name: "export_consolidator",
+        default_bindings_module: "kestrel_policy_sdk::consolidator",
+        additional_derives: [PartialEq, serde::Serialize, serde::Deserialize],
     });
     pub use exports::kestrel::policy::consolidation::*;
 }
 
 pub mod budgeter {
+    #[cfg(not(feature = "serde"))]
     wit_bindgen::generate!({
         path: "../wit",
         world: "budgeter",
         pub_export_macro: true,
         export_macro_name: "export_budgeter",
         default_bindings_module: "kestrel_policy_sdk::budgeter",
+        additional_derives: [PartialEq],
+    });
+    #[cfg(feature = "serde")]
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "budgeter",
+        pub_export_macro: true,
+        export_macro_name: "export_budgeter",
+        default_bindings_module: "kestrel_policy_sdk::budgeter",
+        additional_derives: [PartialEq, serde::Serialize, serde::Deserialize],
     });
     pub use exports::kestrel::policy::budgeting::*;
 }

@@ -72,6 +72,28 @@ impl SimCluster {
         self.dirty = true;
     }
 
+    /// A pod placed directly on a node (a DaemonSet pod: the DaemonSet controller binds it itself).
+    pub fn add_bound_pod(
+        &mut self,
+        key: PodKey,
+        facts: Arc<PodSpecFacts>,
+        node: &Arc<str>,
+        now: Millis,
+    ) {
+        self.pods.insert(
+            key.clone(),
+            PodState {
+                key: key.clone(),
+                facts,
+                created_at: now,
+                node: None,
+                bound_at: None,
+                nominated: None,
+            },
+        );
+        self.bind(&key, node, now);
+    }
+
     /// Deletes a pod (scale-down, job completion); returns it if it existed.
     pub fn remove_pod(&mut self, key: &str) -> Option<PodState> {
         let pod = self.pods.remove(key)?;

@@ -267,6 +267,8 @@ pub struct Controller {
     config: ControllerConfig,
     pools: Vec<PoolSpec>,
     instance_types: Vec<InstanceTypeInfo>,
+    contract_catalog: crate::policy::contract::rank::Catalog,
+    seed: u64,
     type_index: HashMap<String, usize>,
     zones: Vec<String>,
     /// DaemonSet requests per (pool, instance type) are computed by the caller.
@@ -301,6 +303,8 @@ impl Controller {
         config: ControllerConfig,
         pools: Vec<PoolSpec>,
         instance_types: Vec<InstanceTypeInfo>,
+        contract_catalog: crate::policy::contract::rank::Catalog,
+        seed: u64,
         zones: Vec<String>,
         daemon_overhead: Box<dyn Fn(&PoolSpec, &InstanceTypeInfo) -> Resources>,
         provisioner: Box<dyn Provisioner>,
@@ -316,6 +320,8 @@ impl Controller {
             config,
             pools,
             instance_types,
+            contract_catalog,
+            seed,
             type_index,
             zones,
             daemon_overhead,
@@ -708,10 +714,14 @@ impl Controller {
             let u = usage.entry(n.node_pool.clone()).or_default();
             *u = u.plus(&n.allocatable);
         }
+        let instances: HashMap<String, crate::cloud::Instance> = if self.claims.is_empty() {
+            HashMap::new()
+        } else {
+            cloud.list().into_iter().map(|i| (i.id.clone(), i)).collect()
+        };
         for c in self.claims.values() {
-            if let Some(inst) = c.instance_id.as_ref().and_then(|id| {
-                cloud.list().into_iter().find(|i| &i.id == id)
-            }) && let Some(it) = self.instance_type(&inst.offering.instance_type)
+            if let Some(inst) = c.instance_id.as_ref().and_then(|id| instances.get(id))
+                && let Some(it) = self.instance_type(&inst.offering.instance_type)
             {
                 let u = usage.entry(c.node_pool.clone()).or_default();
                 *u = u.plus(&it.allocatable);
@@ -726,6 +736,8 @@ impl Controller {
             offerings: &offerings,
             pool_usage: &usage,
             daemon_overhead: &*self.daemon_overhead,
+            contract_catalog: &self.contract_catalog,
+            seed: self.seed ^ (now as u64),
         };
         let plan = self.provisioner.plan(&input);
         self.stats

@@ -13,6 +13,71 @@ pub mod contract {
 
 use contract::{budget, consolidate, rank};
 
+pub mod bindings;
+pub mod build_component;
+pub mod defaults;
+pub mod engine;
+pub mod error;
+pub mod fixtures;
+pub mod metrics;
+pub mod registry;
+pub mod sandbox;
+pub mod validate;
+
+pub use defaults::{NativeBudgeter, NativeConsolidator, NativeRanker};
+pub use engine::{Limits, PolicyEngine};
+pub use error::PolicyError;
+pub use metrics::{MetricsSnapshot, PolicyMetrics};
+pub use registry::{
+    BUDGETER_ANNOTATION, CONSOLIDATOR_ANNOTATION, DefaultBackend, PolicyRef, PolicyRefs,
+    PolicyRegistry, PolicySource, PoolBudgeter, PoolConsolidator, PoolRanker, RANKER_ANNOTATION,
+    budgeter_from_file, consolidator_from_file, policy_refs, ranker_from_file,
+};
+pub use sandbox::{CompiledPolicy, WasmBudgeter, WasmConsolidator, WasmPolicy, WasmRanker};
+
+/// The three kinds of policy (one WIT world each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyKind {
+    Ranker = 0,
+    Consolidator = 1,
+    Budgeter = 2,
+}
+
+impl PolicyKind {
+    pub const ALL: [PolicyKind; 3] = [
+        PolicyKind::Ranker,
+        PolicyKind::Consolidator,
+        PolicyKind::Budgeter,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyKind::Ranker => "ranker",
+            PolicyKind::Consolidator => "consolidator",
+            PolicyKind::Budgeter => "budgeter",
+        }
+    }
+}
+
+impl std::fmt::Display for PolicyKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for PolicyKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        PolicyKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown policy kind {s:?} (expected ranker, consolidator or budgeter)")
+            })
+    }
+}
+
 /// Orders the offerings a NodePool may launch for a batch of pods.
 pub trait Ranker: Send {
     /// Called once per catalog revision, before any `rank` that refers to it.
@@ -63,4 +128,26 @@ pub enum FallbackKind {
     PolicyError,
     /// The policy is degraded after repeated failures and is not called until it is replaced.
     Degraded,
+}
+
+impl FallbackKind {
+    pub const ALL: [FallbackKind; 6] = [
+        FallbackKind::Trap,
+        FallbackKind::Timeout,
+        FallbackKind::MemoryLimit,
+        FallbackKind::InvalidAnswer,
+        FallbackKind::PolicyError,
+        FallbackKind::Degraded,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FallbackKind::Trap => "trap",
+            FallbackKind::Timeout => "timeout",
+            FallbackKind::MemoryLimit => "memoryLimit",
+            FallbackKind::InvalidAnswer => "invalidAnswer",
+            FallbackKind::PolicyError => "policyError",
+            FallbackKind::Degraded => "degraded",
+        }
+    }
 }

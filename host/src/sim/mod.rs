@@ -2,3 +2,9 @@
 //! the report.
 pub mod clock;
 pub mod fit;
+pub mod catalog;
+pub mod replay;
+pub mod scenario;
+pub mod workload;
+pub mod report;
+pub mod chart;

@@ -91,7 +91,7 @@ mod guest {
         }
     }
 
-    kestrel_policy_sdk::export_budgeter!(DefaultBudgeter);
+    kestrel_policy_sdk::budgeter::export_budgeter!(DefaultBudgeter);
 }
 
 #[cfg(test)]

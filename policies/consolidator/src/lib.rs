@@ -98,7 +98,7 @@ mod guest {
         }
     }
 
-    kestrel_policy_sdk::export_consolidator!(DefaultConsolidator);
+    kestrel_policy_sdk::consolidator::export_consolidator!(DefaultConsolidator);
 }
 
 #[cfg(test)]

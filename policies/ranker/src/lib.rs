@@ -12,7 +12,7 @@
 //! the launch).
 pub use kestrel_policy_sdk::LAUNCH_WINDOW;
 use kestrel_policy_sdk::capacity_type::SPOT;
-use kestrel_policy_sdk::helpers::{label_value, offering, offerings_len};
+use kestrel_policy_sdk::helpers::{label_value, offerings_len};
 use kestrel_policy_sdk::ranker::{Catalog, PolicyInfo, RankInput, Ranking};
 
 pub const NAME: &str = "default-ranker";
@@ -177,7 +177,7 @@ mod guest {
         }
     }
 
-    kestrel_policy_sdk::export_ranker!(DefaultRanker);
+    kestrel_policy_sdk::ranker::export_ranker!(DefaultRanker);
 }
 
 #[cfg(test)]

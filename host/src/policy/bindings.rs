@@ -1,0 +1,224 @@
+//! Host-side bindings of the three worlds (wasmtime `bindgen!`) and conversions from the SDK types the
+//! core uses. The conversions copy columns (`Vec<u32>`, `Vec<f64>`): a memory copy, negligible next to
+//! lowering into the guest.
+use super::contract::{budget, consolidate, rank};
+
+pub mod ranker {
+    wasmtime::component::bindgen!({ path: "../wit", world: "ranker" });
+    pub use exports::kestrel::policy::ranking as api;
+}
+
+pub mod consolidator {
+    wasmtime::component::bindgen!({ path: "../wit", world: "consolidator" });
+    pub use exports::kestrel::policy::consolidation as api;
+}
+
+pub mod budgeter {
+    wasmtime::component::bindgen!({ path: "../wit", world: "budgeter" });
+    pub use exports::kestrel::policy::budgeting as api;
+}
+
+use budgeter::api as b;
+use consolidator::api as c;
+use ranker::api as r;
+
+/// The name, version and contract a policy reports from `info()`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyInfo {
+    pub name: String,
+    pub version: String,
+    pub contract: String,
+}
+
+impl From<r::PolicyInfo> for PolicyInfo {
+    fn from(i: r::PolicyInfo) -> Self {
+        PolicyInfo {
+            name: i.name,
+            version: i.version,
+            contract: i.contract,
+        }
+    }
+}
+impl From<c::PolicyInfo> for PolicyInfo {
+    fn from(i: c::PolicyInfo) -> Self {
+        PolicyInfo {
+            name: i.name,
+            version: i.version,
+            contract: i.contract,
+        }
+    }
+}
+impl From<b::PolicyInfo> for PolicyInfo {
+    fn from(i: b::PolicyInfo) -> Self {
+        PolicyInfo {
+            name: i.name,
+            version: i.version,
+            contract: i.contract,
+        }
+    }
+}
+
+pub fn catalog(c: &rank::Catalog) -> r::Catalog {
+    r::Catalog {
+        revision: c.revision,
+        label_keys: c.label_keys.clone(),
+        label_values: c.label_values.clone(),
+        zones: c.zones.clone(),
+        instance_types: c
+            .instance_types
+            .iter()
+            .map(|t| r::InstanceType {
+                name: t.name.clone(),
+                cpu_millis: t.cpu_millis,
+                memory_mib: t.memory_mib,
+                pods: t.pods,
+                gpus: t.gpus,
+                labels: t.labels.clone(),
+            })
+            .collect(),
+    }
+}
+
+pub fn rank_input(i: &rank::RankInput) -> r::RankInput {
+    let o = &i.offerings;
+    r::RankInput {
+        node_pool: i.node_pool.clone(),
+        now: i.now,
+        seed: i.seed,
+        pods: i
+            .pods
+            .iter()
+            .map(|p| r::PodShape {
+                count: p.count,
+                cpu_millis: p.cpu_millis,
+                memory_mib: p.memory_mib,
+                gpus: p.gpus,
+            })
+            .collect(),
+        offerings: r::Offerings {
+            instance_type: o.instance_type.clone(),
+            zone: o.zone.clone(),
+            capacity_type: o.capacity_type.clone(),
+            price: o.price.clone(),
+            interruption: o.interruption.clone(),
+            capacity_score: o.capacity_score.clone(),
+            pods_per_node: o.pods_per_node.clone(),
+        },
+        min_values: i
+            .min_values
+            .iter()
+            .map(|m| r::MinValues {
+                key: m.key,
+                min: m.min,
+            })
+            .collect(),
+    }
+}
+
+pub fn ranking(r: r::Ranking) -> rank::Ranking {
+    rank::Ranking {
+        order: r.order,
+        scores: r.scores,
+    }
+}
+
+pub fn consolidate_input(i: &consolidate::ConsolidateInput) -> c::ConsolidateInput {
+    c::ConsolidateInput {
+        node_pool: i.node_pool.clone(),
+        now: i.now,
+        nodes: i
+            .nodes
+            .iter()
+            .map(|n| c::NodeInfo {
+                instance_type: n.instance_type.clone(),
+                zone: n.zone.clone(),
+                capacity_type: n.capacity_type,
+                price: n.price,
+                age_seconds: n.age_seconds,
+                cpu_utilization: n.cpu_utilization,
+                memory_utilization: n.memory_utilization,
+                pods: n.pods,
+            })
+            .collect(),
+        moves: i
+            .moves
+            .iter()
+            .map(|m| c::CandidateMove {
+                id: m.id,
+                kind: match m.kind {
+                    consolidate::MoveKind::Delete => c::MoveKind::Delete,
+                    consolidate::MoveKind::Replace => c::MoveKind::Replace,
+                },
+                reason: match m.reason {
+                    consolidate::DisruptionReason::Empty => c::DisruptionReason::Empty,
+                    consolidate::DisruptionReason::Underutilized => {
+                        c::DisruptionReason::Underutilized
+                    }
+                    consolidate::DisruptionReason::Drifted => c::DisruptionReason::Drifted,
+                },
+                nodes: m.nodes.clone(),
+                replacement_type: m.replacement_type.clone(),
+                replacement_price: m.replacement_price,
+                savings_per_hour: m.savings_per_hour,
+                pods_moved: m.pods_moved,
+                disruption_cost: m.disruption_cost,
+            })
+            .collect(),
+    }
+}
+
+fn reason_to_wasm(r: budget::DisruptionReason) -> b::DisruptionReason {
+    match r {
+        budget::DisruptionReason::Empty => b::DisruptionReason::Empty,
+        budget::DisruptionReason::Underutilized => b::DisruptionReason::Underutilized,
+        budget::DisruptionReason::Drifted => b::DisruptionReason::Drifted,
+    }
+}
+
+fn reason_from_wasm(r: b::DisruptionReason) -> budget::DisruptionReason {
+    match r {
+        b::DisruptionReason::Empty => budget::DisruptionReason::Empty,
+        b::DisruptionReason::Underutilized => budget::DisruptionReason::Underutilized,
+        b::DisruptionReason::Drifted => budget::DisruptionReason::Drifted,
+    }
+}
+
+pub fn budget_input(i: &budget::BudgetInput) -> b::BudgetInput {
+    b::BudgetInput {
+        node_pool: i.node_pool.clone(),
+        now: i.now,
+        budgets: i
+            .budgets
+            .iter()
+            .map(|x| b::Budget {
+                nodes: match x.nodes {
+                    budget::BudgetNodes::Count(n) => b::BudgetNodes::Count(n),
+                    budget::BudgetNodes::Percent(p) => b::BudgetNodes::Percent(p),
+                },
+                schedule: x.schedule.clone(),
+                duration_seconds: x.duration_seconds,
+                reasons: x.reasons.iter().map(|&r| reason_to_wasm(r)).collect(),
+                active: x.active,
+            })
+            .collect(),
+        total_nodes: i.total_nodes,
+        disrupting: i.disrupting,
+        candidates: i
+            .candidates
+            .iter()
+            .map(|c| b::ReasonCount {
+                reason: reason_to_wasm(c.reason),
+                count: c.count,
+            })
+            .collect(),
+    }
+}
+
+pub fn reason_counts(v: Vec<b::ReasonCount>) -> Vec<budget::ReasonCount> {
+    v.into_iter()
+        .map(|c| budget::ReasonCount {
+            reason: reason_from_wasm(c.reason),
+            count: c.count,
+        })
+        .collect()
+}

@@ -1,0 +1,145 @@
+//! Checks on every answer a policy module gives, before the core sees it (pure functions).
+use super::contract::{budget, consolidate, rank};
+
+/// A ranking must name each offering at most once, in range, with one finite score per entry.
+pub fn ranking(r: &rank::Ranking, offerings: usize) -> Result<(), String> {
+    if r.order.len() != r.scores.len() {
+        return Err(format!(
+            "order has {} entries but scores has {}",
+            r.order.len(),
+            r.scores.len()
+        ));
+    }
+    let mut seen = vec![false; offerings];
+    for (pos, (&i, &score)) in r.order.iter().zip(&r.scores).enumerate() {
+        let Some(slot) = seen.get_mut(i as usize) else {
+            return Err(format!(
+                "order[{pos}] = {i}: unknown offering (there are {offerings})"
+            ));
+        };
+        if std::mem::replace(slot, true) {
+            return Err(format!("order[{pos}] = {i}: duplicate offering"));
+        }
+        if !score.is_finite() {
+            return Err(format!("scores[{pos}] = {score}: not a finite number"));
+        }
+    }
+    Ok(())
+}
+
+/// Chosen moves must be among the candidates, each at most once.
+pub fn moves(ids: &[u32], input: &consolidate::ConsolidateInput) -> Result<(), String> {
+    let mut seen = Vec::with_capacity(ids.len());
+    for (pos, id) in ids.iter().enumerate() {
+        if !input.moves.iter().any(|m| m.id == *id) {
+            return Err(format!("answer[{pos}] = {id}: not a candidate move id"));
+        }
+        if seen.contains(id) {
+            return Err(format!("answer[{pos}] = {id}: duplicate move id"));
+        }
+        seen.push(*id);
+    }
+    Ok(())
+}
+
+/// A budget answer, normalised to one entry per reason of `ceiling` (in its order) and clamped to it: a
+/// policy may only tighten the NodePool's own budgets. Returns the answer and whether it was clamped.
+pub fn budget(
+    answer: &[budget::ReasonCount],
+    ceiling: &[budget::ReasonCount],
+) -> Result<(Vec<budget::ReasonCount>, bool), String> {
+    for (pos, a) in answer.iter().enumerate() {
+        if answer[..pos].iter().any(|b| b.reason == a.reason) {
+            return Err(format!("answer[{pos}]: duplicate reason {:?}", a.reason));
+        }
+    }
+    let mut clamped = false;
+    let out = ceiling
+        .iter()
+        .map(|c| {
+            let asked = answer
+                .iter()
+                .find(|a| a.reason == c.reason)
+                .map_or(0, |a| a.count);
+            clamped |= asked > c.count;
+            budget::ReasonCount {
+                reason: c.reason,
+                count: asked.min(c.count),
+            }
+        })
+        .collect();
+    Ok((out, clamped))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use budget::{DisruptionReason::*, ReasonCount};
+
+    #[test]
+    fn rankings_with_bad_indexes_or_scores_are_refused() {
+        let r = |order: Vec<u32>, scores: Vec<f64>| rank::Ranking { order, scores };
+        assert!(ranking(&r(vec![1, 0], vec![1.0, 2.0]), 2).is_ok());
+        assert!(ranking(&r(vec![], vec![]), 2).is_ok());
+        assert!(
+            ranking(&r(vec![2], vec![1.0]), 2)
+                .unwrap_err()
+                .contains("unknown")
+        );
+        assert!(
+            ranking(&r(vec![0, 0], vec![1.0, 1.0]), 2)
+                .unwrap_err()
+                .contains("duplicate")
+        );
+        assert!(
+            ranking(&r(vec![0], vec![f64::NAN]), 2)
+                .unwrap_err()
+                .contains("finite")
+        );
+        assert!(ranking(&r(vec![0], vec![f64::INFINITY]), 2).is_err());
+        assert!(
+            ranking(&r(vec![0, 1], vec![1.0]), 2)
+                .unwrap_err()
+                .contains("scores")
+        );
+    }
+
+    #[test]
+    fn budgets_are_clamped_to_the_static_ones() {
+        let rc = |reason, count| ReasonCount { reason, count };
+        let ceiling = [rc(Empty, 2), rc(Underutilized, 1), rc(Drifted, 0)];
+        let (out, clamped) = budget(&[rc(Drifted, 5), rc(Empty, 1)], &ceiling).unwrap();
+        assert_eq!(
+            out,
+            vec![rc(Empty, 1), rc(Underutilized, 0), rc(Drifted, 0)]
+        );
+        assert!(clamped);
+        let (_, clamped) = budget(&[rc(Empty, 2)], &ceiling).unwrap();
+        assert!(!clamped);
+        assert!(budget(&[rc(Empty, 1), rc(Empty, 1)], &ceiling).is_err());
+    }
+
+    #[test]
+    fn moves_must_be_known_and_unique() {
+        let input = consolidate::ConsolidateInput {
+            node_pool: "p".into(),
+            now: 0,
+            nodes: vec![],
+            moves: vec![consolidate::CandidateMove {
+                id: 7,
+                kind: consolidate::MoveKind::Delete,
+                reason: consolidate::DisruptionReason::Empty,
+                nodes: vec![],
+                replacement_type: None,
+                replacement_price: None,
+                savings_per_hour: 1.0,
+                pods_moved: 0,
+                disruption_cost: 0.0,
+            }],
+        };
+        assert!(moves(&[7], &input).is_ok());
+        assert!(moves(&[], &input).is_ok());
+        assert!(moves(&[8], &input).is_err());
+        assert!(moves(&[7, 7], &input).is_err());
+    }
+}

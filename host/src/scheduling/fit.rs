@@ -1,0 +1,479 @@
+//! kube-scheduler's filter rules: whether a pod may run on a node (or a node about to be launched).
+//!
+//! Static rules depend only on the pod and the node's labels/taints (cached per pod spec by callers);
+//! dynamic rules depend on what else is placed: free resources, host ports, pod (anti-)affinity and
+//! topology spread.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::Arc;
+
+use crate::model::requirements::Incompatible;
+use crate::model::resources::Shortfall;
+use crate::model::taints::untolerated;
+use crate::model::{
+    HostPort, PodSpec, Requirements, ResourceList, Taint, WhenUnsatisfiable, labels,
+};
+
+/// Why a pod cannot go somewhere: the rule that failed, with the facts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    Resources(Shortfall),
+    /// No instance type the pod may use has room for it (with daemonset overhead).
+    NoInstanceTypeFits {
+        requests: String,
+        detail: String,
+    },
+    Taint(Taint),
+    NodeAffinity(Incompatible),
+    VolumeZone {
+        zones: Vec<String>,
+        node_zone: Option<String>,
+    },
+    HostPort(HostPort),
+    PodAffinity {
+        topology_key: String,
+    },
+    PodAntiAffinity {
+        topology_key: String,
+    },
+    TopologySpread {
+        topology_key: String,
+        detail: String,
+    },
+    NotAccepting(String),
+    Limits(String),
+    NoOfferings(String),
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Resources(s) => write!(f, "insufficient resources: {s}"),
+            Failure::NoInstanceTypeFits { requests, detail } => {
+                write!(
+                    f,
+                    "no allowed instance type has room for requests {{{requests}}}: {detail}"
+                )
+            }
+            Failure::Taint(t) => write!(f, "taint {t} not tolerated"),
+            Failure::NodeAffinity(i) => write!(f, "node affinity/selector: {i}"),
+            Failure::VolumeZone { zones, node_zone } => write!(
+                f,
+                "volume zone conflict: volumes in {zones:?}, node in {}",
+                node_zone.as_deref().unwrap_or("no zone")
+            ),
+            Failure::HostPort(p) => write!(f, "host port {}/{} already in use", p.port, p.protocol),
+            Failure::PodAffinity { topology_key } => {
+                write!(
+                    f,
+                    "pod affinity ({topology_key}): no matching pod in this domain"
+                )
+            }
+            Failure::PodAntiAffinity { topology_key } => {
+                write!(
+                    f,
+                    "pod anti-affinity ({topology_key}): a matching pod is in this domain"
+                )
+            }
+            Failure::TopologySpread {
+                topology_key,
+                detail,
+            } => write!(f, "topology spread ({topology_key}): {detail}"),
+            Failure::NotAccepting(why) => write!(f, "node not accepting pods: {why}"),
+            Failure::Limits(why) => write!(f, "NodePool {why}"),
+            Failure::NoOfferings(why) => write!(f, "no offering: {why}"),
+        }
+    }
+}
+
+/// Taints the pod does not tolerate (NoSchedule / NoExecute).
+pub fn check_taints(spec: &PodSpec, taints: &[Taint]) -> Result<(), Failure> {
+    match untolerated(taints, &spec.tolerations) {
+        Some(t) => Err(Failure::Taint(t.clone())),
+        None => Ok(()),
+    }
+}
+
+/// Node selector and required node affinity against a node's labels: some term must match.
+pub fn check_node_labels(
+    terms: &[Requirements],
+    node_labels: &BTreeMap<String, String>,
+) -> Result<(), Failure> {
+    let mut first = None;
+    for term in terms {
+        match term.matches_labels(node_labels) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                first.get_or_insert(e);
+            }
+        }
+    }
+    match first {
+        Some(e) => Err(Failure::NodeAffinity(e)),
+        None => Ok(()),
+    }
+}
+
+pub fn check_volume_zone(spec: &PodSpec, zone: Option<&str>) -> Result<(), Failure> {
+    match (&spec.volume_zones, zone) {
+        (Some(zones), Some(z)) if zones.contains(z) => Ok(()),
+        (Some(zones), z) => Err(Failure::VolumeZone {
+            zones: zones.iter().cloned().collect(),
+            node_zone: z.map(str::to_string),
+        }),
+        (None, _) => Ok(()),
+    }
+}
+
+/// The static rules for a registered node (or in-flight claim): taints, node affinity, volume zones.
+pub fn check_static(
+    spec: &PodSpec,
+    node_labels: &BTreeMap<String, String>,
+    taints: &[Taint],
+) -> Result<(), Failure> {
+    check_taints(spec, taints)?;
+    check_node_labels(&spec.node_terms, node_labels)?;
+    check_volume_zone(spec, node_labels.get(labels::ZONE).map(String::as_str))
+}
+
+/// A place pods can go during the simulation: a node, an in-flight claim, or a claim being planned.
+#[derive(Debug, Clone)]
+pub struct Slot {
+    /// Node name or claim name.
+    pub name: String,
+    /// The labels that decide topology domains (hostname, zone, capacity type, ...).
+    pub labels: BTreeMap<String, String>,
+    pub taints: Vec<Taint>,
+    pub free: ResourceList,
+    pub host_ports: Vec<HostPort>,
+    /// Pods placed here (running or planned).
+    pub pods: Vec<Arc<PodSpec>>,
+    pub accepting: bool,
+}
+
+impl Slot {
+    pub fn place(&mut self, spec: &Arc<PodSpec>) {
+        self.free.sub(&spec.requests);
+        self.host_ports.extend(spec.host_ports.iter().cloned());
+        self.pods.push(spec.clone());
+    }
+}
+
+/// Domains a pod could still open new capacity in, per topology key (e.g. the zones its NodePools can
+/// launch into); used for topology spread minimums. `hostname` is always open when any new node can be.
+pub type NewDomains = BTreeMap<String, BTreeSet<String>>;
+
+/// Resources, host ports, pod (anti-)affinity (both directions for hostname) and topology spread.
+pub fn check_dynamic(
+    spec: &Arc<PodSpec>,
+    slot_index: usize,
+    slots: &[Slot],
+    eligible: &dyn Fn(&Slot) -> bool,
+    new_domains: &NewDomains,
+) -> Result<(), Failure> {
+    let slot = &slots[slot_index];
+    if !slot.accepting {
+        return Err(Failure::NotAccepting("cordoned or being deleted".into()));
+    }
+    if let Some(s) = spec.requests.first_shortfall(&slot.free) {
+        return Err(Failure::Resources(s));
+    }
+    for p in &spec.host_ports {
+        if slot.host_ports.iter().any(|used| used.conflicts(p)) {
+            return Err(Failure::HostPort(p.clone()));
+        }
+    }
+    if !spec.has_pod_constraints() && !slot.pods.iter().any(|p| !p.pod_anti_affinity.is_empty()) {
+        return Ok(());
+    }
+    let domain_of = |s: &Slot, key: &str| s.labels.get(key).cloned();
+    // Existing pods' anti-affinity against the incoming pod (symmetry), within the same domain.
+    for other_slot in slots {
+        for other in &other_slot.pods {
+            for term in &other.pod_anti_affinity {
+                let same = match (
+                    domain_of(other_slot, &term.topology_key),
+                    domain_of(slot, &term.topology_key),
+                ) {
+                    (Some(a), Some(b)) => a == b,
+                    _ => false,
+                };
+                if same && term.selects(&other.namespace, &spec.namespace, &spec.labels) {
+                    return Err(Failure::PodAntiAffinity {
+                        topology_key: term.topology_key.clone(),
+                    });
+                }
+            }
+        }
+    }
+    for term in &spec.pod_anti_affinity {
+        let Some(here) = domain_of(slot, &term.topology_key) else {
+            continue;
+        };
+        let clash = slots.iter().any(|s| {
+            domain_of(s, &term.topology_key).as_deref() == Some(here.as_str())
+                && s.pods
+                    .iter()
+                    .any(|p| term.selects(&spec.namespace, &p.namespace, &p.labels))
+        });
+        if clash {
+            return Err(Failure::PodAntiAffinity {
+                topology_key: term.topology_key.clone(),
+            });
+        }
+    }
+    for term in &spec.pod_affinity {
+        let matching_anywhere = slots.iter().any(|s| {
+            s.pods
+                .iter()
+                .any(|p| term.selects(&spec.namespace, &p.namespace, &p.labels))
+        });
+        if !matching_anywhere {
+            // kube-scheduler: the first pod of a group that selects itself may go anywhere.
+            if term.selects(&spec.namespace, &spec.namespace, &spec.labels) {
+                continue;
+            }
+            return Err(Failure::PodAffinity {
+                topology_key: term.topology_key.clone(),
+            });
+        }
+        let Some(here) = domain_of(slot, &term.topology_key) else {
+            return Err(Failure::PodAffinity {
+                topology_key: term.topology_key.clone(),
+            });
+        };
+        let ok = slots.iter().any(|s| {
+            domain_of(s, &term.topology_key).as_deref() == Some(here.as_str())
+                && s.pods
+                    .iter()
+                    .any(|p| term.selects(&spec.namespace, &p.namespace, &p.labels))
+        });
+        if !ok {
+            return Err(Failure::PodAffinity {
+                topology_key: term.topology_key.clone(),
+            });
+        }
+    }
+    for c in &spec.topology_spread {
+        if c.when_unsatisfiable == WhenUnsatisfiable::ScheduleAnyway {
+            continue;
+        }
+        let key = &c.topology_key;
+        let Some(here) = domain_of(slot, key) else {
+            return Err(Failure::TopologySpread {
+                topology_key: key.clone(),
+                detail: "node has no such label".into(),
+            });
+        };
+        let counts = spread_counts(spec, c, slots, eligible, new_domains);
+        let domains = counts.len() as u32;
+        let min = if c.min_domains.is_some_and(|m| domains < m) {
+            0
+        } else {
+            counts.values().copied().min().unwrap_or(0)
+        };
+        let mine = counts.get(&here).copied().unwrap_or(0);
+        if mine + 1 > min + c.max_skew {
+            return Err(Failure::TopologySpread {
+                topology_key: key.clone(),
+                detail: format!(
+                    "{here} would hold {} matching pods, min domain has {min}, maxSkew {}",
+                    mine + 1,
+                    c.max_skew
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Matching pods per eligible domain of a spread constraint (domains with none included as 0).
+pub fn spread_counts(
+    spec: &PodSpec,
+    c: &crate::model::TopologySpread,
+    slots: &[Slot],
+    eligible: &dyn Fn(&Slot) -> bool,
+    new_domains: &NewDomains,
+) -> BTreeMap<String, u32> {
+    let mut counts: BTreeMap<String, u32> = BTreeMap::new();
+    for d in new_domains.get(&c.topology_key).into_iter().flatten() {
+        counts.entry(d.clone()).or_insert(0);
+    }
+    for s in slots {
+        let Some(domain) = s.labels.get(&c.topology_key) else {
+            continue;
+        };
+        if !eligible(s) {
+            continue;
+        }
+        let n = s
+            .pods
+            .iter()
+            .filter(|p| p.namespace == spec.namespace && c.selector.matches(&p.labels))
+            .count() as u32;
+        *counts.entry(domain.clone()).or_insert(0) += n;
+    }
+    counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{LabelSelector, PodAffinityTerm, Quantity, TaintEffect, TopologySpread};
+
+    fn spec(app: &str) -> PodSpec {
+        let mut s = PodSpec::with_requests(
+            "default",
+            ResourceList::new().with("cpu", Quantity::from_units(1)),
+        );
+        s.labels.insert("app".into(), app.into());
+        s
+    }
+
+    fn slot(name: &str, zone: &str, cpu: i64) -> Slot {
+        Slot {
+            name: name.into(),
+            labels: BTreeMap::from([
+                (labels::HOSTNAME.to_string(), name.to_string()),
+                (labels::ZONE.to_string(), zone.to_string()),
+            ]),
+            taints: vec![],
+            free: ResourceList::new()
+                .with("cpu", Quantity::from_units(cpu))
+                .with("pods", Quantity::from_units(110)),
+            host_ports: vec![],
+            pods: vec![],
+            accepting: true,
+        }
+    }
+
+    fn selector(app: &str) -> LabelSelector {
+        LabelSelector::from_labels(&BTreeMap::from([("app".to_string(), app.to_string())]))
+    }
+
+    #[test]
+    fn resources_and_host_ports() {
+        let mut slots = vec![slot("n1", "a", 1)];
+        let mut s = spec("web");
+        s.host_ports.push(HostPort {
+            port: 80,
+            protocol: "TCP".into(),
+            ip: String::new(),
+        });
+        let s = Arc::new(s);
+        assert!(check_dynamic(&s, 0, &slots, &|_| true, &NewDomains::new()).is_ok());
+        slots[0].place(&s);
+        slots[0].free.cpu = Quantity::from_units(5);
+        assert!(matches!(
+            check_dynamic(&s, 0, &slots, &|_| true, &NewDomains::new()),
+            Err(Failure::HostPort(_))
+        ));
+        slots[0].free.cpu = Quantity::from_millis(500);
+        let plain = Arc::new(spec("x"));
+        assert!(matches!(
+            check_dynamic(&plain, 0, &slots, &|_| true, &NewDomains::new()),
+            Err(Failure::Resources(_))
+        ));
+    }
+
+    #[test]
+    fn anti_affinity_both_directions_and_affinity() {
+        let mut slots = vec![slot("n1", "a", 8), slot("n2", "b", 8)];
+        let mut lonely = spec("db");
+        lonely.pod_anti_affinity.push(PodAffinityTerm {
+            selector: selector("db"),
+            namespaces: vec![],
+            topology_key: labels::HOSTNAME.into(),
+        });
+        let lonely = Arc::new(lonely);
+        slots[0].place(&lonely);
+        let nd = NewDomains::new();
+        assert!(check_dynamic(&lonely, 0, &slots, &|_| true, &nd).is_err());
+        assert!(check_dynamic(&lonely, 1, &slots, &|_| true, &nd).is_ok());
+        // Symmetry: a plain "db" pod may not join the pod whose anti-affinity selects it.
+        let plain_db = Arc::new(spec("db"));
+        assert!(check_dynamic(&plain_db, 0, &slots, &|_| true, &nd).is_err());
+        // Affinity to "db" by zone: only zone a qualifies.
+        let mut follower = spec("cache");
+        follower.pod_affinity.push(PodAffinityTerm {
+            selector: selector("db"),
+            namespaces: vec![],
+            topology_key: labels::ZONE.into(),
+        });
+        let follower = Arc::new(follower);
+        assert!(check_dynamic(&follower, 0, &slots, &|_| true, &nd).is_ok());
+        assert!(matches!(
+            check_dynamic(&follower, 1, &slots, &|_| true, &nd),
+            Err(Failure::PodAffinity { .. })
+        ));
+        // Affinity to pods that exist nowhere fails unless the pod selects itself.
+        let mut orphan = spec("cache");
+        orphan.pod_affinity.push(PodAffinityTerm {
+            selector: selector("nothing"),
+            namespaces: vec![],
+            topology_key: labels::ZONE.into(),
+        });
+        assert!(check_dynamic(&Arc::new(orphan), 0, &slots, &|_| true, &nd).is_err());
+    }
+
+    #[test]
+    fn topology_spread_max_skew_and_min_domains() {
+        let mut slots = vec![slot("n1", "a", 8), slot("n2", "b", 8)];
+        let mut s = spec("web");
+        s.topology_spread.push(TopologySpread {
+            max_skew: 1,
+            topology_key: labels::ZONE.into(),
+            when_unsatisfiable: WhenUnsatisfiable::DoNotSchedule,
+            selector: selector("web"),
+            min_domains: None,
+        });
+        let s = Arc::new(s);
+        let nd = NewDomains::new();
+        slots[0].place(&s);
+        assert!(check_dynamic(&s, 0, &slots, &|_| true, &nd).is_err());
+        assert!(check_dynamic(&s, 1, &slots, &|_| true, &nd).is_ok());
+        // A third zone that new nodes could open keeps the minimum at 0.
+        let nd3 = NewDomains::from([(labels::ZONE.to_string(), BTreeSet::from(["c".to_string()]))]);
+        slots[1].place(&s);
+        assert!(check_dynamic(&s, 1, &slots, &|_| true, &nd3).is_err());
+        assert!(check_dynamic(&s, 1, &slots, &|_| true, &nd).is_ok());
+        // minDomains above the domain count treats the minimum as 0.
+        let mut strict = (*s).clone();
+        strict.topology_spread[0].min_domains = Some(3);
+        let strict = Arc::new(strict);
+        assert!(check_dynamic(&strict, 1, &slots, &|_| true, &nd).is_err());
+        // ScheduleAnyway never blocks.
+        let mut soft = (*s).clone();
+        soft.topology_spread[0].when_unsatisfiable = WhenUnsatisfiable::ScheduleAnyway;
+        slots[0].place(&s);
+        slots[0].place(&s);
+        assert!(check_dynamic(&Arc::new(soft), 0, &slots, &|_| true, &nd).is_ok());
+    }
+
+    #[test]
+    fn static_rules() {
+        let s = spec("web");
+        let node = slot("n1", "a", 1);
+        let taint = Taint::new("dedicated", Some("gpu"), TaintEffect::NoSchedule);
+        assert!(matches!(
+            check_static(&s, &node.labels, std::slice::from_ref(&taint)),
+            Err(Failure::Taint(_))
+        ));
+        let mut zoned = s.clone();
+        zoned.volume_zones = Some(BTreeSet::from(["b".to_string()]));
+        assert!(matches!(
+            check_static(&zoned, &node.labels, &[]),
+            Err(Failure::VolumeZone { .. })
+        ));
+        let mut selective = s.clone();
+        selective.node_terms = vec![Requirements::from_labels(&BTreeMap::from([(
+            labels::ZONE.to_string(),
+            "b".to_string(),
+        )]))];
+        assert!(matches!(
+            check_static(&selective, &node.labels, &[]),
+            Err(Failure::NodeAffinity(_))
+        ));
+    }
+}

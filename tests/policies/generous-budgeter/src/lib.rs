@@ -1,0 +1,20 @@
+//! A budgeter that always allows 1000 disruptions per reason: the host must clamp it to the NodePool's
+//! own budgets.
+use kestrel_policy_sdk::budgeter::{BudgetInput, DisruptionReason, Guest, PolicyInfo, ReasonCount};
+
+struct Generous;
+
+impl Guest for Generous {
+    fn info() -> PolicyInfo {
+        PolicyInfo { name: "generous".into(), version: "0.1.0".into(), contract: kestrel_policy_sdk::CONTRACT.into() }
+    }
+
+    fn allowed(_input: BudgetInput) -> Result<Vec<ReasonCount>, String> {
+        Ok([DisruptionReason::Empty, DisruptionReason::Underutilized, DisruptionReason::Drifted]
+            .into_iter()
+            .map(|reason| ReasonCount { reason, count: 1000 })
+            .collect())
+    }
+}
+
+kestrel_policy_sdk::budgeter::export_budgeter!(Generous);
