@@ -7,14 +7,22 @@ mod build_component;
 use std::path::PathBuf;
 
 fn main() {
-    let tests_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
-    let root = tests_dir.parent().expect("tests/ has a parent").to_path_buf();
+    let tests_dir =
+        PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let root = tests_dir
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf();
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
     for path in ["tests/policies", "sdk", "wit"] {
         println!("cargo:rerun-if-changed={}", root.join(path).display());
     }
     println!("cargo:rerun-if-changed=../host/src/policy/build_component.rs");
-    let target_dir = out_dir.ancestors().nth(4).unwrap_or(&out_dir).join("wasm-test-policies");
+    let target_dir = out_dir
+        .ancestors()
+        .nth(4)
+        .unwrap_or(&out_dir)
+        .join("wasm-test-policies");
     for name in ["misbehaving", "generous-budgeter"] {
         let bytes = build_component::build_component(&root.join("tests/policies").join(name), &target_dir, &root)
             .unwrap_or_else(|e| {

@@ -57,7 +57,12 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Build { crate_dir, out } => {
             let out = build(&crate_dir, out.as_deref())?;
             let bytes = std::fs::read(&out)?;
-            println!("{} ({} bytes, sha256:{})", out.display(), bytes.len(), crate::policy::engine::sha256_hex(&bytes));
+            println!(
+                "{} ({} bytes, sha256:{})",
+                out.display(),
+                bytes.len(),
+                crate::policy::engine::sha256_hex(&bytes)
+            );
             Ok(())
         }
         Command::Test { wasm, fixtures } => {
@@ -70,31 +75,48 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::New { kind, dir, sdk } => {
             let sdk = sdk.unwrap_or_else(|| repo_root().join("sdk"));
             scaffold(kind, &dir, &sdk)?;
-            println!("created {} ({kind} policy); next: kestrel policy build {}", dir.display(), dir.display());
+            println!(
+                "created {} ({kind} policy); next: kestrel policy build {}",
+                dir.display(),
+                dir.display()
+            );
             Ok(())
         }
-        Command::VerifyPrebuilt { repo, update } => verify_prebuilt(&repo.unwrap_or_else(repo_root), update),
+        Command::VerifyPrebuilt { repo, update } => {
+            verify_prebuilt(&repo.unwrap_or_else(repo_root), update)
+        }
     }
 }
 
 /// The repository this binary was built from.
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 fn wasm_target_dir(fallback: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| fallback.join("target"), PathBuf::from).join("wasm-policy-build")
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| fallback.join("target"), PathBuf::from)
+        .join("wasm-policy-build")
 }
 
 /// Builds the policy crate at `crate_dir` to a component; returns where it was written.
 pub fn build(crate_dir: &Path, out: Option<&Path>) -> anyhow::Result<PathBuf> {
-    let crate_dir = crate_dir.canonicalize().with_context(|| format!("policy crate {}", crate_dir.display()))?;
-    let bytes = build_component::build_component(&crate_dir, &wasm_target_dir(&crate_dir), &crate_dir)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let crate_dir = crate_dir
+        .canonicalize()
+        .with_context(|| format!("policy crate {}", crate_dir.display()))?;
+    let bytes =
+        build_component::build_component(&crate_dir, &wasm_target_dir(&crate_dir), &crate_dir)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
     let out = match out {
         Some(o) => o.to_path_buf(),
         None => {
-            let name = crate_dir.file_name().and_then(|n| n.to_str()).unwrap_or("policy");
+            let name = crate_dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("policy");
             PathBuf::from(format!("{name}.wasm"))
         }
     };
@@ -104,10 +126,17 @@ pub fn build(crate_dir: &Path, out: Option<&Path>) -> anyhow::Result<PathBuf> {
 
 /// Runs `wasm` on the fixture file, printing one JSON line per case; returns how many cases failed.
 pub fn test(wasm: &Path, fixtures: &Path, out: &mut dyn std::io::Write) -> anyhow::Result<usize> {
-    let text = std::fs::read_to_string(fixtures).with_context(|| format!("reading {}", fixtures.display()))?;
-    let file: FixtureFile = serde_yaml_ng::from_str(&text).with_context(|| format!("parsing {}", fixtures.display()))?;
+    let text = std::fs::read_to_string(fixtures)
+        .with_context(|| format!("reading {}", fixtures.display()))?;
+    let file: FixtureFile = serde_yaml_ng::from_str(&text)
+        .with_context(|| format!("parsing {}", fixtures.display()))?;
     let mut failures = 0;
-    let mut report = |name: &str, answer: serde_json::Value, v_by: String, fallback: Option<String>, expect: Option<&serde_json::Value>| -> anyhow::Result<()> {
+    let mut report = |name: &str,
+                      answer: serde_json::Value,
+                      v_by: String,
+                      fallback: Option<String>,
+                      expect: Option<&serde_json::Value>|
+     -> anyhow::Result<()> {
         let mismatch = expect.is_some_and(|e| !matches(e, &answer));
         let ok = fallback.is_none() && !mismatch;
         if !ok {
@@ -121,33 +150,60 @@ pub fn test(wasm: &Path, fixtures: &Path, out: &mut dyn std::io::Write) -> anyho
         Ok(())
     };
     fn describe<T>(v: &Verdict<T>) -> Option<String> {
-        v.fallback.as_ref().map(|f| format!("{:?}: {}", f.kind, f.detail))
+        v.fallback
+            .as_ref()
+            .map(|f| format!("{:?}: {}", f.kind, f.detail))
     }
     match file.kind {
         PolicyKind::Ranker => {
             let mut p = crate::policy::ranker_from_file(wasm)?;
-            let catalog = file.catalog.clone().context("a ranker fixture needs a `catalog`")?;
+            let catalog = file
+                .catalog
+                .clone()
+                .context("a ranker fixture needs a `catalog`")?;
             p.set_catalog(&catalog);
             for case in &file.cases {
-                let input: rank::RankInput = serde_json::from_value(case.input.clone()).with_context(|| format!("case {:?}: input", case.name))?;
+                let input: rank::RankInput = serde_json::from_value(case.input.clone())
+                    .with_context(|| format!("case {:?}: input", case.name))?;
                 let v = p.rank(&input);
-                report(&case.name, serde_json::to_value(&v.value)?, v.decided_by.clone(), describe(&v), case.expect.as_ref())?;
+                report(
+                    &case.name,
+                    serde_json::to_value(&v.value)?,
+                    v.decided_by.clone(),
+                    describe(&v),
+                    case.expect.as_ref(),
+                )?;
             }
         }
         PolicyKind::Consolidator => {
             let mut p = crate::policy::consolidator_from_file(wasm)?;
             for case in &file.cases {
-                let input: consolidate::ConsolidateInput = serde_json::from_value(case.input.clone()).with_context(|| format!("case {:?}: input", case.name))?;
+                let input: consolidate::ConsolidateInput =
+                    serde_json::from_value(case.input.clone())
+                        .with_context(|| format!("case {:?}: input", case.name))?;
                 let v = p.consolidate(&input);
-                report(&case.name, serde_json::to_value(&v.value)?, v.decided_by.clone(), describe(&v), case.expect.as_ref())?;
+                report(
+                    &case.name,
+                    serde_json::to_value(&v.value)?,
+                    v.decided_by.clone(),
+                    describe(&v),
+                    case.expect.as_ref(),
+                )?;
             }
         }
         PolicyKind::Budgeter => {
             let mut p = crate::policy::budgeter_from_file(wasm)?;
             for case in &file.cases {
-                let input: budget::BudgetInput = serde_json::from_value(case.input.clone()).with_context(|| format!("case {:?}: input", case.name))?;
+                let input: budget::BudgetInput = serde_json::from_value(case.input.clone())
+                    .with_context(|| format!("case {:?}: input", case.name))?;
                 let v = p.allowed(&input);
-                report(&case.name, serde_json::to_value(&v.value)?, v.decided_by.clone(), describe(&v), case.expect.as_ref())?;
+                report(
+                    &case.name,
+                    serde_json::to_value(&v.value)?,
+                    v.decided_by.clone(),
+                    describe(&v),
+                    case.expect.as_ref(),
+                )?;
             }
         }
     }
@@ -155,11 +211,17 @@ pub fn test(wasm: &Path, fixtures: &Path, out: &mut dyn std::io::Write) -> anyho
 }
 
 fn verify_prebuilt(repo: &Path, update: bool) -> anyhow::Result<()> {
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo.join("target"), PathBuf::from).join("wasm-policies");
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| repo.join("target"), PathBuf::from)
+        .join("wasm-policies");
     let mut stale = Vec::new();
     for kind in PolicyKind::ALL {
-        let fresh = build_component::build_component(&repo.join("policies").join(kind.as_str()), &target_dir, repo)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let fresh = build_component::build_component(
+            &repo.join("policies").join(kind.as_str()),
+            &target_dir,
+            repo,
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
         let path = repo.join("policies/prebuilt").join(format!("{kind}.wasm"));
         let committed = std::fs::read(&path).unwrap_or_default();
         if committed == fresh {
@@ -172,7 +234,9 @@ fn verify_prebuilt(repo: &Path, update: bool) -> anyhow::Result<()> {
         }
     }
     if defaults::EMBEDDED_FROM == "prebuilt" {
-        eprintln!("note: this binary embeds the prebuilt components (no {WASM_TARGET} target when it was built)");
+        eprintln!(
+            "note: this binary embeds the prebuilt components (no {WASM_TARGET} target when it was built)"
+        );
     }
     if !stale.is_empty() {
         bail!(
@@ -189,7 +253,10 @@ pub fn scaffold(kind: PolicyKind, dir: &Path, sdk: &Path) -> anyhow::Result<()> 
         bail!("{} already holds a crate", dir.display());
     }
     std::fs::create_dir_all(dir.join("src"))?;
-    let name = dir.file_name().and_then(|n| n.to_str()).context("the directory needs a name")?;
+    let name = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("the directory needs a name")?;
     let sdk = std::path::absolute(sdk)?;
     let cargo_toml = format!(
         r#"[package]
@@ -217,7 +284,8 @@ kestrel-policy-sdk = {{ path = "{}" }}
 
 fn template(kind: PolicyKind, name: &str) -> String {
     let body = match kind {
-        PolicyKind::Ranker => r#"use kestrel_policy_sdk::ranker::{Catalog, Guest, PolicyInfo, RankInput, Ranking};
+        PolicyKind::Ranker => {
+            r#"use kestrel_policy_sdk::ranker::{Catalog, Guest, PolicyInfo, RankInput, Ranking};
 use std::sync::Mutex;
 
 static CATALOG: Mutex<Option<Catalog>> = Mutex::new(None);
@@ -249,8 +317,10 @@ impl Guest for Policy {
 
 #[cfg(target_arch = "wasm32")]
 kestrel_policy_sdk::ranker::export_ranker!(Policy);
-"#,
-        PolicyKind::Consolidator => r#"use kestrel_policy_sdk::consolidator::{ConsolidateInput, Guest, PolicyInfo};
+"#
+        }
+        PolicyKind::Consolidator => {
+            r#"use kestrel_policy_sdk::consolidator::{ConsolidateInput, Guest, PolicyInfo};
 
 /// Every move that saves money, largest saving first.
 pub fn consolidate(input: &ConsolidateInput) -> Result<Vec<u32>, String> {
@@ -272,8 +342,10 @@ impl Guest for Policy {
 
 #[cfg(target_arch = "wasm32")]
 kestrel_policy_sdk::consolidator::export_consolidator!(Policy);
-"#,
-        PolicyKind::Budgeter => r#"use kestrel_policy_sdk::budgeter::{BudgetInput, DisruptionReason, Guest, PolicyInfo, ReasonCount};
+"#
+        }
+        PolicyKind::Budgeter => {
+            r#"use kestrel_policy_sdk::budgeter::{BudgetInput, DisruptionReason, Guest, PolicyInfo, ReasonCount};
 
 /// One node at a time, for every reason (the host clamps to the NodePool's own budgets).
 pub fn allowed(input: &BudgetInput) -> Result<Vec<ReasonCount>, String> {
@@ -297,9 +369,13 @@ impl Guest for Policy {
 
 #[cfg(target_arch = "wasm32")]
 kestrel_policy_sdk::budgeter::export_budgeter!(Policy);
-"#,
+"#
+        }
     };
-    format!("//! A Kestrel {kind} policy (see docs/policies.md).\n{}", body.replace("NAME", name))
+    format!(
+        "//! A Kestrel {kind} policy (see docs/policies.md).\n{}",
+        body.replace("NAME", name)
+    )
 }
 
 fn fixture_template(kind: PolicyKind) -> String {

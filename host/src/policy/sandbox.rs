@@ -108,6 +108,21 @@ impl CompiledPolicy {
         Ok(policy)
     }
 
+    /// Instantiates the component once in a fresh store and drops it (health check; benchmarks).
+    pub fn instantiate_once(&self, limits: &Limits) -> Result<(), PolicyError> {
+        let mut store = self.engine.store(limits);
+        store.set_epoch_deadline(ticks(limits.rank_deadline));
+        let made = match &self.pre {
+            Pre::Ranker(p) => p.instantiate(&mut store).map(drop),
+            Pre::Consolidator(p) => p.instantiate(&mut store).map(drop),
+            Pre::Budgeter(p) => p.instantiate(&mut store).map(drop),
+        };
+        made.map_err(|e| PolicyError::WrongWorld {
+            kind: self.kind,
+            detail: chain(&e),
+        })
+    }
+
     /// "name@version (wasm sha256:0123456789ab)".
     pub fn label(&self) -> String {
         format!(
