@@ -315,7 +315,7 @@ fn compile(
         );
         preferred_node_terms.push((p.weight, node_selector_term(&p.preference, &field, &err)?));
     }
-    preferred_node_terms.sort_by(|a, b| b.0.cmp(&a.0));
+    preferred_node_terms.sort_by_key(|t| std::cmp::Reverse(t.0));
 
     let mut tolerations = Vec::new();
     for (i, t) in spec.tolerations.iter().flatten().enumerate() {

@@ -184,6 +184,15 @@ impl SubAssign for Quantity {
     }
 }
 
+impl std::ops::Mul<i64> for Quantity {
+    type Output = Quantity;
+    fn mul(self, rhs: i64) -> Quantity {
+        Quantity {
+            millis: self.millis * i128::from(rhs),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,14 +242,5 @@ mod tests {
             1024 * 1024 * 1024
         );
         assert_eq!(Quantity::parse("1m").unwrap().units_ceil(), 1);
-    }
-}
-
-impl std::ops::Mul<i64> for Quantity {
-    type Output = Quantity;
-    fn mul(self, rhs: i64) -> Quantity {
-        Quantity {
-            millis: self.millis * i128::from(rhs),
-        }
     }
 }

@@ -482,9 +482,8 @@ impl Requirements {
             match self.entries.get(key) {
                 Some(ours) => {
                     let both = ours.set.intersect(&theirs.set);
-                    if !both.has_any_value()
-                        && !(ours.set.allows_absent() && theirs.set.allows_absent())
-                    {
+                    let absent_ok = ours.set.allows_absent() && theirs.set.allows_absent();
+                    if !(both.has_any_value() || absent_ok) {
                         return Err(Incompatible {
                             key: key.clone(),
                             reason: format!(

@@ -5,10 +5,12 @@
 //! [`crate::scheduling`] then decides instance types and counts by the scores.
 
 pub mod plan;
+mod planner;
 pub mod ranking;
 
 pub use plan::{
     Binding, BindingTarget, PlannedClaim, PoolRanking, ProvisioningPlan, RankedOffering,
-    Unschedulable, plan,
+    Unschedulable,
 };
+pub use planner::plan;
 pub use ranking::{CheapestFirst, RankerProvider, SingleRanker};

@@ -2,10 +2,8 @@
 
 use std::fmt;
 
-use crate::model::{CapacityType, Requirements, ResourceList, Snapshot, Taint};
+use crate::model::{CapacityType, Requirements, ResourceList, Taint};
 use std::collections::BTreeMap;
-
-use super::ranking::RankerProvider;
 
 /// One offering a planned claim may launch as, with the ranker's score (effective USD/hour, lower is
 /// better).
@@ -103,11 +101,4 @@ impl ProvisioningPlan {
     pub fn cost_per_hour(&self) -> f64 {
         self.claims.iter().map(PlannedClaim::price).sum()
     }
-}
-
-/// Plans a provisioning batch: every pending pod of `snapshot` is bound to existing capacity, carried by a
-/// planned claim, or reported unschedulable with reasons. One `rank` call per NodePool that gets pods.
-pub fn plan(snapshot: &Snapshot, rankers: &mut dyn RankerProvider) -> ProvisioningPlan {
-    let _ = (snapshot, rankers);
-    ProvisioningPlan::default()
 }

@@ -11,17 +11,34 @@ use crate::model::NodePool;
 use crate::policy::contract::rank;
 use crate::policy::{Ranker, Verdict};
 
-/// Gives the ranker a NodePool uses (its named policy, or the default).
+/// Gives the ranker a NodePool uses (its named policy, or the default), primed with `catalog`: the
+/// provider calls `set_catalog` whenever the catalog revision differs from the one it last sent.
 pub trait RankerProvider {
-    fn ranker_for(&mut self, node_pool: &NodePool) -> &mut dyn Ranker;
+    fn ranker_for(&mut self, node_pool: &NodePool, catalog: &Catalog) -> &mut dyn Ranker;
 }
 
 /// The same ranker for every NodePool.
-pub struct SingleRanker<R: Ranker>(pub R);
+pub struct SingleRanker<R: Ranker> {
+    pub ranker: R,
+    sent_revision: Option<u64>,
+}
+
+impl<R: Ranker> SingleRanker<R> {
+    pub fn new(ranker: R) -> Self {
+        SingleRanker {
+            ranker,
+            sent_revision: None,
+        }
+    }
+}
 
 impl<R: Ranker> RankerProvider for SingleRanker<R> {
-    fn ranker_for(&mut self, _node_pool: &NodePool) -> &mut dyn Ranker {
-        &mut self.0
+    fn ranker_for(&mut self, _node_pool: &NodePool, catalog: &Catalog) -> &mut dyn Ranker {
+        if self.sent_revision != Some(catalog.revision) {
+            self.ranker.set_catalog(&contract_catalog(catalog));
+            self.sent_revision = Some(catalog.revision);
+        }
+        &mut self.ranker
     }
 }
 
@@ -65,17 +82,32 @@ impl Ranker for CheapestFirst {
     }
 }
 
-/// The catalog in contract form (sent to a ranker once per revision).
+/// The label keys of the contract catalog, in index order (sorted).
+pub fn contract_label_keys(catalog: &Catalog) -> Vec<String> {
+    let keys: std::collections::BTreeSet<&str> = catalog
+        .instance_types
+        .iter()
+        .flat_map(|t| t.labels.keys().map(String::as_str))
+        .collect();
+    keys.into_iter().map(str::to_string).collect()
+}
+
+/// The catalog in contract form (sent to a ranker once per revision). Label keys and values are
+/// indexed in sorted order.
 pub fn contract_catalog(catalog: &Catalog) -> rank::Catalog {
     let mut keys: BTreeMap<&str, u32> = BTreeMap::new();
     let mut values: BTreeMap<&str, u32> = BTreeMap::new();
     for t in &catalog.instance_types {
         for (k, v) in &t.labels {
-            let n = keys.len() as u32;
-            keys.entry(k).or_insert(n);
-            let n = values.len() as u32;
-            values.entry(v).or_insert(n);
+            keys.insert(k, 0);
+            values.insert(v, 0);
         }
+    }
+    for (i, v) in keys.values_mut().enumerate() {
+        *v = i as u32;
+    }
+    for (i, v) in values.values_mut().enumerate() {
+        *v = i as u32;
     }
     let mut label_keys = vec![String::new(); keys.len()];
     for (k, i) in &keys {

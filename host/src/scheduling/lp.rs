@@ -15,6 +15,7 @@ pub struct Fluid {
 
 /// Solves the fluid LP. `caps[t][d]`, `costs[t]`, `demand[d]`. `None` if some demanded dimension has no
 /// capacity in any type (infeasible).
+#[allow(clippy::needless_range_loop)] // dense matrix code reads clearer with indexes
 pub fn solve(caps: &[Vec<f64>], costs: &[f64], demand: &[f64]) -> Option<Fluid> {
     let dims = demand.len();
     // Dimensions nobody asks for get a zero price; the others are scaled so that demand is 1.

@@ -1,0 +1,1600 @@
+//! The provisioning pass: existing capacity first, then in-flight claims, then new claims per NodePool
+//! in weight order. Pods without inter-pod constraints are packed in bulk by cost; pods with them
+//! (affinity, anti-affinity, topology spread, host ports) are placed one at a time on open claims.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use crate::model::requirements::{Operator, Requirement};
+use crate::model::{
+    CapacityType, Catalog, Node, NodeClaim, NodePool, Pod, PodSpec, Quantity, Requirements,
+    ResourceList, Snapshot, labels,
+};
+use crate::policy::contract::rank;
+use crate::scheduling::fit::{self, Failure, NewDomains, Slot};
+use crate::scheduling::packer::{self, BinType, Shape};
+
+use super::plan::{
+    Binding, BindingTarget, PlannedClaim, PoolRanking, ProvisioningPlan, RankedOffering,
+    Unschedulable,
+};
+use super::ranking::{RankerProvider, contract_label_keys};
+
+/// CreateFleet accepts at most this many overrides.
+const MAX_OFFERINGS_PER_CLAIM: usize = 60;
+const EXISTING: &str = "existing capacity";
+
+/// A NodePool's view of one offering: the node it would make.
+struct PoolOffering {
+    offering: usize,
+    labels: BTreeMap<String, String>,
+    /// Allocatable minus the daemonsets that would land on it.
+    capacity: ResourceList,
+    overhead: ResourceList,
+}
+
+struct PoolView<'a> {
+    pool: &'a NodePool,
+    offerings: Vec<PoolOffering>,
+}
+
+/// How a class of pods (one shared spec) may use a NodePool.
+#[derive(Clone)]
+struct ClassInPool {
+    /// The node term used (a required term, plus the preferred terms that could be kept).
+    term: Requirements,
+    /// Indexes into `PoolView::offerings` that match the term and hold one pod.
+    allowed: Vec<usize>,
+}
+
+/// Plans a provisioning batch: every pending pod of `snapshot` is bound to existing capacity, carried by a
+/// planned claim, or reported unschedulable with reasons. One `rank` call per NodePool that gets pods.
+pub fn plan(snapshot: &Snapshot, rankers: &mut dyn RankerProvider) -> ProvisioningPlan {
+    let catalog = &snapshot.catalog;
+    let mut out = ProvisioningPlan::default();
+
+    // Pending pods, biggest and most important first (stable, so the same input gives the same plan).
+    let mut pending: Vec<usize> = snapshot
+        .pods
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.is_pending() && !p.spec.is_daemonset())
+        .map(|(i, _)| i)
+        .collect();
+    let size = |p: &Pod| {
+        (
+            p.spec.requests.cpu.millis(),
+            p.spec.requests.memory.millis(),
+        )
+    };
+    pending.sort_by(|&a, &b| {
+        let (pa, pb) = (&snapshot.pods[a], &snapshot.pods[b]);
+        pb.spec
+            .priority
+            .cmp(&pa.spec.priority)
+            .then(size(pb).cmp(&size(pa)))
+            .then(pa.spec.namespace.cmp(&pb.spec.namespace))
+            .then(pa.name.cmp(&pb.name))
+    });
+    if pending.is_empty() {
+        return out;
+    }
+
+    // Classes: pods sharing a spec (by pointer first, then by value).
+    let mut classes: Vec<Arc<PodSpec>> = Vec::new();
+    let mut by_ptr: HashMap<*const PodSpec, usize> = HashMap::new();
+    let mut by_value: HashMap<Arc<PodSpec>, usize> = HashMap::new();
+    let class_of: Vec<usize> = pending
+        .iter()
+        .map(|&i| {
+            let spec = &snapshot.pods[i].spec;
+            *by_ptr.entry(Arc::as_ptr(spec)).or_insert_with(|| {
+                *by_value.entry(spec.clone()).or_insert_with(|| {
+                    classes.push(spec.clone());
+                    classes.len() - 1
+                })
+            })
+        })
+        .collect();
+    let class_at: HashMap<usize, usize> = pending
+        .iter()
+        .copied()
+        .zip(class_of.iter().copied())
+        .collect();
+
+    // NodePools by weight, and what each class may use in each.
+    let mut pools: Vec<&NodePool> = snapshot.node_pools.iter().collect();
+    pools.sort_by(|a, b| b.weight.cmp(&a.weight).then(a.name.cmp(&b.name)));
+    let views: Vec<PoolView> = pools.iter().map(|p| pool_view(snapshot, p)).collect();
+    let class_pool: Vec<Vec<Result<ClassInPool, Failure>>> = classes
+        .iter()
+        .map(|spec| {
+            views
+                .iter()
+                .map(|v| class_in_pool(catalog, v, spec))
+                .collect()
+        })
+        .collect();
+    let new_domains: Vec<NewDomains> = (0..classes.len())
+        .map(|c| {
+            let mut nd = NewDomains::new();
+            for (v, r) in views.iter().zip(&class_pool[c]) {
+                if let Ok(cp) = r {
+                    for &i in &cp.allowed {
+                        let o = &catalog.offerings[v.offerings[i].offering];
+                        nd.entry(labels::ZONE.into())
+                            .or_default()
+                            .insert(o.zone.clone());
+                        nd.entry(labels::CAPACITY_TYPE.into())
+                            .or_default()
+                            .insert(o.capacity_type.as_str().into());
+                    }
+                }
+            }
+            nd
+        })
+        .collect();
+
+    // Existing capacity: nodes, then launched claims whose nodes have not registered yet.
+    let mut slots = existing_slots(snapshot);
+    let existing_count = slots.len();
+    let mut static_cache: Vec<Vec<Option<bool>>> = vec![vec![None; existing_count]; classes.len()];
+    let mut exhausted = vec![false; classes.len()];
+    let mut remaining: Vec<usize> = Vec::new();
+    let mut reasons: HashMap<usize, Vec<(String, String)>> = HashMap::new();
+    for (k, &pod) in pending.iter().enumerate() {
+        let c = class_of[k];
+        let spec = &classes[c];
+        let mut placed = false;
+        if !exhausted[c] {
+            for s in 0..existing_count {
+                let ok_static = *static_cache[c][s].get_or_insert_with(|| {
+                    fit::check_static(spec, &slots[s].labels, &slots[s].taints).is_ok()
+                });
+                if !ok_static {
+                    continue;
+                }
+                let cache = &static_cache[c];
+                let eligible = |slot: &Slot| {
+                    slots_index(&slots, slot)
+                        .and_then(|i| cache.get(i).copied().flatten())
+                        .unwrap_or(false)
+                };
+                if fit::check_dynamic(spec, s, &slots, &eligible, &new_domains[c]).is_ok() {
+                    slots[s].place(spec);
+                    out.bindings.push(Binding {
+                        pod,
+                        target: if s < snapshot.nodes.len() {
+                            BindingTarget::Node(slots[s].name.clone())
+                        } else {
+                            BindingTarget::NodeClaim(slots[s].name.clone())
+                        },
+                    });
+                    placed = true;
+                    break;
+                }
+            }
+            if !placed && !spec.has_pod_constraints() {
+                // Room only shrinks, so later pods of this class cannot fit either.
+                exhausted[c] = true;
+            }
+        }
+        if !placed {
+            remaining.push(pod);
+        }
+    }
+
+    // New capacity, NodePool by NodePool.
+    let mut claim_seq = 0usize;
+    for (pi, view) in views.iter().enumerate() {
+        if remaining.is_empty() {
+            break;
+        }
+        let mut here: Vec<usize> = Vec::new();
+        let mut later: Vec<usize> = Vec::new();
+        for &pod in &remaining {
+            let c = class_at[&pod];
+            match &class_pool[c][pi] {
+                Ok(_) => here.push(pod),
+                Err(f) => {
+                    reasons
+                        .entry(pod)
+                        .or_default()
+                        .push((view.pool.name.clone(), f.to_string()));
+                    later.push(pod);
+                }
+            }
+        }
+        if here.is_empty() {
+            remaining = later;
+            continue;
+        }
+        // One rank call for everything this pool may launch for these pods.
+        let mut ranked_set: BTreeSet<usize> = BTreeSet::new();
+        let mut class_counts: BTreeMap<usize, u32> = BTreeMap::new();
+        for &pod in &here {
+            let c = class_at[&pod];
+            *class_counts.entry(c).or_default() += 1;
+        }
+        for &c in class_counts.keys() {
+            if let Ok(cp) = &class_pool[c][pi] {
+                ranked_set.extend(cp.allowed.iter().copied());
+            }
+        }
+        let ranked: Vec<usize> = ranked_set.into_iter().collect();
+        let scores = rank_offerings(
+            snapshot,
+            rankers,
+            view,
+            &ranked,
+            &class_counts,
+            &classes,
+            &mut out.rankings,
+        );
+        let mut used = pool_usage(snapshot, view.pool);
+        let mut pool_claims: Vec<PlannedClaim> = Vec::new();
+
+        // Bulk: pods without inter-pod constraints, grouped by the offerings they may use.
+        let mut groups: BTreeMap<Vec<usize>, Vec<usize>> = BTreeMap::new();
+        let mut constrained: Vec<usize> = Vec::new();
+        for &pod in &here {
+            let c = class_at[&pod];
+            let Ok(cp) = &class_pool[c][pi] else { continue };
+            let allowed: Vec<usize> = cp
+                .allowed
+                .iter()
+                .copied()
+                .filter(|i| scores[*i].is_finite())
+                .collect();
+            if allowed.is_empty() {
+                reasons.entry(pod).or_default().push((
+                    view.pool.name.clone(),
+                    Failure::NoOfferings(
+                        "the ranker left out every offering this pod may use".into(),
+                    )
+                    .to_string(),
+                ));
+                later.push(pod);
+                continue;
+            }
+            if classes[c].has_pod_constraints() {
+                constrained.push(pod);
+            } else {
+                groups.entry(allowed).or_default().push(pod);
+            }
+        }
+        for (allowed, pods) in &groups {
+            pack_group(
+                snapshot,
+                view,
+                &classes,
+                &class_at,
+                &class_pool,
+                pi,
+                allowed,
+                pods,
+                &scores,
+                &mut pool_claims,
+            );
+        }
+        place_constrained(
+            snapshot,
+            view,
+            &classes,
+            &class_at,
+            &class_pool,
+            pi,
+            &constrained,
+            &scores,
+            &mut slots,
+            &new_domains,
+            &mut claim_seq,
+            &mut pool_claims,
+            &mut later,
+            &mut reasons,
+        );
+
+        // NodePool limits: claims beyond them are dropped and their pods try the next pool.
+        for claim in pool_claims {
+            let ty = &catalog.instance_types
+                [catalog.offerings[claim.offerings[0].offering].instance_type];
+            if let Some(why) = view.pool.exceeds_limits(&used, &ty.allocatable) {
+                for &pod in &claim.pods {
+                    reasons.entry(pod).or_default().push((
+                        view.pool.name.clone(),
+                        Failure::Limits(why.clone()).to_string(),
+                    ));
+                    later.push(pod);
+                }
+                continue;
+            }
+            used.add(&ty.allocatable);
+            out.claims.push(claim);
+        }
+        later.sort_by_key(|p| pending.iter().position(|q| q == p));
+        remaining = later;
+    }
+    for pod in remaining {
+        let mut r = reasons.remove(&pod).unwrap_or_default();
+        if existing_count > 0 {
+            r.insert(
+                0,
+                (
+                    EXISTING.to_string(),
+                    "no existing node or in-flight claim fits".into(),
+                ),
+            );
+        }
+        if pools.is_empty() {
+            r.push(("(none)".into(), "no NodePool exists".into()));
+        }
+        out.unschedulable.push(Unschedulable { pod, reasons: r });
+    }
+    for (n, claim) in out.claims.iter_mut().enumerate() {
+        claim.explanation = format!("claim {n}: {}", claim.explanation);
+    }
+    out
+}
+
+fn slots_index(slots: &[Slot], slot: &Slot) -> Option<usize> {
+    let base = slots.as_ptr() as usize;
+    let at = slot as *const Slot as usize;
+    (at >= base)
+        .then(|| (at - base) / std::mem::size_of::<Slot>())
+        .filter(|i| *i < slots.len())
+}
+
+/// The nodes that accept pods, then launched in-flight claims, as slots with their free room.
+fn existing_slots(snapshot: &Snapshot) -> Vec<Slot> {
+    let mut by_node: HashMap<&str, Vec<&Pod>> = HashMap::new();
+    for p in &snapshot.pods {
+        if let Some(n) = &p.node_name
+            && !p.terminating
+        {
+            by_node.entry(n.as_str()).or_default().push(p);
+        }
+    }
+    let mut slots = Vec::new();
+    for node in &snapshot.nodes {
+        slots.push(node_slot(
+            snapshot,
+            node,
+            by_node
+                .get(node.name.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or(&[]),
+        ));
+    }
+    for claim in &snapshot.node_claims {
+        if let Some(s) = claim_slot(snapshot, claim) {
+            slots.push(s);
+        }
+    }
+    slots
+}
+
+fn node_slot(snapshot: &Snapshot, node: &Node, pods: &[&Pod]) -> Slot {
+    let mut labels = node.labels.clone();
+    labels
+        .entry(labels::HOSTNAME.into())
+        .or_insert_with(|| node.name.clone());
+    labels
+        .entry(labels::ZONE.into())
+        .or_insert_with(|| node.zone.clone());
+    labels
+        .entry(labels::CAPACITY_TYPE.into())
+        .or_insert_with(|| node.capacity_type.as_str().into());
+    let startup: Vec<_> = node
+        .node_pool
+        .as_deref()
+        .and_then(|p| snapshot.node_pool(p))
+        .map(|p| p.startup_taints.clone())
+        .unwrap_or_default();
+    // Until initialized, start-up taints (and not-ready) are expected to go away: ignore them.
+    let taints = node
+        .taints
+        .iter()
+        .filter(|t| {
+            node.initialized
+                || !(startup.iter().any(|s| s.key == t.key)
+                    || t.key.starts_with("node.kubernetes.io/not-ready"))
+        })
+        .cloned()
+        .collect();
+    let mut slot = Slot {
+        name: node.name.clone(),
+        labels,
+        taints,
+        free: node.allocatable.clone(),
+        host_ports: vec![],
+        pods: vec![],
+        accepting: node.accepts_pods(),
+    };
+    for p in pods {
+        slot.place(&p.spec);
+    }
+    slot
+}
+
+fn claim_slot(snapshot: &Snapshot, claim: &NodeClaim) -> Option<Slot> {
+    let launched = claim.launched.as_ref()?;
+    if claim.node_name.is_some() || claim.marked_for_deletion {
+        return None;
+    }
+    let ty = snapshot.catalog.instance_type(&launched.instance_type)?;
+    let mut labels = ty.labels.clone();
+    labels.extend(claim.labels.clone());
+    labels.insert(labels::HOSTNAME.into(), claim.name.clone());
+    labels.insert(labels::ZONE.into(), launched.zone.clone());
+    labels.insert(
+        labels::CAPACITY_TYPE.into(),
+        launched.capacity_type.as_str().into(),
+    );
+    labels.insert(labels::NODE_POOL.into(), claim.node_pool.clone());
+    let overhead = daemonset_overhead(snapshot, &labels, &claim.taints);
+    Some(Slot {
+        name: claim.name.clone(),
+        labels,
+        taints: claim.taints.clone(),
+        free: ty.allocatable.minus(&overhead),
+        host_ports: vec![],
+        pods: vec![],
+        accepting: true,
+    })
+}
+
+/// Requests of the daemonsets that would run on a node with these labels and taints.
+fn daemonset_overhead(
+    snapshot: &Snapshot,
+    node_labels: &BTreeMap<String, String>,
+    taints: &[crate::model::Taint],
+) -> ResourceList {
+    let mut total = ResourceList::new();
+    for ds in &snapshot.daemonsets {
+        if fit::check_static(&ds.pod, node_labels, taints).is_ok() {
+            total.add(&ds.pod.requests);
+        }
+    }
+    total
+}
+
+fn pool_view<'a>(snapshot: &Snapshot, pool: &'a NodePool) -> PoolView<'a> {
+    let catalog = &snapshot.catalog;
+    let reqs = pool.compiled_requirements();
+    let mut base_labels: BTreeMap<String, String> = pool.labels.clone();
+    base_labels.insert(labels::NODE_POOL.into(), pool.name.clone());
+    for (k, v) in reqs.single_values() {
+        if !labels::is_well_known(k) {
+            base_labels
+                .entry(k.to_string())
+                .or_insert_with(|| v.to_string());
+        }
+    }
+    let mut offerings = Vec::new();
+    for (i, o) in catalog.offerings.iter().enumerate() {
+        if !o.available {
+            continue;
+        }
+        let ty = &catalog.instance_types[o.instance_type];
+        let allowed = reqs.keys().all(|key| {
+            let set = reqs.get(key).expect("own key");
+            let value = match key {
+                labels::ZONE => Some(o.zone.as_str()),
+                labels::CAPACITY_TYPE => Some(o.capacity_type.as_str()),
+                labels::NODE_POOL => Some(pool.name.as_str()),
+                _ => ty
+                    .label(key)
+                    .or_else(|| base_labels.get(key).map(String::as_str)),
+            };
+            match value {
+                Some(v) => set.allows(v),
+                None => !labels::is_well_known(key) || set.allows_absent(),
+            }
+        });
+        if !allowed {
+            continue;
+        }
+        let mut node_labels = catalog.offering_labels(o);
+        node_labels.extend(base_labels.clone());
+        let overhead = daemonset_overhead(snapshot, &node_labels, &pool.taints);
+        offerings.push(PoolOffering {
+            offering: i,
+            capacity: ty.allocatable.minus(&overhead),
+            overhead,
+            labels: node_labels,
+        });
+    }
+    PoolView { pool, offerings }
+}
+
+fn class_in_pool(
+    catalog: &Catalog,
+    view: &PoolView,
+    spec: &PodSpec,
+) -> Result<ClassInPool, Failure> {
+    fit::check_taints(spec, &view.pool.taints)?;
+    if view.offerings.is_empty() {
+        return Err(Failure::NoOfferings(
+            "the NodePool's requirements allow no available offering".into(),
+        ));
+    }
+    let reqs = view.pool.compiled_requirements();
+    let mut first_failure: Option<Failure> = None;
+    for term in &spec.node_terms {
+        if let Err(e) = reqs.compatible(term, labels::is_well_known) {
+            first_failure.get_or_insert(Failure::NodeAffinity(e));
+            continue;
+        }
+        // Preferred terms are kept while some offering satisfies them, dropped lightest first.
+        let mut candidates: Vec<Requirements> = Vec::new();
+        for keep in (0..=spec.preferred_node_terms.len()).rev() {
+            let mut t = term.clone();
+            for (_, p) in &spec.preferred_node_terms[..keep] {
+                t = t.intersect(p);
+            }
+            candidates.push(t);
+        }
+        for t in candidates {
+            let mut label_ok = Vec::new();
+            let mut label_failure = None;
+            for (i, po) in view.offerings.iter().enumerate() {
+                let r = t
+                    .matches_labels(&po.labels)
+                    .map_err(Failure::NodeAffinity)
+                    .and_then(|()| {
+                        fit::check_volume_zone(
+                            spec,
+                            po.labels.get(labels::ZONE).map(String::as_str),
+                        )
+                    });
+                match r {
+                    Ok(()) => label_ok.push(i),
+                    Err(f) => {
+                        label_failure.get_or_insert(f);
+                    }
+                }
+            }
+            let allowed: Vec<usize> = label_ok
+                .iter()
+                .copied()
+                .filter(|&i| spec.requests.fits_in(&view.offerings[i].capacity))
+                .collect();
+            if !allowed.is_empty() {
+                return Ok(ClassInPool { term: t, allowed });
+            }
+            if !label_ok.is_empty() {
+                let biggest = label_ok
+                    .iter()
+                    .map(|&i| &view.offerings[i])
+                    .max_by_key(|po| (po.capacity.cpu, po.capacity.memory))
+                    .expect("non-empty");
+                let short = spec.requests.first_shortfall(&biggest.capacity);
+                first_failure.get_or_insert(Failure::NoInstanceTypeFits {
+                    requests: spec.requests.to_string(),
+                    detail: match short {
+                        Some(s) => format!(
+                            "e.g. {} (after daemonsets {{{}}}): {s}",
+                            catalog.instance_types
+                                [catalog.offerings[biggest.offering].instance_type]
+                                .name,
+                            biggest.overhead
+                        ),
+                        None => "every allowed type is smaller in some resource".into(),
+                    },
+                });
+            } else if let Some(f) = label_failure {
+                first_failure.get_or_insert(f);
+            }
+        }
+    }
+    Err(first_failure.unwrap_or_else(|| Failure::NoOfferings("nothing matched".into())))
+}
+
+/// Capacity of the pool's existing nodes and in-flight claims (for limits).
+fn pool_usage(snapshot: &Snapshot, pool: &NodePool) -> ResourceList {
+    let mut used = ResourceList::new();
+    for n in &snapshot.nodes {
+        if n.node_pool.as_deref() == Some(pool.name.as_str()) {
+            used.add(&n.allocatable);
+        }
+    }
+    for c in &snapshot.node_claims {
+        if c.node_pool == pool.name && c.node_name.is_none() {
+            match c
+                .launched
+                .as_ref()
+                .and_then(|l| snapshot.catalog.instance_type(&l.instance_type))
+            {
+                Some(t) => used.add(&t.allocatable),
+                None => used.add(&c.requests),
+            }
+        }
+    }
+    used
+}
+
+/// Asks the pool's ranker once; returns a score per pool offering (infinite = not to be launched).
+#[allow(clippy::too_many_arguments)]
+fn rank_offerings(
+    snapshot: &Snapshot,
+    rankers: &mut dyn RankerProvider,
+    view: &PoolView,
+    ranked: &[usize],
+    class_counts: &BTreeMap<usize, u32>,
+    classes: &[Arc<PodSpec>],
+    rankings: &mut Vec<PoolRanking>,
+) -> Vec<f64> {
+    let catalog = &snapshot.catalog;
+    let zones = catalog.zones();
+    let zone_index: HashMap<&str, u32> = zones
+        .iter()
+        .enumerate()
+        .map(|(i, z)| (z.as_str(), i as u32))
+        .collect();
+    let gpus = |r: &ResourceList| -> u32 {
+        ["nvidia.com/gpu", "amd.com/gpu", "aws.amazon.com/neuron"]
+            .iter()
+            .map(|k| r.get(k).units_ceil() as u32)
+            .sum()
+    };
+    let pods: Vec<rank::PodShape> = class_counts
+        .iter()
+        .map(|(&c, &count)| rank::PodShape {
+            count,
+            cpu_millis: classes[c].requests.cpu.millis().max(0) as u64,
+            memory_mib: (classes[c].requests.memory.units_ceil().max(0) >> 20) as u64,
+            gpus: gpus(&classes[c].requests),
+        })
+        .collect();
+    let mut offerings = rank::Offerings {
+        instance_type: vec![],
+        zone: vec![],
+        capacity_type: vec![],
+        price: vec![],
+        interruption: vec![],
+        capacity_score: vec![],
+        pods_per_node: vec![],
+    };
+    for &i in ranked {
+        let po = &view.offerings[i];
+        let o = &catalog.offerings[po.offering];
+        offerings.instance_type.push(o.instance_type as u32);
+        offerings.zone.push(zone_index[o.zone.as_str()]);
+        offerings.capacity_type.push(o.capacity_type.code());
+        offerings.price.push(o.price);
+        offerings
+            .interruption
+            .push(if o.capacity_type == CapacityType::OnDemand {
+                0.0
+            } else {
+                o.interruption
+            });
+        offerings.capacity_score.push(o.capacity_score);
+        // How many of the batch's pods one node holds, filling the smallest first.
+        let mut room = po.capacity.clone();
+        let mut held = 0u32;
+        let mut order: Vec<(&usize, &u32)> = class_counts.iter().collect();
+        order.sort_by_key(|(c, _)| (classes[**c].requests.cpu, classes[**c].requests.memory));
+        for (&c, &count) in order {
+            let r = &classes[c].requests;
+            let mut fit = count as i128;
+            for (name, q) in r.iter() {
+                if q.millis() > 0 {
+                    fit = fit.min(room.get(name).millis().max(0) / q.millis());
+                }
+            }
+            let fit = fit.max(0);
+            held += fit as u32;
+            for (name, q) in r.clone().iter() {
+                room.set(
+                    name,
+                    room.get(name) - Quantity::from_millis(q.millis() * fit),
+                );
+            }
+        }
+        offerings.pods_per_node.push(held.max(1));
+    }
+    let reqs = view.pool.compiled_requirements();
+    let min_values: Vec<rank::MinValues> = if reqs.min_values_entries().next().is_some() {
+        let keys = contract_label_keys(catalog);
+        reqs.min_values_entries()
+            .filter_map(|(k, m)| {
+                keys.iter().position(|x| x == k).map(|i| rank::MinValues {
+                    key: i as u32,
+                    min: m,
+                })
+            })
+            .collect()
+    } else {
+        vec![]
+    };
+    let input = rank::RankInput {
+        node_pool: view.pool.name.clone(),
+        now: snapshot.now.div_euclid(1000),
+        seed: (snapshot.now as u64) ^ catalog.revision,
+        pods,
+        offerings,
+        min_values,
+    };
+    let verdict = rankers.ranker_for(view.pool, catalog).rank(&input);
+    rankings.push(PoolRanking {
+        node_pool: view.pool.name.clone(),
+        decided_by: verdict.decided_by,
+        fallback: verdict.fallback,
+    });
+    let mut scores = vec![f64::INFINITY; view.offerings.len()];
+    for (&k, &score) in verdict.value.order.iter().zip(&verdict.value.scores) {
+        if let Some(&i) = ranked.get(k as usize)
+            && score.is_finite()
+        {
+            scores[i] = score;
+        }
+    }
+    scores
+}
+
+/// Dimensions the packer sees: cpu, memory, pods, and any other resource a pod of the group requests.
+fn dimensions(specs: &[&PodSpec]) -> Vec<String> {
+    let mut dims: Vec<String> = vec!["cpu".into(), "memory".into(), "pods".into()];
+    let mut extra: BTreeSet<String> = BTreeSet::new();
+    for s in specs {
+        for name in s.requests.names() {
+            if !dims.iter().any(|d| d == name) {
+                extra.insert(name.to_string());
+            }
+        }
+    }
+    dims.extend(extra);
+    dims
+}
+
+fn vector(r: &ResourceList, dims: &[String]) -> Vec<u64> {
+    dims.iter()
+        .map(|d| r.get(d).millis().max(0) as u64)
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn pack_group(
+    snapshot: &Snapshot,
+    view: &PoolView,
+    classes: &[Arc<PodSpec>],
+    class_at: &HashMap<usize, usize>,
+    class_pool: &[Vec<Result<ClassInPool, Failure>>],
+    pi: usize,
+    allowed: &[usize],
+    pods: &[usize],
+    scores: &[f64],
+    claims: &mut Vec<PlannedClaim>,
+) {
+    let catalog = &snapshot.catalog;
+    // Shapes: pods with equal requests, whatever their class.
+    let mut shape_of: BTreeMap<Vec<u64>, usize> = BTreeMap::new();
+    let group_classes: BTreeSet<usize> = pods.iter().map(|p| class_at[p]).collect();
+    let specs: Vec<&PodSpec> = group_classes.iter().map(|&c| classes[c].as_ref()).collect();
+    let dims = dimensions(&specs);
+    let mut shapes: Vec<Shape> = Vec::new();
+    let mut queues: Vec<Vec<usize>> = Vec::new();
+    for &pod in pods {
+        let demand = vector(&snapshot.pods[pod].spec.requests, &dims);
+        let s = *shape_of.entry(demand.clone()).or_insert_with(|| {
+            shapes.push(Shape { demand, count: 0 });
+            queues.push(vec![]);
+            shapes.len() - 1
+        });
+        shapes[s].count += 1;
+        queues[s].push(pod);
+    }
+    // Bin types: per instance type, its best-scored allowed offering.
+    let mut best_of_type: BTreeMap<usize, usize> = BTreeMap::new();
+    for &i in allowed {
+        let t = catalog.offerings[view.offerings[i].offering].instance_type;
+        let e = best_of_type.entry(t).or_insert(i);
+        if scores[i] < scores[*e] {
+            *e = i;
+        }
+    }
+    let type_offering: Vec<usize> = best_of_type.values().copied().collect();
+    let bins: Vec<BinType> = type_offering
+        .iter()
+        .map(|&i| BinType {
+            capacity: vector(&view.offerings[i].capacity, &dims),
+            cost: scores[i],
+        })
+        .collect();
+    let packing = packer::pack(&shapes, &bins, None);
+    let mut cursor = vec![0usize; shapes.len()];
+    let method = if shapes.len() == 1 {
+        "exact (one shape)"
+    } else {
+        "LP-priced greedy + merge"
+    };
+    for node in &packing.nodes {
+        let mut node_pods = Vec::new();
+        for (s, &n) in node.counts.iter().enumerate() {
+            node_pods.extend_from_slice(&queues[s][cursor[s]..cursor[s] + n as usize]);
+            cursor[s] += n as usize;
+        }
+        let chosen = type_offering[node.bin_type];
+        let claim = build_claim(
+            snapshot, view, classes, class_at, class_pool, pi, allowed, scores, chosen, node_pods,
+            method,
+        );
+        claims.push(claim);
+    }
+    // Pods the packer could not place cannot happen (every class holds alone in some allowed offering).
+    debug_assert!(packing.unplaced.iter().all(|u| *u == 0));
+}
+
+/// A claim for `pods`, launched preferably as `chosen`, with fallbacks that also hold them.
+#[allow(clippy::too_many_arguments)]
+fn build_claim(
+    snapshot: &Snapshot,
+    view: &PoolView,
+    _classes: &[Arc<PodSpec>],
+    class_at: &HashMap<usize, usize>,
+    class_pool: &[Vec<Result<ClassInPool, Failure>>],
+    pi: usize,
+    allowed: &[usize],
+    scores: &[f64],
+    chosen: usize,
+    pods: Vec<usize>,
+    method: &str,
+) -> PlannedClaim {
+    let catalog = &snapshot.catalog;
+    let mut load = ResourceList::new();
+    for &p in &pods {
+        load.add(&snapshot.pods[p].spec.requests);
+    }
+    let chosen_type = catalog.offerings[view.offerings[chosen].offering].instance_type;
+    let mut options: Vec<usize> = allowed
+        .iter()
+        .copied()
+        .filter(|&i| scores[i].is_finite() && load.fits_in(&view.offerings[i].capacity))
+        .collect();
+    options.sort_by(|&a, &b| {
+        let ta = catalog.offerings[view.offerings[a].offering].instance_type != chosen_type;
+        let tb = catalog.offerings[view.offerings[b].offering].instance_type != chosen_type;
+        (a != chosen)
+            .cmp(&(b != chosen))
+            .then(ta.cmp(&tb))
+            .then(scores[a].total_cmp(&scores[b]))
+            .then(a.cmp(&b))
+    });
+    options.truncate(MAX_OFFERINGS_PER_CLAIM);
+    let offerings: Vec<RankedOffering> = options
+        .iter()
+        .map(|&i| {
+            let o = &catalog.offerings[view.offerings[i].offering];
+            RankedOffering {
+                offering: view.offerings[i].offering,
+                instance_type: catalog.instance_types[o.instance_type].name.clone(),
+                zone: o.zone.clone(),
+                capacity_type: o.capacity_type,
+                price: o.price,
+                score: scores[i],
+            }
+        })
+        .collect();
+    // Requirements: pool ∩ pods' terms ∩ the offered types, zones and capacity types.
+    let mut reqs = view.pool.compiled_requirements();
+    let mut terms: BTreeSet<usize> = BTreeSet::new();
+    for &p in &pods {
+        terms.insert(class_at[&p]);
+    }
+    for c in &terms {
+        if let Ok(cp) = &class_pool[*c][pi] {
+            reqs = reqs.intersect(&cp.term);
+        }
+    }
+    let set_of = |f: &dyn Fn(&RankedOffering) -> String| -> Vec<String> {
+        let s: BTreeSet<String> = offerings.iter().map(f).collect();
+        s.into_iter().collect()
+    };
+    for (key, values) in [
+        (labels::INSTANCE_TYPE, set_of(&|o| o.instance_type.clone())),
+        (labels::ZONE, set_of(&|o| o.zone.clone())),
+        (
+            labels::CAPACITY_TYPE,
+            set_of(&|o| o.capacity_type.as_str().to_string()),
+        ),
+    ] {
+        reqs.add(&Requirement {
+            key: key.into(),
+            operator: Operator::In,
+            values,
+            min_values: None,
+        });
+    }
+    let mut requests = load.clone();
+    requests.add(&view.offerings[chosen].overhead);
+    let first = &offerings[0];
+    let shapes: BTreeSet<(i128, i128)> = pods
+        .iter()
+        .map(|&p| {
+            (
+                snapshot.pods[p].spec.requests.cpu.millis(),
+                snapshot.pods[p].spec.requests.memory.millis(),
+            )
+        })
+        .collect();
+    let top: Vec<String> = offerings
+        .iter()
+        .take(3)
+        .map(|o| {
+            format!(
+                "{}/{}/{} score {:.4}",
+                o.instance_type, o.zone, o.capacity_type, o.score
+            )
+        })
+        .collect();
+    let classes_in: BTreeSet<usize> = pods.iter().map(|p| class_at[p]).collect();
+    PlannedClaim {
+        node_pool: view.pool.name.clone(),
+        explanation: format!(
+            "{} pods ({} shapes, {} specs; requests {{{}}}) on {} in {} ({}) at ${:.4}/h, score {:.4}, packer {}; top offerings: {}; {} offerings hold these pods",
+            pods.len(),
+            shapes.len(),
+            classes_in.len(),
+            load,
+            first.instance_type,
+            first.zone,
+            first.capacity_type,
+            first.price,
+            first.score,
+            method,
+            top.join(", "),
+            offerings.len()
+        ),
+        pods,
+        offerings,
+        requirements: reqs,
+        requests,
+        labels: view.offerings[chosen]
+            .labels
+            .iter()
+            .filter(|(k, _)| view.pool.labels.contains_key(*k) || k.as_str() == labels::NODE_POOL)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        taints: view.pool.taints.clone(),
+        startup_taints: view.pool.startup_taints.clone(),
+    }
+}
+
+/// Pods with inter-pod constraints, one at a time: open claims of this pool first, else a new claim in
+/// the domain their spread/affinity rules prefer.
+#[allow(clippy::too_many_arguments)]
+fn place_constrained(
+    snapshot: &Snapshot,
+    view: &PoolView,
+    classes: &[Arc<PodSpec>],
+    class_at: &HashMap<usize, usize>,
+    class_pool: &[Vec<Result<ClassInPool, Failure>>],
+    pi: usize,
+    pods: &[usize],
+    scores: &[f64],
+    slots: &mut Vec<Slot>,
+    new_domains: &[NewDomains],
+    claim_seq: &mut usize,
+    claims: &mut Vec<PlannedClaim>,
+    later: &mut Vec<usize>,
+    reasons: &mut HashMap<usize, Vec<(String, String)>>,
+) {
+    struct Open {
+        slot: usize,
+        candidates: Vec<usize>,
+        load: ResourceList,
+        pods: Vec<usize>,
+    }
+    let mut open: Vec<Open> = Vec::new();
+    let catalog = &snapshot.catalog;
+    for &pod in pods {
+        let c = class_at[&pod];
+        let spec = &classes[c];
+        let Ok(cp) = &class_pool[c][pi] else { continue };
+        let allowed: Vec<usize> = cp
+            .allowed
+            .iter()
+            .copied()
+            .filter(|i| scores[*i].is_finite())
+            .collect();
+        let eligible = |s: &Slot| fit::check_static(spec, &s.labels, &s.taints).is_ok();
+        let mut placed = false;
+        for oc in open.iter_mut() {
+            let load = oc.load.plus(&spec.requests);
+            let cands: Vec<usize> = oc
+                .candidates
+                .iter()
+                .copied()
+                .filter(|i| allowed.contains(i) && load.fits_in(&view.offerings[*i].capacity))
+                .collect();
+            if cands.is_empty() {
+                continue;
+            }
+            let mut trial = slots.clone();
+            trial[oc.slot].free = max_free(view, &cands, &oc.load);
+            if fit::check_dynamic(spec, oc.slot, &trial, &eligible, &new_domains[c]).is_ok() {
+                oc.candidates = cands;
+                oc.load = load;
+                oc.pods.push(pod);
+                slots[oc.slot].place(spec);
+                placed = true;
+                break;
+            }
+        }
+        if placed {
+            continue;
+        }
+        // A new claim: pick the zone (and capacity type) domain the rules prefer.
+        let mut best: Option<(Vec<usize>, Failure)> = None;
+        let mut domains: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
+        for &i in &allowed {
+            let o = &catalog.offerings[view.offerings[i].offering];
+            domains
+                .entry((o.zone.clone(), o.capacity_type.as_str().to_string()))
+                .or_default()
+                .push(i);
+        }
+        let mut order: Vec<((String, String), Vec<usize>)> = domains.into_iter().collect();
+        let spreads_on_ct = spec
+            .topology_spread
+            .iter()
+            .any(|t| t.topology_key == labels::CAPACITY_TYPE);
+        let zone_count = |zone: &str, ct: &str| -> u32 {
+            spec.topology_spread
+                .iter()
+                .map(|t| {
+                    let counts = fit::spread_counts(spec, t, slots, &eligible, &new_domains[c]);
+                    let key = if t.topology_key == labels::CAPACITY_TYPE {
+                        ct
+                    } else {
+                        zone
+                    };
+                    counts.get(key).copied().unwrap_or(0)
+                })
+                .sum()
+        };
+        order.sort_by(|a, b| {
+            let best_a = a.1.iter().map(|i| scores[*i]).fold(f64::INFINITY, f64::min);
+            let best_b = b.1.iter().map(|i| scores[*i]).fold(f64::INFINITY, f64::min);
+            zone_count(&a.0.0, &a.0.1)
+                .cmp(&zone_count(&b.0.0, &b.0.1))
+                .then(best_a.total_cmp(&best_b))
+                .then(a.0.cmp(&b.0))
+        });
+        for ((zone, ct), _) in order {
+            *claim_seq += 1;
+            let name = format!("{}-planned-{}", view.pool.name, claim_seq);
+            let mut node_labels = BTreeMap::from([
+                (labels::HOSTNAME.to_string(), name.clone()),
+                (labels::ZONE.to_string(), zone.clone()),
+                (labels::NODE_POOL.to_string(), view.pool.name.clone()),
+            ]);
+            if spreads_on_ct {
+                node_labels.insert(labels::CAPACITY_TYPE.into(), ct.clone());
+            }
+            // Same-zone offerings of either capacity type stay open unless spread pins the type.
+            let cands: Vec<usize> = allowed
+                .iter()
+                .copied()
+                .filter(|i| {
+                    let o = &catalog.offerings[view.offerings[*i].offering];
+                    o.zone == zone && (!spreads_on_ct || o.capacity_type.as_str() == ct)
+                })
+                .collect();
+            let slot = Slot {
+                name: name.clone(),
+                labels: node_labels,
+                taints: view.pool.taints.clone(),
+                free: max_free(view, &cands, &ResourceList::new()),
+                host_ports: vec![],
+                pods: vec![],
+                accepting: true,
+            };
+            slots.push(slot);
+            let si = slots.len() - 1;
+            match fit::check_dynamic(spec, si, slots, &eligible, &new_domains[c]) {
+                Ok(()) => {
+                    slots[si].place(spec);
+                    open.push(Open {
+                        slot: si,
+                        candidates: cands,
+                        load: spec.requests.clone(),
+                        pods: vec![pod],
+                    });
+                    placed = true;
+                    break;
+                }
+                Err(f) => {
+                    slots.pop();
+                    *claim_seq -= 1;
+                    if best.is_none() {
+                        best = Some((vec![], f));
+                    }
+                }
+            }
+        }
+        if !placed {
+            let f = best
+                .map(|b| b.1)
+                .unwrap_or_else(|| Failure::NoOfferings("no domain".into()));
+            reasons
+                .entry(pod)
+                .or_default()
+                .push((view.pool.name.clone(), f.to_string()));
+            later.push(pod);
+        }
+    }
+    for oc in open {
+        let chosen = *oc
+            .candidates
+            .iter()
+            .min_by(|a, b| scores[**a].total_cmp(&scores[**b]).then(a.cmp(b)))
+            .expect("open claims keep a candidate");
+        let mut claim = build_claim(
+            snapshot,
+            view,
+            classes,
+            class_at,
+            class_pool,
+            pi,
+            &oc.candidates,
+            scores,
+            chosen,
+            oc.pods,
+            "one-at-a-time (inter-pod constraints)",
+        );
+        claim
+            .labels
+            .insert(labels::HOSTNAME.into(), slots[oc.slot].name.clone());
+        claims.push(claim);
+    }
+}
+
+/// The most room any candidate offers after `load` (an upper bound used for inter-pod checks).
+fn max_free(view: &PoolView, candidates: &[usize], load: &ResourceList) -> ResourceList {
+    let mut free = ResourceList::new();
+    for &i in candidates {
+        free.max_with(&view.offerings[i].capacity);
+    }
+    free.minus(load)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{
+        HostPort, LabelSelector, PodAffinityTerm, Taint, TaintEffect, Toleration,
+        TolerationOperator, TopologySpread, WhenUnsatisfiable,
+    };
+    use crate::provisioning::{CheapestFirst, SingleRanker};
+    use proptest::prelude::*;
+    use std::sync::OnceLock;
+
+    fn catalog() -> Arc<Catalog> {
+        static C: OnceLock<Arc<Catalog>> = OnceLock::new();
+        C.get_or_init(|| {
+            Arc::new(Catalog::ec2_on_demand(&["us-east-1a", "us-east-1b", "us-east-1c"]).unwrap())
+        })
+        .clone()
+    }
+
+    fn pool(name: &str, reqs: &[(&str, Operator, &[&str])]) -> NodePool {
+        let mut p = NodePool::new(name);
+        for (k, op, v) in reqs {
+            p.requirements
+                .push(Requirement::new(*k, *op, v.iter().copied()).unwrap());
+        }
+        p
+    }
+
+    fn general() -> NodePool {
+        pool(
+            "general",
+            &[
+                (labels::INSTANCE_CATEGORY, Operator::In, &["c", "m", "r"]),
+                (labels::INSTANCE_GENERATION, Operator::Gt, &["4"]),
+            ],
+        )
+    }
+
+    fn spec(app: &str, cpu: &str, mem: &str) -> PodSpec {
+        let mut s = PodSpec::with_requests(
+            "default",
+            ResourceList::parse([("cpu", cpu), ("memory", mem)]).unwrap(),
+        );
+        s.labels.insert("app".into(), app.into());
+        s
+    }
+
+    fn snapshot(pools: Vec<NodePool>, pods: Vec<(PodSpec, usize)>) -> Snapshot {
+        let mut s = Snapshot::new(0, catalog());
+        s.node_pools = pools;
+        for (spec, n) in pods {
+            let app = spec.labels.get("app").cloned().unwrap_or_default();
+            s.pods.extend(Pod::replicas(&app, Arc::new(spec), n));
+        }
+        s
+    }
+
+    fn run(s: &Snapshot) -> ProvisioningPlan {
+        plan(s, &mut SingleRanker::new(CheapestFirst::default()))
+    }
+
+    /// Every claim's chosen offering must satisfy every rule for every pod on it.
+    fn assert_valid(s: &Snapshot, p: &ProvisioningPlan) {
+        let cat = &s.catalog;
+        for claim in &p.claims {
+            let o = &cat.offerings[claim.offerings[0].offering];
+            let ty = &cat.instance_types[o.instance_type];
+            let pool = s.node_pool(&claim.node_pool).unwrap();
+            let mut node_labels = cat.offering_labels(o);
+            node_labels.extend(pool.labels.clone());
+            node_labels.insert(labels::NODE_POOL.into(), pool.name.clone());
+            let mut load = ResourceList::new();
+            for &pi in &claim.pods {
+                let spec = &s.pods[pi].spec;
+                load.add(&spec.requests);
+                fit::check_static(spec, &node_labels, &pool.taints).unwrap();
+            }
+            load.add(&daemonset_overhead(s, &node_labels, &pool.taints));
+            assert!(
+                load.fits_in(&ty.allocatable),
+                "{} over allocatable: {load}",
+                ty.name
+            );
+            assert!(claim.offerings.len() <= MAX_OFFERINGS_PER_CLAIM);
+            assert!(
+                claim.requirements.matches_labels(&node_labels).is_ok(),
+                "{}",
+                claim.requirements
+            );
+        }
+        let mut seen = BTreeSet::new();
+        for claim in &p.claims {
+            for &pi in &claim.pods {
+                assert!(seen.insert(pi), "pod {pi} twice");
+            }
+        }
+        for b in &p.bindings {
+            assert!(seen.insert(b.pod));
+        }
+        for u in &p.unschedulable {
+            assert!(seen.insert(u.pod));
+            assert!(!u.reasons.is_empty());
+        }
+        assert_eq!(seen.len(), s.pending_pods().count());
+    }
+
+    #[test]
+    fn node_selector_and_required_affinity() {
+        let mut arm = spec("arm", "1", "1Gi");
+        arm.node_terms = vec![Requirements::from_labels(&BTreeMap::from([(
+            labels::ARCH.to_string(),
+            "arm64".to_string(),
+        )]))];
+        let s = snapshot(vec![general()], vec![(arm, 3)]);
+        let p = run(&s);
+        assert_valid(&s, &p);
+        assert!(p.unschedulable.is_empty());
+        let ty = &p.claims[0].offerings[0].instance_type;
+        assert_eq!(
+            catalog().instance_type(ty).unwrap().label(labels::ARCH),
+            Some("arm64")
+        );
+        // An impossible selector fails with the key named.
+        let mut bad = spec("bad", "1", "1Gi");
+        bad.node_terms = vec![Requirements::from_labels(&BTreeMap::from([(
+            labels::INSTANCE_CATEGORY.to_string(),
+            "p".to_string(),
+        )]))];
+        let s = snapshot(vec![general()], vec![(bad, 1)]);
+        let p = run(&s);
+        assert_valid(&s, &p);
+        assert_eq!(p.unschedulable.len(), 1);
+        assert!(
+            p.unschedulable[0]
+                .to_string()
+                .contains(labels::INSTANCE_CATEGORY),
+            "{}",
+            p.unschedulable[0]
+        );
+    }
+
+    #[test]
+    fn or_of_terms_uses_a_satisfiable_one() {
+        let mut s1 = spec("or", "1", "1Gi");
+        s1.node_terms = vec![
+            Requirements::from_labels(&BTreeMap::from([(
+                labels::INSTANCE_CATEGORY.into(),
+                "x".into(),
+            )])),
+            Requirements::from_labels(&BTreeMap::from([(
+                labels::ZONE.into(),
+                "us-east-1b".into(),
+            )])),
+        ];
+        let s = snapshot(vec![general()], vec![(s1, 2)]);
+        let p = run(&s);
+        assert_valid(&s, &p);
+        assert!(
+            p.claims
+                .iter()
+                .all(|c| c.offerings.iter().all(|o| o.zone == "us-east-1b"))
+        );
+    }
+
+    #[test]
+    fn preferred_affinity_is_kept_when_possible_and_relaxed_otherwise() {
+        let mut pref = spec("pref", "1", "1Gi");
+        pref.preferred_node_terms = vec![(
+            10,
+            Requirements::from_labels(&BTreeMap::from([(
+                labels::INSTANCE_CATEGORY.into(),
+                "r".into(),
+            )])),
+        )];
+        let s = snapshot(vec![general()], vec![(pref.clone(), 2)]);
+        let p = run(&s);
+        assert_eq!(
+            catalog()
+                .instance_type(&p.claims[0].offerings[0].instance_type)
+                .unwrap()
+                .label(labels::INSTANCE_CATEGORY),
+            Some("r")
+        );
+        pref.preferred_node_terms[0].1 = Requirements::from_labels(&BTreeMap::from([(
+            labels::INSTANCE_CATEGORY.into(),
+            "p".into(),
+        )]));
+        let s = snapshot(vec![general()], vec![(pref, 2)]);
+        let p = run(&s);
+        assert!(p.unschedulable.is_empty());
+    }
+
+    #[test]
+    fn taints_need_tolerations_and_weights_order_pools() {
+        let mut gpu = general();
+        gpu.name = "tainted".into();
+        gpu.weight = 100;
+        gpu.taints
+            .push(Taint::new("dedicated", Some("x"), TaintEffect::NoSchedule));
+        let plain = spec("plain", "1", "1Gi");
+        let mut tolerant = spec("tolerant", "1", "1Gi");
+        tolerant.tolerations.push(Toleration {
+            key: Some("dedicated".into()),
+            operator: TolerationOperator::Equal,
+            value: Some("x".into()),
+            effect: None,
+        });
+        let s = snapshot(vec![general(), gpu], vec![(plain, 2), (tolerant, 2)]);
+        let p = run(&s);
+        assert_valid(&s, &p);
+        for c in &p.claims {
+            for &pi in &c.pods {
+                let app = &s.pods[pi].spec.labels["app"];
+                assert_eq!(
+                    c.node_pool == "tainted",
+                    app == "tolerant",
+                    "{app} on {}",
+                    c.node_pool
+                );
+            }
+        }
+        // Only the tainted pool: the plain pod fails with the taint named.
+        let mut only = general();
+        only.taints
+            .push(Taint::new("dedicated", Some("x"), TaintEffect::NoSchedule));
+        let s = snapshot(vec![only], vec![(spec("plain", "1", "1Gi"), 1)]);
+        let p = run(&s);
+        assert!(
+            p.unschedulable[0]
+                .to_string()
+                .contains("taint dedicated=x:NoSchedule")
+        );
+    }
+
+    #[test]
+    fn gpus_and_too_big_pods() {
+        let mut g = spec("gpu", "4", "16Gi");
+        g.requests.set("nvidia.com/gpu", Quantity::from_units(1));
+        let any = pool("any", &[]);
+        let s = snapshot(vec![any], vec![(g, 2)]);
+        let p = run(&s);
+        assert_valid(&s, &p);
+        assert!(p.unschedulable.is_empty());
+        let huge = spec("huge", "1000", "1Gi");
+        let s = snapshot(vec![general()], vec![(huge, 1)]);
+        let p = run(&s);
+        assert!(
+            p.unschedulable[0]
+                .to_string()
+                .contains("no allowed instance type has room"),
+            "{}",
+            p.unschedulable[0]
+        );
+    }
+
+    #[test]
+    fn daemonset_overhead_is_reserved() {
+        let mut s = snapshot(vec![general()], vec![(spec("w", "1", "1Gi"), 10)]);
+        let ds = spec("ds", "500m", "512Mi");
+        s.daemonsets.push(crate::model::DaemonSet {
+            namespace: "kube-system".into(),
+            name: "agent".into(),
+            pod: Arc::new(ds),
+        });
+        let p = run(&s);
+        assert_valid(&s, &p);
+        assert!(p.claims.iter().all(|c| c.requests.cpu.millis() >= 500));
+    }
+
+    #[test]
+    fn limits_cap_a_pool_and_spill_to_the_next() {
+        let mut small = general();
+        small.name = "capped".into();
+        small.weight = 10;
+        small.limits.insert("cpu".into(), Quantity::from_units(8));
+        let s = snapshot(vec![small, general()], vec![(spec("w", "1", "2Gi"), 40)]);
+        let p = run(&s);
+        assert_valid(&s, &p);
+        assert!(p.unschedulable.is_empty());
+        let capped_cpu: i128 = p
+            .claims
+            .iter()
+            .filter(|c| c.node_pool == "capped")
+            .map(|c| {
+                catalog()
+                    .instance_type(&c.offerings[0].instance_type)
+                    .unwrap()
+                    .allocatable
+                    .cpu
+                    .millis()
+            })
+            .sum();
+        assert!(capped_cpu <= 8000);
+        assert!(p.claims.iter().any(|c| c.node_pool == "general"));
+    }
+
+    #[test]
+    fn existing_nodes_first_then_new() {
+        let mut s = snapshot(vec![general()], vec![(spec("w", "1", "1Gi"), 6)]);
+        let ty = catalog().instance_type("m5.xlarge").unwrap().clone();
+        let mut node_labels = ty.labels.clone();
+        node_labels.insert(labels::ZONE.into(), "us-east-1a".into());
+        s.nodes.push(Node {
+            name: "n1".into(),
+            node_pool: Some("general".into()),
+            node_claim: None,
+            instance_type: ty.name.clone(),
+            zone: "us-east-1a".into(),
+            capacity_type: CapacityType::OnDemand,
+            labels: node_labels,
+            taints: vec![],
+            allocatable: ty.allocatable.clone(),
+            price: 0.192,
+            created_at: 0,
+            ready: true,
+            initialized: true,
+            marked_for_deletion: false,
+            unschedulable: false,
+        });
+        let p = run(&s);
+        assert_valid(&s, &p);
+        assert_eq!(p.bindings.len(), 3, "m5.xlarge holds 3 one-cpu pods");
+        assert_eq!(p.claims.iter().map(|c| c.pods.len()).sum::<usize>(), 3);
+    }
+
+    #[test]
+    fn anti_affinity_spread_and_host_ports_one_at_a_time() {
+        let mut anti = spec("db", "500m", "512Mi");
+        anti.pod_anti_affinity.push(PodAffinityTerm {
+            selector: LabelSelector::from_labels(&BTreeMap::from([("app".into(), "db".into())])),
+            namespaces: vec![],
+            topology_key: labels::HOSTNAME.into(),
+        });
+        let mut spread = spec("web", "500m", "512Mi");
+        spread.topology_spread.push(TopologySpread {
+            max_skew: 1,
+            topology_key: labels::ZONE.into(),
+            when_unsatisfiable: WhenUnsatisfiable::DoNotSchedule,
+            selector: LabelSelector::from_labels(&BTreeMap::from([("app".into(), "web".into())])),
+            min_domains: None,
+        });
+        let mut ports = spec("proxy", "100m", "64Mi");
+        ports.host_ports.push(HostPort {
+            port: 443,
+            protocol: "TCP".into(),
+            ip: String::new(),
+        });
+        let s = snapshot(vec![general()], vec![(anti, 3), (spread, 6), (ports, 2)]);
+        let p = run(&s);
+        assert_valid(&s, &p);
+        assert!(p.unschedulable.is_empty(), "{:?}", p.unschedulable);
+        let mut per_zone: BTreeMap<String, usize> = BTreeMap::new();
+        for c in &p.claims {
+            let apps: Vec<&String> = c
+                .pods
+                .iter()
+                .map(|&i| &s.pods[i].spec.labels["app"])
+                .collect();
+            assert!(apps.iter().filter(|a| a.as_str() == "db").count() <= 1);
+            assert!(apps.iter().filter(|a| a.as_str() == "proxy").count() <= 1);
+            let zones: BTreeSet<&String> = c.offerings.iter().map(|o| &o.zone).collect();
+            let web = apps.iter().filter(|a| a.as_str() == "web").count();
+            if web > 0 {
+                assert_eq!(zones.len(), 1, "spread pods' claims are pinned to a zone");
+                *per_zone
+                    .entry(zones.into_iter().next().unwrap().clone())
+                    .or_default() += web;
+            }
+        }
+        assert_eq!(
+            per_zone.values().copied().collect::<Vec<_>>(),
+            vec![2, 2, 2],
+            "{per_zone:?}"
+        );
+    }
+
+    #[test]
+    fn affinity_to_missing_pods_and_volume_zones_fail_with_reasons() {
+        let mut follower = spec("f", "1", "1Gi");
+        follower.pod_affinity.push(PodAffinityTerm {
+            selector: LabelSelector::from_labels(&BTreeMap::from([("app".into(), "ghost".into())])),
+            namespaces: vec![],
+            topology_key: labels::ZONE.into(),
+        });
+        let mut zoned = spec("v", "1", "1Gi");
+        zoned.volume_zones = Some(BTreeSet::from(["eu-west-1a".to_string()]));
+        let s = snapshot(vec![general()], vec![(follower, 1), (zoned, 1)]);
+        let p = run(&s);
+        assert_eq!(p.unschedulable.len(), 2);
+        let text: Vec<String> = p.unschedulable.iter().map(|u| u.to_string()).collect();
+        assert!(text.iter().any(|t| t.contains("pod affinity")), "{text:?}");
+        assert!(text.iter().any(|t| t.contains("volume zone")), "{text:?}");
+    }
+
+    fn arb_spec() -> impl Strategy<Value = (PodSpec, usize)> {
+        (
+            prop::sample::select(vec!["100m", "250m", "500m", "1", "2", "7", "100"]),
+            prop::sample::select(vec!["128Mi", "512Mi", "2Gi", "8Gi", "64Gi"]),
+            prop::option::of(prop::sample::select(vec!["amd64", "arm64"])),
+            prop::option::of(prop::sample::select(vec!["us-east-1a", "us-east-1c"])),
+            1usize..40,
+        )
+            .prop_map(|(cpu, mem, arch, zone, n)| {
+                let mut s = spec(&format!("{cpu}-{mem}-{arch:?}-{zone:?}"), cpu, mem);
+                let mut term = BTreeMap::new();
+                if let Some(a) = arch {
+                    term.insert(labels::ARCH.to_string(), a.to_string());
+                }
+                if let Some(z) = zone {
+                    term.insert(labels::ZONE.to_string(), z.to_string());
+                }
+                s.node_terms = vec![Requirements::from_labels(&term)];
+                (s, n)
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
+        #[test]
+        fn plans_are_valid_complete_and_deterministic(specs in prop::collection::vec(arb_spec(), 1..5)) {
+            let s = snapshot(vec![general()], specs.clone());
+            let p = run(&s);
+            assert_valid(&s, &p);
+            // Any pod that fits some allowed offering alone is placed.
+            let view = pool_view(&s, &s.node_pools[0]);
+            for u in &p.unschedulable {
+                let spec = &s.pods[u.pod].spec;
+                prop_assert!(class_in_pool(&s.catalog, &view, spec).is_err(), "placeable pod left out: {}", u);
+            }
+            let again = run(&snapshot(vec![general()], specs));
+            prop_assert_eq!(p.claims.len(), again.claims.len());
+            for (a, b) in p.claims.iter().zip(&again.claims) {
+                prop_assert_eq!(&a.pods, &b.pods);
+                prop_assert_eq!(&a.offerings, &b.offerings);
+            }
+        }
+    }
+}
