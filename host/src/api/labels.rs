@@ -118,12 +118,12 @@ pub fn check_key(key: &str) -> Result<(), String> {
         Some((prefix, name)) => (Some(prefix), name),
         None => (None, key),
     };
-    if let Some(prefix) = prefix {
-        if prefix.is_empty() || prefix.len() > 253 || !prefix.split('.').all(is_dns_label) {
-            return Err(format!(
-                "invalid label key {key:?}: the prefix must be a DNS subdomain"
-            ));
-        }
+    if let Some(prefix) = prefix
+        && (prefix.is_empty() || prefix.len() > 253 || !prefix.split('.').all(is_dns_label))
+    {
+        return Err(format!(
+            "invalid label key {key:?}: the prefix must be a DNS subdomain"
+        ));
     }
     if name.is_empty() || name.len() > 63 || !is_label_name(name) {
         return Err(format!(

@@ -159,10 +159,10 @@ pub fn validate_nodepool_spec(spec: &NodePoolSpec) -> Vec<FieldError> {
     if let Some(limits) = &spec.limits {
         resource_list(&mut e, "spec.limits", limits);
     }
-    if let Some(w) = spec.weight {
-        if !(1..=100).contains(&w) {
-            e.add("spec.weight", format!("must be between 1 and 100, got {w}"));
-        }
+    if let Some(w) = spec.weight
+        && !(1..=100).contains(&w)
+    {
+        e.add("spec.weight", format!("must be between 1 and 100, got {w}"));
     }
     e.0
 }
@@ -211,13 +211,13 @@ fn taints(e: &mut Errors, path: &str, taints: &[Taint]) {
         if let Err(reason) = labels::check_key(&t.key) {
             e.add(format!("{p}.key"), reason.replace("label key", "taint key"));
         }
-        if let Some(v) = &t.value {
-            if let Err(reason) = labels::check_value(v) {
-                e.add(
-                    format!("{p}.value"),
-                    reason.replace("label value", "taint value"),
-                );
-            }
+        if let Some(v) = &t.value
+            && let Err(reason) = labels::check_value(v)
+        {
+            e.add(
+                format!("{p}.value"),
+                reason.replace("label value", "taint value"),
+            );
         }
         if !matches!(
             t.effect.as_str(),
@@ -322,10 +322,10 @@ fn node_class_ref(e: &mut Errors, p: &str, r: &NodeClassReference) {
 }
 
 fn duration_field(e: &mut Errors, path: &str, value: Option<&str>, shape: DurationShape) {
-    if let Some(v) = value {
-        if let Err(err) = check_karpenter_duration(v, shape) {
-            e.add(path, format!("{:?}: {}", v, err.reason));
-        }
+    if let Some(v) = value
+        && let Err(err) = check_karpenter_duration(v, shape)
+    {
+        e.add(path, format!("{:?}: {}", v, err.reason));
     }
 }
 
@@ -347,10 +347,10 @@ fn budget(e: &mut Errors, p: &str, b: &Budget) {
         ),
         _ => {}
     }
-    if let Some(s) = &b.schedule {
-        if let Err(err) = BudgetSchedule::parse(s) {
-            e.add(format!("{p}.schedule"), format!("{s:?}: {}", err.reason));
-        }
+    if let Some(s) = &b.schedule
+        && let Err(err) = BudgetSchedule::parse(s)
+    {
+        e.add(format!("{p}.schedule"), err.to_string());
     }
     duration_field(
         e,
@@ -411,15 +411,14 @@ pub fn validate_ec2nodeclass_spec(spec: &EC2NodeClassSpec) -> Vec<FieldError> {
         kubelet(&mut e, "spec.kubelet", k);
     }
     block_devices(&mut e, &spec.block_device_mappings);
-    if let Some(m) = &spec.metadata_options {
-        if let Some(h) = m.http_put_response_hop_limit {
-            if !(1..=64).contains(&h) {
-                e.add(
-                    "spec.metadataOptions.httpPutResponseHopLimit",
-                    format!("must be between 1 and 64, got {h}"),
-                );
-            }
-        }
+    if let Some(m) = &spec.metadata_options
+        && let Some(h) = m.http_put_response_hop_limit
+        && !(1..=64).contains(&h)
+    {
+        e.add(
+            "spec.metadataOptions.httpPutResponseHopLimit",
+            format!("must be between 1 and 64, got {h}"),
+        );
     }
     e.0
 }
@@ -481,13 +480,13 @@ fn selector_terms(e: &mut Errors, spec: &EC2NodeClassSpec) {
         } else if t.id.is_some() && (!t.tags.is_empty() || t.owner_id.is_some()) {
             e.add(&tp, "id is exclusive: a term with id has no other fields");
         }
-        if let Some(owner) = &t.owner_id {
-            if owner.len() != 12 || !owner.bytes().all(|b| b.is_ascii_digit()) {
-                e.add(
-                    format!("{tp}.ownerID"),
-                    format!("must be a 12-digit AWS account id, got {owner:?}"),
-                );
-            }
+        if let Some(owner) = &t.owner_id
+            && (owner.len() != 12 || !owner.bytes().all(|b| b.is_ascii_digit()))
+        {
+            e.add(
+                format!("{tp}.ownerID"),
+                format!("must be a 12-digit AWS account id, got {owner:?}"),
+            );
         }
         id_prefix(e, &format!("{tp}.id"), t.id.as_deref(), "cr-");
     }
@@ -540,7 +539,7 @@ fn ami_terms(e: &mut Errors, spec: &EC2NodeClassSpec) {
         id_prefix(e, &format!("{tp}.id"), t.id.as_deref(), "ami-");
     }
     match (spec.ami_family, alias_family) {
-        (None, None) if !terms.is_empty() => e.add(
+        (None, None) if !terms.is_empty() && terms.iter().all(|t| t.alias.is_none()) => e.add(
             "spec.amiFamily",
             "required when amiSelectorTerms has no alias (one of AL2, AL2023, Bottlerocket, Custom, Windows2019, Windows2022)",
         ),
@@ -704,13 +703,12 @@ fn kubelet(e: &mut Errors, p: &str, k: &KubeletConfiguration) {
     if let (Some(high), Some(low)) = (
         k.image_gc_high_threshold_percent,
         k.image_gc_low_threshold_percent,
-    ) {
-        if low >= high {
-            e.add(
-                format!("{p}.imageGCLowThresholdPercent"),
-                format!("must be lower than imageGCHighThresholdPercent ({high}), got {low}"),
-            );
-        }
+    ) && low >= high
+    {
+        e.add(
+            format!("{p}.imageGCLowThresholdPercent"),
+            format!("must be lower than imageGCHighThresholdPercent ({high}), got {low}"),
+        );
     }
     for (i, ip) in k.cluster_dns.iter().enumerate() {
         if ip.parse::<std::net::IpAddr>().is_err() {

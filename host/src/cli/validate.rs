@@ -61,7 +61,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     if invalid > 0 {
-        anyhow::bail!("{invalid} invalid object(s)");
+        eprintln!("{invalid} invalid object(s)");
+        // A verdict, not a failure of the command: no error chain or backtrace to print.
+        std::process::exit(1);
     }
     Ok(())
 }
