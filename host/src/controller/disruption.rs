@@ -18,8 +18,8 @@ use super::{DisruptionCommand, DisruptionInput, DisruptionStep, PoolSpec};
 use crate::api::{EC2NodeClass, NodePool};
 use crate::clock::Millis;
 use crate::cluster::{OwnerKind, PodState, Resources};
-use crate::disruption::decide::{NativeDefaultConsolidator, revalidate};
-use crate::disruption::budget::NativeDefaultBudgeter;
+use crate::disruption::decide::revalidate;
+use crate::policy::defaults::{NativeBudgeter, NativeConsolidator};
 use crate::disruption::moves::base_room;
 use crate::disruption::{
     ClusterView, Command, DO_NOT_DISRUPT, DriftStamp, Method, MoveExplanation, NodeView, PdbView,
@@ -141,8 +141,8 @@ impl Disruptor {
             );
         }
         Disruptor {
-            consolidator: Box::new(NativeDefaultConsolidator),
-            budgeter: Box::new(NativeDefaultBudgeter),
+            consolidator: Box::new(NativeConsolidator),
+            budgeter: Box::new(NativeBudgeter),
             pools: configs,
             stamps: BTreeMap::new(),
             pod_changes: BTreeMap::new(),

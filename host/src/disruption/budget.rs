@@ -153,37 +153,6 @@ pub fn allowance(
     }
 }
 
-/// The built-in budgeter (Karpenter v1 semantics), called natively.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NativeDefaultBudgeter;
-
-impl Budgeter for NativeDefaultBudgeter {
-    fn allowed(&mut self, input: &wit::BudgetInput) -> crate::policy::Verdict<Vec<wit::ReasonCount>> {
-        let decided_by = format!(
-            "{}@{} (native)",
-            kestrel_default_budgeter::NAME,
-            kestrel_default_budgeter::VERSION
-        );
-        match kestrel_default_budgeter::allowed(input) {
-            Ok(value) => crate::policy::Verdict {
-                value,
-                decided_by,
-                fallback: None,
-            },
-            // The default only refuses inputs the host already validated; allow nothing then.
-            Err(detail) => crate::policy::Verdict {
-                value: Vec::new(),
-                decided_by: decided_by.clone(),
-                fallback: Some(crate::policy::Fallback {
-                    policy: decided_by,
-                    kind: crate::policy::FallbackKind::PolicyError,
-                    detail,
-                }),
-            },
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

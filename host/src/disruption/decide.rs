@@ -489,38 +489,8 @@ fn checked_order(
         input.moves.len()
     );
     fallbacks.push(format!("{pool}: consolidator {note}"));
-    let default = NativeDefaultConsolidator.consolidate(input);
+    let default = crate::policy::defaults::NativeConsolidator::answer(input);
     (default.value, format!("{}; {note}", default.decided_by))
-}
-
-/// The built-in consolidator (empty first, then drift, then savings per pod disrupted), called natively.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NativeDefaultConsolidator;
-
-impl Consolidator for NativeDefaultConsolidator {
-    fn consolidate(&mut self, input: &wit::ConsolidateInput) -> Verdict<Vec<u32>> {
-        let decided_by = format!(
-            "{}@{} (native)",
-            kestrel_default_consolidator::NAME,
-            kestrel_default_consolidator::VERSION
-        );
-        match kestrel_default_consolidator::consolidate(input) {
-            Ok(value) => Verdict {
-                value,
-                decided_by,
-                fallback: None,
-            },
-            Err(detail) => Verdict {
-                value: Vec::new(),
-                decided_by: decided_by.clone(),
-                fallback: Some(crate::policy::Fallback {
-                    policy: decided_by,
-                    kind: crate::policy::FallbackKind::PolicyError,
-                    detail,
-                }),
-            },
-        }
-    }
 }
 
 /// Re-checks a command decided [`super::VALIDATION_DELAY_MS`] ago against the cluster now: its nodes
