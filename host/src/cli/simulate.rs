@@ -47,7 +47,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         o.seed = args.seed;
         o
     });
-    let base = replay(&scenario, SimOptions { seed: args.seed, ..SimOptions::default() });
+    let base = replay(
+        &scenario,
+        SimOptions {
+            seed: args.seed,
+            ..SimOptions::default()
+        },
+    );
     let (report, compared) = match candidate {
         Some(options) if args.compare => {
             let cand = replay(&scenario, options);
@@ -108,9 +114,11 @@ fn replay(scenario: &Scenario, options: SimOptions) -> Report {
             indicatif::ProgressDrawTarget::stderr(),
         );
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} simulating {msg} [{bar:40}] {percent}%")
-                .expect("valid template")
-                .progress_chars("=> "),
+            indicatif::ProgressStyle::with_template(
+                "{spinner} simulating {msg} [{bar:40}] {percent}%",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         );
         bar.set_message(scenario.name.clone());
         bar

@@ -9,7 +9,9 @@ pub mod sim;
 use crate::clock::Millis;
 
 /// How an offering is paid for (Karpenter's `karpenter.sh/capacity-type` values).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum CapacityType {
     OnDemand,

@@ -80,7 +80,11 @@ impl Default for SimCloudConfig {
     fn default() -> Self {
         SimCloudConfig {
             seed: 1,
-            zones: vec!["us-east-1a".into(), "us-east-1b".into(), "us-east-1c".into()],
+            zones: vec![
+                "us-east-1a".into(),
+                "us-east-1b".into(),
+                "us-east-1c".into(),
+            ],
             launch_latency: LatencyRange::default(),
             outages: Vec::new(),
             spot_price_ratio: (0.30, 0.45),
@@ -271,7 +275,9 @@ impl SimCloud {
     }
 
     pub fn instance(&self, instance_id: &str) -> Option<&Instance> {
-        self.by_id.get(instance_id).map(|&i| &self.records[i].instance)
+        self.by_id
+            .get(instance_id)
+            .map(|&i| &self.records[i].instance)
     }
 
     fn terminate_record(&mut self, instance_id: &str, now: Millis) -> bool {
@@ -441,7 +447,10 @@ mod tests {
     use crate::cloud::Offering;
 
     fn cloud(outages: Vec<CapacityOutage>) -> SimCloud {
-        let prices = HashMap::from([("m5.large".to_string(), 0.096), ("c5.large".to_string(), 0.085)]);
+        let prices = HashMap::from([
+            ("m5.large".to_string(), 0.096),
+            ("c5.large".to_string(), 0.085),
+        ]);
         SimCloud::new(
             SimCloudConfig {
                 outages,
@@ -480,16 +489,27 @@ mod tests {
         let launched = cloud.create(&request, 10).unwrap();
         assert_eq!(launched.instance.offering.instance_type, "c5.large");
         assert_eq!(launched.skipped.len(), 1);
-        assert_eq!(launched.skipped[0].error, OfferingError::InsufficientCapacity);
+        assert_eq!(
+            launched.skipped[0].error,
+            OfferingError::InsufficientCapacity
+        );
         // Idempotent by claim name.
-        assert_eq!(cloud.create(&request, 20).unwrap().instance.id, launched.instance.id);
+        assert_eq!(
+            cloud.create(&request, 20).unwrap().instance.id,
+            launched.instance.id
+        );
         // After the outage the first choice works.
         let later = LaunchRequest {
             claim: "b".into(),
             ..request
         };
         assert_eq!(
-            cloud.create(&later, 2_000).unwrap().instance.offering.instance_type,
+            cloud
+                .create(&later, 2_000)
+                .unwrap()
+                .instance
+                .offering
+                .instance_type,
             "m5.large"
         );
     }
@@ -537,7 +557,15 @@ mod tests {
         let events = cloud.drain_events();
         assert_eq!(events.len(), 3);
         assert_eq!(events[1].0, 160_000);
-        assert_eq!(events[2], (280_000, CloudEvent::Terminated { instance_id: id.clone() }));
+        assert_eq!(
+            events[2],
+            (
+                280_000,
+                CloudEvent::Terminated {
+                    instance_id: id.clone()
+                }
+            )
+        );
         // Not interrupted twice.
         cloud.interrupt(&id, 110_000, None);
         assert!(cloud.drain_events().is_empty());

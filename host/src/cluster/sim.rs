@@ -184,7 +184,10 @@ impl SimCluster {
 
     fn choose_node(&self, pod: &PodState) -> Option<Arc<str>> {
         if let Some(nominated) = &pod.nominated
-            && let Some(node) = self.nodes.values().find(|n| n.claim.as_str() == &**nominated)
+            && let Some(node) = self
+                .nodes
+                .values()
+                .find(|n| n.claim.as_str() == &**nominated)
             && self.feasible(pod, node)
         {
             return Some(node.name.clone());
@@ -253,10 +256,13 @@ impl SimCluster {
             if budget.selector.is_empty() || !matches(pod) {
                 continue;
             }
-            let (total, healthy) = self.pods.values().filter(|p| matches(p)).fold(
-                (0i64, 0i64),
-                |(t, h), p| (t + 1, h + i64::from(p.node.is_some())),
-            );
+            let (total, healthy) = self
+                .pods
+                .values()
+                .filter(|p| matches(p))
+                .fold((0i64, 0i64), |(t, h), p| {
+                    (t + 1, h + i64::from(p.node.is_some()))
+                });
             let allowed = match (budget.min_available, budget.max_unavailable) {
                 (Some(min), _) => healthy - min,
                 (None, Some(max)) => max - (total - healthy),

@@ -19,13 +19,13 @@ use crate::api::{EC2NodeClass, NodePool};
 use crate::clock::Millis;
 use crate::cluster::{OwnerKind, PodState, Resources};
 use crate::disruption::decide::revalidate;
-use crate::policy::defaults::{NativeBudgeter, NativeConsolidator};
 use crate::disruption::moves::base_room;
 use crate::disruption::{
     ClusterView, Command, DO_NOT_DISRUPT, DriftStamp, Method, MoveExplanation, NodeView, PdbView,
     PoolSettings, VALIDATION_DELAY_MS, decide,
 };
 use crate::model::ConsolidationPolicy;
+use crate::policy::defaults::{NativeBudgeter, NativeConsolidator};
 use crate::policy::{Budgeter, Consolidator};
 
 /// Simulator-only annotation on an EC2NodeClass: image releases during a scenario, as
@@ -86,15 +86,19 @@ pub struct Disruptor {
 
 impl Disruptor {
     /// From the Karpenter v1 manifests, with the built-in policies.
-    pub fn from_manifests(pools: &[NodePool], classes: &[EC2NodeClass], start: Millis) -> Disruptor {
+    pub fn from_manifests(
+        pools: &[NodePool],
+        classes: &[EC2NodeClass],
+        start: Millis,
+    ) -> Disruptor {
         let mut configs = BTreeMap::new();
         for pool in pools {
             let name = pool.metadata.name.clone().unwrap_or_default();
             let spec = &pool.spec;
             let ms = |d: std::time::Duration| d.as_millis() as Millis;
-            let class = classes
-                .iter()
-                .find(|c| c.metadata.name.as_deref() == Some(spec.template.spec.node_class_ref.name.as_str()));
+            let class = classes.iter().find(|c| {
+                c.metadata.name.as_deref() == Some(spec.template.spec.node_class_ref.name.as_str())
+            });
             let mut drift = vec![(Millis::MIN, DriftStamp::resolve(pool, class))];
             if let Some(class) = class
                 && let Some(releases) = class
@@ -111,11 +115,15 @@ impl Disruptor {
                         continue;
                     };
                     let mut changed = class.clone();
-                    changed.spec.ami_selector_terms = vec![crate::api::ec2nodeclass::AMISelectorTerm {
-                        alias: Some(alias.trim().to_string()),
-                        ..Default::default()
-                    }];
-                    drift.push((start + ms(offset), DriftStamp::resolve(pool, Some(&changed))));
+                    changed.spec.ami_selector_terms =
+                        vec![crate::api::ec2nodeclass::AMISelectorTerm {
+                            alias: Some(alias.trim().to_string()),
+                            ..Default::default()
+                        }];
+                    drift.push((
+                        start + ms(offset),
+                        DriftStamp::resolve(pool, Some(&changed)),
+                    ));
                 }
             }
             drift.sort_by_key(|(t, _)| *t);
@@ -123,7 +131,9 @@ impl Disruptor {
                 name,
                 PoolConfig {
                     consolidation_policy: match spec.consolidation_policy() {
-                        crate::api::ConsolidationPolicy::WhenEmpty => ConsolidationPolicy::WhenEmpty,
+                        crate::api::ConsolidationPolicy::WhenEmpty => {
+                            ConsolidationPolicy::WhenEmpty
+                        }
                         _ => ConsolidationPolicy::WhenEmptyOrUnderutilized,
                     },
                     consolidate_after: spec.consolidate_after().ok().flatten().map(ms),
@@ -247,7 +257,9 @@ impl Disruptor {
                 let (total, healthy) = all_pods
                     .iter()
                     .filter(|p| view.selects(p))
-                    .fold((0i64, 0i64), |(t, h), p| (t + 1, h + i64::from(p.node.is_some())));
+                    .fold((0i64, 0i64), |(t, h), p| {
+                        (t + 1, h + i64::from(p.node.is_some()))
+                    });
                 let allowed = match (b.min_available, b.max_unavailable) {
                     (Some(min), _) => healthy - min,
                     (None, Some(max)) => max - (total - healthy),

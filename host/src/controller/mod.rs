@@ -92,9 +92,9 @@ impl PoolSpec {
 
     /// Whether the pool's requirements allow the offering.
     pub fn allows(&self, it: &InstanceTypeInfo, zone: &str, ct: CapacityType) -> bool {
-        self.requirements.iter().all(|r| {
-            crate::sim::fit::requirement_matches(r, |k| self.label(it, zone, ct, k))
-        })
+        self.requirements
+            .iter()
+            .all(|r| crate::sim::fit::requirement_matches(r, |k| self.label(it, zone, ct, k)))
     }
 }
 
@@ -373,7 +373,8 @@ impl Controller {
             (u64::from_str_radix(&instance.id[2..], 16).unwrap_or(0) / 256) % 256,
             u64::from_str_radix(&instance.id[2..], 16).unwrap_or(0) % 256
         );
-        let mut labels = pool.node_labels(it, &instance.offering.zone, instance.offering.capacity_type);
+        let mut labels =
+            pool.node_labels(it, &instance.offering.zone, instance.offering.capacity_type);
         labels.insert(crate::sim::fit::HOSTNAME.into(), name.clone());
         Some(NodeState {
             name: name.into(),
@@ -459,7 +460,11 @@ impl Controller {
             .offerings_at
             .is_none_or(|at| now - at >= OFFERINGS_REFRESH_MS)
         {
-            let names: Vec<&str> = self.instance_types.iter().map(|t| t.name.as_str()).collect();
+            let names: Vec<&str> = self
+                .instance_types
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect();
             let spot: HashMap<(String, String), f64> = cloud
                 .spot_prices(&names, now)
                 .into_iter()
@@ -659,7 +664,10 @@ impl Controller {
         let names: Vec<String> = self.draining.keys().cloned().collect();
         for name in names {
             let drain = self.draining[&name].clone();
-            let replacements_ready = drain.waiting_for.iter().all(|c| !self.claims.contains_key(c));
+            let replacements_ready = drain
+                .waiting_for
+                .iter()
+                .all(|c| !self.claims.contains_key(c));
             if !(replacements_ready || now >= drain.drain_by) {
                 continue;
             }
@@ -717,7 +725,11 @@ impl Controller {
         let instances: HashMap<String, crate::cloud::Instance> = if self.claims.is_empty() {
             HashMap::new()
         } else {
-            cloud.list().into_iter().map(|i| (i.id.clone(), i)).collect()
+            cloud
+                .list()
+                .into_iter()
+                .map(|i| (i.id.clone(), i))
+                .collect()
         };
         for c in self.claims.values() {
             if let Some(inst) = c.instance_id.as_ref().and_then(|id| instances.get(id))
@@ -959,10 +971,13 @@ impl Controller {
         let instances = cloud.list();
         let live: BTreeSet<&str> = instances.iter().map(|i| i.id.as_str()).collect();
         // Claims whose instance vanished before registering: their pods get planned again.
-        self.claims.retain(|_, c| {
-            c.instance_id.as_deref().is_none_or(|id| live.contains(id))
-        });
-        let nodes: BTreeSet<String> = cluster.nodes().iter().map(|n| n.instance_id.clone()).collect();
+        self.claims
+            .retain(|_, c| c.instance_id.as_deref().is_none_or(|id| live.contains(id)));
+        let nodes: BTreeSet<String> = cluster
+            .nodes()
+            .iter()
+            .map(|n| n.instance_id.clone())
+            .collect();
         let claimed: BTreeSet<&str> = self
             .claims
             .values()

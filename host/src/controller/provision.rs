@@ -240,7 +240,13 @@ impl GreedyProvisioner {
                 price: fitting.iter().map(|f| f.0.price).collect(),
                 interruption: fitting
                     .iter()
-                    .map(|f| if f.0.capacity_type == CapacityType::Spot { -1.0 } else { 0.0 })
+                    .map(|f| {
+                        if f.0.capacity_type == CapacityType::Spot {
+                            -1.0
+                        } else {
+                            0.0
+                        }
+                    })
                     .collect(),
                 capacity_score: vec![-1.0; fitting.len()],
                 pods_per_node: fitting.iter().map(|f| f.2 as u32).collect(),
@@ -302,7 +308,9 @@ impl GreedyProvisioner {
             let zone = spread_zones.then(|| zones[n % zones.len()]);
             let offerings: Vec<Offering> = scored
                 .iter()
-                .filter(|(_, cap, o)| *cap >= chunk.len() as i64 && zone.is_none_or(|z| o.zone == z))
+                .filter(|(_, cap, o)| {
+                    *cap >= chunk.len() as i64 && zone.is_none_or(|z| o.zone == z)
+                })
                 .take(OFFERINGS_PER_CLAIM)
                 .map(|(_, _, o)| (*o).clone())
                 .collect();
@@ -349,7 +357,10 @@ fn anti_affinity_hostname(facts: &PodSpecFacts) -> bool {
         .affinity
         .as_ref()
         .and_then(|a| a.pod_anti_affinity.as_ref())
-        .and_then(|p| p.required_during_scheduling_ignored_during_execution.as_ref())
+        .and_then(|p| {
+            p.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
         .is_some_and(|t| t.iter().any(|t| t.topology_key == fit::HOSTNAME))
         || facts
             .spec

@@ -13,7 +13,11 @@ use crate::clock::Millis;
 use crate::policy::Budgeter;
 use crate::policy::contract::budget as wit;
 
-pub const REASONS: [ApiReason; 3] = [ApiReason::Empty, ApiReason::Underutilized, ApiReason::Drifted];
+pub const REASONS: [ApiReason; 3] = [
+    ApiReason::Empty,
+    ApiReason::Underutilized,
+    ApiReason::Drifted,
+];
 
 /// How many more nodes may go now, per reason, and who said so.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,7 +73,12 @@ pub fn host_limits(
 ) -> BTreeMap<ApiReason, u32> {
     REASONS
         .iter()
-        .map(|&r| (r, budget_limit(&pool.budgets, r, total, now).saturating_sub(disrupting)))
+        .map(|&r| {
+            (
+                r,
+                budget_limit(&pool.budgets, r, total, now).saturating_sub(disrupting),
+            )
+        })
         .collect()
 }
 
@@ -147,9 +156,12 @@ pub fn allowance(
         allowed,
         limit,
         decided_by: verdict.decided_by,
-        fallback: verdict
-            .fallback
-            .map(|f| format!("{} failed ({:?}: {}), default used", f.policy, f.kind, f.detail)),
+        fallback: verdict.fallback.map(|f| {
+            format!(
+                "{} failed ({:?}: {}), default used",
+                f.policy, f.kind, f.detail
+            )
+        }),
     }
 }
 
@@ -184,7 +196,10 @@ mod tests {
         b.schedule = Some("0 9 * * mon-fri".into());
         b.duration = Some("8h".into());
         let sunday_noon = 1_767_528_000_000; // 2026-01-04T12:00:00Z
-        assert_eq!(budget_limit(std::slice::from_ref(&b), ApiReason::Empty, 10, sunday_noon), 10);
+        assert_eq!(
+            budget_limit(std::slice::from_ref(&b), ApiReason::Empty, 10, sunday_noon),
+            10
+        );
         let monday_ten = sunday_noon + 22 * 3_600_000; // 2026-01-05T10:00:00Z
         assert_eq!(budget_limit(&[b], ApiReason::Empty, 10, monday_ten), 0);
     }

@@ -112,9 +112,7 @@ fn disrupting_in(view: &ClusterView, pool: &str, extra: &BTreeSet<String>) -> u3
     view.nodes
         .iter()
         .filter(|n| n.node.node_pool == pool)
-        .filter(|n| {
-            view.disrupting.contains(n.name()) || extra.contains(n.name()) || !n.node.ready
-        })
+        .filter(|n| view.disrupting.contains(n.name()) || extra.contains(n.name()) || !n.node.ready)
         .count() as u32
 }
 
@@ -238,7 +236,11 @@ pub fn decide(
             }
         }
         let drifted_idx: BTreeSet<usize> = drifted.iter().map(|(i, _)| *i).collect();
-        let consolidatable = consolidation_candidates(view, pool_name, &drifted_idx.union(&gone_idx).copied().collect());
+        let consolidatable = consolidation_candidates(
+            view,
+            pool_name,
+            &drifted_idx.union(&gone_idx).copied().collect(),
+        );
         let empty: Vec<usize> = consolidatable
             .iter()
             .copied()
@@ -270,7 +272,9 @@ pub fn decide(
         let mut allowance =
             budget::allowance(budgeter, pool, total, disrupting, &candidates, view.now);
         if let Some(f) = &allowance.fallback {
-            decision.fallbacks.push(format!("{pool_name}: budgeter {f}"));
+            decision
+                .fallbacks
+                .push(format!("{pool_name}: budgeter {f}"));
         }
         if allowance.allowed.values().all(|&v| v == 0) {
             decision.notes.push(format!(
@@ -288,21 +292,36 @@ pub fn decide(
         if allowance.get(ApiReason::Drifted) > 0 {
             for (i, cause) in drifted.iter().take(MAX_SINGLE_NODE_MOVES) {
                 let mut trial = room.clone();
-                match evaluate(view, &mut trial, &[*i], Method::Drift, Saving::NotRequired, Some(&pdbs)) {
+                match evaluate(
+                    view,
+                    &mut trial,
+                    &[*i],
+                    Method::Drift,
+                    Saving::NotRequired,
+                    Some(&pdbs),
+                ) {
                     Ok(mut m) => {
                         m.cause = format!("drifted: {cause}");
                         moves.push(m);
                     }
-                    Err(why) => decision
-                        .notes
-                        .push(format!("{}: drifted but not movable: {why}", view.nodes[*i].name())),
+                    Err(why) => decision.notes.push(format!(
+                        "{}: drifted but not movable: {why}",
+                        view.nodes[*i].name()
+                    )),
                 }
             }
         }
         if allowance.get(ApiReason::Empty) > 0 {
             for &i in &empty {
                 let mut trial = room.clone();
-                if let Ok(mut m) = evaluate(view, &mut trial, &[i], Method::Emptiness, Saving::Required, Some(&pdbs)) {
+                if let Ok(mut m) = evaluate(
+                    view,
+                    &mut trial,
+                    &[i],
+                    Method::Emptiness,
+                    Saving::Required,
+                    Some(&pdbs),
+                ) {
                     m.cause = "empty".into();
                     moves.push(m);
                 }
@@ -316,14 +335,27 @@ pub fn decide(
                 .take(MAX_MULTI_NODE_CANDIDATES.min(allowed_under))
                 .collect();
             if let Some(mut m) = multi_node(view, &room, &capped, &pdbs) {
-                m.cause = format!("{} underutilized nodes consolidate into {}", m.nodes.len(),
-                    if m.replacement.is_some() { "one replacement" } else { "the remaining nodes" });
+                m.cause = format!(
+                    "{} underutilized nodes consolidate into {}",
+                    m.nodes.len(),
+                    if m.replacement.is_some() {
+                        "one replacement"
+                    } else {
+                        "the remaining nodes"
+                    }
+                );
                 moves.push(m);
             }
             for &i in underutilized.iter().take(MAX_SINGLE_NODE_MOVES) {
                 let mut trial = room.clone();
-                if let Ok(mut m) = evaluate(view, &mut trial, &[i], Method::SingleNodeConsolidation, Saving::Required, Some(&pdbs))
-                    && m.savings_per_hour > 0.0
+                if let Ok(mut m) = evaluate(
+                    view,
+                    &mut trial,
+                    &[i],
+                    Method::SingleNodeConsolidation,
+                    Saving::Required,
+                    Some(&pdbs),
+                ) && m.savings_per_hour > 0.0
                 {
                     m.cause = if m.replacement.is_some() {
                         "underutilized: a cheaper node holds its pods".into()
@@ -341,7 +373,8 @@ pub fn decide(
         // The consolidator picks and orders; the host validates the answer.
         let input = consolidate_input(view, pool_name, &moves);
         let verdict = consolidator.consolidate(&input);
-        let (order, decided_by) = checked_order(verdict, &input, &mut decision.fallbacks, pool_name);
+        let (order, decided_by) =
+            checked_order(verdict, &input, &mut decision.fallbacks, pool_name);
 
         // The host clamps: budget per reason, one move per node, and each move proven again after
         // the ones taken before it.
@@ -357,14 +390,30 @@ pub fn decide(
                 decision.notes.push(format!(
                     "{pool_name}: {} of {} held by the {reason:?} budget ({} allowed)",
                     planned.method.as_str(),
-                    planned.nodes.iter().map(|&i| view.nodes[i].name()).collect::<Vec<_>>().join(", "),
+                    planned
+                        .nodes
+                        .iter()
+                        .map(|&i| view.nodes[i].name())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     allowance.get(reason)
                 ));
                 continue;
             }
-            let saving = if planned.method == Method::Drift { Saving::NotRequired } else { Saving::Required };
+            let saving = if planned.method == Method::Drift {
+                Saving::NotRequired
+            } else {
+                Saving::Required
+            };
             let mut trial = room.clone();
-            let Ok(mut mv) = evaluate(view, &mut trial, &planned.nodes, planned.method, saving, Some(&pdbs)) else {
+            let Ok(mut mv) = evaluate(
+                view,
+                &mut trial,
+                &planned.nodes,
+                planned.method,
+                saving,
+                Some(&pdbs),
+            ) else {
                 continue;
             };
             if saving == Saving::Required && mv.savings_per_hour <= 0.0 {
@@ -377,7 +426,9 @@ pub fn decide(
             used.extend(mv.nodes.iter().copied());
             let budget_note = budget_note(&allowance, reason, n);
             allowance.spend(n);
-            decision.commands.push(command(view, &mv, decided_by.clone(), budget_note));
+            decision
+                .commands
+                .push(command(view, &mv, decided_by.clone(), budget_note));
         }
     }
     decision
@@ -389,7 +440,10 @@ fn budget_note(a: &Allowance, reason: ApiReason, n: u32) -> String {
         a.get(reason),
         a.limit.get(&reason).copied().unwrap_or(0),
         a.decided_by,
-        a.fallback.as_deref().map(|f| format!("; {f}")).unwrap_or_default()
+        a.fallback
+            .as_deref()
+            .map(|f| format!("; {f}"))
+            .unwrap_or_default()
     )
 }
 
@@ -470,7 +524,10 @@ fn checked_order(
 ) -> (Vec<u32>, String) {
     let mut decided_by = verdict.decided_by.clone();
     if let Some(f) = &verdict.fallback {
-        let note = format!("{} failed ({:?}: {}), default used", f.policy, f.kind, f.detail);
+        let note = format!(
+            "{} failed ({:?}: {}), default used",
+            f.policy, f.kind, f.detail
+        );
         fallbacks.push(format!("{pool}: consolidator {note}"));
         decided_by = format!("{decided_by}; {note}");
     }
@@ -569,6 +626,10 @@ pub fn revalidate(
         cmd.explanation.decided_by.clone(),
         cmd.explanation.budget.clone(),
     );
-    fresh.explanation.cause = format!("{}; validated after {}s", mv.cause, super::VALIDATION_DELAY_MS / 1000);
+    fresh.explanation.cause = format!(
+        "{}; validated after {}s",
+        mv.cause,
+        super::VALIDATION_DELAY_MS / 1000
+    );
     Ok(fresh)
 }

@@ -109,10 +109,14 @@ pub fn drifted(node: &NodeView, pool: &PoolSettings) -> Option<String> {
         ));
     }
     if let Some(image) = stamp.images.iter().find(|i| !now.images.contains(*i)) {
-        return Some(format!("image {image} is no longer resolved by amiSelectorTerms"));
+        return Some(format!(
+            "image {image} is no longer resolved by amiSelectorTerms"
+        ));
     }
     if let Some(s) = stamp.subnets.iter().find(|s| !now.subnets.contains(*s)) {
-        return Some(format!("subnet {s} is no longer resolved by subnetSelectorTerms"));
+        return Some(format!(
+            "subnet {s} is no longer resolved by subnetSelectorTerms"
+        ));
     }
     if let Some(sg) = stamp
         .security_groups

@@ -124,7 +124,11 @@ pub fn evaluate(
         return Err(format!(
             "{} pods fit neither the remaining nodes nor one {} replacement",
             leftover.len(),
-            if saving == Saving::Required { "cheaper" } else { "" }
+            if saving == Saving::Required {
+                "cheaper"
+            } else {
+                ""
+            }
         ));
     };
     options.truncate(REPLACEMENT_OFFERINGS);
@@ -150,7 +154,11 @@ pub fn evaluate(
 }
 
 /// Nodes consolidation may consider, cheapest to disrupt first.
-pub fn consolidation_candidates(view: &ClusterView, pool: &str, exclude: &BTreeSet<usize>) -> Vec<usize> {
+pub fn consolidation_candidates(
+    view: &ClusterView,
+    pool: &str,
+    exclude: &BTreeSet<usize>,
+) -> Vec<usize> {
     let Some(settings) = view.pool(pool) else {
         return Vec::new();
     };
@@ -168,7 +176,12 @@ pub fn consolidation_candidates(view: &ClusterView, pool: &str, exclude: &BTreeS
                 && view.now - n.last_pod_change >= after
                 && safety::blocker(n).is_none()
         })
-        .map(|(i, n)| (cost::node_disruption_cost(n, settings.expire_after, view.now), i))
+        .map(|(i, n)| {
+            (
+                cost::node_disruption_cost(n, settings.expire_after, view.now),
+                i,
+            )
+        })
         .collect();
     out.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     out.into_iter().map(|(_, i)| i).collect()

@@ -91,8 +91,11 @@ impl Room {
         let mut order: Vec<usize> = (0..pods.len()).collect();
         order.sort_by(|&a, &b| {
             let (ra, rb) = (&pods[a].facts.requests, &pods[b].facts.requests);
-            (rb.cpu_millis, rb.memory_bytes, &pods[b].key)
-                .cmp(&(ra.cpu_millis, ra.memory_bytes, &pods[a].key))
+            (rb.cpu_millis, rb.memory_bytes, &pods[b].key).cmp(&(
+                ra.cpu_millis,
+                ra.memory_bytes,
+                &pods[a].key,
+            ))
         });
         let mut placed = vec![None; pods.len()];
         for k in order {
@@ -144,8 +147,10 @@ pub fn offerings_holding(
     {
         return Vec::new();
     }
-    let types: BTreeMap<&str, &InstanceTypeInfo> =
-        instance_types.iter().map(|t| (t.name.as_str(), t)).collect();
+    let types: BTreeMap<&str, &InstanceTypeInfo> = instance_types
+        .iter()
+        .map(|t| (t.name.as_str(), t))
+        .collect();
     let mut fits: Vec<Offering> = offerings
         .iter()
         .filter(|o| allowed(o))
@@ -161,8 +166,10 @@ pub fn offerings_holding(
                 .minus(&overhead.get(&it.name).copied().unwrap_or_default());
             total.fits_in(&room)
                 && pods.iter().all(|p| {
-                    fit::labels_fit(&p.facts.spec, |k| pool.label(it, &o.zone, o.capacity_type, k))
-                        .is_ok()
+                    fit::labels_fit(&p.facts.spec, |k| {
+                        pool.label(it, &o.zone, o.capacity_type, k)
+                    })
+                    .is_ok()
                 })
         })
         .cloned()
@@ -181,7 +188,10 @@ fn one_per_host(p: &PodState) -> bool {
     spec.affinity
         .as_ref()
         .and_then(|a| a.pod_anti_affinity.as_ref())
-        .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref())
+        .and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
         .is_some_and(|t| t.iter().any(|t| t.topology_key == fit::HOSTNAME))
         || spec
             .topology_spread_constraints

@@ -26,8 +26,13 @@ pub fn blocker(node: &NodeView) -> Option<String> {
     None
 }
 
-/// The PDB that evicting every pod of `nodes` at once would violate, if any.
-pub fn pdb_violation<'a>(nodes: impl Iterator<Item = &'a NodeView>, pdbs: &[PdbView]) -> Option<String> {
+/// The PDB that forbids an eviction the move needs, if any. As in Karpenter, a move is held back when
+/// a PDB covering one of its pods allows no eviction now; a PDB that allows some lets the drain go at its
+/// pace (the Eviction API refuses the rest until the evicted pods run again elsewhere).
+pub fn pdb_violation<'a>(
+    nodes: impl Iterator<Item = &'a NodeView>,
+    pdbs: &[PdbView],
+) -> Option<String> {
     let mut evictions: BTreeMap<&str, i64> = BTreeMap::new();
     for node in nodes {
         for pod in &node.pods {
@@ -38,10 +43,10 @@ pub fn pdb_violation<'a>(nodes: impl Iterator<Item = &'a NodeView>, pdbs: &[PdbV
     }
     pdbs.iter().find_map(|pdb| {
         let needed = evictions.get(pdb.name.as_str()).copied().unwrap_or(0);
-        (needed > pdb.allowed.max(0)).then(|| {
+        (needed > 0 && pdb.allowed < 1).then(|| {
             format!(
-                "PodDisruptionBudget {} allows {} evictions, the move needs {needed}",
-                pdb.name, pdb.allowed
+                "PodDisruptionBudget {} allows no eviction now, the move needs {needed}",
+                pdb.name
             )
         })
     })

@@ -16,10 +16,14 @@ pub const AVOID_OFFERING_MS: Millis = 180_000;
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum NoticeKind {
-    SpotInterruptionWarning { terminate_at: Millis },
+    SpotInterruptionWarning {
+        terminate_at: Millis,
+    },
     RebalanceRecommendation,
     /// AWS Health scheduled maintenance (retirement, reboot).
-    ScheduledChange { at: Millis },
+    ScheduledChange {
+        at: Millis,
+    },
     /// The instance is stopping or terminated (state-change notification).
     Stopped,
 }
@@ -119,7 +123,9 @@ pub fn parse_event(body: &str) -> Result<Notice, ParseError> {
         "AWS Health Event" => {
             let id = detail["affectedEntities"][0]["entityValue"]
                 .as_str()
-                .ok_or(ParseError::Missing("detail.affectedEntities[0].entityValue"))?;
+                .ok_or(ParseError::Missing(
+                    "detail.affectedEntities[0].entityValue",
+                ))?;
             Ok(Notice {
                 instance_id: id.to_string(),
                 kind: NoticeKind::ScheduledChange { at: time },
@@ -159,7 +165,9 @@ mod tests {
             "detail":{"instance-id":"i-0abc","instance-action":"terminate"}}"#;
         let n = parse_event(body).unwrap();
         assert_eq!(n.instance_id, "i-0abc");
-        assert!(matches!(n.kind, NoticeKind::SpotInterruptionWarning { terminate_at } if terminate_at == 1_767_225_720_000));
+        assert!(
+            matches!(n.kind, NoticeKind::SpotInterruptionWarning { terminate_at } if terminate_at == 1_767_225_720_000)
+        );
         assert!(matches!(
             parse_event(r#"{"detail-type":"Nope","time":"2026-01-01T00:00:00Z"}"#),
             Err(ParseError::Unsupported(_))

@@ -26,7 +26,10 @@ pub fn info_of(t: &InstanceType, on_demand_price: f64) -> InstanceTypeInfo {
 
 /// The priced types a scenario allows (names or families; empty = all), sorted by name, as the core's
 /// catalog (on-demand offerings in `zones`; spot prices come from the cloud) and in compact form.
-pub fn select(allowed: &[String], zones: &[String]) -> (Catalog, Vec<InstanceTypeInfo>, HashMap<String, f64>) {
+pub fn select(
+    allowed: &[String],
+    zones: &[String],
+) -> (Catalog, Vec<InstanceTypeInfo>, HashMap<String, f64>) {
     let types = ec2_instance_types().expect("embedded instance types parse");
     let prices = ec2_on_demand_prices().expect("embedded prices parse");
     let mut chosen: Vec<(&InstanceType, f64)> = types
@@ -54,8 +57,11 @@ pub fn select(allowed: &[String], zones: &[String]) -> (Catalog, Vec<InstanceTyp
             });
         }
     }
-    let catalog = Catalog::new(chosen.iter().map(|(t, _)| (*t).clone()).collect(), offerings)
-        .expect("offerings index the chosen types");
+    let catalog = Catalog::new(
+        chosen.iter().map(|(t, _)| (*t).clone()).collect(),
+        offerings,
+    )
+    .expect("offerings index the chosen types");
     let infos = chosen.iter().map(|(t, p)| info_of(t, *p)).collect();
     let price_map = chosen.iter().map(|(t, p)| (t.name.clone(), *p)).collect();
     (catalog, infos, price_map)

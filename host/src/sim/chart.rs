@@ -31,7 +31,10 @@ svg text{{font-size:11px;fill:#444}}.legend span{{display:inline-block;width:12p
         ("total cost", format!("${:.2}", report.total_cost_usd)),
         (
             "node-hours on-demand / spot",
-            format!("{:.1} / {:.1}", report.node_hours.on_demand, report.node_hours.spot),
+            format!(
+                "{:.1} / {:.1}",
+                report.node_hours.on_demand, report.node_hours.spot
+            ),
         ),
         (
             "pending seconds p50 / p99 / max",
@@ -45,37 +48,70 @@ svg text{{font-size:11px;fill:#444}}.legend span{{display:inline-block;width:12p
             report.interruptions.handled.to_string(),
         ),
     ] {
-        let _ = writeln!(page, "<tr><td>{}</td><td><b>{}</b></td></tr>", escape(k), escape(&v));
+        let _ = writeln!(
+            page,
+            "<tr><td>{}</td><td><b>{}</b></td></tr>",
+            escape(k),
+            escape(&v)
+        );
     }
     let _ = writeln!(page, "</table>");
     let t: Vec<f64> = report.timeline.iter().map(|s| s.seconds as f64).collect();
-    let od: Vec<f64> = report.timeline.iter().map(|s| f64::from(s.on_demand_nodes)).collect();
+    let od: Vec<f64> = report
+        .timeline
+        .iter()
+        .map(|s| f64::from(s.on_demand_nodes))
+        .collect();
     let total: Vec<f64> = report
         .timeline
         .iter()
         .map(|s| f64::from(s.on_demand_nodes + s.spot_nodes))
         .collect();
     let cost: Vec<f64> = report.timeline.iter().map(|s| s.cost_per_hour).collect();
-    let pending: Vec<f64> = report.timeline.iter().map(|s| f64::from(s.pending_pods)).collect();
+    let pending: Vec<f64> = report
+        .timeline
+        .iter()
+        .map(|s| f64::from(s.pending_pods))
+        .collect();
     page.push_str(&panel(
         "Nodes by capacity type",
         &t,
         &[
-            Series { values: &total, color: "#f28e2b", label: "spot", fill: true },
-            Series { values: &od, color: "#4e79a7", label: "on-demand", fill: true },
+            Series {
+                values: &total,
+                color: "#f28e2b",
+                label: "spot",
+                fill: true,
+            },
+            Series {
+                values: &od,
+                color: "#4e79a7",
+                label: "on-demand",
+                fill: true,
+            },
         ],
         "nodes",
     ));
     page.push_str(&panel(
         "Cost per hour (USD)",
         &t,
-        &[Series { values: &cost, color: "#59a14f", label: "USD/hour", fill: false }],
+        &[Series {
+            values: &cost,
+            color: "#59a14f",
+            label: "USD/hour",
+            fill: false,
+        }],
         "$/h",
     ));
     page.push_str(&panel(
         "Pending pods",
         &t,
-        &[Series { values: &pending, color: "#e15759", label: "pending", fill: false }],
+        &[Series {
+            values: &pending,
+            color: "#e15759",
+            label: "pending",
+            fill: false,
+        }],
         "pods",
     ));
     page.push_str("</body></html>\n");
@@ -104,7 +140,12 @@ fn panel(title: &str, t: &[f64], series: &[Series<'_>], unit: &str) -> String {
     let y = |v: f64| TOP + PANEL_HEIGHT - PANEL_HEIGHT * v / y_max;
     let _ = write!(s, "<h3>{}</h3><div class=\"legend\">", escape(title));
     for se in series {
-        let _ = write!(s, "<span style=\"background:{}\"></span>{}", se.color, escape(se.label));
+        let _ = write!(
+            s,
+            "<span style=\"background:{}\"></span>{}",
+            se.color,
+            escape(se.label)
+        );
     }
     let _ = writeln!(s, "</div>");
     let _ = writeln!(
@@ -205,5 +246,8 @@ fn fmt_time(seconds: f64) -> String {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }

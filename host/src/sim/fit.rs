@@ -39,7 +39,10 @@ pub fn node_fit(facts: &PodSpecFacts, node: &NodeState) -> Result<(), Unfit> {
 }
 
 /// nodeSelector and required node affinity against a label lookup (a node's, or an offering's).
-pub fn labels_fit<'l>(spec: &PodSpec, labels: impl Fn(&str) -> Option<&'l str>) -> Result<(), Unfit> {
+pub fn labels_fit<'l>(
+    spec: &PodSpec,
+    labels: impl Fn(&str) -> Option<&'l str>,
+) -> Result<(), Unfit> {
     if let Some(selector) = &spec.node_selector {
         for (k, v) in selector {
             if labels(k) != Some(v.as_str()) {
@@ -51,7 +54,10 @@ pub fn labels_fit<'l>(spec: &PodSpec, labels: impl Fn(&str) -> Option<&'l str>) 
         .affinity
         .as_ref()
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|na| na.required_during_scheduling_ignored_during_execution.as_ref())
+        .and_then(|na| {
+            na.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
         .map(|s| &s.node_selector_terms);
     if let Some(terms) = terms
         && !terms.is_empty()
@@ -82,8 +88,12 @@ pub fn requirement_matches<'l>(
         "NotIn" => value.is_none_or(|v| !values.iter().any(|x| x == v)),
         "Exists" => value.is_some(),
         "DoesNotExist" => value.is_none(),
-        "Gt" => matches!((value.and_then(|v| as_int(v)), values.first().and_then(|v| as_int(v))), (Some(a), Some(b)) if a > b),
-        "Lt" => matches!((value.and_then(|v| as_int(v)), values.first().and_then(|v| as_int(v))), (Some(a), Some(b)) if a < b),
+        "Gt" => {
+            matches!((value.and_then(|v| as_int(v)), values.first().and_then(|v| as_int(v))), (Some(a), Some(b)) if a > b)
+        }
+        "Lt" => {
+            matches!((value.and_then(|v| as_int(v)), values.first().and_then(|v| as_int(v))), (Some(a), Some(b)) if a < b)
+        }
         _ => false,
     }
 }
@@ -102,8 +112,14 @@ pub fn taints_tolerated(spec: &PodSpec, taints: &[Taint]) -> Result<(), Unfit> {
 }
 
 fn tolerates(t: &Toleration, taint: &Taint) -> bool {
-    let effect_ok = t.effect.as_deref().is_none_or(|e| e.is_empty() || e == taint.effect);
-    let key_ok = t.key.as_deref().is_none_or(|k| k.is_empty() || k == taint.key);
+    let effect_ok = t
+        .effect
+        .as_deref()
+        .is_none_or(|e| e.is_empty() || e == taint.effect);
+    let key_ok = t
+        .key
+        .as_deref()
+        .is_none_or(|k| k.is_empty() || k == taint.key);
     let value_ok = match t.operator.as_deref() {
         Some("Exists") => true,
         _ => t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
@@ -125,12 +141,20 @@ pub fn topology_fit<'a>(
         .affinity
         .as_ref()
         .and_then(|a| a.pod_anti_affinity.as_ref())
-        .and_then(|p| p.required_during_scheduling_ignored_during_execution.as_ref())
+        .and_then(|p| {
+            p.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
         .is_some_and(|terms| terms.iter().any(|t| t.topology_key == HOSTNAME));
     if anti_hostname && peers(node) > 0 {
         return false;
     }
-    for c in facts.spec.topology_spread_constraints.as_deref().unwrap_or_default() {
+    for c in facts
+        .spec
+        .topology_spread_constraints
+        .as_deref()
+        .unwrap_or_default()
+    {
         if c.when_unsatisfiable != "DoNotSchedule" {
             continue;
         }
@@ -140,7 +164,9 @@ pub fn topology_fit<'a>(
             let eligible: Vec<&NodeState> = nodes
                 .clone()
                 .filter(|n| n.ready && !n.cordoned && !n.deleting)
-                .filter(|n| labels_fit(&facts.spec, |k| n.labels.get(k).map(String::as_str)).is_ok())
+                .filter(|n| {
+                    labels_fit(&facts.spec, |k| n.labels.get(k).map(String::as_str)).is_ok()
+                })
                 .collect();
             let min = eligible.iter().map(|n| peers(n)).min().unwrap_or(0);
             if peers(node) + 1 > min + max_skew {

@@ -14,7 +14,9 @@ use crate::clock::{Clock, Millis};
 use crate::cloud::sim::{CapacityOutage, CloudEvent, LatencyRange, SimCloud, SimCloudConfig};
 use crate::cloud::{CapacityType, CloudProvider, InstanceState};
 use crate::cluster::sim::SimCluster;
-use crate::cluster::{ClusterState, DisruptionBudget, OwnerKind, PodKey, PodSpecFacts, Resources, Taint};
+use crate::cluster::{
+    ClusterState, DisruptionBudget, OwnerKind, PodKey, PodSpecFacts, Resources, Taint,
+};
 use crate::controller::provision::{GreedyProvisioner, Provisioner};
 use crate::controller::{
     Controller, ControllerConfig, DisruptionStep, InstanceTypeInfo, NoDisruption, PoolSpec,
@@ -169,7 +171,14 @@ pub fn pool_spec(pool: &crate::api::NodePool) -> PoolSpec {
             })
             .collect(),
         limits,
-        consolidation_policy: format!("{:?}", pool.spec.disruption.clone().unwrap_or_default().consolidation_policy()),
+        consolidation_policy: format!(
+            "{:?}",
+            pool.spec
+                .disruption
+                .clone()
+                .unwrap_or_default()
+                .consolidation_policy()
+        ),
         consolidate_after_ms: pool
             .spec
             .disruption
@@ -215,7 +224,10 @@ impl Replay {
                     to: from + parse_ms(&o.duration).ok()?,
                     instance_types: o.instance_types.clone(),
                     zones: o.zones.clone(),
-                    capacity_type: o.capacity_type.as_deref().and_then(CapacityType::from_label),
+                    capacity_type: o
+                        .capacity_type
+                        .as_deref()
+                        .and_then(CapacityType::from_label),
                 })
             })
             .collect();
@@ -275,10 +287,20 @@ impl Replay {
                 .fold(Resources::default(), |acc, ds| acc.plus(&ds.requests))
         });
         let mut config = ControllerConfig::default();
-        if let Some(v) = scenario.controller.batch_idle.as_deref().and_then(|v| parse_ms(v).ok()) {
+        if let Some(v) = scenario
+            .controller
+            .batch_idle
+            .as_deref()
+            .and_then(|v| parse_ms(v).ok())
+        {
             config.batch_idle_ms = v;
         }
-        if let Some(v) = scenario.controller.batch_max.as_deref().and_then(|v| parse_ms(v).ok()) {
+        if let Some(v) = scenario
+            .controller
+            .batch_max
+            .as_deref()
+            .and_then(|v| parse_ms(v).ok())
+        {
             config.batch_max_ms = v;
         }
         let disruption = options.disruption.unwrap_or_else(|| Box::new(NoDisruption));
@@ -693,7 +715,11 @@ impl Replay {
 }
 
 /// Replays a scenario with the given options.
-pub fn simulate(scenario: &Scenario, options: SimOptions, progress: &mut dyn FnMut(f64)) -> SimOutcome {
+pub fn simulate(
+    scenario: &Scenario,
+    options: SimOptions,
+    progress: &mut dyn FnMut(f64),
+) -> SimOutcome {
     Replay::new(scenario, options).run(progress)
 }
 

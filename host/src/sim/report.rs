@@ -231,7 +231,11 @@ impl Report {
             self.seed,
             human_duration(self.duration_seconds)
         );
-        let _ = writeln!(s, "provisioner {}; disruption {}", self.provisioner, self.disruption);
+        let _ = writeln!(
+            s,
+            "provisioner {}; disruption {}",
+            self.provisioner, self.disruption
+        );
         for (k, v) in self.rows() {
             let _ = writeln!(s, "  {k:<34} {v}");
         }
@@ -249,7 +253,10 @@ impl Report {
             ("total cost".into(), format!("${:.2}", self.total_cost_usd)),
             (
                 "node-hours on-demand / spot".into(),
-                format!("{:.1} / {:.1}", self.node_hours.on_demand, self.node_hours.spot),
+                format!(
+                    "{:.1} / {:.1}",
+                    self.node_hours.on_demand, self.node_hours.spot
+                ),
             ),
             (
                 "nodes launched (peak)".into(),
@@ -271,7 +278,11 @@ impl Report {
             ),
             (
                 "pods never placed".into(),
-                self.never_placed.iter().map(|n| n.pods).sum::<u64>().to_string(),
+                self.never_placed
+                    .iter()
+                    .map(|n| n.pods)
+                    .sum::<u64>()
+                    .to_string(),
             ),
             (
                 "disruptions".into(),
@@ -332,7 +343,11 @@ impl Report {
             "scenario {} (seed {})\n  {:<34} {:<28} {:<28}",
             base.scenario, base.seed, "", "default", "candidate"
         );
-        let _ = writeln!(s, "  {:<34} {:<28} {:<28}", "provisioner", base.provisioner, candidate.provisioner);
+        let _ = writeln!(
+            s,
+            "  {:<34} {:<28} {:<28}",
+            "provisioner", base.provisioner, candidate.provisioner
+        );
         for ((k, a), (_, b)) in base.rows().into_iter().zip(candidate.rows()) {
             let mark = if a == b { "" } else { "  *" };
             let _ = writeln!(s, "  {k:<34} {a:<28} {b:<28}{mark}");

@@ -14,7 +14,8 @@ use crate::api::{EC2NodeClass, NodePool};
 use crate::clock::Millis;
 
 /// The built-in scenario `kestrel simulate` runs without an argument.
-pub const DEFAULT_SCENARIO: &str = include_str!("../../../examples/scenarios/burst-scale-down.yaml");
+pub const DEFAULT_SCENARIO: &str =
+    include_str!("../../../examples/scenarios/burst-scale-down.yaml");
 pub const DEFAULT_SCENARIO_NAME: &str = "examples/scenarios/burst-scale-down.yaml (built in)";
 
 #[derive(Debug, Clone, Deserialize)]
@@ -50,7 +51,11 @@ fn default_seed() -> u64 {
 }
 
 fn default_zones() -> Vec<String> {
-    vec!["us-east-1a".into(), "us-east-1b".into(), "us-east-1c".into()]
+    vec![
+        "us-east-1a".into(),
+        "us-east-1b".into(),
+        "us-east-1c".into(),
+    ]
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -240,7 +245,10 @@ impl Scenario {
     /// Parses and checks a scenario; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
         let scenario: Scenario = serde_yaml_ng::from_str(text).map_err(|e| {
-            let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+            let (line, column) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((0, 0));
             ScenarioError::Syntax {
                 file: file.to_string(),
                 line,
@@ -259,9 +267,7 @@ impl Scenario {
             field: render(path),
             message,
         };
-        let dur = |path: &[Seg<'_>], value: &str| {
-            parse_ms(value).map_err(|m| invalid(path, m))
-        };
+        let dur = |path: &[Seg<'_>], value: &str| parse_ms(value).map_err(|m| invalid(path, m));
         if dur(&[Seg::Key("duration")], &self.duration)? <= 0 {
             return Err(invalid(&[Seg::Key("duration")], "must be positive".into()));
         }
@@ -296,7 +302,10 @@ impl Scenario {
             }
         }
         if self.node_pools.is_empty() {
-            return Err(invalid(&[Seg::Key("nodePools")], "at least one NodePool".into()));
+            return Err(invalid(
+                &[Seg::Key("nodePools")],
+                "at least one NodePool".into(),
+            ));
         }
         let classes: Vec<&str> = self
             .node_classes
@@ -311,26 +320,52 @@ impl Scenario {
                 p
             };
             let Some(name) = pool.metadata.name.as_deref() else {
-                return Err(invalid(&at(&[Seg::Key("metadata")]), "NodePool needs metadata.name".into()));
+                return Err(invalid(
+                    &at(&[Seg::Key("metadata")]),
+                    "NodePool needs metadata.name".into(),
+                ));
             };
             if pool_names.contains(&name) {
-                return Err(invalid(&at(&[Seg::Key("metadata")]), format!("duplicate NodePool {name}")));
+                return Err(invalid(
+                    &at(&[Seg::Key("metadata")]),
+                    format!("duplicate NodePool {name}"),
+                ));
             }
             pool_names.push(name);
             let class = &pool.spec.template.spec.node_class_ref.name;
             if !self.node_classes.is_empty() && !classes.contains(&class.as_str()) {
                 return Err(invalid(
-                    &at(&[Seg::Key("spec"), Seg::Key("template"), Seg::Key("spec"), Seg::Key("nodeClassRef")]),
+                    &at(&[
+                        Seg::Key("spec"),
+                        Seg::Key("template"),
+                        Seg::Key("spec"),
+                        Seg::Key("nodeClassRef"),
+                    ]),
                     format!("EC2NodeClass {class} is not defined in nodeClasses"),
                 ));
             }
             if let Err(e) = pool.spec.template.spec.expire_after() {
-                return Err(invalid(&at(&[Seg::Key("spec"), Seg::Key("template"), Seg::Key("spec"), Seg::Key("expireAfter")]), e.to_string()));
+                return Err(invalid(
+                    &at(&[
+                        Seg::Key("spec"),
+                        Seg::Key("template"),
+                        Seg::Key("spec"),
+                        Seg::Key("expireAfter"),
+                    ]),
+                    e.to_string(),
+                ));
             }
             if let Some(d) = &pool.spec.disruption
                 && let Err(e) = d.consolidate_after()
             {
-                return Err(invalid(&at(&[Seg::Key("spec"), Seg::Key("disruption"), Seg::Key("consolidateAfter")]), e.to_string()));
+                return Err(invalid(
+                    &at(&[
+                        Seg::Key("spec"),
+                        Seg::Key("disruption"),
+                        Seg::Key("consolidateAfter"),
+                    ]),
+                    e.to_string(),
+                ));
             }
             for (j, r) in pool.spec.template.spec.requirements.iter().enumerate() {
                 let needs_values = matches!(
@@ -342,7 +377,13 @@ impl Scenario {
                 );
                 if needs_values && r.values.is_empty() {
                     return Err(invalid(
-                        &at(&[Seg::Key("spec"), Seg::Key("template"), Seg::Key("spec"), Seg::Key("requirements"), Seg::Index(j)]),
+                        &at(&[
+                            Seg::Key("spec"),
+                            Seg::Key("template"),
+                            Seg::Key("spec"),
+                            Seg::Key("requirements"),
+                            Seg::Index(j),
+                        ]),
                         format!("operator {} needs values", r.operator),
                     ));
                 }
@@ -352,22 +393,39 @@ impl Scenario {
         for (i, w) in self.workloads.iter().enumerate() {
             let at = |key: &'static str| [Seg::Key("workloads"), Seg::Index(i), Seg::Key(key)];
             if names.contains(&w.name.as_str()) {
-                return Err(invalid(&at("name"), format!("duplicate workload {}", w.name)));
+                return Err(invalid(
+                    &at("name"),
+                    format!("duplicate workload {}", w.name),
+                ));
             }
             names.push(&w.name);
             if w.template.spec.is_none() {
                 return Err(invalid(&at("template"), "template needs a spec".into()));
             }
-            if let Err(e) = crate::sim::workload::requests_of(w.template.spec.as_ref().expect("checked")) {
+            if let Err(e) =
+                crate::sim::workload::requests_of(w.template.spec.as_ref().expect("checked"))
+            {
                 return Err(invalid(&at("template"), e));
             }
             match w.kind {
                 WorkloadKind::Deployment => {
                     if w.replicas.is_none() && w.diurnal.is_none() {
-                        return Err(invalid(&at("kind"), "a Deployment needs replicas or diurnal".into()));
+                        return Err(invalid(
+                            &at("kind"),
+                            "a Deployment needs replicas or diurnal".into(),
+                        ));
                     }
                     for (j, s) in w.scale.iter().enumerate() {
-                        dur(&[Seg::Key("workloads"), Seg::Index(i), Seg::Key("scale"), Seg::Index(j), Seg::Key("at")], &s.at)?;
+                        dur(
+                            &[
+                                Seg::Key("workloads"),
+                                Seg::Index(i),
+                                Seg::Key("scale"),
+                                Seg::Index(j),
+                                Seg::Key("at"),
+                            ],
+                            &s.at,
+                        )?;
                     }
                     if let Some(d) = &w.diurnal {
                         if d.min > d.max {
@@ -381,7 +439,10 @@ impl Scenario {
                 }
                 WorkloadKind::Job => {
                     if w.completions.unwrap_or(0) == 0 {
-                        return Err(invalid(&at("completions"), "a Job needs completions >= 1".into()));
+                        return Err(invalid(
+                            &at("completions"),
+                            "a Job needs completions >= 1".into(),
+                        ));
                     }
                     match &w.run_for {
                         None => return Err(invalid(&at("kind"), "a Job needs runFor".into())),
@@ -403,7 +464,10 @@ impl Scenario {
             if let Some(p) = &w.pod_disruption_budget
                 && p.min_available.is_some() == p.max_unavailable.is_some()
             {
-                return Err(invalid(&at("podDisruptionBudget"), "set exactly one of minAvailable, maxUnavailable".into()));
+                return Err(invalid(
+                    &at("podDisruptionBudget"),
+                    "set exactly one of minAvailable, maxUnavailable".into(),
+                ));
             }
         }
         for (i, e) in self.events.iter().enumerate() {
@@ -412,12 +476,18 @@ impl Scenario {
             match (&e.spot_interruption, &e.capacity_outage) {
                 (Some(s), None) => {
                     if s.count.is_some() == s.fraction.is_some() {
-                        return Err(invalid(&at("spotInterruption"), "set exactly one of count, fraction".into()));
+                        return Err(invalid(
+                            &at("spotInterruption"),
+                            "set exactly one of count, fraction".into(),
+                        ));
                     }
                     if let Some(f) = s.fraction
                         && !(0.0..=1.0).contains(&f)
                     {
-                        return Err(invalid(&at("spotInterruption"), "fraction must be in [0, 1]".into()));
+                        return Err(invalid(
+                            &at("spotInterruption"),
+                            "fraction must be in [0, 1]".into(),
+                        ));
                     }
                     if let Some(l) = &s.rebalance_lead {
                         dur(&at("spotInterruption"), l)?;
@@ -428,11 +498,17 @@ impl Scenario {
                     if let Some(ct) = &o.capacity_type
                         && crate::cloud::CapacityType::from_label(ct).is_none()
                     {
-                        return Err(invalid(&at("capacityOutage"), format!("unknown capacityType {ct:?} (spot, on-demand)")));
+                        return Err(invalid(
+                            &at("capacityOutage"),
+                            format!("unknown capacityType {ct:?} (spot, on-demand)"),
+                        ));
                     }
                 }
                 _ => {
-                    return Err(invalid(&at("at"), "an event needs exactly one of spotInterruption, capacityOutage".into()));
+                    return Err(invalid(
+                        &at("at"),
+                        "an event needs exactly one of spotInterruption, capacityOutage".into(),
+                    ));
                 }
             }
         }
@@ -499,7 +575,9 @@ pub fn locate(text: &str, path: &[Seg<'_>]) -> usize {
     for seg in path {
         // The block of the current node runs until a line at or left of the parent's indentation.
         let end = (pos + usize::from(parent_indent.is_some())..lines.len())
-            .find(|&i| content(lines[i]) && parent_indent.is_some_and(|p| indent(lines[i]) <= p) && i > pos)
+            .find(|&i| {
+                content(lines[i]) && parent_indent.is_some_and(|p| indent(lines[i]) <= p) && i > pos
+            })
             .unwrap_or(lines.len());
         let start = match (parent_indent, on_item_line) {
             (None, _) => 0,
@@ -544,7 +622,8 @@ pub fn locate(text: &str, path: &[Seg<'_>]) -> usize {
 
 /// Every example scenario bundled with the binary, by file name.
 pub fn load_default() -> Scenario {
-    Scenario::parse(DEFAULT_SCENARIO, DEFAULT_SCENARIO_NAME).expect("the built-in scenario is valid")
+    Scenario::parse(DEFAULT_SCENARIO, DEFAULT_SCENARIO_NAME)
+        .expect("the built-in scenario is valid")
 }
 
 #[cfg(test)]
@@ -555,9 +634,30 @@ mod tests {
 
     #[test]
     fn locates_nested_fields() {
-        assert_eq!(locate(DOC, &[Seg::Key("workloads"), Seg::Index(1), Seg::Key("runFor")]), 7);
-        assert_eq!(locate(DOC, &[Seg::Key("workloads"), Seg::Index(0), Seg::Key("kind")]), 4);
-        assert_eq!(locate(DOC, &[Seg::Key("events"), Seg::Index(0), Seg::Key("at")]), 9);
-        assert_eq!(locate(DOC, &[Seg::Key("workloads"), Seg::Index(1), Seg::Key("nope")]), 5);
+        assert_eq!(
+            locate(
+                DOC,
+                &[Seg::Key("workloads"), Seg::Index(1), Seg::Key("runFor")]
+            ),
+            7
+        );
+        assert_eq!(
+            locate(
+                DOC,
+                &[Seg::Key("workloads"), Seg::Index(0), Seg::Key("kind")]
+            ),
+            4
+        );
+        assert_eq!(
+            locate(DOC, &[Seg::Key("events"), Seg::Index(0), Seg::Key("at")]),
+            9
+        );
+        assert_eq!(
+            locate(
+                DOC,
+                &[Seg::Key("workloads"), Seg::Index(1), Seg::Key("nope")]
+            ),
+            5
+        );
     }
 }

@@ -25,8 +25,9 @@ pub fn requests_of(spec: &PodSpec) -> Result<Resources, String> {
                 .and_then(|m| m.get(name))
                 .or_else(|| r.and_then(|r| r.limits.as_ref()).and_then(|m| m.get(name)));
             match q {
-                Some(q) => Quantity::parse(&q.0)
-                    .map_err(|e| format!("container {}: {name}: {e}", c.name)),
+                Some(q) => {
+                    Quantity::parse(&q.0).map_err(|e| format!("container {}: {name}: {e}", c.name))
+                }
                 None => Ok(Quantity::ZERO),
             }
         };
@@ -67,9 +68,7 @@ pub fn facts_of(w: &Workload) -> Arc<PodSpecFacts> {
     let spec = template.spec.clone().unwrap_or_default();
     let meta = template.metadata.clone().unwrap_or_default();
     let mut labels: BTreeMap<String, String> = meta.labels.unwrap_or_default();
-    labels
-        .entry("app".into())
-        .or_insert_with(|| w.name.clone());
+    labels.entry("app".into()).or_insert_with(|| w.name.clone());
     let do_not_disrupt = meta
         .annotations
         .as_ref()
