@@ -235,3 +235,6 @@ pub struct Command {
     pub pods: BTreeSet<String>,
     pub explanation: MoveExplanation,
 }
+
+#[cfg(test)]
+mod properties;
