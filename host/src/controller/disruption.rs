@@ -329,8 +329,16 @@ impl DisruptionStep for Disruptor {
             let mut room = base_room(&view);
             let mut pdbs = view.pdbs.clone();
             let mut spent = BTreeMap::new();
+            let mut receivers = BTreeSet::new();
             for cmd in std::mem::take(&mut self.pending) {
-                match revalidate(&view, &cmd, &mut room, &mut pdbs, &mut spent) {
+                match revalidate(
+                    &view,
+                    &cmd,
+                    &mut room,
+                    &mut pdbs,
+                    &mut spent,
+                    &mut receivers,
+                ) {
                     Ok(fresh) => self.emit(now, fresh, &mut out),
                     Err(why) => self.record(now, format!("dropped: {why}"), cmd.explanation),
                 }

@@ -161,6 +161,7 @@ pub fn decide(
                         pods_moved: node.pods.len(),
                         disruption_cost: 0.0,
                         cause: String::new(),
+                        receivers: BTreeSet::new(),
                     }
                 });
                 mv.cause = if forceful {
@@ -379,11 +380,17 @@ pub fn decide(
         // The host clamps: budget per reason, one move per node, and each move proven again after
         // the ones taken before it.
         let mut used: BTreeSet<usize> = BTreeSet::new();
+        let mut receivers: BTreeSet<String> = BTreeSet::new();
         for id in order {
             let planned = &moves[id as usize];
             let reason = api_reason(planned.method).expect("voluntary");
             let n = planned.nodes.len() as u32;
-            if planned.nodes.iter().any(|i| used.contains(i)) {
+            // A node that received pods in this pass holds more than `view` says: not removable now.
+            if planned
+                .nodes
+                .iter()
+                .any(|i| used.contains(i) || receivers.contains(view.nodes[*i].name()))
+            {
                 continue;
             }
             if allowance.get(reason) < n {
@@ -424,6 +431,7 @@ pub fn decide(
             let removed: Vec<&NodeView> = mv.nodes.iter().map(|&i| &view.nodes[i]).collect();
             safety::spend_pdbs(removed.into_iter(), &mut pdbs);
             used.extend(mv.nodes.iter().copied());
+            receivers.extend(mv.receivers.iter().cloned());
             let budget_note = budget_note(&allowance, reason, n);
             allowance.spend(n);
             decision
@@ -558,8 +566,9 @@ pub fn revalidate(
     view: &ClusterView,
     cmd: &Command,
     room: &mut super::room::Room,
-    pdbs: &mut Vec<super::PdbView>,
+    pdbs: &mut [super::PdbView],
     spent: &mut BTreeMap<String, u32>,
+    receivers: &mut BTreeSet<String>,
 ) -> Result<Command, String> {
     let mut idx = Vec::new();
     let mut pods = BTreeSet::new();
@@ -569,6 +578,11 @@ pub fn revalidate(
         };
         if view.disrupting.contains(name) {
             return Err(format!("node {name} is already being disrupted"));
+        }
+        if receivers.contains(name) {
+            return Err(format!(
+                "node {name} receives pods of a move validated before it"
+            ));
         }
         let node = &view.nodes[i];
         if let Some(b) = safety::blocker(node) {
@@ -620,6 +634,7 @@ pub fn revalidate(
     let removed: Vec<&NodeView> = idx.iter().map(|&i| &view.nodes[i]).collect();
     safety::spend_pdbs(removed.into_iter(), pdbs);
     *spent.entry(pool_name).or_default() += idx.len() as u32;
+    receivers.extend(mv.receivers.iter().cloned());
     let mut fresh = command(
         view,
         &mv,

@@ -29,6 +29,8 @@ pub struct Move {
     pub pods_moved: usize,
     pub disruption_cost: f64,
     pub cause: String,
+    /// Nodes that receive the displaced pods (they may not be removed later in the same pass).
+    pub receivers: BTreeSet<String>,
 }
 
 /// The room every move starts from: all nodes with their pods; nodes being disrupted take nothing.
@@ -95,6 +97,7 @@ pub fn evaluate(
         pods_moved: displaced.len(),
         disruption_cost,
         cause: String::new(),
+        receivers: placed.iter().flatten().cloned().collect(),
     };
     if leftover.is_empty() {
         *room = trial;

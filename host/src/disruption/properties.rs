@@ -65,7 +65,7 @@ fn facts(p: &PodGen) -> Arc<PodSpecFacts> {
 }
 
 fn view(
-    nodes: Vec<(usize, bool, Vec<PodGen>)>,
+    nodes: Vec<NodeGen>,
     budget: &str,
     pdb_allowed: i64,
     disrupting: usize,
@@ -185,7 +185,10 @@ fn pod_gen() -> impl Strategy<Value = PodGen> {
         })
 }
 
-fn cluster() -> impl Strategy<Value = (Vec<(usize, bool, Vec<PodGen>)>, String, i64, usize)> {
+/// (instance type, spot, pods) per node.
+type NodeGen = (usize, bool, Vec<PodGen>);
+
+fn cluster() -> impl Strategy<Value = (Vec<NodeGen>, String, i64, usize)> {
     (
         prop::collection::vec(
             (
