@@ -183,4 +183,8 @@ pub trait ClusterState {
     fn evict(&mut self, pod: &str, force: bool, now: Millis) -> Result<(), ClusterError>;
     /// Deletes the Node object; pods still bound are deleted with it (and recreated by their owners).
     fn delete_node(&mut self, node: &str, now: Millis) -> Result<(), ClusterError>;
+    /// The PodDisruptionBudgets (disruption avoids moves they would forbid).
+    fn disruption_budgets(&self) -> Vec<DisruptionBudget> {
+        Vec::new()
+    }
 }

@@ -283,6 +283,10 @@ impl SimCluster {
 }
 
 impl ClusterState for SimCluster {
+    fn disruption_budgets(&self) -> Vec<DisruptionBudget> {
+        self.budgets.clone()
+    }
+
     fn pending_pods(&self) -> Vec<PodState> {
         self.pending_iter().cloned().collect()
     }

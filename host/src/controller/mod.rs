@@ -12,6 +12,7 @@
 pub mod batch;
 pub mod convert;
 pub mod planner;
+pub mod disruption;
 pub mod provision;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -182,6 +183,8 @@ pub struct DisruptionInput<'a> {
     pub disrupting: &'a BTreeSet<String>,
     /// Claims launched but not registered yet.
     pub in_flight_claims: usize,
+    /// Requests of the DaemonSets a new node of a pool runs (sizes replacements).
+    pub daemon_overhead: &'a dyn Fn(&PoolSpec, &InstanceTypeInfo) -> Resources,
 }
 
 /// The seam where consolidation, drift and expiration plug in (issue 5).
@@ -964,6 +967,7 @@ impl Controller {
                 offerings: &offerings,
                 disrupting: &disrupting,
                 in_flight_claims: self.claims.len(),
+                daemon_overhead: &*self.daemon_overhead,
             };
             self.disruption.decide(&input)
         };
@@ -975,7 +979,12 @@ impl Controller {
                 None => Vec::new(),
             };
             for node in &command.nodes {
-                if self.draining.contains_key(node) {
+                if let Some(drain) = self.draining.get_mut(node) {
+                    // Expiry past its grace period: the drain stops waiting for PDBs.
+                    if command.forceful && !drain.forceful {
+                        drain.forceful = true;
+                        drain.drain_by = drain.drain_by.min(now);
+                    }
                     continue;
                 }
                 let Some(state) = nodes.iter().find(|n| &*n.name == node.as_str()) else {

@@ -17,10 +17,11 @@ use crate::cluster::sim::SimCluster;
 use crate::cluster::{
     ClusterState, DisruptionBudget, OwnerKind, PodKey, PodSpecFacts, Resources, Taint,
 };
+use crate::controller::disruption::Disruptor;
 use crate::controller::planner::CorePlanner;
 use crate::controller::provision::{GreedyProvisioner, Provisioner};
 use crate::controller::{
-    Controller, ControllerConfig, DisruptionStep, InstanceTypeInfo, NoDisruption, PoolSpec,
+    Controller, ControllerConfig, DisruptionStep, InstanceTypeInfo, PoolSpec,
 };
 use crate::interruption::{Notice, NoticeKind};
 
@@ -346,11 +347,19 @@ impl Replay {
         {
             config.batch_max_ms = v;
         }
-        let disruption = options.disruption.unwrap_or_else(|| Box::new(NoDisruption));
+        // Disruption (consolidation, drift, expiry) with the built-in consolidator and budgeter, unless
+        // the caller brings its own step (or `NoDisruption`).
+        let disruption = options.disruption.unwrap_or_else(|| {
+            Box::new(Disruptor::from_manifests(
+                &scenario.node_pools,
+                &scenario.node_classes,
+                start,
+            ))
+        });
         let disruption_name = if disruption.interval_ms() >= Millis::MAX / 8 {
             "none".to_string()
         } else {
-            "enabled".to_string()
+            "consolidation, drift, expiration (built-in consolidator and budgeter)".to_string()
         };
         let controller = Controller::new(
             config,
