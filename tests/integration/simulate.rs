@@ -60,7 +60,11 @@ fn every_example_runs_places_what_fits_and_leaks_no_instance() {
         "expected the six examples, found {files:?}"
     );
     for file in files {
-        let scenario = Scenario::load(&file).unwrap_or_else(|e| panic!("{e}"));
+        let mut scenario = Scenario::load(&file).unwrap_or_else(|e| panic!("{e}"));
+        // Long scenarios are cut to 3 hours here (the benchmarks replay full days).
+        if scenario.duration_ms() > 3 * 3_600_000 {
+            scenario.duration = "3h".into();
+        }
         let outcome = run(&scenario);
         let report = Report::from_outcome(&outcome);
         let name = file.display();
@@ -204,8 +208,10 @@ fn burst_scale_down_consolidates_within_15_minutes() {
         .expect("the timeline covers 55m");
     let bound = fluid_bound_per_hour(20, 500, 1 << 30, |t| {
         let l = |k: &str| t.labels.get(k).map(String::as_str);
-        matches!(l("karpenter.k8s.aws/instance-category"), Some("c" | "m" | "r"))
-            && l("kubernetes.io/arch") == Some("amd64")
+        matches!(
+            l("karpenter.k8s.aws/instance-category"),
+            Some("c" | "m" | "r")
+        ) && l("kubernetes.io/arch") == Some("amd64")
             && l("karpenter.k8s.aws/instance-generation")
                 .and_then(|g| g.parse::<u32>().ok())
                 .is_some_and(|g| g > 5)
@@ -220,7 +226,14 @@ fn burst_scale_down_consolidates_within_15_minutes() {
         "cost {:.4}/h at 55m, bound {bound:.4}/h",
         at.cost_per_hour
     );
-    assert!(report.disruptions.get("underutilized").copied().unwrap_or(0) > 0);
+    assert!(
+        report
+            .disruptions
+            .get("underutilized")
+            .copied()
+            .unwrap_or(0)
+            > 0
+    );
     assert!(report.accounting.leaked_instances.is_empty());
 }
 
@@ -380,6 +393,35 @@ fn peak_rss_mib() -> Option<f64> {
 #[ignore = "benchmark; run in release (command in the doc comment)"]
 fn bench_a_24h_day_with_10000_pod_events_replays_in_10_seconds() {
     let scenario = Scenario::parse(BUSY_DAY, "busy-day.yaml").unwrap_or_else(|e| panic!("{e}"));
+    // The parts, for the record: the stand-in packer alone, the provisioning core alone.
+    for (label, options) in [
+        (
+            "stand-in packer, no disruption",
+            SimOptions {
+                provisioner: Some(kestrel::sim::replay::greedy_planner(
+                    Box::new(kestrel::policy::defaults::NativeRanker::new()),
+                    "default".into(),
+                )),
+                disruption: Some(Box::new(kestrel::controller::NoDisruption)),
+                ..SimOptions::default()
+            },
+        ),
+        (
+            "provisioning core, no disruption",
+            SimOptions {
+                disruption: Some(Box::new(kestrel::controller::NoDisruption)),
+                ..SimOptions::default()
+            },
+        ),
+    ] {
+        let started = std::time::Instant::now();
+        let o = simulate(&scenario, options, &mut |_| {});
+        println!(
+            "busy-day ({label}): {} batches, {:.2} s",
+            o.controller.stats.batches,
+            started.elapsed().as_secs_f64()
+        );
+    }
     let started = std::time::Instant::now();
     let outcome = run(&scenario);
     let seconds = started.elapsed().as_secs_f64();

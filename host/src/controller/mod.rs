@@ -11,11 +11,12 @@
 //! Every executed action is logged as a [`Decided`] with its [`Explanation`].
 pub mod batch;
 pub mod convert;
-pub mod planner;
 pub mod disruption;
+pub mod planner;
 pub mod provision;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::NodeSelectorRequirement;
 
@@ -293,6 +294,8 @@ pub struct Controller {
     notices: Vec<Notice>,
     offerings: Vec<Offering>,
     offerings_at: Option<Millis>,
+    /// The launchable offerings, keyed by the price list's time and the unavailable set.
+    available: Option<(OfferingsKey, Arc<[Offering]>)>,
     /// Pods the last plan could not place, with the reason.
     pub unplaceable: BTreeMap<PodKey, String>,
     pub log: Vec<Decided>,
@@ -304,6 +307,9 @@ pub type DaemonOverhead = Box<dyn Fn(&PoolSpec, &InstanceTypeInfo) -> Resources>
 
 /// How long a launched claim may take to register its node.
 const REGISTRATION_TTL_MS: Millis = 15 * 60_000;
+
+/// What the launchable offerings were computed from: the price list's time and the unavailable set.
+type OfferingsKey = (Option<Millis>, String);
 
 /// How long a price list is trusted before it is read again.
 const OFFERINGS_REFRESH_MS: Millis = 300_000;
@@ -351,6 +357,7 @@ impl Controller {
             notices: Vec::new(),
             offerings: Vec::new(),
             offerings_at: None,
+            available: None,
             unplaceable: BTreeMap::new(),
             log: Vec::new(),
             stats: ControllerStats::default(),
@@ -467,11 +474,13 @@ impl Controller {
         });
     }
 
-    fn offerings(&mut self, now: Millis, cloud: &dyn CloudProvider) -> Vec<Offering> {
-        if self
+    /// The offerings launchable now: the price list (re-read every 5 minutes) minus the unavailable
+    /// cache. Shared and rebuilt only when either changes, since every pass reads it.
+    fn offerings(&mut self, now: Millis, cloud: &dyn CloudProvider) -> Arc<[Offering]> {
+        let stale_prices = self
             .offerings_at
-            .is_none_or(|at| now - at >= OFFERINGS_REFRESH_MS)
-        {
+            .is_none_or(|at| now - at >= OFFERINGS_REFRESH_MS);
+        if stale_prices {
             let names: Vec<&str> = self
                 .instance_types
                 .iter()
@@ -504,7 +513,15 @@ impl Controller {
             self.offerings = offerings;
             self.offerings_at = Some(now);
         }
-        self.offerings
+        let unavailable: Vec<&(String, String, CapacityType)> = self.unavailable.keys().collect();
+        let key = (self.offerings_at, format!("{unavailable:?}"));
+        if let Some((k, cached)) = &self.available
+            && *k == key
+        {
+            return cached.clone();
+        }
+        let available: Arc<[Offering]> = self
+            .offerings
             .iter()
             .filter(|o| {
                 !self.unavailable.contains_key(&(
@@ -514,7 +531,9 @@ impl Controller {
                 ))
             })
             .cloned()
-            .collect()
+            .collect();
+        self.available = Some((key, available.clone()));
+        available
     }
 
     fn handle_notices(

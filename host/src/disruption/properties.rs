@@ -64,12 +64,7 @@ fn facts(p: &PodGen) -> Arc<PodSpecFacts> {
     })
 }
 
-fn view(
-    nodes: Vec<NodeGen>,
-    budget: &str,
-    pdb_allowed: i64,
-    disrupting: usize,
-) -> ClusterView {
+fn view(nodes: Vec<NodeGen>, budget: &str, pdb_allowed: i64, disrupting: usize) -> ClusterView {
     let types = types();
     let spec = PoolSpec {
         name: "pool".into(),
@@ -106,7 +101,7 @@ fn view(
                 CapacityType::OnDemand
             },
             price: it.on_demand_price * if spot { 0.4 } else { 1.0 },
-            labels: BTreeMap::new(),
+            labels: BTreeMap::new().into(),
             taints: vec![],
             allocatable: it.allocatable,
             requested,

@@ -130,12 +130,16 @@ fn panel(title: &str, t: &[f64], series: &[Series<'_>], unit: &str) -> String {
     let mut s = String::new();
     let h = PANEL_HEIGHT + TOP + BOTTOM;
     let t_max = t.last().copied().unwrap_or(1.0).max(1.0);
-    let y_max = nice_max(
+    let mut y_max = nice_max(
         series
             .iter()
             .flat_map(|s| s.values.iter().copied())
             .fold(0.0, f64::max),
     );
+    // Counts get whole-number grid lines (four intervals).
+    if unit != "$/h" {
+        y_max = (y_max / 4.0).ceil() * 4.0;
+    }
     let x = |v: f64| LEFT + (WIDTH - LEFT - RIGHT) * v / t_max;
     let y = |v: f64| TOP + PANEL_HEIGHT - PANEL_HEIGHT * v / y_max;
     let _ = write!(s, "<h3>{}</h3><div class=\"legend\">", escape(title));

@@ -20,9 +20,7 @@ use crate::cluster::{
 use crate::controller::disruption::Disruptor;
 use crate::controller::planner::CorePlanner;
 use crate::controller::provision::{GreedyProvisioner, Provisioner};
-use crate::controller::{
-    Controller, ControllerConfig, DisruptionStep, InstanceTypeInfo, PoolSpec,
-};
+use crate::controller::{Controller, ControllerConfig, DisruptionStep, InstanceTypeInfo, PoolSpec};
 use crate::interruption::{Notice, NoticeKind};
 
 /// Which core implementations the replay runs (defaults: the built-in ones).
