@@ -23,6 +23,9 @@ pub struct Args {
     /// Do not write the chart.
     #[arg(long)]
     pub no_chart: bool,
+    /// Run without the disruption step (no consolidation, drift or expiry), e.g. to see what it saves.
+    #[arg(long)]
+    pub no_disruption: bool,
     /// Override the scenario's seed.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -42,14 +45,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.compare && args.policy.is_empty() {
         bail!("--compare needs a candidate: --policy ranker=FILE.wasm");
     }
+    let no_disruption = || -> Option<Box<dyn crate::controller::DisruptionStep>> {
+        args.no_disruption
+            .then(|| Box::new(crate::controller::NoDisruption) as Box<dyn crate::controller::DisruptionStep>)
+    };
     let candidate = candidate_options(&args, &scenario)?.map(|mut o| {
         o.seed = args.seed;
+        o.disruption = no_disruption();
         o
     });
     let base = replay(
         &scenario,
         SimOptions {
             seed: args.seed,
+            disruption: no_disruption(),
             ..SimOptions::default()
         },
     );
