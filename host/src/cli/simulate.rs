@@ -46,8 +46,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bail!("--compare needs a candidate: --policy ranker=FILE.wasm");
     }
     let no_disruption = || -> Option<Box<dyn crate::controller::DisruptionStep>> {
-        args.no_disruption
-            .then(|| Box::new(crate::controller::NoDisruption) as Box<dyn crate::controller::DisruptionStep>)
+        args.no_disruption.then(|| {
+            Box::new(crate::controller::NoDisruption) as Box<dyn crate::controller::DisruptionStep>
+        })
     };
     let candidate = candidate_options(&args, &scenario)?.map(|mut o| {
         o.seed = args.seed;
