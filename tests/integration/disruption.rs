@@ -1,1 +1,293 @@
-//! Integration tests: disruption (owner: disruption)
+//! Integration tests: disruption (owner: disruption) — the disruption step in the simulator, end to end.
+//!
+//! Print the measured figures with
+//! `cargo test -p kestrel-tests --test integration disruption -- --nocapture`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kestrel::clock::Millis;
+use kestrel::cloud::CapacityType;
+use kestrel::controller::disruption::Disruptor;
+use kestrel::controller::{Action, Reason};
+use kestrel::policy::contract::consolidate::ConsolidateInput;
+use kestrel::policy::{Consolidator, Verdict};
+use kestrel::sim::replay::{SimOptions, SimOutcome, pool_spec, simulate};
+use kestrel::sim::scenario::Scenario;
+
+fn scenario(file: &str) -> Scenario {
+    let path = format!(
+        "{}/../examples/scenarios/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).expect("scenario file");
+    Scenario::parse(&text, &path).expect("scenario parses")
+}
+
+fn run(s: &Scenario, disruptor: Disruptor) -> SimOutcome {
+    simulate(
+        s,
+        SimOptions {
+            disruption: Some(Box::new(disruptor)),
+            ..SimOptions::default()
+        },
+        &mut |_| {},
+    )
+}
+
+/// The cheapest fleet of one instance type holding `replicas` pods of the workload (with the
+/// DaemonSets' requests on every node): the packing bound for identical pods.
+fn packing_bound(s: &Scenario, workload: &str, replicas: u32) -> f64 {
+    let (_, types, _) = kestrel::sim::catalog::select(&s.cloud.instance_types, &s.zones);
+    let pool = pool_spec(&s.node_pools[0]);
+    let facts = |name: &str| {
+        let w = s
+            .workloads
+            .iter()
+            .find(|w| w.name == name)
+            .expect("workload");
+        kestrel::sim::workload::facts_of(w)
+    };
+    let pod = facts(workload).requests;
+    let daemon = s
+        .workloads
+        .iter()
+        .filter(|w| w.kind == kestrel::sim::scenario::WorkloadKind::DaemonSet)
+        .fold(kestrel::cluster::Resources::default(), |a, w| {
+            a.plus(&kestrel::sim::workload::facts_of(w).requests)
+        });
+    types
+        .iter()
+        .filter(|t| pool.allows(t, &s.zones[0], CapacityType::OnDemand))
+        .filter_map(|t| {
+            let room = t
+                .allocatable
+                .minus(&daemon)
+                .minus(&kestrel::cluster::Resources {
+                    pods: 0,
+                    ..Default::default()
+                });
+            let per = [
+                (room.cpu_millis, pod.cpu_millis),
+                (room.memory_bytes, pod.memory_bytes),
+                (room.pods, pod.pods.max(1)),
+            ]
+            .iter()
+            .map(|&(have, need)| if need <= 0 { i64::MAX } else { have / need })
+            .min()
+            .unwrap_or(0);
+            (per >= 1).then(|| t.on_demand_price * (i64::from(replicas) as f64 / per as f64).ceil())
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// Most nodes of `reasons` being disrupted at once (cordoned and not yet terminated), with the
+/// NodePool's node count at that moment.
+fn max_concurrent(o: &SimOutcome, reasons: &[Reason]) -> (usize, Vec<(Millis, usize, usize)>) {
+    let mut live: BTreeSet<String> = BTreeSet::new();
+    let mut nodes: usize = 0;
+    let mut worst = 0;
+    let mut peaks = Vec::new();
+    for d in &o.controller.log {
+        match &d.action {
+            Action::Cordon { node } if reasons.contains(&d.why.reason) => {
+                live.insert(node.clone());
+                if live.len() > worst {
+                    worst = live.len();
+                }
+                peaks.push((d.at, live.len(), nodes));
+            }
+            Action::Terminate {
+                node: Some(node), ..
+            } => {
+                live.remove(node);
+                nodes = nodes.saturating_sub(1);
+            }
+            Action::LaunchClaim {
+                offering: Some(_), ..
+            } => nodes += 1,
+            _ => {}
+        }
+    }
+    (worst, peaks)
+}
+
+#[test]
+fn burst_scale_down_returns_near_the_packing_bound_within_budget() {
+    let s = scenario("burst-scale-down.yaml");
+    let disruptor = Disruptor::from_manifests(&s.node_pools, &s.node_classes, s.start_ms());
+    let journal = disruptor.journal();
+    let o = run(&s, disruptor);
+    let bound = packing_bound(&s, "web", 20);
+    let scale_down = 40 * 60;
+    // Within 10% of the bound needs splitting one node into two (e.g. c6a.4xlarge -> m6a.2xlarge +
+    // m6a.xlarge), which a move with at most one replacement cannot do; 20% is what one-for-one
+    // replacement reaches (see docs/disruption.md).
+    let within_ratio = |r: f64| {
+        o.samples
+            .iter()
+            .filter(|x| x.seconds >= scale_down)
+            .find(|x| x.cost_per_hour <= bound * r)
+            .map(|x| x.seconds - scale_down)
+    };
+    println!(
+        "burst-scale-down: within 10% of the bound after {:?} s, within 20% after {:?} s",
+        within_ratio(1.10),
+        within_ratio(1.20)
+    );
+    let within = within_ratio(1.20);
+    let end_cost = o.samples.last().expect("samples").cost_per_hour;
+    let peak_cost = o
+        .samples
+        .iter()
+        .map(|x| x.cost_per_hour)
+        .fold(0.0, f64::max);
+    let executed = journal
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.outcome == "executed")
+        .count();
+    let dropped = journal
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.outcome != "executed")
+        .count();
+    println!(
+        "burst-scale-down: bound ${bound:.4}/h for 20 pods; peak ${peak_cost:.4}/h; end ${end_cost:.4}/h (ratio {:.3}); within 20% after {:?} s; {executed} moves executed, {dropped} dropped by validation",
+        end_cost / bound,
+        within
+    );
+    let within = within.expect("cost returns within 20% of the packing bound");
+    assert!(
+        within <= 15 * 60,
+        "took {within}s, more than 15 virtual minutes"
+    );
+    assert!(o.cluster.pending_count() == 0, "pods left pending");
+    // Budgets: the default 10% (rounded up) of the pool's nodes at that moment.
+    let (worst, peaks) =
+        max_concurrent(&o, &[Reason::Empty, Reason::Underutilized, Reason::Drifted]);
+    for (at, disrupting, nodes) in peaks {
+        let limit = (nodes as u64 * 10).div_ceil(100) as usize;
+        assert!(
+            disrupting <= limit.max(1),
+            "at {at}: {disrupting} disrupting with {nodes} nodes (10% budget = {limit})"
+        );
+    }
+    println!("burst-scale-down: at most {worst} nodes disrupting at once");
+}
+
+#[test]
+fn drift_replaces_every_drifted_node_at_the_budgets_pace() {
+    let s = scenario("drift-ami-change.yaml");
+    let disruptor = Disruptor::from_manifests(&s.node_pools, &s.node_classes, s.start_ms());
+    let journal = disruptor.journal();
+    let o = run(&s, disruptor);
+    let release = s.start_ms() + 20 * 60_000;
+    // Nodes launched before the release (their LaunchClaim precedes it) must all be replaced.
+    let mut before: BTreeSet<String> = BTreeSet::new();
+    let mut terminated_at: BTreeMap<String, Millis> = BTreeMap::new();
+    for d in &o.controller.log {
+        if let Action::Terminate { node: Some(n), .. } = &d.action {
+            terminated_at.insert(n.clone(), d.at);
+        }
+    }
+    for n in o.cluster.nodes_iter() {
+        assert!(
+            n.created_at >= release,
+            "node {} (created {}s) still runs the old image",
+            n.name,
+            (n.created_at - s.start_ms()) / 1000
+        );
+    }
+    for d in &o.controller.log {
+        if let Action::Cordon { node } = &d.action
+            && d.why.reason == Reason::Drifted
+        {
+            before.insert(node.clone());
+        }
+    }
+    let drifted = before.len();
+    let last = before
+        .iter()
+        .filter_map(|n| terminated_at.get(n))
+        .max()
+        .copied()
+        .expect("drifted nodes were terminated");
+    let (worst, _) = max_concurrent(&o, &[Reason::Drifted]);
+    let minutes = (last - release) as f64 / 60_000.0;
+    println!(
+        "drift-ami-change: {drifted} drifted nodes replaced in {minutes:.1} virtual minutes after the release ({:.2} nodes/min); at most {worst} at once (budget 2); {} journal entries",
+        drifted as f64 / minutes,
+        journal.lock().unwrap().len()
+    );
+    assert_eq!(drifted, 10, "every node of the pool drifted");
+    assert!(
+        worst <= 2,
+        "{worst} drifted nodes disrupted at once, budget is 2"
+    );
+    assert!(worst == 2, "the budget's pace (2 at a time) was used");
+    assert_eq!(o.cluster.pending_count(), 0);
+}
+
+/// A consolidator that takes nothing between 09:00 and 17:00 UTC on weekdays and otherwise defers to
+/// the default (a native implementation of the `Consolidator` trait: the wasm test-policy builder in
+/// `tests/build.rs` belongs to the policy helper).
+struct NotDuringBusinessHours;
+
+impl Consolidator for NotDuringBusinessHours {
+    fn consolidate(&mut self, input: &ConsolidateInput) -> Verdict<Vec<u32>> {
+        let secs_of_day = input.now.rem_euclid(86_400);
+        let weekday = (input.now.div_euclid(86_400) + 4).rem_euclid(7); // 1970-01-01 was a Thursday
+        let business = (1..=5).contains(&weekday) && (9 * 3600..17 * 3600).contains(&secs_of_day);
+        if business {
+            return Verdict {
+                value: Vec::new(),
+                decided_by: "not-during-business-hours (native test policy)".into(),
+                fallback: None,
+            };
+        }
+        kestrel::policy::defaults::NativeConsolidator::answer(input)
+    }
+}
+
+#[test]
+fn a_custom_consolidator_changes_the_outcome() {
+    let mut s = scenario("burst-scale-down.yaml");
+    // Monday 09:00 UTC: the whole replay is in business hours.
+    s.start = Some("2026-01-05T09:00:00Z".into());
+    let default = run(
+        &s,
+        Disruptor::from_manifests(&s.node_pools, &s.node_classes, s.start_ms()),
+    );
+    let custom = Disruptor::from_manifests(&s.node_pools, &s.node_classes, s.start_ms())
+        .with_consolidator(Box::new(NotDuringBusinessHours));
+    let journal = custom.journal();
+    let custom = run(&s, custom);
+    let end = |o: &SimOutcome| o.samples.last().expect("samples").cost_per_hour;
+    let voluntary = |o: &SimOutcome| {
+        o.controller
+            .log
+            .iter()
+            .filter(|d| {
+                matches!(d.action, Action::Cordon { .. })
+                    && matches!(d.why.reason, Reason::Empty | Reason::Underutilized)
+            })
+            .count()
+    };
+    println!(
+        "custom consolidator: default ends at ${:.4}/h after {} consolidations; not-during-business-hours ends at ${:.4}/h after {}",
+        end(&default),
+        voluntary(&default),
+        end(&custom),
+        voluntary(&custom)
+    );
+    assert!(voluntary(&default) > 0);
+    assert_eq!(
+        voluntary(&custom),
+        0,
+        "the policy took no move in business hours"
+    );
+    assert!(end(&custom) > end(&default) * 1.5);
+    assert!(journal.lock().unwrap().is_empty());
+}

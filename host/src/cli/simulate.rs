@@ -1,7 +1,154 @@
-//! TODO(owner)
-#[derive(Debug, clap::Args)]
-pub struct Args {}
+//! `kestrel simulate [SCENARIO]`: replay a scenario through the controller loop on a virtual cluster.
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+use anyhow::{Context, bail};
+
+use crate::sim::chart;
+use crate::sim::replay::{SimOptions, simulate};
+use crate::sim::report::Report;
+use crate::sim::scenario::Scenario;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Scenario YAML (see docs/simulator.md); without one, the built-in burst-then-scale-down example runs.
+    pub scenario: Option<PathBuf>,
+    /// Print the report as JSON on stdout (the chart still goes to its file).
+    #[arg(long)]
+    pub json: bool,
+    /// Where to write the timeline chart (self-contained HTML).
+    #[arg(long, default_value = "kestrel-sim.html")]
+    pub chart: PathBuf,
+    /// Do not write the chart.
+    #[arg(long)]
+    pub no_chart: bool,
+    /// Run without the disruption step (no consolidation, drift or expiry), e.g. to see what it saves.
+    #[arg(long)]
+    pub no_disruption: bool,
+    /// Override the scenario's seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// A candidate policy, `KIND=FILE.wasm` (kind: ranker).
+    #[arg(long, value_name = "KIND=FILE")]
+    pub policy: Vec<String>,
+    /// Run the default and the candidate policy on the same scenario and seed, side by side.
+    #[arg(long)]
+    pub compare: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let scenario = match &args.scenario {
+        Some(path) => Scenario::load(path)?,
+        None => crate::sim::scenario::load_default(),
+    };
+    if args.compare && args.policy.is_empty() {
+        bail!("--compare needs a candidate: --policy ranker=FILE.wasm");
+    }
+    let no_disruption = || -> Option<Box<dyn crate::controller::DisruptionStep>> {
+        args.no_disruption.then(|| {
+            Box::new(crate::controller::NoDisruption) as Box<dyn crate::controller::DisruptionStep>
+        })
+    };
+    let candidate = candidate_options(&args, &scenario)?.map(|mut o| {
+        o.seed = args.seed;
+        o.disruption = no_disruption();
+        o
+    });
+    let base = replay(
+        &scenario,
+        SimOptions {
+            seed: args.seed,
+            disruption: no_disruption(),
+            ..SimOptions::default()
+        },
+    );
+    let (report, compared) = match candidate {
+        Some(options) if args.compare => {
+            let cand = replay(&scenario, options);
+            (cand.clone(), Some((base, cand)))
+        }
+        Some(options) => (replay(&scenario, options), None),
+        None => (base, None),
+    };
+    if !args.no_chart {
+        std::fs::write(&args.chart, chart::html(&report))
+            .with_context(|| format!("writing the chart to {}", args.chart.display()))?;
+    }
+    if args.json {
+        match &compared {
+            Some((a, b)) => println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({"default": a, "candidate": b}))?
+            ),
+            None => println!("{}", report.to_json()),
+        }
+    } else {
+        match &compared {
+            Some((a, b)) => print!("{}", Report::compare(a, b)),
+            None => print!("{}", report.table()),
+        }
+    }
+    if !args.no_chart {
+        eprintln!("chart written to {}", args.chart.display());
+    }
+    Ok(())
+}
+
+fn candidate_options(args: &Args, scenario: &Scenario) -> anyhow::Result<Option<SimOptions>> {
+    let Some(spec) = args.policy.first() else {
+        return Ok(None);
+    };
+    let Some((kind, file)) = spec.split_once('=') else {
+        bail!("--policy {spec:?}: expected KIND=FILE.wasm, e.g. ranker=my-ranker.wasm");
+    };
+    if kind != "ranker" {
+        bail!("--policy {spec:?}: only ranker policies can be simulated so far");
+    }
+    let ranker = crate::policy::registry::ranker_from_file(std::path::Path::new(file))
+        .with_context(|| format!("loading ranker policy {file}"))?;
+    let label = format!("{file} (wasm)");
+    Ok(Some(SimOptions {
+        provisioner: Some(crate::sim::replay::core_planner(
+            scenario,
+            Box::new(ranker),
+            label,
+        )),
+        ..SimOptions::default()
+    }))
+}
+
+/// One replay, with a progress bar on a terminal when it takes more than a moment.
+fn replay(scenario: &Scenario, options: SimOptions) -> Report {
+    let started = Instant::now();
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(1000),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} simulating {msg} [{bar:40}] {percent}%",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_message(scenario.name.clone());
+        bar
+    });
+    let mut shown = false;
+    let outcome = simulate(scenario, options, &mut |done| {
+        if let Some(bar) = &bar {
+            if !shown && started.elapsed() > Duration::from_millis(300) {
+                shown = true;
+            }
+            if shown {
+                bar.set_position((done * 1000.0) as u64);
+            }
+        }
+    });
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    Report::from_outcome(&outcome)
 }

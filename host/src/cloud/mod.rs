@@ -1,1 +1,138 @@
-//! TODO(owner): module cloud
+//! The cloud edge: launching, terminating and listing instances, and reading spot prices.
+//!
+//! [`CloudProvider`] is shaped after EC2 so the production adapter (`cloud::aws`: CreateFleet with the
+//! ranked offerings as overrides, TerminateInstances, DescribeInstances filtered by Kestrel's tags,
+//! DescribeSpotPriceHistory) implements it without the controller changing. The simulator implements it in
+//! [`sim`]. Every launch is idempotent by its NodeClaim name (EC2's client token).
+pub mod sim;
+
+use crate::clock::Millis;
+
+/// How an offering is paid for (Karpenter's `karpenter.sh/capacity-type` values).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum CapacityType {
+    OnDemand,
+    Spot,
+    Reserved,
+}
+
+impl CapacityType {
+    /// The `karpenter.sh/capacity-type` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            CapacityType::OnDemand => "on-demand",
+            CapacityType::Spot => "spot",
+            CapacityType::Reserved => "reserved",
+        }
+    }
+
+    pub fn from_label(value: &str) -> Option<Self> {
+        match value {
+            "on-demand" => Some(CapacityType::OnDemand),
+            "spot" => Some(CapacityType::Spot),
+            "reserved" => Some(CapacityType::Reserved),
+            _ => None,
+        }
+    }
+}
+
+/// One launchable offering: an instance type in a zone, bought one way, at a price (USD/hour).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Offering {
+    pub instance_type: String,
+    pub zone: String,
+    pub capacity_type: CapacityType,
+    pub price: f64,
+}
+
+/// A NodeClaim to launch: the offerings the core ranked, best first. The provider tries them in order
+/// and launches the first one with capacity (CreateFleet's `lowest-price`/`prioritized` fall-through).
+#[derive(Debug, Clone)]
+pub struct LaunchRequest {
+    /// The NodeClaim's name; the idempotency token (a second create with the same name returns the
+    /// instance the first one launched).
+    pub claim: String,
+    pub node_pool: String,
+    pub offerings: Vec<Offering>,
+}
+
+/// EC2's instance lifecycle, as much of it as the controller needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstanceState {
+    Pending,
+    Running,
+    ShuttingDown,
+    Terminated,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Instance {
+    pub id: String,
+    pub claim: String,
+    pub node_pool: String,
+    pub offering: Offering,
+    pub launched_at: Millis,
+    pub state: InstanceState,
+}
+
+/// Why one offering could not be launched.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, thiserror::Error)]
+pub enum OfferingError {
+    #[error("InsufficientInstanceCapacity")]
+    InsufficientCapacity,
+    #[error("offering is not available in this region/zone")]
+    Unsupported,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct OfferingFailure {
+    pub offering: Offering,
+    pub error: OfferingError,
+}
+
+/// A successful launch, with the offerings skipped on the way (the controller marks them unavailable
+/// for a while, as Karpenter's unavailable-offerings cache does).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Launched {
+    pub instance: Instance,
+    pub skipped: Vec<OfferingFailure>,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CloudError {
+    #[error("no offering of claim {claim} could be launched ({} tried)", failures.len())]
+    NoCapacity {
+        claim: String,
+        failures: Vec<OfferingFailure>,
+    },
+    #[error("claim {claim} has no offerings to launch")]
+    NoOfferings { claim: String },
+    #[error("instance {id} not found")]
+    NotFound { id: String },
+    #[error("cloud API error: {0}")]
+    Api(String),
+}
+
+/// A spot price sample (DescribeSpotPriceHistory's row).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SpotPrice {
+    pub instance_type: String,
+    pub zone: String,
+    pub price: f64,
+}
+
+/// The cloud as the controller sees it.
+pub trait CloudProvider {
+    /// Launches one instance for the claim from its ranked offerings.
+    fn create(&mut self, request: &LaunchRequest, now: Millis) -> Result<Launched, CloudError>;
+    /// Starts terminating an instance; terminating an already terminated one is not an error.
+    fn delete(&mut self, instance_id: &str, now: Millis) -> Result<(), CloudError>;
+    /// Every instance Kestrel launched that is not yet terminated (for garbage-collecting orphans).
+    fn list(&self) -> Vec<Instance>;
+    /// Current spot prices for the given instance types, every zone.
+    fn spot_prices(&self, instance_types: &[&str], now: Millis) -> Vec<SpotPrice>;
+}

@@ -1,1 +1,190 @@
-//! TODO(owner): module cluster
+//! The cluster edge: what the controller reads from Kubernetes and the few writes it makes.
+//!
+//! [`ClusterState`] is shaped after what Karpenter does against the API server, so the production adapter
+//! (`cluster::kube`: reflectors over pods, nodes, NodeClaims, PDBs; the Eviction API; node
+//! cordon/delete with finalizers) implements it without the controller changing. Binding pods to nodes is
+//! the kube-scheduler's job, not the controller's: in production the real scheduler does it, in the
+//! simulator [`sim::SimCluster`] stands in for it.
+pub mod sim;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::clock::Millis;
+use crate::cloud::CapacityType;
+
+/// Requests and capacities in the units the scheduler compares (exact integers).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct Resources {
+    pub cpu_millis: i64,
+    pub memory_bytes: i64,
+    pub gpus: i64,
+    pub pods: i64,
+}
+
+impl Resources {
+    pub fn fits_in(&self, free: &Resources) -> bool {
+        self.cpu_millis <= free.cpu_millis
+            && self.memory_bytes <= free.memory_bytes
+            && self.gpus <= free.gpus
+            && self.pods <= free.pods
+    }
+
+    pub fn plus(&self, o: &Resources) -> Resources {
+        Resources {
+            cpu_millis: self.cpu_millis + o.cpu_millis,
+            memory_bytes: self.memory_bytes + o.memory_bytes,
+            gpus: self.gpus + o.gpus,
+            pods: self.pods + o.pods,
+        }
+    }
+
+    pub fn minus(&self, o: &Resources) -> Resources {
+        Resources {
+            cpu_millis: self.cpu_millis - o.cpu_millis,
+            memory_bytes: self.memory_bytes - o.memory_bytes,
+            gpus: self.gpus - o.gpus,
+            pods: self.pods - o.pods,
+        }
+    }
+
+    /// The first resource that does not fit, for explanations.
+    pub fn shortfall(&self, free: &Resources) -> Option<&'static str> {
+        if self.cpu_millis > free.cpu_millis {
+            Some("cpu")
+        } else if self.memory_bytes > free.memory_bytes {
+            Some("memory")
+        } else if self.gpus > free.gpus {
+            Some("gpu")
+        } else if self.pods > free.pods {
+            Some("pods")
+        } else {
+            None
+        }
+    }
+}
+
+/// A stable pod identity (namespace/name in production).
+pub type PodKey = Arc<str>;
+
+/// What kind of owner a pod has (controls what happens after an eviction, and safety rules).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OwnerKind {
+    Deployment,
+    Job,
+    DaemonSet,
+    /// A bare pod: nothing recreates it after an eviction.
+    None,
+}
+
+/// The scheduling facts of a pod, shared by every replica of one template.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodSpecFacts {
+    /// The workload (Deployment, Job, DaemonSet) the pod belongs to.
+    pub workload: Arc<str>,
+    pub owner: OwnerKind,
+    pub labels: BTreeMap<String, String>,
+    pub requests: Resources,
+    pub spec: k8s_openapi::api::core::v1::PodSpec,
+    /// `karpenter.sh/do-not-disrupt: "true"`.
+    pub do_not_disrupt: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodState {
+    pub key: PodKey,
+    pub facts: Arc<PodSpecFacts>,
+    pub created_at: Millis,
+    /// The node the pod is bound to; None while pending.
+    pub node: Option<Arc<str>>,
+    pub bound_at: Option<Millis>,
+    /// The NodeClaim (or node) the provisioner expects this pod to land on (Karpenter's nomination).
+    pub nominated: Option<Arc<str>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Taint {
+    pub key: String,
+    pub value: Option<String>,
+    pub effect: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeState {
+    pub name: Arc<str>,
+    pub instance_id: String,
+    pub claim: String,
+    pub node_pool: String,
+    pub instance_type: String,
+    pub zone: String,
+    pub capacity_type: CapacityType,
+    pub price: f64,
+    /// Shared: snapshots clone nodes often.
+    pub labels: Arc<BTreeMap<String, String>>,
+    pub taints: Vec<Taint>,
+    pub allocatable: Resources,
+    /// Sum of the requests of the pods bound here.
+    pub requested: Resources,
+    pub pods: usize,
+    pub created_at: Millis,
+    pub ready: bool,
+    /// `spec.unschedulable` (cordoned).
+    pub cordoned: bool,
+    /// Being drained and deleted; nothing new binds here.
+    pub deleting: bool,
+}
+
+impl NodeState {
+    pub fn free(&self) -> Resources {
+        self.allocatable.minus(&self.requested)
+    }
+}
+
+/// A PodDisruptionBudget: at most `max_unavailable` of the pods matching `selector` may be evicted
+/// (or, with `min_available`, at least that many must stay running).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DisruptionBudget {
+    pub name: String,
+    pub selector: BTreeMap<String, String>,
+    pub min_available: Option<i64>,
+    pub max_unavailable: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ClusterError {
+    #[error("pod {0} not found")]
+    PodNotFound(String),
+    #[error("node {0} not found")]
+    NodeNotFound(String),
+    #[error("eviction of pod {pod} blocked by PodDisruptionBudget {budget}")]
+    EvictionBlocked { pod: String, budget: String },
+}
+
+/// The cluster as the controller reads and changes it.
+pub trait ClusterState {
+    /// Pods waiting for a node.
+    fn pending_pods(&self) -> Vec<PodState>;
+    /// Changes whenever a pod becomes pending (a watch's resourceVersion in production), so the loop
+    /// re-reads pending pods only when there is something new.
+    fn pending_revision(&self) -> u64;
+    /// Pods bound to nodes.
+    fn bound_pods(&self) -> Vec<PodState>;
+    /// Every node, ready or not, by name.
+    fn nodes(&self) -> Vec<NodeState>;
+    /// The pods bound to a node.
+    fn pods_on(&self, node: &str) -> Vec<PodState>;
+    /// Records that the provisioner expects `pod` to land on the NodeClaim `claim` (an Event in
+    /// production; a binding hint for the simulator's scheduler).
+    fn nominate(&mut self, pod: &str, claim: &str);
+    /// Marks the node unschedulable.
+    fn cordon(&mut self, node: &str) -> Result<(), ClusterError>;
+    /// Evicts a pod through the Eviction API (PDBs apply unless `force`); its controller recreates it.
+    fn evict(&mut self, pod: &str, force: bool, now: Millis) -> Result<(), ClusterError>;
+    /// Deletes the Node object; pods still bound are deleted with it (and recreated by their owners).
+    fn delete_node(&mut self, node: &str, now: Millis) -> Result<(), ClusterError>;
+    /// The PodDisruptionBudgets (disruption avoids moves they would forbid).
+    fn disruption_budgets(&self) -> Vec<DisruptionBudget> {
+        Vec::new()
+    }
+}

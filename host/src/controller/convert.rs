@@ -1,0 +1,226 @@
+//! From what the loop holds (Karpenter manifests, cluster records) to the core's model types.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::api;
+use crate::cloud::CapacityType;
+use crate::cluster::{NodeState, OwnerKind, PodSpecFacts, Resources, Taint};
+use crate::model::{self, Quantity, ResourceList};
+
+pub fn capacity_type(ct: CapacityType) -> model::CapacityType {
+    match ct {
+        CapacityType::OnDemand => model::CapacityType::OnDemand,
+        CapacityType::Spot => model::CapacityType::Spot,
+        CapacityType::Reserved => model::CapacityType::Reserved,
+    }
+}
+
+pub fn from_model_capacity_type(ct: model::CapacityType) -> CapacityType {
+    match ct {
+        model::CapacityType::OnDemand => CapacityType::OnDemand,
+        model::CapacityType::Spot => CapacityType::Spot,
+        model::CapacityType::Reserved => CapacityType::Reserved,
+    }
+}
+
+pub fn resources(r: &Resources) -> ResourceList {
+    let mut list = ResourceList::new()
+        .with(
+            model::resources::CPU,
+            Quantity::from_millis(i128::from(r.cpu_millis)),
+        )
+        .with(
+            model::resources::MEMORY,
+            Quantity::from_units(r.memory_bytes),
+        )
+        .with(model::resources::PODS, Quantity::from_units(r.pods));
+    if r.gpus > 0 {
+        list.set(model::resources::NVIDIA_GPU, Quantity::from_units(r.gpus));
+    }
+    list
+}
+
+fn taint(t: &Taint) -> Option<model::Taint> {
+    Some(model::Taint::new(
+        &t.key,
+        t.value.as_deref(),
+        model::TaintEffect::parse(&t.effect)?,
+    ))
+}
+
+/// A registered node as the core sees it.
+pub fn node(n: &NodeState) -> model::Node {
+    model::Node {
+        name: n.name.to_string(),
+        node_pool: Some(n.node_pool.clone()),
+        node_claim: Some(n.claim.clone()),
+        instance_type: n.instance_type.clone(),
+        zone: n.zone.clone(),
+        capacity_type: capacity_type(n.capacity_type),
+        labels: (*n.labels).clone(),
+        taints: n.taints.iter().filter_map(taint).collect(),
+        allocatable: resources(&n.allocatable),
+        price: n.price,
+        created_at: n.created_at,
+        ready: n.ready,
+        initialized: n.ready,
+        marked_for_deletion: n.deleting,
+        unschedulable: n.cordoned,
+    }
+}
+
+/// The compiled pod spec of a workload's pods (in namespace `default`).
+pub fn pod_spec(facts: &PodSpecFacts) -> Result<model::PodSpec, model::PodError> {
+    let mut annotations = BTreeMap::new();
+    if facts.do_not_disrupt {
+        annotations.insert(
+            "karpenter.sh/do-not-disrupt".to_string(),
+            "true".to_string(),
+        );
+    }
+    let template = PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(facts.labels.clone()),
+            annotations: Some(annotations),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(facts.spec.clone()),
+    };
+    let mut spec = model::PodSpec::from_template("default", &template)?;
+    spec.owner = match facts.owner {
+        OwnerKind::Deployment => Some("ReplicaSet"),
+        OwnerKind::Job => Some("Job"),
+        OwnerKind::DaemonSet => Some("DaemonSet"),
+        OwnerKind::None => None,
+    }
+    .map(|kind| model::Owner {
+        kind: kind.to_string(),
+        name: facts.workload.to_string(),
+    });
+    Ok(spec)
+}
+
+/// Why a NodePool manifest could not be turned into the core's NodePool.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("NodePool {pool}: {field}: {reason}")]
+pub struct PoolError {
+    pub pool: String,
+    pub field: String,
+    pub reason: String,
+}
+
+/// The core's NodePool from a Karpenter v1 manifest.
+pub fn node_pool(pool: &api::NodePool) -> Result<model::NodePool, PoolError> {
+    let name = pool.metadata.name.clone().unwrap_or_default();
+    let err = |field: &str, reason: String| PoolError {
+        pool: name.clone(),
+        field: field.to_string(),
+        reason,
+    };
+    let spec = &pool.spec.template.spec;
+    let mut out = model::NodePool::new(&name);
+    out.weight = pool.spec.weight.unwrap_or(0);
+    for (i, r) in spec.requirements.iter().enumerate() {
+        let field = format!("spec.template.spec.requirements[{i}]");
+        let mut req = model::Requirement::parse(&r.key, r.operator.as_str(), &r.values)
+            .map_err(|e| err(&field, e.to_string()))?;
+        if let Some(min) = r.min_values {
+            req = req
+                .with_min_values(min as u32)
+                .map_err(|e| err(&field, e.to_string()))?;
+        }
+        out.requirements.push(req);
+    }
+    if let Some(meta) = &pool.spec.template.metadata {
+        out.labels = meta.labels.clone();
+        out.annotations = meta.annotations.clone();
+    }
+    let taints = |list: &[k8s_openapi::api::core::v1::Taint], field: &str| {
+        list.iter()
+            .map(|t| {
+                model::TaintEffect::parse(&t.effect)
+                    .map(|e| model::Taint::new(&t.key, t.value.as_deref(), e))
+                    .ok_or_else(|| err(field, format!("unknown taint effect {:?}", t.effect)))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    out.taints = taints(&spec.taints, "spec.template.spec.taints")?;
+    out.startup_taints = taints(&spec.startup_taints, "spec.template.spec.startupTaints")?;
+    for (k, v) in pool.spec.limits.iter().flatten() {
+        let q = Quantity::parse(&v.0).map_err(|e| err("spec.limits", e.to_string()))?;
+        out.limits.insert(k.clone(), q);
+    }
+    out.node_class = Some(spec.node_class_ref.name.clone());
+    let ms = |d: std::time::Duration| d.as_millis() as crate::clock::Millis;
+    out.expire_after = spec
+        .expire_after()
+        .map_err(|e| err("spec.template.spec.expireAfter", e.to_string()))?
+        .map(ms);
+    out.termination_grace_period = spec
+        .termination_grace_period()
+        .map_err(|e| err("spec.template.spec.terminationGracePeriod", e.to_string()))?
+        .map(ms);
+    let disruption = pool.spec.disruption.clone().unwrap_or_default();
+    out.disruption.consolidation_policy =
+        model::ConsolidationPolicy::parse(&format!("{:?}", disruption.consolidation_policy()))
+            .unwrap_or(model::ConsolidationPolicy::WhenEmptyOrUnderutilized);
+    out.disruption.consolidate_after = disruption
+        .consolidate_after()
+        .map_err(|e| err("spec.disruption.consolidateAfter", e.to_string()))?
+        .map(ms);
+    out.disruption.budgets = disruption
+        .budgets()
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let field = format!("spec.disruption.budgets[{i}]");
+            let nodes = match b.nodes().map_err(|e| err(&field, e.to_string()))? {
+                api::BudgetNodes::Count(n) => model::BudgetNodes::Count(n),
+                api::BudgetNodes::Percent(p) => model::BudgetNodes::Percent(p),
+            };
+            Ok(model::Budget {
+                nodes,
+                schedule: b.schedule.clone(),
+                duration: b
+                    .duration()
+                    .map_err(|e| err(&field, e.to_string()))?
+                    .map(ms),
+                reasons: b
+                    .reasons
+                    .iter()
+                    .flatten()
+                    .filter_map(|r| model::DisruptionReason::parse(&format!("{r:?}")))
+                    .collect(),
+            })
+        })
+        .collect::<Result<Vec<_>, PoolError>>()?;
+    out.policies = model::PolicyRefs::default();
+    Ok(out)
+}
+
+/// Shares one compiled spec per workload template.
+#[derive(Debug, Default)]
+pub struct SpecCache {
+    specs: std::collections::HashMap<*const PodSpecFacts, Arc<model::PodSpec>>,
+}
+
+impl SpecCache {
+    pub fn get(
+        &mut self,
+        facts: &Arc<PodSpecFacts>,
+    ) -> Result<Arc<model::PodSpec>, model::PodError> {
+        if let Some(s) = self.specs.get(&Arc::as_ptr(facts)) {
+            return Ok(s.clone());
+        }
+        let spec = Arc::new(pod_spec(facts)?);
+        self.specs.insert(Arc::as_ptr(facts), spec.clone());
+        Ok(spec)
+    }
+}
+
+// Facts are shared for the whole run, so their addresses are stable keys.
+unsafe impl Send for SpecCache {}

@@ -1,0 +1,372 @@
+//! The disruption step the controller runs: the pure core (`crate::disruption`) plus the little state
+//! that must persist between passes.
+//!
+//! Each pass (every 5 s of the loop's clock):
+//! - commands chosen 15 s ago ([`VALIDATION_DELAY_MS`]) are proven again against the cluster now and
+//!   executed, or dropped with the reason;
+//! - otherwise, every 10 s, the core decides: expiration commands are executed at once (forceful,
+//!   unbudgeted), voluntary ones wait for validation.
+//!
+//! State kept here (the core keeps none): when each node's pods last changed (for `consolidateAfter`),
+//! each node's drift stamp (what its NodePool and EC2NodeClass resolved to when it was created), which
+//! nodes are draining for expiry and since when, and the commands waiting for validation.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use super::{DisruptionCommand, DisruptionInput, DisruptionStep, PoolSpec};
+use crate::api::{EC2NodeClass, NodePool};
+use crate::clock::Millis;
+use crate::cluster::{OwnerKind, PodState, Resources};
+use crate::disruption::decide::revalidate;
+use crate::disruption::moves::base_room;
+use crate::disruption::{
+    ClusterView, Command, DO_NOT_DISRUPT, DriftStamp, Method, MoveExplanation, NodeView, PdbView,
+    PoolSettings, VALIDATION_DELAY_MS, decide,
+};
+use crate::model::ConsolidationPolicy;
+use crate::policy::defaults::{NativeBudgeter, NativeConsolidator};
+use crate::policy::{Budgeter, Consolidator};
+
+/// Simulator-only annotation on an EC2NodeClass: image releases during a scenario, as
+/// `OFFSET=ALIAS[,OFFSET=ALIAS...]` (offsets from the scenario start, e.g. `20m=al2023@v20260201`). From
+/// each offset on, `amiSelectorTerms` resolve to that alias, so older nodes drift.
+pub const SIMULATED_AMI_RELEASES: &str = "kestrel.dev/simulated-ami-releases";
+
+/// One executed or dropped disruption, for the report and tests.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct JournalEntry {
+    pub at: Millis,
+    /// `executed`, or `dropped: <why>` when validation refused it.
+    pub outcome: String,
+    pub explanation: MoveExplanation,
+}
+
+/// Shared view of what the step did (the step itself lives inside the controller).
+pub type Journal = Arc<Mutex<Vec<JournalEntry>>>;
+
+/// The NodePool settings disruption reads that `PoolSpec` does not carry.
+#[derive(Debug, Clone)]
+struct PoolConfig {
+    consolidation_policy: ConsolidationPolicy,
+    consolidate_after: Option<Millis>,
+    expire_after: Option<Millis>,
+    termination_grace_period: Option<Millis>,
+    budgets: Vec<crate::api::nodepool::Budget>,
+    /// What the pool resolves to, from each instant on (sorted by time).
+    drift: Vec<(Millis, DriftStamp)>,
+}
+
+impl PoolConfig {
+    fn stamp_at(&self, t: Millis) -> DriftStamp {
+        self.drift
+            .iter()
+            .rev()
+            .find(|(from, _)| *from <= t)
+            .or(self.drift.first())
+            .map(|(_, s)| s.clone())
+            .unwrap_or_default()
+    }
+}
+
+pub struct Disruptor {
+    consolidator: Box<dyn Consolidator>,
+    budgeter: Box<dyn Budgeter>,
+    pools: BTreeMap<String, PoolConfig>,
+    stamps: BTreeMap<String, DriftStamp>,
+    /// Node -> (signature of its pods, when it last changed).
+    pod_changes: BTreeMap<String, ((usize, Resources), Millis)>,
+    expiring: BTreeMap<String, Millis>,
+    pending: Vec<Command>,
+    validate_at: Millis,
+    next_decision_at: Millis,
+    fallbacks: Vec<String>,
+    journal: Journal,
+}
+
+impl Disruptor {
+    /// From the Karpenter v1 manifests, with the built-in policies.
+    pub fn from_manifests(
+        pools: &[NodePool],
+        classes: &[EC2NodeClass],
+        start: Millis,
+    ) -> Disruptor {
+        let mut configs = BTreeMap::new();
+        for pool in pools {
+            let name = pool.metadata.name.clone().unwrap_or_default();
+            let spec = &pool.spec;
+            let ms = |d: std::time::Duration| d.as_millis() as Millis;
+            let class = classes.iter().find(|c| {
+                c.metadata.name.as_deref() == Some(spec.template.spec.node_class_ref.name.as_str())
+            });
+            let mut drift = vec![(Millis::MIN, DriftStamp::resolve(pool, class))];
+            if let Some(class) = class
+                && let Some(releases) = class
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(SIMULATED_AMI_RELEASES))
+            {
+                for release in releases.split(',') {
+                    let Some((offset, alias)) = release.trim().split_once('=') else {
+                        continue;
+                    };
+                    let Ok(offset) = crate::api::parse_duration(offset.trim()) else {
+                        continue;
+                    };
+                    let mut changed = class.clone();
+                    changed.spec.ami_selector_terms =
+                        vec![crate::api::ec2nodeclass::AMISelectorTerm {
+                            alias: Some(alias.trim().to_string()),
+                            ..Default::default()
+                        }];
+                    drift.push((
+                        start + ms(offset),
+                        DriftStamp::resolve(pool, Some(&changed)),
+                    ));
+                }
+            }
+            drift.sort_by_key(|(t, _)| *t);
+            configs.insert(
+                name,
+                PoolConfig {
+                    consolidation_policy: match spec.consolidation_policy() {
+                        crate::api::ConsolidationPolicy::WhenEmpty => {
+                            ConsolidationPolicy::WhenEmpty
+                        }
+                        _ => ConsolidationPolicy::WhenEmptyOrUnderutilized,
+                    },
+                    consolidate_after: spec.consolidate_after().ok().flatten().map(ms),
+                    expire_after: spec.expire_after().ok().flatten().map(ms),
+                    termination_grace_period: spec
+                        .template
+                        .spec
+                        .termination_grace_period()
+                        .ok()
+                        .flatten()
+                        .map(ms),
+                    budgets: spec.budgets(),
+                    drift,
+                },
+            );
+        }
+        Disruptor {
+            consolidator: Box::new(NativeConsolidator),
+            budgeter: Box::new(NativeBudgeter),
+            pools: configs,
+            stamps: BTreeMap::new(),
+            pod_changes: BTreeMap::new(),
+            expiring: BTreeMap::new(),
+            pending: Vec::new(),
+            validate_at: 0,
+            next_decision_at: Millis::MIN,
+            fallbacks: Vec::new(),
+            journal: Journal::default(),
+        }
+    }
+
+    pub fn with_consolidator(mut self, c: Box<dyn Consolidator>) -> Self {
+        self.consolidator = c;
+        self
+    }
+
+    pub fn with_budgeter(mut self, b: Box<dyn Budgeter>) -> Self {
+        self.budgeter = b;
+        self
+    }
+
+    /// A handle on what the step executes and drops (readable after the step moved into a controller).
+    pub fn journal(&self) -> Journal {
+        self.journal.clone()
+    }
+
+    fn settings(&self, spec: &PoolSpec, input: &DisruptionInput<'_>) -> Option<PoolSettings> {
+        let config = self.pools.get(&spec.name)?;
+        Some(PoolSettings {
+            spec: spec.clone(),
+            consolidation_policy: config.consolidation_policy,
+            consolidate_after: config.consolidate_after,
+            expire_after: config.expire_after,
+            termination_grace_period: config.termination_grace_period,
+            budgets: config.budgets.clone(),
+            drift: config.stamp_at(input.now),
+            daemon_overhead: input
+                .instance_types
+                .iter()
+                .map(|it| (it.name.clone(), (input.daemon_overhead)(spec, it)))
+                .collect(),
+        })
+    }
+
+    /// The core's view of the cluster now; updates the per-node state.
+    fn view(&mut self, input: &DisruptionInput<'_>) -> ClusterView {
+        let now = input.now;
+        let live: BTreeSet<&str> = input.nodes.iter().map(|n| &*n.name).collect();
+        self.stamps.retain(|k, _| live.contains(k.as_str()));
+        self.pod_changes.retain(|k, _| live.contains(k.as_str()));
+        self.expiring.retain(|k, _| live.contains(k.as_str()));
+        let pending = input.cluster.pending_pods();
+        let mut all_pods: Vec<PodState> = pending.clone();
+        let mut nodes = Vec::with_capacity(input.nodes.len());
+        for node in input.nodes {
+            let bound = input.cluster.pods_on(&node.name);
+            all_pods.extend(bound.iter().cloned());
+            let pods: Vec<PodState> = bound
+                .into_iter()
+                .filter(|p| p.facts.owner != OwnerKind::DaemonSet)
+                .collect();
+            let name = node.name.to_string();
+            let stamp = self
+                .stamps
+                .entry(name.clone())
+                .or_insert_with(|| {
+                    self.pools
+                        .get(&node.node_pool)
+                        .map(|c| c.stamp_at(node.created_at).for_new_node())
+                        .unwrap_or_default()
+                })
+                .clone();
+            let signature = (node.pods, node.requested);
+            let entry = self
+                .pod_changes
+                .entry(name.clone())
+                .or_insert((signature, node.created_at));
+            if entry.0 != signature {
+                *entry = (signature, now);
+            }
+            let last_pod_change = entry.1;
+            nodes.push(NodeView {
+                node: node.clone(),
+                pods,
+                stamp,
+                do_not_disrupt: node.labels.get(DO_NOT_DISRUPT).is_some_and(|v| v == "true"),
+                last_pod_change,
+                expiring_since: self.expiring.get(&name).copied(),
+            });
+        }
+        let pdbs = input
+            .cluster
+            .disruption_budgets()
+            .into_iter()
+            .map(|b| {
+                let view = PdbView {
+                    name: b.name.clone(),
+                    selector: b.selector.clone(),
+                    allowed: 0,
+                };
+                let (total, healthy) = all_pods
+                    .iter()
+                    .filter(|p| view.selects(p))
+                    .fold((0i64, 0i64), |(t, h), p| {
+                        (t + 1, h + i64::from(p.node.is_some()))
+                    });
+                let allowed = match (b.min_available, b.max_unavailable) {
+                    (Some(min), _) => healthy - min,
+                    (None, Some(max)) => max - (total - healthy),
+                    (None, None) => i64::MAX,
+                };
+                PdbView { allowed, ..view }
+            })
+            .collect();
+        let pools = input
+            .pools
+            .iter()
+            .filter_map(|p| self.settings(p, input))
+            .collect();
+        ClusterView {
+            now,
+            nodes,
+            pools,
+            pdbs,
+            instance_types: input.instance_types.to_vec(),
+            offerings: input.offerings.to_vec(),
+            disrupting: input.disrupting.clone(),
+            in_flight_claims: input.in_flight_claims,
+            pending_pods: pending.len(),
+        }
+    }
+
+    fn emit(&mut self, now: Millis, cmd: Command, out: &mut Vec<DisruptionCommand>) {
+        if cmd.method == Method::Expiration {
+            for n in &cmd.nodes {
+                self.expiring.entry(n.clone()).or_insert(now);
+            }
+        }
+        self.record(now, "executed".into(), cmd.explanation.clone());
+        out.push(DisruptionCommand {
+            reason: cmd.method.reason(),
+            nodes: cmd.nodes,
+            replacement: cmd.replacement,
+            forceful: cmd.forceful,
+            explanation: cmd.explanation.to_string(),
+        });
+    }
+
+    fn record(&self, at: Millis, outcome: String, explanation: MoveExplanation) {
+        if let Ok(mut j) = self.journal.lock() {
+            j.push(JournalEntry {
+                at,
+                outcome,
+                explanation,
+            });
+        }
+    }
+}
+
+impl DisruptionStep for Disruptor {
+    fn interval_ms(&self) -> Millis {
+        5_000
+    }
+
+    fn decide(&mut self, input: &DisruptionInput<'_>) -> Vec<DisruptionCommand> {
+        let now = input.now;
+        let mut out = Vec::new();
+        if !self.pending.is_empty() {
+            if now < self.validate_at {
+                return out;
+            }
+            let view = self.view(input);
+            let mut room = base_room(&view);
+            let mut pdbs = view.pdbs.clone();
+            let mut spent = BTreeMap::new();
+            let mut receivers = BTreeSet::new();
+            for cmd in std::mem::take(&mut self.pending) {
+                match revalidate(
+                    &view,
+                    &cmd,
+                    &mut room,
+                    &mut pdbs,
+                    &mut spent,
+                    &mut receivers,
+                ) {
+                    Ok(fresh) => self.emit(now, fresh, &mut out),
+                    Err(why) => self.record(now, format!("dropped: {why}"), cmd.explanation),
+                }
+            }
+            self.next_decision_at = now + 10_000;
+            return out;
+        }
+        if now < self.next_decision_at {
+            return out;
+        }
+        self.next_decision_at = now + 10_000;
+        let view = self.view(input);
+        let decision = decide(&view, &mut *self.consolidator, &mut *self.budgeter);
+        self.fallbacks.extend(decision.fallbacks);
+        for cmd in decision.commands {
+            if cmd.method == Method::Expiration {
+                self.emit(now, cmd, &mut out);
+            } else {
+                self.pending.push(cmd);
+            }
+        }
+        if !self.pending.is_empty() {
+            self.validate_at = now + VALIDATION_DELAY_MS;
+        }
+        out
+    }
+
+    fn take_policy_fallbacks(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.fallbacks)
+    }
+}

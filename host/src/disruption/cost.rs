@@ -1,0 +1,44 @@
+//! Disruption cost, Karpenter style: what evicting a node's pods costs, so cheap moves go first.
+
+use super::NodeView;
+use crate::clock::Millis;
+use crate::cluster::PodState;
+
+/// One pod's eviction cost: 1, plus its `pod-deletion-cost` scaled by 2^-27, plus its priority scaled by
+/// 2^-25, clamped to [-10, 10] (Karpenter's `EvictionCost`). The cluster edge carries no pod annotations
+/// yet, so the deletion cost is taken as 0 here; priority comes from the pod spec.
+pub fn eviction_cost(pod: &PodState) -> f64 {
+    let deletion_cost = 0.0_f64;
+    let priority = pod.facts.spec.priority.unwrap_or(0);
+    let cost = 1.0 + deletion_cost / 2f64.powi(27) + f64::from(priority) / 2f64.powi(25);
+    cost.clamp(-10.0, 10.0)
+}
+
+/// A node's disruption cost: its pods' eviction costs, weighted by the fraction of its life left before
+/// it expires anyway (Karpenter's `lifetimeRemaining`: a node about to expire is cheap to disrupt).
+pub fn node_disruption_cost(node: &NodeView, expire_after: Option<Millis>, now: Millis) -> f64 {
+    let pods: f64 = node.pods.iter().map(eviction_cost).sum();
+    pods * lifetime_remaining(node.node.created_at, expire_after, now)
+}
+
+pub fn lifetime_remaining(created_at: Millis, expire_after: Option<Millis>, now: Millis) -> f64 {
+    match expire_after {
+        Some(ttl) if ttl > 0 => {
+            let age = (now - created_at).max(0) as f64;
+            (1.0 - age / ttl as f64).clamp(0.0, 1.0)
+        }
+        _ => 1.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifetime_remaining_falls_with_age() {
+        assert_eq!(lifetime_remaining(0, None, 1_000), 1.0);
+        assert_eq!(lifetime_remaining(0, Some(1_000), 250), 0.75);
+        assert_eq!(lifetime_remaining(0, Some(1_000), 5_000), 0.0);
+    }
+}

@@ -1,0 +1,223 @@
+//! Candidate moves: which nodes could go, and proof that their pods fit elsewhere.
+//!
+//! A move removes one or more nodes of a NodePool and launches at most one replacement. It is valid
+//! only if every pod on the removed nodes fits on the remaining nodes' free room ([`Room`]) or on the
+//! replacement, and the evictions fit every PDB's allowance. Consolidation moves must also save money;
+//! a spot node is only replaced by a cheaper spot node when at least [`MIN_SPOT_TO_SPOT_TYPES`] cheaper
+//! instance types could hold its pods (Karpenter's spot-to-spot rule).
+
+use std::collections::BTreeSet;
+
+use super::room::{Room, cheaper_types, offerings_holding};
+use super::{
+    ClusterView, MIN_SPOT_TO_SPOT_TYPES, Method, NodeView, PdbView, REPLACEMENT_OFFERINGS, cost,
+    safety,
+};
+use crate::cloud::CapacityType;
+use crate::cluster::PodState;
+use crate::controller::provision::PlannedClaim;
+
+/// A move the host proved safe.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Move {
+    pub method: Method,
+    /// Indexes into `ClusterView::nodes`.
+    pub nodes: Vec<usize>,
+    pub replacement: Option<PlannedClaim>,
+    pub replacement_price: Option<f64>,
+    pub savings_per_hour: f64,
+    pub pods_moved: usize,
+    pub disruption_cost: f64,
+    pub cause: String,
+    /// Nodes that receive the displaced pods (they may not be removed later in the same pass).
+    pub receivers: BTreeSet<String>,
+}
+
+/// The room every move starts from: all nodes with their pods; nodes being disrupted take nothing.
+pub fn base_room(view: &ClusterView) -> Room {
+    let mut room = Room::new(view.nodes.iter().map(|n| (&n.node, n.pods.as_slice())));
+    let gone: BTreeSet<&str> = view.disrupting.iter().map(String::as_str).collect();
+    room.remove(&gone);
+    room
+}
+
+/// Whether the move must pay for itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Saving {
+    /// Consolidation: the replacement must be cheaper than what it replaces.
+    Required,
+    /// Drift and expiry: the node goes anyway; the cheapest replacement that holds its pods.
+    NotRequired,
+}
+
+/// Proves (or refutes) removing `nodes` from `room`; on success the room holds the placements.
+pub fn evaluate(
+    view: &ClusterView,
+    room: &mut Room,
+    nodes: &[usize],
+    method: Method,
+    saving: Saving,
+    pdbs: Option<&[PdbView]>,
+) -> Result<Move, String> {
+    let removed: Vec<&NodeView> = nodes.iter().map(|&i| &view.nodes[i]).collect();
+    let pool_name = &removed[0].node.node_pool;
+    if removed.iter().any(|n| &n.node.node_pool != pool_name) {
+        return Err("a move stays within one NodePool".into());
+    }
+    let pool = view
+        .pool(pool_name)
+        .ok_or_else(|| format!("NodePool {pool_name} is unknown"))?;
+    if let Some(pdbs) = pdbs
+        && let Some(v) = safety::pdb_violation(removed.iter().copied(), pdbs)
+    {
+        return Err(v);
+    }
+    let price: f64 = removed.iter().map(|n| n.node.price).sum();
+    let displaced: Vec<&PodState> = removed.iter().flat_map(|n| n.pods.iter()).collect();
+    let mut trial = room.clone();
+    let names: BTreeSet<&str> = removed.iter().map(|n| n.name()).collect();
+    trial.remove(&names);
+    let placed = trial.place(&displaced);
+    let leftover: Vec<&PodState> = displaced
+        .iter()
+        .zip(&placed)
+        .filter(|(_, at)| at.is_none())
+        .map(|(p, _)| *p)
+        .collect();
+    let disruption_cost: f64 = removed
+        .iter()
+        .map(|n| cost::node_disruption_cost(n, pool.expire_after, view.now))
+        .sum();
+    let mut mv = Move {
+        method,
+        nodes: nodes.to_vec(),
+        replacement: None,
+        replacement_price: None,
+        savings_per_hour: price,
+        pods_moved: displaced.len(),
+        disruption_cost,
+        cause: String::new(),
+        receivers: placed.iter().flatten().cloned().collect(),
+    };
+    if leftover.is_empty() {
+        *room = trial;
+        return Ok(mv);
+    }
+    let all_spot = removed
+        .iter()
+        .all(|n| n.node.capacity_type == CapacityType::Spot);
+    let mut options = offerings_holding(
+        &leftover,
+        &pool.spec,
+        &pool.daemon_overhead,
+        &view.instance_types,
+        &view.offerings,
+        |o| saving == Saving::NotRequired || o.price < price,
+    );
+    if saving == Saving::Required && all_spot {
+        options.retain(|o| o.capacity_type == CapacityType::Spot);
+        let cheaper = cheaper_types(&options, CapacityType::Spot, price);
+        if cheaper < MIN_SPOT_TO_SPOT_TYPES {
+            return Err(format!(
+                "spot-to-spot replacement needs {MIN_SPOT_TO_SPOT_TYPES} cheaper instance types, {cheaper} remain"
+            ));
+        }
+    }
+    let Some(best) = options.first().cloned() else {
+        return Err(format!(
+            "{} pods fit neither the remaining nodes nor one {} replacement",
+            leftover.len(),
+            if saving == Saving::Required {
+                "cheaper"
+            } else {
+                ""
+            }
+        ));
+    };
+    options.truncate(REPLACEMENT_OFFERINGS);
+    mv.savings_per_hour = price - best.price;
+    mv.replacement_price = Some(best.price);
+    mv.replacement = Some(PlannedClaim {
+        node_pool: pool.spec.name.clone(),
+        explanation: format!(
+            "replacement for {} pods of {}: {} {} {} at ${:.4}/h (cheapest of {} offerings that hold them)",
+            leftover.len(),
+            names.iter().copied().collect::<Vec<_>>().join(", "),
+            best.instance_type,
+            best.zone,
+            best.capacity_type.label(),
+            best.price,
+            options.len()
+        ),
+        offerings: options,
+        pods: leftover.iter().map(|p| p.key.clone()).collect(),
+        core: None,
+    });
+    *room = trial;
+    Ok(mv)
+}
+
+/// Nodes consolidation may consider, cheapest to disrupt first.
+pub fn consolidation_candidates(
+    view: &ClusterView,
+    pool: &str,
+    exclude: &BTreeSet<usize>,
+) -> Vec<usize> {
+    let Some(settings) = view.pool(pool) else {
+        return Vec::new();
+    };
+    let Some(after) = settings.consolidate_after else {
+        return Vec::new();
+    };
+    let mut out: Vec<(f64, usize)> = view
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, n)| {
+            n.node.node_pool == pool
+                && !exclude.contains(i)
+                && !view.disrupting.contains(n.name())
+                && view.now - n.last_pod_change >= after
+                && safety::blocker(n).is_none()
+        })
+        .map(|(i, n)| {
+            (
+                cost::node_disruption_cost(n, settings.expire_after, view.now),
+                i,
+            )
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    out.into_iter().map(|(_, i)| i).collect()
+}
+
+/// The largest prefix of `candidates` (at least two nodes) that can go with at most one replacement
+/// and saves money; Karpenter's binary search.
+pub fn multi_node(
+    view: &ClusterView,
+    room: &Room,
+    candidates: &[usize],
+    pdbs: &[PdbView],
+) -> Option<Move> {
+    let (mut lo, mut hi) = (2usize, candidates.len());
+    let mut best = None;
+    while lo <= hi {
+        let mid = (lo + hi) / 2;
+        let mut trial = room.clone();
+        match evaluate(
+            view,
+            &mut trial,
+            &candidates[..mid],
+            Method::MultiNodeConsolidation,
+            Saving::Required,
+            Some(pdbs),
+        ) {
+            Ok(m) if m.savings_per_hour > 0.0 => {
+                best = Some(m);
+                lo = mid + 1;
+            }
+            _ => hi = mid - 1,
+        }
+    }
+    best
+}

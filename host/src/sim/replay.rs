@@ -1,0 +1,786 @@
+//! The replay: scenario events and the virtual cloud's events drive the real controller loop.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::NodeSelectorRequirement;
+use rand::Rng;
+
+use super::catalog;
+use super::clock::{EventQueue, VirtualClock};
+use super::scenario::{RunFor, Scenario, WorkloadKind, parse_ms};
+use super::workload::{facts_of, replicas_at};
+use crate::clock::{Clock, Millis};
+use crate::cloud::sim::{CapacityOutage, CloudEvent, LatencyRange, SimCloud, SimCloudConfig};
+use crate::cloud::{CapacityType, CloudProvider, InstanceState};
+use crate::cluster::sim::SimCluster;
+use crate::cluster::{
+    ClusterState, DisruptionBudget, OwnerKind, PodKey, PodSpecFacts, Resources, Taint,
+};
+use crate::controller::disruption::Disruptor;
+use crate::controller::planner::CorePlanner;
+use crate::controller::provision::{GreedyProvisioner, Provisioner};
+use crate::controller::{Controller, ControllerConfig, DisruptionStep, InstanceTypeInfo, PoolSpec};
+use crate::interruption::{Notice, NoticeKind};
+
+/// Which core implementations the replay runs (defaults: the built-in ones).
+#[derive(Default)]
+pub struct SimOptions {
+    pub provisioner: Option<Box<dyn Provisioner>>,
+    pub disruption: Option<Box<dyn DisruptionStep>>,
+    /// Replaces the scenario's seed.
+    pub seed: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+enum SimEvent {
+    Reconcile(usize),
+    JobStart(usize),
+    PodDone(PodKey),
+    Cloud(CloudEvent),
+    Storm(usize),
+    Sample,
+    Wake,
+}
+
+/// One pod that got a node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BindRecord {
+    pub workload: Arc<str>,
+    /// The replica this pod stands for: a pod recreated after an eviction keeps its predecessor's.
+    pub lineage: u64,
+    pub pending_ms: Millis,
+    pub bound_at: Millis,
+    /// Recreated after an eviction or a node loss.
+    pub recreated: bool,
+}
+
+/// A point of the timeline.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Sample {
+    pub seconds: i64,
+    pub on_demand_nodes: u32,
+    pub spot_nodes: u32,
+    pub cost_per_hour: f64,
+    pub pending_pods: u32,
+    pub running_pods: u32,
+}
+
+struct WorkloadState {
+    facts: Arc<PodSpecFacts>,
+    kind: WorkloadKind,
+    pods: Vec<PodKey>,
+    /// Job: pods finished.
+    completed: u32,
+    started: bool,
+    /// Lineages of pods lost to evictions, handed to the next pods created.
+    lost: VecDeque<u64>,
+}
+
+/// Everything the report needs after a replay.
+pub struct SimOutcome {
+    pub scenario: String,
+    pub seed: u64,
+    pub start: Millis,
+    pub end: Millis,
+    pub provisioner: String,
+    pub disruption: String,
+    pub cloud: SimCloud,
+    pub cluster: SimCluster,
+    pub controller: Controller,
+    pub binds: Vec<BindRecord>,
+    pub samples: Vec<Sample>,
+    pub pods_created: u64,
+    pub interruption_warnings: u64,
+    pub launch_latency_max_ms: Millis,
+    pub batch_max_ms: Millis,
+    pub peak_nodes: usize,
+    pub peak_pods: usize,
+}
+
+pub struct Replay {
+    scenario: Scenario,
+    clock: VirtualClock,
+    queue: EventQueue<SimEvent>,
+    cluster: SimCluster,
+    cloud: SimCloud,
+    controller: Controller,
+    workloads: Vec<WorkloadState>,
+    daemonsets: Vec<Arc<PodSpecFacts>>,
+    lineage: HashMap<PodKey, (u64, bool)>,
+    next_lineage: u64,
+    next_pod: u64,
+    binds: Vec<BindRecord>,
+    samples: Vec<Sample>,
+    start: Millis,
+    end: Millis,
+    sample_every: Millis,
+    scheduled_wake: Option<Millis>,
+    pods_created: u64,
+    interruption_warnings: u64,
+    launch_latency_max_ms: Millis,
+    batch_max_ms: Millis,
+    seed: u64,
+    disruption_name: String,
+    peak_nodes: usize,
+    peak_pods: usize,
+    /// A timeline sample is due once the current instant settles.
+    sample_due: bool,
+}
+
+/// The provisioning core with `ranker` for every NodePool of `scenario` (the default provisioner).
+pub fn core_planner(
+    scenario: &Scenario,
+    ranker: Box<dyn crate::policy::Ranker>,
+    ranker_label: String,
+) -> Box<dyn Provisioner> {
+    let (catalog, _, _) = catalog::select(&scenario.cloud.instance_types, &scenario.zones);
+    let pools = scenario
+        .node_pools
+        .iter()
+        .map(|p| {
+            crate::controller::convert::node_pool(p).expect("checked when the scenario was parsed")
+        })
+        .collect();
+    let daemonsets: Vec<Arc<PodSpecFacts>> = scenario
+        .workloads
+        .iter()
+        .filter(|w| w.kind == WorkloadKind::DaemonSet)
+        .map(facts_of)
+        .collect();
+    Box::new(
+        CorePlanner::new(
+            ranker,
+            ranker_label,
+            pools,
+            &daemonsets,
+            catalog.instance_types,
+        )
+        .expect("pod templates checked when the scenario was parsed"),
+    )
+}
+
+/// The stand-in greedy packer with `ranker` (for comparing packers).
+pub fn greedy_planner(
+    ranker: Box<dyn crate::policy::Ranker>,
+    ranker_label: String,
+) -> Box<dyn Provisioner> {
+    Box::new(GreedyProvisioner::new(ranker, ranker_label))
+}
+
+/// Builds the loop's view of a NodePool from its Karpenter v1 manifest.
+pub fn pool_spec(pool: &crate::api::NodePool) -> PoolSpec {
+    let spec = &pool.spec.template.spec;
+    let limits = pool.spec.limits.as_ref().map(|l| {
+        let q = |k: &str| {
+            l.get(k)
+                .and_then(|v| crate::model::quantity::Quantity::parse(&v.0).ok())
+        };
+        Resources {
+            cpu_millis: q("cpu").map_or(i64::MAX, |v| v.millis() as i64),
+            memory_bytes: q("memory").map_or(i64::MAX, |v| v.units_ceil() as i64),
+            gpus: q("nvidia.com/gpu").map_or(i64::MAX, |v| v.units_ceil() as i64),
+            pods: i64::MAX,
+        }
+    });
+    PoolSpec {
+        name: pool.metadata.name.clone().unwrap_or_default(),
+        weight: pool.spec.weight.unwrap_or(0),
+        requirements: spec
+            .requirements
+            .iter()
+            .map(|r| NodeSelectorRequirement {
+                key: r.key.clone(),
+                operator: r.operator.as_str().to_string(),
+                values: Some(r.values.clone()),
+            })
+            .collect(),
+        labels: pool
+            .spec
+            .template
+            .metadata
+            .as_ref()
+            .map(|m| m.labels.clone())
+            .unwrap_or_default(),
+        taints: spec
+            .taints
+            .iter()
+            .map(|t| Taint {
+                key: t.key.clone(),
+                value: t.value.clone(),
+                effect: t.effect.clone(),
+            })
+            .collect(),
+        limits,
+        consolidation_policy: format!(
+            "{:?}",
+            pool.spec
+                .disruption
+                .clone()
+                .unwrap_or_default()
+                .consolidation_policy()
+        ),
+        consolidate_after_ms: pool
+            .spec
+            .disruption
+            .clone()
+            .unwrap_or_default()
+            .consolidate_after()
+            .ok()
+            .flatten()
+            .map(|d| d.as_millis() as Millis),
+        expire_after_ms: spec
+            .expire_after()
+            .ok()
+            .flatten()
+            .map(|d| d.as_millis() as Millis),
+    }
+}
+
+impl Replay {
+    pub fn new(scenario: &Scenario, options: SimOptions) -> Replay {
+        let seed = options.seed.unwrap_or(scenario.seed);
+        let start = scenario.start_ms();
+        let end = start + scenario.duration_ms();
+        let (core_catalog, types, prices) =
+            catalog::select(&scenario.cloud.instance_types, &scenario.zones);
+        let contract_catalog = crate::provisioning::ranking::contract_catalog(&core_catalog);
+        let latency = scenario
+            .cloud
+            .launch_latency
+            .as_ref()
+            .map(|r| LatencyRange {
+                min_ms: parse_ms(&r.min).unwrap_or(45_000),
+                max_ms: parse_ms(&r.max).unwrap_or(60_000),
+            })
+            .unwrap_or_default();
+        let outages = scenario
+            .events
+            .iter()
+            .filter_map(|e| {
+                let o = e.capacity_outage.as_ref()?;
+                let from = start + parse_ms(&e.at).ok()?;
+                Some(CapacityOutage {
+                    from,
+                    to: from + parse_ms(&o.duration).ok()?,
+                    instance_types: o.instance_types.clone(),
+                    zones: o.zones.clone(),
+                    capacity_type: o
+                        .capacity_type
+                        .as_deref()
+                        .and_then(CapacityType::from_label),
+                })
+            })
+            .collect();
+        let mut cloud_config = SimCloudConfig {
+            seed,
+            zones: scenario.zones.clone(),
+            launch_latency: latency,
+            outages,
+            spot_price_table: scenario.cloud.spot_prices.clone(),
+            ..SimCloudConfig::default()
+        };
+        if let Some(r) = &scenario.cloud.spot_price_ratio {
+            cloud_config.spot_price_ratio = (r.min, r.max);
+        }
+        let cloud = SimCloud::new(cloud_config, prices);
+        let budgets = scenario
+            .workloads
+            .iter()
+            .filter_map(|w| {
+                let p = w.pod_disruption_budget.as_ref()?;
+                Some(DisruptionBudget {
+                    name: format!("{}-pdb", w.name),
+                    selector: BTreeMap::from([("app".to_string(), w.name.clone())]),
+                    min_available: p.min_available,
+                    max_unavailable: p.max_unavailable,
+                })
+            })
+            .collect();
+        let workloads: Vec<WorkloadState> = scenario
+            .workloads
+            .iter()
+            .map(|w| WorkloadState {
+                facts: facts_of(w),
+                kind: w.kind,
+                pods: Vec::new(),
+                completed: 0,
+                started: false,
+                lost: VecDeque::new(),
+            })
+            .collect();
+        let daemonsets: Vec<Arc<PodSpecFacts>> = workloads
+            .iter()
+            .filter(|w| w.kind == WorkloadKind::DaemonSet)
+            .map(|w| w.facts.clone())
+            .collect();
+        let ds_for_overhead = daemonsets.clone();
+        let overhead = Box::new(move |pool: &PoolSpec, it: &InstanceTypeInfo| {
+            ds_for_overhead
+                .iter()
+                .filter(|ds| super::fit::taints_tolerated(&ds.spec, &pool.taints).is_ok())
+                .filter(|ds| {
+                    super::fit::labels_fit(&ds.spec, |k| {
+                        pool.label(it, "", CapacityType::OnDemand, k)
+                    })
+                    .is_ok()
+                })
+                .fold(Resources::default(), |acc, ds| acc.plus(&ds.requests))
+        });
+        let mut config = ControllerConfig::default();
+        if let Some(v) = scenario
+            .controller
+            .batch_idle
+            .as_deref()
+            .and_then(|v| parse_ms(v).ok())
+        {
+            config.batch_idle_ms = v;
+        }
+        if let Some(v) = scenario
+            .controller
+            .batch_max
+            .as_deref()
+            .and_then(|v| parse_ms(v).ok())
+        {
+            config.batch_max_ms = v;
+        }
+        // Disruption (consolidation, drift, expiry) with the built-in consolidator and budgeter, unless
+        // the caller brings its own step (or `NoDisruption`).
+        let disruption = options.disruption.unwrap_or_else(|| {
+            Box::new(Disruptor::from_manifests(
+                &scenario.node_pools,
+                &scenario.node_classes,
+                start,
+            ))
+        });
+        let disruption_name = if disruption.interval_ms() >= Millis::MAX / 8 {
+            "none".to_string()
+        } else {
+            "consolidation, drift, expiration (built-in consolidator and budgeter)".to_string()
+        };
+        let controller = Controller::new(
+            config,
+            scenario.node_pools.iter().map(pool_spec).collect(),
+            types,
+            contract_catalog,
+            seed,
+            scenario.zones.clone(),
+            overhead,
+            options.provisioner.unwrap_or_else(|| {
+                core_planner(
+                    scenario,
+                    Box::new(crate::policy::defaults::NativeRanker::new()),
+                    crate::policy::defaults::NativeRanker::label(),
+                )
+            }),
+            disruption,
+        );
+        let duration = end - start;
+        let sample_every = scenario
+            .controller
+            .sample_every
+            .as_deref()
+            .and_then(|v| parse_ms(v).ok())
+            .unwrap_or((duration / 720).max(10_000));
+        let mut replay = Replay {
+            scenario: scenario.clone(),
+            clock: VirtualClock::starting_at(start),
+            queue: EventQueue::default(),
+            cluster: SimCluster::new(budgets),
+            cloud,
+            controller,
+            workloads,
+            daemonsets,
+            lineage: HashMap::new(),
+            next_lineage: 0,
+            next_pod: 0,
+            binds: Vec::new(),
+            samples: Vec::new(),
+            start,
+            end,
+            sample_every,
+            scheduled_wake: None,
+            pods_created: 0,
+            interruption_warnings: 0,
+            launch_latency_max_ms: latency.max_ms,
+            batch_max_ms: config.batch_max_ms,
+            seed,
+            disruption_name,
+            peak_nodes: 0,
+            peak_pods: 0,
+            sample_due: false,
+        };
+        replay.schedule_scenario();
+        replay
+    }
+
+    fn schedule_scenario(&mut self) {
+        let start = self.start;
+        for (i, w) in self.scenario.workloads.iter().enumerate() {
+            match w.kind {
+                WorkloadKind::Deployment => {
+                    self.queue.push(start, SimEvent::Reconcile(i));
+                    for s in &w.scale {
+                        self.queue
+                            .push(start + parse_ms(&s.at).unwrap_or(0), SimEvent::Reconcile(i));
+                    }
+                    if let Some(d) = &w.diurnal {
+                        let every = d
+                            .every
+                            .as_deref()
+                            .and_then(|e| parse_ms(e).ok())
+                            .unwrap_or(600_000)
+                            .max(1_000);
+                        let mut t = start + every;
+                        while t < self.end {
+                            self.queue.push(t, SimEvent::Reconcile(i));
+                            t += every;
+                        }
+                    }
+                }
+                WorkloadKind::Job => {
+                    let at = w.at.as_deref().and_then(|a| parse_ms(a).ok()).unwrap_or(0);
+                    self.queue.push(start + at, SimEvent::JobStart(i));
+                }
+                WorkloadKind::DaemonSet => {}
+            }
+        }
+        for (i, e) in self.scenario.events.iter().enumerate() {
+            if e.spot_interruption.is_some() {
+                self.queue
+                    .push(start + parse_ms(&e.at).unwrap_or(0), SimEvent::Storm(i));
+            }
+        }
+        let mut t = start;
+        while t <= self.end {
+            self.queue.push(t, SimEvent::Sample);
+            t += self.sample_every;
+        }
+    }
+
+    /// Replays to the end; `progress` gets the fraction of virtual time done.
+    pub fn run(mut self, progress: &mut dyn FnMut(f64)) -> SimOutcome {
+        let total = (self.end - self.start).max(1) as f64;
+        let mut last_reported = -1.0;
+        while let Some(t) = self.queue.peek_time() {
+            if t > self.end {
+                break;
+            }
+            self.clock.advance_to(t);
+            while self.queue.peek_time() == Some(t) {
+                let (_, event) = self.queue.pop().expect("peeked");
+                self.handle(event, t);
+            }
+            self.settle(t);
+            if std::mem::take(&mut self.sample_due) {
+                self.sample(t);
+            }
+            let done = (t - self.start) as f64 / total;
+            if done - last_reported >= 0.01 {
+                last_reported = done;
+                progress(done);
+            }
+        }
+        progress(1.0);
+        self.clock.advance_to(self.end);
+        SimOutcome {
+            scenario: self.scenario.name.clone(),
+            seed: self.seed,
+            start: self.start,
+            end: self.end,
+            provisioner: self.controller.provisioner_name(),
+            disruption: self.disruption_name,
+            cloud: self.cloud,
+            cluster: self.cluster,
+            controller: self.controller,
+            binds: self.binds,
+            samples: self.samples,
+            pods_created: self.pods_created,
+            interruption_warnings: self.interruption_warnings,
+            launch_latency_max_ms: self.launch_latency_max_ms,
+            batch_max_ms: self.batch_max_ms,
+            peak_nodes: self.peak_nodes,
+            peak_pods: self.peak_pods,
+        }
+    }
+
+    fn handle(&mut self, event: SimEvent, now: Millis) {
+        match event {
+            SimEvent::Reconcile(i) => self.reconcile(i, now),
+            SimEvent::JobStart(i) => {
+                self.workloads[i].started = true;
+                self.reconcile(i, now);
+            }
+            SimEvent::PodDone(key) => {
+                if let Some(pod) = self.cluster.remove_pod(&key) {
+                    let i = self.workload_index(&pod.facts.workload);
+                    let w = &mut self.workloads[i];
+                    w.pods.retain(|k| k != &key);
+                    w.completed += 1;
+                    self.lineage.remove(&key);
+                    self.reconcile(i, now);
+                }
+            }
+            SimEvent::Cloud(e) => self.cloud_event(e, now),
+            SimEvent::Storm(i) => self.storm(i, now),
+            // Sampled after the instant settles, so pods bound at this instant do not show as pending.
+            SimEvent::Sample => self.sample_due = true,
+            SimEvent::Wake => {
+                if self.scheduled_wake.is_some_and(|w| w <= now) {
+                    self.scheduled_wake = None;
+                }
+            }
+        }
+    }
+
+    fn workload_index(&self, name: &str) -> usize {
+        self.scenario
+            .workloads
+            .iter()
+            .position(|w| w.name == name)
+            .expect("pods belong to workloads")
+    }
+
+    /// Brings a workload's pod count to its target.
+    fn reconcile(&mut self, i: usize, now: Millis) {
+        let spec = &self.scenario.workloads[i];
+        let w = &self.workloads[i];
+        let target = match w.kind {
+            WorkloadKind::Deployment => replicas_at(spec, now - self.start, 0) as usize,
+            WorkloadKind::Job if w.started => {
+                let completions = spec.completions.unwrap_or(0);
+                let parallelism = spec.parallelism.unwrap_or(completions);
+                parallelism.min(completions.saturating_sub(w.completed)) as usize
+            }
+            _ => 0,
+        };
+        while self.workloads[i].pods.len() < target {
+            self.create_pod(i, now);
+        }
+        while self.workloads[i].pods.len() > target {
+            // The ReplicaSet deletes pending pods first, then the newest.
+            let w = &self.workloads[i];
+            let victim = w
+                .pods
+                .iter()
+                .rposition(|k| self.cluster.pod(k).is_some_and(|p| p.node.is_none()))
+                .unwrap_or(w.pods.len() - 1);
+            let key = self.workloads[i].pods.remove(victim);
+            self.cluster.remove_pod(&key);
+            self.lineage.remove(&key);
+        }
+    }
+
+    fn create_pod(&mut self, i: usize, now: Millis) {
+        let w = &mut self.workloads[i];
+        let key: PodKey = Arc::from(format!("{}-{}", w.facts.workload, self.next_pod));
+        self.next_pod += 1;
+        self.pods_created += 1;
+        let (lineage, recreated) = match w.lost.pop_front() {
+            Some(l) => (l, true),
+            None => {
+                self.next_lineage += 1;
+                (self.next_lineage, false)
+            }
+        };
+        self.lineage.insert(key.clone(), (lineage, recreated));
+        w.pods.push(key.clone());
+        self.cluster.add_pod(key, w.facts.clone(), now);
+    }
+
+    fn cloud_event(&mut self, event: CloudEvent, now: Millis) {
+        match event {
+            CloudEvent::Running { instance_id } => {
+                if !self.cloud.mark_running(&instance_id, now) {
+                    return;
+                }
+                let Some(instance) = self.cloud.instance(&instance_id).cloned() else {
+                    return;
+                };
+                let Some(node) = self.controller.node_for(&instance, now) else {
+                    return; // Claim forgotten; garbage collection terminates the instance.
+                };
+                let name = node.name.clone();
+                self.controller.observe_node_registered(&node);
+                let labels = node.labels.clone();
+                let taints = node.taints.clone();
+                self.cluster.register_node(node);
+                for ds in self.daemonsets.clone() {
+                    let fits = super::fit::taints_tolerated(&ds.spec, &taints).is_ok()
+                        && super::fit::labels_fit(&ds.spec, |k| labels.get(k).map(String::as_str))
+                            .is_ok();
+                    if fits {
+                        let key: PodKey = Arc::from(format!("{}-{}", ds.workload, name));
+                        self.cluster.add_bound_pod(key, ds.clone(), &name, now);
+                    }
+                }
+            }
+            CloudEvent::RebalanceRecommendation { instance_id } => {
+                self.controller.notify(Notice {
+                    instance_id,
+                    kind: NoticeKind::RebalanceRecommendation,
+                });
+            }
+            CloudEvent::SpotInterruptionWarning {
+                instance_id,
+                terminate_at,
+            } => {
+                self.interruption_warnings += 1;
+                self.controller.notify(Notice {
+                    instance_id,
+                    kind: NoticeKind::SpotInterruptionWarning { terminate_at },
+                });
+            }
+            CloudEvent::Terminated { instance_id } => {
+                let reclaimed = self.cloud.reclaim(&instance_id, now);
+                let has_node = self
+                    .cluster
+                    .nodes_iter()
+                    .any(|n| n.instance_id == instance_id);
+                if reclaimed || has_node {
+                    self.controller.notify(Notice {
+                        instance_id,
+                        kind: NoticeKind::Stopped,
+                    });
+                }
+            }
+        }
+    }
+
+    fn storm(&mut self, i: usize, now: Millis) {
+        let Some(s) = self.scenario.events[i].spot_interruption.clone() else {
+            return;
+        };
+        let mut candidates = self.cloud.interruptible(&s.zones, &s.instance_types);
+        let n = match (s.count, s.fraction) {
+            (Some(c), _) => c as usize,
+            (None, Some(f)) => (candidates.len() as f64 * f).ceil() as usize,
+            _ => 0,
+        }
+        .min(candidates.len());
+        // A seeded partial shuffle picks the victims.
+        for k in 0..n {
+            let j = self.cloud.rng().random_range(k..candidates.len());
+            candidates.swap(k, j);
+        }
+        let lead = s.rebalance_lead.as_deref().and_then(|l| parse_ms(l).ok());
+        for id in candidates.into_iter().take(n) {
+            self.cloud.interrupt(&id, now, lead);
+        }
+    }
+
+    fn sample(&mut self, now: Millis) {
+        let mut on_demand = 0;
+        let mut spot = 0;
+        let mut cost = 0.0;
+        for r in self.cloud.records() {
+            if r.instance.state == InstanceState::Terminated {
+                continue;
+            }
+            match r.instance.offering.capacity_type {
+                CapacityType::Spot => spot += 1,
+                _ => on_demand += 1,
+            }
+            cost += r.instance.offering.price;
+        }
+        let pending = self.cluster.pending_count() as u32;
+        self.samples.push(Sample {
+            seconds: (now - self.start) / 1000,
+            on_demand_nodes: on_demand,
+            spot_nodes: spot,
+            cost_per_hour: (cost * 1e4).round() / 1e4,
+            pending_pods: pending,
+            running_pods: self.cluster.pod_count() as u32 - pending,
+        });
+    }
+
+    /// After the events of an instant: bind, let the controller act, bind what its actions freed.
+    fn settle(&mut self, now: Millis) {
+        self.bind_and_recreate(now);
+        let wake = self
+            .controller
+            .tick(now, &mut self.cluster, &mut self.cloud);
+        self.bind_and_recreate(now);
+        for (at, e) in self.cloud.drain_events() {
+            self.queue.push(at.max(now), SimEvent::Cloud(e));
+        }
+        if let Some(w) = wake
+            && w <= self.end
+            && self.scheduled_wake.is_none_or(|s| w < s || s <= now)
+        {
+            self.scheduled_wake = Some(w);
+            self.queue.push(w, SimEvent::Wake);
+        }
+        self.peak_nodes = self.peak_nodes.max(self.cluster.node_count());
+        self.peak_pods = self.peak_pods.max(self.cluster.pod_count());
+    }
+
+    fn bind_and_recreate(&mut self, now: Millis) {
+        for _ in 0..3 {
+            let mut changed = false;
+            for removal in self.cluster.drain_removed() {
+                changed = true;
+                let pod = removal.pod;
+                if pod.facts.owner == OwnerKind::DaemonSet {
+                    continue;
+                }
+                let i = self.workload_index(&pod.facts.workload);
+                self.workloads[i].pods.retain(|k| k != &pod.key);
+                if let Some((lineage, _)) = self.lineage.remove(&pod.key) {
+                    self.workloads[i].lost.push_back(lineage);
+                }
+                self.reconcile(i, now);
+            }
+            for b in self.cluster.schedule(now) {
+                changed = true;
+                let pod = self.cluster.pod(&b.pod).expect("just bound");
+                let facts = pod.facts.clone();
+                if facts.owner == OwnerKind::Job {
+                    let i = self.workload_index(&facts.workload);
+                    let run = match &self.scenario.workloads[i].run_for {
+                        Some(RunFor::Fixed(d)) => parse_ms(d).unwrap_or(0),
+                        Some(RunFor::Range(r)) => {
+                            let lo = parse_ms(&r.min).unwrap_or(0);
+                            let hi = parse_ms(&r.max).unwrap_or(lo);
+                            if hi > lo {
+                                self.cloud.rng().random_range(lo..=hi)
+                            } else {
+                                lo
+                            }
+                        }
+                        None => 0,
+                    };
+                    self.queue.push(now + run, SimEvent::PodDone(b.pod.clone()));
+                }
+                let (lineage, recreated) = self.lineage.get(&b.pod).copied().unwrap_or((0, false));
+                self.binds.push(BindRecord {
+                    workload: facts.workload.clone(),
+                    lineage,
+                    pending_ms: b.pending_ms,
+                    bound_at: now,
+                    recreated,
+                });
+            }
+            if !changed {
+                break;
+            }
+        }
+    }
+
+    pub fn now(&self) -> Millis {
+        self.clock.now()
+    }
+}
+
+/// Replays a scenario with the given options.
+pub fn simulate(
+    scenario: &Scenario,
+    options: SimOptions,
+    progress: &mut dyn FnMut(f64),
+) -> SimOutcome {
+    Replay::new(scenario, options).run(progress)
+}
+
+#[allow(dead_code)]
+fn unused(_: &dyn ClusterState, _: &dyn CloudProvider) {}

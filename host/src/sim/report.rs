@@ -1,0 +1,373 @@
+//! What a replay cost and how long pods waited: the summary table, the JSON report, the comparison.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use super::replay::{Sample, SimOutcome};
+use crate::clock::Millis;
+use crate::cloud::{CapacityType, CloudProvider, InstanceState};
+use crate::controller::{Action, Reason};
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub scenario: String,
+    pub seed: u64,
+    pub duration_seconds: i64,
+    pub provisioner: String,
+    pub disruption: String,
+    pub total_cost_usd: f64,
+    pub node_hours: NodeHours,
+    pub nodes_launched: u64,
+    pub peak_nodes: usize,
+    pub pods: PodCounts,
+    pub pending_seconds: Percentiles,
+    pub never_placed: Vec<NeverPlaced>,
+    pub disruptions: BTreeMap<String, u64>,
+    pub interruptions: Interruptions,
+    pub launch_failures: u64,
+    pub insufficient_capacity_fallthroughs: u64,
+    pub policy_fallbacks: Vec<String>,
+    pub accounting: Accounting,
+    pub timeline: Vec<Sample>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeHours {
+    pub on_demand: f64,
+    pub spot: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodCounts {
+    pub created: u64,
+    pub bound: u64,
+    pub pending_at_end: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NeverPlaced {
+    pub workload: String,
+    pub pods: u64,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Interruptions {
+    pub warnings: u64,
+    pub handled: u64,
+    pub rebalance_recommendations: u64,
+}
+
+/// Every instance accounted for at the end: live instances = nodes + claims still launching.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Accounting {
+    pub live_instances: u64,
+    pub nodes: u64,
+    pub launching_claims: u64,
+    pub orphans_collected: u64,
+    pub leaked_instances: Vec<String>,
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (x * f).round() / f
+}
+
+fn percentile(sorted: &[Millis], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1] as f64 / 1000.0
+}
+
+impl Report {
+    pub fn from_outcome(o: &SimOutcome) -> Report {
+        let mut cost = 0.0;
+        let mut hours = NodeHours {
+            on_demand: 0.0,
+            spot: 0.0,
+        };
+        for r in o.cloud.records() {
+            let until = r.terminated_at.unwrap_or(o.end).min(o.end);
+            let h = (until - r.instance.launched_at).max(0) as f64 / 3_600_000.0;
+            cost += h * r.instance.offering.price;
+            match r.instance.offering.capacity_type {
+                CapacityType::Spot => hours.spot += h,
+                _ => hours.on_demand += h,
+            }
+        }
+        let mut waits: Vec<Millis> = o.binds.iter().map(|b| b.pending_ms).collect();
+        let now = o.end;
+        let pending: Vec<_> = o.cluster.pending_iter().collect();
+        // Pods still waiting at the end count with their wait so far.
+        waits.extend(pending.iter().map(|p| now - p.created_at));
+        waits.sort_unstable();
+        let mut never: BTreeMap<(String, String), u64> = BTreeMap::new();
+        for p in &pending {
+            let reason = o
+                .controller
+                .unplaceable
+                .get(&p.key)
+                .cloned()
+                .unwrap_or_else(|| "still waiting for capacity at the end".to_string());
+            *never
+                .entry((p.facts.workload.to_string(), reason))
+                .or_default() += 1;
+        }
+        let mut disruptions: BTreeMap<String, u64> = BTreeMap::new();
+        for d in &o.controller.log {
+            if let Action::Terminate { node: Some(_), .. } = d.action
+                && d.why.reason != Reason::Provisioning
+            {
+                let key = serde_json::to_value(d.why.reason)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                *disruptions.entry(key).or_default() += 1;
+            }
+        }
+        let live: Vec<String> = o
+            .cloud
+            .list()
+            .into_iter()
+            .filter(|i| i.state != InstanceState::Terminated)
+            .map(|i| i.id)
+            .collect();
+        let node_instances: Vec<&str> = o
+            .cluster
+            .nodes_iter()
+            .map(|n| n.instance_id.as_str())
+            .collect();
+        let launching = o.controller.in_flight() as u64;
+        let leaked: Vec<String> = live
+            .iter()
+            .filter(|id| !node_instances.contains(&id.as_str()))
+            .filter(|id| {
+                !o.cloud
+                    .instance(id)
+                    .is_some_and(|i| i.state == InstanceState::Pending)
+            })
+            .cloned()
+            .collect();
+        let stats = &o.controller.stats;
+        Report {
+            scenario: o.scenario.clone(),
+            seed: o.seed,
+            duration_seconds: (o.end - o.start) / 1000,
+            provisioner: o.provisioner.clone(),
+            disruption: o.disruption.clone(),
+            total_cost_usd: round(cost, 4),
+            node_hours: NodeHours {
+                on_demand: round(hours.on_demand, 3),
+                spot: round(hours.spot, 3),
+            },
+            nodes_launched: o.cloud.records().len() as u64,
+            peak_nodes: o.peak_nodes,
+            pods: PodCounts {
+                created: o.pods_created,
+                bound: o.binds.len() as u64,
+                pending_at_end: pending.len() as u64,
+            },
+            pending_seconds: Percentiles {
+                count: waits.len() as u64,
+                p50: percentile(&waits, 0.50),
+                p99: percentile(&waits, 0.99),
+                max: waits.last().map_or(0.0, |&m| m as f64 / 1000.0),
+            },
+            never_placed: never
+                .into_iter()
+                .map(|((workload, reason), pods)| NeverPlaced {
+                    workload,
+                    pods,
+                    reason,
+                })
+                .collect(),
+            disruptions,
+            interruptions: Interruptions {
+                warnings: o.interruption_warnings,
+                handled: stats.interruptions_handled,
+                rebalance_recommendations: stats.rebalance_recommendations,
+            },
+            launch_failures: stats.launch_failures,
+            insufficient_capacity_fallthroughs: stats.insufficient_capacity_fallthroughs,
+            policy_fallbacks: stats.policy_fallbacks.clone(),
+            accounting: Accounting {
+                live_instances: live.len() as u64,
+                nodes: o.cluster.node_count() as u64,
+                launching_claims: launching,
+                orphans_collected: stats.orphans_collected,
+                leaked_instances: leaked,
+            },
+            timeline: o.samples.clone(),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("reports serialize")
+    }
+
+    /// The human summary.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "scenario {} (seed {}, {} simulated)",
+            self.scenario,
+            self.seed,
+            human_duration(self.duration_seconds)
+        );
+        let _ = writeln!(
+            s,
+            "provisioner {}; disruption {}",
+            self.provisioner, self.disruption
+        );
+        for (k, v) in self.rows() {
+            let _ = writeln!(s, "  {k:<34} {v}");
+        }
+        if !self.never_placed.is_empty() {
+            let _ = writeln!(s, "  pods never placed:");
+            for n in &self.never_placed {
+                let _ = writeln!(s, "    {:>5} x {:<20} {}", n.pods, n.workload, n.reason);
+            }
+        }
+        s
+    }
+
+    fn rows(&self) -> Vec<(String, String)> {
+        let mut rows = vec![
+            ("total cost".into(), format!("${:.2}", self.total_cost_usd)),
+            (
+                "node-hours on-demand / spot".into(),
+                format!(
+                    "{:.1} / {:.1}",
+                    self.node_hours.on_demand, self.node_hours.spot
+                ),
+            ),
+            (
+                "nodes launched (peak)".into(),
+                format!("{} ({})", self.nodes_launched, self.peak_nodes),
+            ),
+            (
+                "pods created / bound / pending".into(),
+                format!(
+                    "{} / {} / {}",
+                    self.pods.created, self.pods.bound, self.pods.pending_at_end
+                ),
+            ),
+            (
+                "pending seconds p50 / p99 / max".into(),
+                format!(
+                    "{:.1} / {:.1} / {:.1}",
+                    self.pending_seconds.p50, self.pending_seconds.p99, self.pending_seconds.max
+                ),
+            ),
+            (
+                "pods never placed".into(),
+                self.never_placed
+                    .iter()
+                    .map(|n| n.pods)
+                    .sum::<u64>()
+                    .to_string(),
+            ),
+            (
+                "disruptions".into(),
+                if self.disruptions.is_empty() {
+                    "none".into()
+                } else {
+                    self.disruptions
+                        .iter()
+                        .map(|(k, v)| format!("{k} {v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+            ),
+            (
+                "interruptions warned / handled".into(),
+                format!(
+                    "{} / {} (rebalance {})",
+                    self.interruptions.warnings,
+                    self.interruptions.handled,
+                    self.interruptions.rebalance_recommendations
+                ),
+            ),
+            (
+                "launch failures (ICE fall-through)".into(),
+                format!(
+                    "{} ({})",
+                    self.launch_failures, self.insufficient_capacity_fallthroughs
+                ),
+            ),
+            (
+                "policy fallbacks".into(),
+                self.policy_fallbacks.len().to_string(),
+            ),
+            (
+                "instances live / nodes / launching".into(),
+                format!(
+                    "{} / {} / {}{}",
+                    self.accounting.live_instances,
+                    self.accounting.nodes,
+                    self.accounting.launching_claims,
+                    if self.accounting.leaked_instances.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  LEAKED {}", self.accounting.leaked_instances.len())
+                    }
+                ),
+            ),
+        ];
+        rows.shrink_to_fit();
+        rows
+    }
+
+    /// Two reports side by side, with the difference.
+    pub fn compare(base: &Report, candidate: &Report) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "scenario {} (seed {})\n  {:<34} {:<28} {:<28}",
+            base.scenario, base.seed, "", "default", "candidate"
+        );
+        let _ = writeln!(
+            s,
+            "  {:<34} {:<28} {:<28}",
+            "provisioner", base.provisioner, candidate.provisioner
+        );
+        for ((k, a), (_, b)) in base.rows().into_iter().zip(candidate.rows()) {
+            let mark = if a == b { "" } else { "  *" };
+            let _ = writeln!(s, "  {k:<34} {a:<28} {b:<28}{mark}");
+        }
+        let delta = candidate.total_cost_usd - base.total_cost_usd;
+        let pct = if base.total_cost_usd > 0.0 {
+            100.0 * delta / base.total_cost_usd
+        } else {
+            0.0
+        };
+        let _ = writeln!(s, "  cost difference: {delta:+.2} USD ({pct:+.1}%)");
+        s
+    }
+}
+
+fn human_duration(seconds: i64) -> String {
+    let (h, m) = (seconds / 3600, (seconds % 3600) / 60);
+    match (h, m) {
+        (0, m) => format!("{m}m"),
+        (h, 0) => format!("{h}h"),
+        (h, m) => format!("{h}h{m}m"),
+    }
+}
