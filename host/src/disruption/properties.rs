@@ -64,12 +64,7 @@ fn facts(p: &PodGen) -> Arc<PodSpecFacts> {
     })
 }
 
-fn view(
-    nodes: Vec<NodeGen>,
-    budget: &str,
-    pdb_allowed: i64,
-    disrupting: usize,
-) -> ClusterView {
+fn view(nodes: Vec<NodeGen>, budget: &str, pdb_allowed: i64, disrupting: usize) -> ClusterView {
     let types = types();
     let spec = PoolSpec {
         name: "pool".into(),

@@ -226,7 +226,9 @@ mod tests {
 
     #[test]
     fn rejects_malformed_input() {
-        for bad in ["", "m", "1.2.3", "1Gb", "1 Gi", "abc", "1e", "1e99", ".", "--1"] {
+        for bad in [
+            "", "m", "1.2.3", "1Gb", "1 Gi", "abc", "1e", "1e99", ".", "--1",
+        ] {
             assert!(Quantity::parse(bad).is_err(), "{bad:?} should be rejected");
         }
     }
