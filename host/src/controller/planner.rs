@@ -13,28 +13,14 @@ use super::provision::{PlannedClaim, ProvisionInput, ProvisionPlan, Provisioner}
 use crate::cloud::Offering;
 use crate::cluster::{PodKey, PodSpecFacts};
 use crate::model::{self, Catalog, Snapshot};
-use crate::policy::Ranker;
-use crate::provisioning::{self, BindingTarget, RankerProvider};
-
-/// Every NodePool uses the same ranker (the default, or a candidate under evaluation).
-struct OneRanker {
-    ranker: Box<dyn Ranker>,
-    sent_revision: Option<u64>,
-}
-
-impl RankerProvider for OneRanker {
-    fn ranker_for(&mut self, _pool: &model::NodePool, catalog: &Catalog) -> &mut dyn Ranker {
-        if self.sent_revision != Some(catalog.revision) {
-            self.ranker
-                .set_catalog(&provisioning::ranking::contract_catalog(catalog));
-            self.sent_revision = Some(catalog.revision);
-        }
-        &mut *self.ranker
-    }
-}
+use crate::policy::registry::PolicyRegistry;
+use crate::provisioning::{self, BindingTarget, RegistryRankers};
 
 pub struct CorePlanner {
-    rankers: OneRanker,
+    /// Each NodePool's ranker from the registry.
+    rankers: RegistryRankers,
+    /// What the plans reuse across batches (pool views), keyed by catalog revision and NodePool.
+    planner: provisioning::Planner,
     ranker_label: String,
     pools: Vec<model::NodePool>,
     daemonsets: Vec<model::DaemonSet>,
@@ -45,8 +31,10 @@ pub struct CorePlanner {
 }
 
 impl CorePlanner {
+    /// `registry` gives each NodePool its ranker (`registry.ranker(pool)`); `ranker_label` names the
+    /// ranker(s) in reports.
     pub fn new(
-        ranker: Box<dyn Ranker>,
+        registry: Arc<PolicyRegistry>,
         ranker_label: String,
         pools: Vec<model::NodePool>,
         daemonsets: &[Arc<PodSpecFacts>],
@@ -64,10 +52,8 @@ impl CorePlanner {
             })
             .collect::<Result<Vec<_>, model::PodError>>()?;
         Ok(CorePlanner {
-            rankers: OneRanker {
-                ranker,
-                sent_revision: None,
-            },
+            rankers: RegistryRankers::new(registry),
+            planner: provisioning::Planner::new(),
             ranker_label,
             pools,
             daemonsets,
@@ -191,7 +177,7 @@ impl Provisioner for CorePlanner {
                 Err(e) => out.unplaceable.push((pod.key.clone(), e.to_string())),
             }
         }
-        let plan = provisioning::plan(&snapshot, &mut self.rankers);
+        let plan = self.planner.plan(&snapshot, &mut self.rankers);
         for r in &plan.rankings {
             if let Some(f) = &r.fallback {
                 out.policy_fallbacks.push(format!(

@@ -35,7 +35,7 @@ struct PoolOffering {
 
 struct PoolView<'a> {
     pool: &'a NodePool,
-    offerings: Vec<PoolOffering>,
+    offerings: Arc<Vec<PoolOffering>>,
 }
 
 /// How a class of pods (one shared spec) may use a NodePool.
@@ -49,7 +49,75 @@ struct ClassInPool {
 
 /// Plans a provisioning batch: every pending pod of `snapshot` is bound to existing capacity, carried by a
 /// planned claim, or reported unschedulable with reasons. One `rank` call per NodePool that gets pods.
+///
+/// A one-off call; a loop that plans batch after batch keeps a [`Planner`] so what depends only on the
+/// catalog and the NodePools is computed once.
 pub fn plan(snapshot: &Snapshot, rankers: &mut dyn RankerProvider) -> ProvisioningPlan {
+    Planner::new().plan(snapshot, rankers)
+}
+
+/// Bound on the cached (NodePool, pod spec) results, so a long run with ever new specs stays small.
+const MAX_CACHED_CLASSES: usize = 4096;
+
+/// Plans batches like [`plan`], reusing across calls what depends only on (catalog revision, NodePool,
+/// DaemonSets): each NodePool's view of the offerings (labels, daemonset overhead, capacity) and which of
+/// them each pod spec may use. The plan is the same as [`plan`] gives for the same snapshot: a cache entry
+/// is used only when the catalog revision, the NodePool and the DaemonSets are equal to the ones it was
+/// built from.
+#[derive(Default)]
+pub struct Planner {
+    pools: HashMap<String, CachedPool>,
+}
+
+struct CachedPool {
+    revision: u64,
+    pool: NodePool,
+    daemonsets: Vec<crate::model::DaemonSet>,
+    offerings: Arc<Vec<PoolOffering>>,
+    classes: HashMap<Arc<PodSpec>, Result<ClassInPool, Failure>>,
+}
+
+impl Planner {
+    pub fn new() -> Planner {
+        Planner::default()
+    }
+
+    fn cached_pool(&mut self, snapshot: &Snapshot, pool: &NodePool) -> &mut CachedPool {
+        let fresh = |c: &CachedPool| {
+            c.revision == snapshot.catalog.revision
+                && c.pool == *pool
+                && c.daemonsets == snapshot.daemonsets
+        };
+        if !self.pools.get(&pool.name).is_some_and(fresh) {
+            self.pools.insert(
+                pool.name.clone(),
+                CachedPool {
+                    revision: snapshot.catalog.revision,
+                    pool: pool.clone(),
+                    daemonsets: snapshot.daemonsets.clone(),
+                    offerings: Arc::new(pool_offerings(snapshot, pool)),
+                    classes: HashMap::new(),
+                },
+            );
+        }
+        self.pools.get_mut(&pool.name).expect("just inserted")
+    }
+
+    /// See [`plan`].
+    pub fn plan(
+        &mut self,
+        snapshot: &Snapshot,
+        rankers: &mut dyn RankerProvider,
+    ) -> ProvisioningPlan {
+        plan_with(self, snapshot, rankers)
+    }
+}
+
+fn plan_with(
+    cache: &mut Planner,
+    snapshot: &Snapshot,
+    rankers: &mut dyn RankerProvider,
+) -> ProvisioningPlan {
     let catalog = &snapshot.catalog;
     let mut out = ProvisioningPlan::default();
 
@@ -105,16 +173,27 @@ pub fn plan(snapshot: &Snapshot, rankers: &mut dyn RankerProvider) -> Provisioni
     // NodePools by weight, and what each class may use in each.
     let mut pools: Vec<&NodePool> = snapshot.node_pools.iter().collect();
     pools.sort_by(|a, b| b.weight.cmp(&a.weight).then(a.name.cmp(&b.name)));
-    let views: Vec<PoolView> = pools.iter().map(|p| pool_view(snapshot, p)).collect();
-    let class_pool: Vec<Vec<Result<ClassInPool, Failure>>> = classes
-        .iter()
-        .map(|spec| {
-            views
-                .iter()
-                .map(|v| class_in_pool(catalog, v, spec))
-                .collect()
-        })
-        .collect();
+    let mut class_pool: Vec<Vec<Result<ClassInPool, Failure>>> =
+        vec![Vec::with_capacity(pools.len()); classes.len()];
+    let mut views: Vec<PoolView> = Vec::with_capacity(pools.len());
+    for p in &pools {
+        let cached = cache.cached_pool(snapshot, p);
+        let view = PoolView {
+            pool: p,
+            offerings: cached.offerings.clone(),
+        };
+        if cached.classes.len() + classes.len() > MAX_CACHED_CLASSES {
+            cached.classes.clear();
+        }
+        for (c, spec) in classes.iter().enumerate() {
+            let r = cached
+                .classes
+                .entry(spec.clone())
+                .or_insert_with(|| class_in_pool(catalog, &view, spec));
+            class_pool[c].push(r.clone());
+        }
+        views.push(view);
+    }
     let new_domains: Vec<NewDomains> = (0..classes.len())
         .map(|c| {
             let mut nd = NewDomains::new();
@@ -458,7 +537,8 @@ fn daemonset_overhead(
     total
 }
 
-fn pool_view<'a>(snapshot: &Snapshot, pool: &'a NodePool) -> PoolView<'a> {
+/// The offerings `pool` allows, as the nodes they would make.
+fn pool_offerings(snapshot: &Snapshot, pool: &NodePool) -> Vec<PoolOffering> {
     let catalog = &snapshot.catalog;
     let reqs = pool.compiled_requirements();
     let mut base_labels: BTreeMap<String, String> = pool.labels.clone();
@@ -504,7 +584,7 @@ fn pool_view<'a>(snapshot: &Snapshot, pool: &'a NodePool) -> PoolView<'a> {
             labels: node_labels,
         });
     }
-    PoolView { pool, offerings }
+    offerings
 }
 
 fn class_in_pool(
@@ -1167,7 +1247,8 @@ mod tests {
         HostPort, LabelSelector, PodAffinityTerm, Taint, TaintEffect, Toleration,
         TolerationOperator, TopologySpread, WhenUnsatisfiable,
     };
-    use crate::provisioning::{CheapestFirst, SingleRanker};
+    use crate::policy::NativeRanker;
+    use crate::provisioning::SingleRanker;
     use proptest::prelude::*;
     use std::sync::OnceLock;
 
@@ -1218,7 +1299,7 @@ mod tests {
     }
 
     fn run(s: &Snapshot) -> ProvisioningPlan {
-        plan(s, &mut SingleRanker::new(CheapestFirst::default()))
+        plan(s, &mut SingleRanker::new(NativeRanker::new()))
     }
 
     /// Every claim's chosen offering must satisfy every rule for every pod on it.
@@ -1584,16 +1665,36 @@ mod tests {
             let p = run(&s);
             assert_valid(&s, &p);
             // Any pod that fits some allowed offering alone is placed.
-            let view = pool_view(&s, &s.node_pools[0]);
+            let view = PoolView {
+                pool: &s.node_pools[0],
+                offerings: Arc::new(pool_offerings(&s, &s.node_pools[0])),
+            };
             for u in &p.unschedulable {
                 let spec = &s.pods[u.pod].spec;
                 prop_assert!(class_in_pool(&s.catalog, &view, spec).is_err(), "placeable pod left out: {}", u);
             }
-            let again = run(&snapshot(vec![general()], specs));
+            let again = run(&snapshot(vec![general()], specs.clone()));
             prop_assert_eq!(p.claims.len(), again.claims.len());
             for (a, b) in p.claims.iter().zip(&again.claims) {
                 prop_assert_eq!(&a.pods, &b.pods);
                 prop_assert_eq!(&a.offerings, &b.offerings);
+            }
+            // A Planner reused across calls (its caches warm, then a changed NodePool) plans the same.
+            let mut planner = Planner::new();
+            let mut rankers = SingleRanker::new(NativeRanker::new());
+            for s in [
+                snapshot(vec![general()], specs.clone()),
+                snapshot(vec![general()], specs.clone()),
+                snapshot(vec![pool("general", &[(labels::CAPACITY_TYPE, Operator::In, &["on-demand"]), (labels::ARCH, Operator::In, &["arm64"])])], specs.clone()),
+            ] {
+                let fresh = run(&s);
+                let cached = planner.plan(&s, &mut rankers);
+                prop_assert_eq!(fresh.claims.len(), cached.claims.len());
+                prop_assert_eq!(fresh.unschedulable.len(), cached.unschedulable.len());
+                for (a, b) in fresh.claims.iter().zip(&cached.claims) {
+                    prop_assert_eq!(&a.pods, &b.pods);
+                    prop_assert_eq!(&a.offerings, &b.offerings);
+                }
             }
         }
     }
