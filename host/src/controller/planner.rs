@@ -26,7 +26,8 @@ pub struct CorePlanner {
     daemonsets: Vec<model::DaemonSet>,
     instance_types: Vec<model::InstanceType>,
     specs: SpecCache,
-    /// The catalog of the last batch, reused while the launchable offerings stay the same.
+    /// The catalog of the last batch, reused while the launchable offerings stay the same (the NodePools
+    /// are fixed for the planner's life, like `pools`).
     catalog: Option<(u64, Arc<Catalog>)>,
 }
 
@@ -66,6 +67,14 @@ impl CorePlanner {
     /// The catalog of the offerings some NodePool allows (the others cannot matter to the plan, and
     /// the planner's per-pool work grows with the catalog).
     fn catalog(&mut self, input: &ProvisionInput<'_>) -> Arc<Catalog> {
+        // Keyed by every launchable offering, before filtering (filtering by the pools costs more than
+        // hashing).
+        let key = offerings_key(input.offerings.iter());
+        if let Some((k, c)) = &self.catalog
+            && *k == key
+        {
+            return c.clone();
+        }
         let type_info: HashMap<&str, &super::InstanceTypeInfo> = input
             .instance_types
             .iter()
@@ -83,12 +92,6 @@ impl CorePlanner {
                 })
             })
             .collect();
-        let key = offerings_key(&offerings);
-        if let Some((k, c)) = &self.catalog
-            && *k == key
-        {
-            return c.clone();
-        }
         // Only the instance types some offering uses, in catalog order.
         let used: std::collections::BTreeSet<&str> =
             offerings.iter().map(|o| o.instance_type.as_str()).collect();
@@ -127,7 +130,7 @@ impl CorePlanner {
     }
 }
 
-fn offerings_key(offerings: &[&Offering]) -> u64 {
+fn offerings_key<'a>(offerings: impl Iterator<Item = &'a Offering>) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for o in offerings {
         for b in o

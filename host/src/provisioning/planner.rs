@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use crate::model::requirements::{Operator, Requirement};
 use crate::model::{
-    CapacityType, Catalog, Node, NodeClaim, NodePool, Pod, PodSpec, Quantity, Requirements,
-    ResourceList, Snapshot, labels,
+    CapacityType, Catalog, Node, NodeClaim, NodePool, Pod, PodSpec, Requirements, ResourceList,
+    Snapshot, labels,
 };
 use crate::policy::contract::rank;
 use crate::scheduling::fit::{self, Failure, NewDomains, Slot};
@@ -705,11 +705,12 @@ fn rank_offerings(
     rankings: &mut Vec<PoolRanking>,
 ) -> Vec<f64> {
     let catalog = &snapshot.catalog;
-    let zones = catalog.zones();
+    // The contract's zone indexes: the catalog's zones, sorted (as `Catalog::zones`).
+    let zones: BTreeSet<&str> = catalog.offerings.iter().map(|o| o.zone.as_str()).collect();
     let zone_index: HashMap<&str, u32> = zones
         .iter()
         .enumerate()
-        .map(|(i, z)| (z.as_str(), i as u32))
+        .map(|(i, z)| (*z, i as u32))
         .collect();
     let gpus = |r: &ResourceList| -> u32 {
         ["nvidia.com/gpu", "amd.com/gpu", "aws.amazon.com/neuron"]
@@ -735,6 +736,24 @@ fn rank_offerings(
         capacity_score: vec![],
         pods_per_node: vec![],
     };
+    // The classes' requests as vectors over the resources they name, smallest class first.
+    let mut dims: Vec<&str> = Vec::new();
+    for &c in class_counts.keys() {
+        for (name, q) in classes[c].requests.iter() {
+            if q.millis() > 0 && !dims.contains(&name) {
+                dims.push(name);
+            }
+        }
+    }
+    let mut by_size: Vec<(&usize, &u32)> = class_counts.iter().collect();
+    by_size.sort_by_key(|(c, _)| (classes[**c].requests.cpu, classes[**c].requests.memory));
+    let smallest_first: Vec<(Vec<i128>, u32)> = by_size
+        .into_iter()
+        .map(|(&c, &count)| {
+            let r = &classes[c].requests;
+            (dims.iter().map(|d| r.get(d).millis()).collect(), count)
+        })
+        .collect();
     for &i in ranked {
         let po = &view.offerings[i];
         let o = &catalog.offerings[po.offering];
@@ -751,25 +770,22 @@ fn rank_offerings(
             });
         offerings.capacity_score.push(o.capacity_score);
         // How many of the batch's pods one node holds, filling the smallest first.
-        let mut room = po.capacity.clone();
+        let mut room: Vec<i128> = dims
+            .iter()
+            .map(|d| po.capacity.get(d).millis().max(0))
+            .collect();
         let mut held = 0u32;
-        let mut order: Vec<(&usize, &u32)> = class_counts.iter().collect();
-        order.sort_by_key(|(c, _)| (classes[**c].requests.cpu, classes[**c].requests.memory));
-        for (&c, &count) in order {
-            let r = &classes[c].requests;
-            let mut fit = count as i128;
-            for (name, q) in r.iter() {
-                if q.millis() > 0 {
-                    fit = fit.min(room.get(name).millis().max(0) / q.millis());
+        for (class_requests, count) in &smallest_first {
+            let mut fit = *count as i128;
+            for (r, free) in class_requests.iter().zip(&room) {
+                if *r > 0 {
+                    fit = fit.min(free / r);
                 }
             }
             let fit = fit.max(0);
             held += fit as u32;
-            for (name, q) in r.clone().iter() {
-                room.set(
-                    name,
-                    room.get(name) - Quantity::from_millis(q.millis() * fit),
-                );
+            for (r, free) in class_requests.iter().zip(room.iter_mut()) {
+                *free -= r * fit;
             }
         }
         offerings.pods_per_node.push(held.max(1));
@@ -1243,6 +1259,7 @@ fn max_free(view: &PoolView, candidates: &[usize], load: &ResourceList) -> Resou
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Quantity;
     use crate::model::{
         HostPort, LabelSelector, PodAffinityTerm, Taint, TaintEffect, Toleration,
         TolerationOperator, TopologySpread, WhenUnsatisfiable,
