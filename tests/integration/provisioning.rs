@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use kestrel::cli::bench_pack::{bench_one, load_workload};
 use kestrel::model::Catalog;
-use kestrel::provisioning::{CheapestFirst, SingleRanker};
+use kestrel::policy::PolicyRegistry;
+use kestrel::provisioning::RegistryRankers;
 
 fn bench_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../host/data/bench")
@@ -21,9 +22,11 @@ fn bench_workloads_meet_the_cost_goals() {
         .collect();
     files.sort();
     assert!(files.len() >= 7, "bench files missing: {files:?}");
+    // The native default ranker (the wasm default runs the same logic; `kestrel bench pack` uses it).
+    let registry = Arc::new(PolicyRegistry::native());
     for file in files {
         let (workload, snapshot) = load_workload(&file, catalog.clone()).unwrap();
-        let mut rankers = SingleRanker::new(CheapestFirst::default());
+        let mut rankers = RegistryRankers::new(registry.clone());
         let r = bench_one(&workload, &snapshot, &mut rankers);
         assert_eq!(r.unschedulable, 0, "{}", r.workload);
         assert!(

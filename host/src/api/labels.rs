@@ -1,79 +1,15 @@
 //! Which label keys a NodePool may constrain or set, following Karpenter's rules: the well-known labels
 //! are allowed, other keys in Kubernetes', Karpenter's and Karpenter-AWS's domains are reserved for the
-//! system that sets them.
+//! system that sets them. The label names themselves live in [`crate::model::labels`].
 
-/// Labels Karpenter (core and AWS provider) knows and sets on nodes, so NodePools may use them.
-pub const WELL_KNOWN_LABELS: &[&str] = &[
-    "karpenter.sh/nodepool",
-    "karpenter.sh/capacity-type",
-    "topology.kubernetes.io/zone",
-    "topology.kubernetes.io/region",
-    "node.kubernetes.io/instance-type",
-    "kubernetes.io/arch",
-    "kubernetes.io/os",
-    "node.kubernetes.io/windows-build",
-    "topology.k8s.aws/zone-id",
-    "karpenter.k8s.aws/instance-hypervisor",
-    "karpenter.k8s.aws/instance-encryption-in-transit-supported",
-    "karpenter.k8s.aws/instance-category",
-    "karpenter.k8s.aws/instance-family",
-    "karpenter.k8s.aws/instance-generation",
-    "karpenter.k8s.aws/instance-local-nvme",
-    "karpenter.k8s.aws/instance-size",
-    "karpenter.k8s.aws/instance-cpu",
-    "karpenter.k8s.aws/instance-cpu-manufacturer",
-    "karpenter.k8s.aws/instance-cpu-sustained-clock-speed-mhz",
-    "karpenter.k8s.aws/instance-memory",
-    "karpenter.k8s.aws/instance-ebs-bandwidth",
-    "karpenter.k8s.aws/instance-network-bandwidth",
-    "karpenter.k8s.aws/instance-gpu-name",
-    "karpenter.k8s.aws/instance-gpu-manufacturer",
-    "karpenter.k8s.aws/instance-gpu-count",
-    "karpenter.k8s.aws/instance-gpu-memory",
-    "karpenter.k8s.aws/instance-accelerator-name",
-    "karpenter.k8s.aws/instance-accelerator-manufacturer",
-    "karpenter.k8s.aws/instance-accelerator-count",
-    "karpenter.k8s.aws/instance-capability-flex",
-    "karpenter.k8s.aws/capacity-reservation-id",
-    "karpenter.k8s.aws/capacity-reservation-type",
-];
-
-/// Deprecated beta labels Karpenter accepts and reads as their stable equivalent.
-pub const NORMALIZED_LABELS: &[(&str, &str)] = &[
-    (
-        "failure-domain.beta.kubernetes.io/zone",
-        "topology.kubernetes.io/zone",
-    ),
-    (
-        "failure-domain.beta.kubernetes.io/region",
-        "topology.kubernetes.io/region",
-    ),
-    ("beta.kubernetes.io/arch", "kubernetes.io/arch"),
-    ("beta.kubernetes.io/os", "kubernetes.io/os"),
-    (
-        "beta.kubernetes.io/instance-type",
-        "node.kubernetes.io/instance-type",
-    ),
-];
-
-/// Domains whose labels only the system sets (a suffix match: `foo.kubernetes.io` is restricted too).
-pub const RESTRICTED_LABEL_DOMAINS: &[&str] = &[
-    "kubernetes.io",
-    "k8s.io",
-    "karpenter.sh",
-    "karpenter.k8s.aws",
-];
-
-/// Subdomains of restricted domains that users may label with.
-pub const LABEL_DOMAIN_EXCEPTIONS: &[&str] = &[
-    "kops.k8s.io",
-    "node.kubernetes.io",
-    "node-restriction.kubernetes.io",
-];
+use crate::model::labels::{
+    self as known, BETA_EQUIVALENTS, KNOWN_NOT_SET, RESTRICTED_DOMAIN_EXCEPTIONS,
+    RESTRICTED_DOMAINS,
+};
 
 /// The stable name of `key` (beta labels mapped to their stable form).
 pub fn normalize(key: &str) -> &str {
-    NORMALIZED_LABELS
+    BETA_EQUIVALENTS
         .iter()
         .find(|(beta, _)| *beta == key)
         .map_or(key, |(_, stable)| stable)
@@ -82,29 +18,25 @@ pub fn normalize(key: &str) -> &str {
 /// Why a NodePool may not use `key` in its requirements or template labels, if it may not.
 pub fn restriction(key: &str) -> Option<String> {
     let key = normalize(key);
-    match key {
-        "kubernetes.io/hostname" => {
-            return Some(
-                "label kubernetes.io/hostname is restricted: it is unique to each node".into(),
-            );
-        }
-        "karpenter.sh/nodepool" => {
-            return Some(
-                "label karpenter.sh/nodepool is restricted: Kestrel sets it to the NodePool's name"
-                    .into(),
-            );
-        }
-        _ => {}
+    if key == known::HOSTNAME {
+        return Some(format!(
+            "label {key} is restricted: it is unique to each node"
+        ));
     }
-    if WELL_KNOWN_LABELS.contains(&key) {
+    if key == known::NODE_POOL {
+        return Some(format!(
+            "label {key} is restricted: Kestrel sets it to the NodePool's name"
+        ));
+    }
+    if known::is_well_known(key) || KNOWN_NOT_SET.contains(&key) {
         return None;
     }
     let domain = key.split_once('/').map_or("", |(prefix, _)| prefix);
     let in_domain = |d: &str| domain == d || domain.ends_with(&format!(".{d}"));
-    if LABEL_DOMAIN_EXCEPTIONS.iter().any(|d| in_domain(d)) {
+    if RESTRICTED_DOMAIN_EXCEPTIONS.iter().any(|d| in_domain(d)) {
         return None;
     }
-    RESTRICTED_LABEL_DOMAINS.iter().find(|d| in_domain(d)).map(|d| {
+    RESTRICTED_DOMAINS.iter().find(|d| in_domain(d)).map(|d| {
         format!(
             "label domain {d:?} is restricted; use a well-known label (e.g. karpenter.sh/capacity-type, \
              node.kubernetes.io/instance-type, karpenter.k8s.aws/instance-family) or a custom domain"

@@ -1,8 +1,8 @@
 //! `kestrel bench pack FILE...`: plan each benchmark workload (host/data/bench format) and print one JSON
 //! line with its cost against the file's lower bound.
 //!
-//! SEAM: the ranker is the provisioning built-in `CheapestFirst` (native) until the policy runtime lands;
-//! then the default becomes the embedded wasm default ranker and `--native` selects the native build.
+//! The ranker is the embedded wasm default ranker (in its sandbox, as in production); `--native` uses
+//! the same default compiled in.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,7 +14,8 @@ use serde::Deserialize;
 use crate::model::{
     Catalog, NodePool, Pod, PodSpec, Quantity, Requirement, ResourceList, Snapshot,
 };
-use crate::provisioning::{self, CheapestFirst, SingleRanker};
+use crate::policy::PolicyRegistry;
+use crate::provisioning::{self, RegistryRankers};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -162,17 +163,18 @@ fn round(x: f64, digits: i32) -> f64 {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let catalog =
         Arc::new(Catalog::ec2_on_demand(&["us-east-1a"]).context("loading the embedded catalog")?);
-    if !args.native {
-        tracing::warn!(
-            "wasm ranker not wired yet: ranking with the native built-in (see bench_pack.rs SEAM)"
-        );
-    }
+    let registry = Arc::new(if args.native {
+        PolicyRegistry::native()
+    } else {
+        PolicyRegistry::new()
+    });
     let mut failed = false;
     for file in &args.files {
         match load_workload(file, catalog.clone()) {
             Ok((workload, snapshot)) => {
-                // A fresh provider per file, primed before timing (catalog loading is excluded).
-                let mut rankers = SingleRanker::new(CheapestFirst::default());
+                // A fresh provider per file, primed before timing (catalog loading and compiling the
+                // policy are excluded).
+                let mut rankers = RegistryRankers::new(registry.clone());
                 let _ = provisioning::RankerProvider::ranker_for(
                     &mut rankers,
                     &snapshot.node_pools[0],

@@ -105,13 +105,27 @@ fn candidate_options(args: &Args, scenario: &Scenario) -> anyhow::Result<Option<
     if kind != "ranker" {
         bail!("--policy {spec:?}: only ranker policies can be simulated so far");
     }
-    let ranker = crate::policy::registry::ranker_from_file(std::path::Path::new(file))
-        .with_context(|| format!("loading ranker policy {file}"))?;
+    // Every NodePool of the scenario gets its own instance of the candidate (compiled once).
+    let bytes = std::fs::read(file).with_context(|| format!("reading ranker policy {file}"))?;
+    let registry = crate::policy::PolicyRegistry::native();
+    for pool in &scenario.node_pools {
+        let name = pool.metadata.name.clone().unwrap_or_default();
+        registry
+            .install(
+                &name,
+                crate::policy::PolicyKind::Ranker,
+                crate::policy::registry::PolicySource::Wasm {
+                    bytes: bytes.clone(),
+                    sha256: None,
+                },
+            )
+            .with_context(|| format!("loading ranker policy {file}"))?;
+    }
     let label = format!("{file} (wasm)");
     Ok(Some(SimOptions {
         provisioner: Some(crate::sim::replay::core_planner(
             scenario,
-            Box::new(ranker),
+            std::sync::Arc::new(registry),
             label,
         )),
         ..SimOptions::default()

@@ -13,40 +13,29 @@ use super::provision::{PlannedClaim, ProvisionInput, ProvisionPlan, Provisioner}
 use crate::cloud::Offering;
 use crate::cluster::{PodKey, PodSpecFacts};
 use crate::model::{self, Catalog, Snapshot};
-use crate::policy::Ranker;
-use crate::provisioning::{self, BindingTarget, RankerProvider};
-
-/// Every NodePool uses the same ranker (the default, or a candidate under evaluation).
-struct OneRanker {
-    ranker: Box<dyn Ranker>,
-    sent_revision: Option<u64>,
-}
-
-impl RankerProvider for OneRanker {
-    fn ranker_for(&mut self, _pool: &model::NodePool, catalog: &Catalog) -> &mut dyn Ranker {
-        if self.sent_revision != Some(catalog.revision) {
-            self.ranker
-                .set_catalog(&provisioning::ranking::contract_catalog(catalog));
-            self.sent_revision = Some(catalog.revision);
-        }
-        &mut *self.ranker
-    }
-}
+use crate::policy::registry::PolicyRegistry;
+use crate::provisioning::{self, BindingTarget, RegistryRankers};
 
 pub struct CorePlanner {
-    rankers: OneRanker,
+    /// Each NodePool's ranker from the registry.
+    rankers: RegistryRankers,
+    /// What the plans reuse across batches (pool views), keyed by catalog revision and NodePool.
+    planner: provisioning::Planner,
     ranker_label: String,
     pools: Vec<model::NodePool>,
     daemonsets: Vec<model::DaemonSet>,
     instance_types: Vec<model::InstanceType>,
     specs: SpecCache,
-    /// The catalog of the last batch, reused while the launchable offerings stay the same.
+    /// The catalog of the last batch, reused while the launchable offerings stay the same (the NodePools
+    /// are fixed for the planner's life, like `pools`).
     catalog: Option<(u64, Arc<Catalog>)>,
 }
 
 impl CorePlanner {
+    /// `registry` gives each NodePool its ranker (`registry.ranker(pool)`); `ranker_label` names the
+    /// ranker(s) in reports.
     pub fn new(
-        ranker: Box<dyn Ranker>,
+        registry: Arc<PolicyRegistry>,
         ranker_label: String,
         pools: Vec<model::NodePool>,
         daemonsets: &[Arc<PodSpecFacts>],
@@ -64,10 +53,8 @@ impl CorePlanner {
             })
             .collect::<Result<Vec<_>, model::PodError>>()?;
         Ok(CorePlanner {
-            rankers: OneRanker {
-                ranker,
-                sent_revision: None,
-            },
+            rankers: RegistryRankers::new(registry),
+            planner: provisioning::Planner::new(),
             ranker_label,
             pools,
             daemonsets,
@@ -80,6 +67,14 @@ impl CorePlanner {
     /// The catalog of the offerings some NodePool allows (the others cannot matter to the plan, and
     /// the planner's per-pool work grows with the catalog).
     fn catalog(&mut self, input: &ProvisionInput<'_>) -> Arc<Catalog> {
+        // Keyed by every launchable offering, before filtering (filtering by the pools costs more than
+        // hashing).
+        let key = offerings_key(input.offerings.iter());
+        if let Some((k, c)) = &self.catalog
+            && *k == key
+        {
+            return c.clone();
+        }
         let type_info: HashMap<&str, &super::InstanceTypeInfo> = input
             .instance_types
             .iter()
@@ -97,12 +92,6 @@ impl CorePlanner {
                 })
             })
             .collect();
-        let key = offerings_key(&offerings);
-        if let Some((k, c)) = &self.catalog
-            && *k == key
-        {
-            return c.clone();
-        }
         // Only the instance types some offering uses, in catalog order.
         let used: std::collections::BTreeSet<&str> =
             offerings.iter().map(|o| o.instance_type.as_str()).collect();
@@ -141,7 +130,7 @@ impl CorePlanner {
     }
 }
 
-fn offerings_key(offerings: &[&Offering]) -> u64 {
+fn offerings_key<'a>(offerings: impl Iterator<Item = &'a Offering>) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for o in offerings {
         for b in o
@@ -191,7 +180,7 @@ impl Provisioner for CorePlanner {
                 Err(e) => out.unplaceable.push((pod.key.clone(), e.to_string())),
             }
         }
-        let plan = provisioning::plan(&snapshot, &mut self.rankers);
+        let plan = self.planner.plan(&snapshot, &mut self.rankers);
         for r in &plan.rankings {
             if let Some(f) = &r.fallback {
                 out.policy_fallbacks.push(format!(

@@ -295,10 +295,9 @@ impl Catalog {
 
     /// The zones any offering is in, sorted.
     pub fn zones(&self) -> Vec<String> {
-        let mut zones: Vec<String> = self.offerings.iter().map(|o| o.zone.clone()).collect();
-        zones.sort();
-        zones.dedup();
-        zones
+        let zones: std::collections::BTreeSet<&str> =
+            self.offerings.iter().map(|o| o.zone.as_str()).collect();
+        zones.into_iter().map(str::to_string).collect()
     }
 
     /// The labels a node launched from this offering carries (instance type labels + zone + capacity type).

@@ -1,4 +1,5 @@
-//! Well-known labels: the keys Karpenter (and so Kestrel) sets on nodes and that pods may select on.
+//! Well-known labels: the keys Karpenter (and so Kestrel) sets on nodes and that pods may select on. The
+//! one source of these names: `crate::api::labels` builds its validation rules from them.
 
 pub const CAPACITY_TYPE: &str = "karpenter.sh/capacity-type";
 pub const NODE_POOL: &str = "karpenter.sh/nodepool";
@@ -26,6 +27,15 @@ pub const INSTANCE_ACCELERATOR_NAME: &str = "karpenter.k8s.aws/instance-accelera
 pub const INSTANCE_ACCELERATOR_MANUFACTURER: &str =
     "karpenter.k8s.aws/instance-accelerator-manufacturer";
 pub const INSTANCE_ACCELERATOR_COUNT: &str = "karpenter.k8s.aws/instance-accelerator-count";
+pub const INSTANCE_ENCRYPTION_IN_TRANSIT: &str =
+    "karpenter.k8s.aws/instance-encryption-in-transit-supported";
+pub const INSTANCE_CPU_SUSTAINED_CLOCK: &str =
+    "karpenter.k8s.aws/instance-cpu-sustained-clock-speed-mhz";
+pub const INSTANCE_CAPABILITY_FLEX: &str = "karpenter.k8s.aws/instance-capability-flex";
+pub const CAPACITY_RESERVATION_ID: &str = "karpenter.k8s.aws/capacity-reservation-id";
+pub const CAPACITY_RESERVATION_TYPE: &str = "karpenter.k8s.aws/capacity-reservation-type";
+pub const ZONE_ID: &str = "topology.k8s.aws/zone-id";
+pub const WINDOWS_BUILD: &str = "node.kubernetes.io/windows-build";
 
 pub const INSTANCE_TYPE: &str = "node.kubernetes.io/instance-type";
 pub const ZONE: &str = "topology.kubernetes.io/zone";
@@ -74,10 +84,38 @@ pub fn is_well_known(key: &str) -> bool {
     WELL_KNOWN.contains(&key)
 }
 
-/// Label domains Karpenter reserves: a NodePool may not set these in its template.
+/// Labels Karpenter knows that Kestrel's catalog does not set (yet): NodePools may still constrain them.
+pub const KNOWN_NOT_SET: &[&str] = &[
+    INSTANCE_ENCRYPTION_IN_TRANSIT,
+    INSTANCE_CPU_SUSTAINED_CLOCK,
+    INSTANCE_CAPABILITY_FLEX,
+    CAPACITY_RESERVATION_ID,
+    CAPACITY_RESERVATION_TYPE,
+    ZONE_ID,
+    WINDOWS_BUILD,
+];
+
+/// Deprecated beta labels Karpenter accepts and reads as their stable equivalent.
+pub const BETA_EQUIVALENTS: &[(&str, &str)] = &[
+    ("failure-domain.beta.kubernetes.io/zone", ZONE),
+    ("failure-domain.beta.kubernetes.io/region", REGION),
+    ("beta.kubernetes.io/arch", ARCH),
+    ("beta.kubernetes.io/os", OS),
+    ("beta.kubernetes.io/instance-type", INSTANCE_TYPE),
+];
+
+/// Label domains Karpenter reserves: a NodePool may not set these in its template (a suffix match:
+/// `foo.kubernetes.io` is restricted too).
 pub const RESTRICTED_DOMAINS: &[&str] = &[
     "kubernetes.io",
     "k8s.io",
     "karpenter.sh",
     "karpenter.k8s.aws",
+];
+
+/// Subdomains of restricted domains that users may label with.
+pub const RESTRICTED_DOMAIN_EXCEPTIONS: &[&str] = &[
+    "kops.k8s.io",
+    "node.kubernetes.io",
+    "node-restriction.kubernetes.io",
 ];

@@ -12,5 +12,5 @@ pub use plan::{
     Binding, BindingTarget, PlannedClaim, PoolRanking, ProvisioningPlan, RankedOffering,
     Unschedulable,
 };
-pub use planner::plan;
-pub use ranking::{CheapestFirst, RankerProvider, SingleRanker};
+pub use planner::{Planner, plan};
+pub use ranking::{RankerProvider, RegistryRankers, SingleRanker};

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use crate::model::requirements::{Operator, Requirement};
 use crate::model::{
-    CapacityType, Catalog, Node, NodeClaim, NodePool, Pod, PodSpec, Quantity, Requirements,
-    ResourceList, Snapshot, labels,
+    CapacityType, Catalog, Node, NodeClaim, NodePool, Pod, PodSpec, Requirements, ResourceList,
+    Snapshot, labels,
 };
 use crate::policy::contract::rank;
 use crate::scheduling::fit::{self, Failure, NewDomains, Slot};
@@ -35,7 +35,7 @@ struct PoolOffering {
 
 struct PoolView<'a> {
     pool: &'a NodePool,
-    offerings: Vec<PoolOffering>,
+    offerings: Arc<Vec<PoolOffering>>,
 }
 
 /// How a class of pods (one shared spec) may use a NodePool.
@@ -49,7 +49,75 @@ struct ClassInPool {
 
 /// Plans a provisioning batch: every pending pod of `snapshot` is bound to existing capacity, carried by a
 /// planned claim, or reported unschedulable with reasons. One `rank` call per NodePool that gets pods.
+///
+/// A one-off call; a loop that plans batch after batch keeps a [`Planner`] so what depends only on the
+/// catalog and the NodePools is computed once.
 pub fn plan(snapshot: &Snapshot, rankers: &mut dyn RankerProvider) -> ProvisioningPlan {
+    Planner::new().plan(snapshot, rankers)
+}
+
+/// Bound on the cached (NodePool, pod spec) results, so a long run with ever new specs stays small.
+const MAX_CACHED_CLASSES: usize = 4096;
+
+/// Plans batches like [`plan`], reusing across calls what depends only on (catalog revision, NodePool,
+/// DaemonSets): each NodePool's view of the offerings (labels, daemonset overhead, capacity) and which of
+/// them each pod spec may use. The plan is the same as [`plan`] gives for the same snapshot: a cache entry
+/// is used only when the catalog revision, the NodePool and the DaemonSets are equal to the ones it was
+/// built from.
+#[derive(Default)]
+pub struct Planner {
+    pools: HashMap<String, CachedPool>,
+}
+
+struct CachedPool {
+    revision: u64,
+    pool: NodePool,
+    daemonsets: Vec<crate::model::DaemonSet>,
+    offerings: Arc<Vec<PoolOffering>>,
+    classes: HashMap<Arc<PodSpec>, Result<ClassInPool, Failure>>,
+}
+
+impl Planner {
+    pub fn new() -> Planner {
+        Planner::default()
+    }
+
+    fn cached_pool(&mut self, snapshot: &Snapshot, pool: &NodePool) -> &mut CachedPool {
+        let fresh = |c: &CachedPool| {
+            c.revision == snapshot.catalog.revision
+                && c.pool == *pool
+                && c.daemonsets == snapshot.daemonsets
+        };
+        if !self.pools.get(&pool.name).is_some_and(fresh) {
+            self.pools.insert(
+                pool.name.clone(),
+                CachedPool {
+                    revision: snapshot.catalog.revision,
+                    pool: pool.clone(),
+                    daemonsets: snapshot.daemonsets.clone(),
+                    offerings: Arc::new(pool_offerings(snapshot, pool)),
+                    classes: HashMap::new(),
+                },
+            );
+        }
+        self.pools.get_mut(&pool.name).expect("just inserted")
+    }
+
+    /// See [`plan`].
+    pub fn plan(
+        &mut self,
+        snapshot: &Snapshot,
+        rankers: &mut dyn RankerProvider,
+    ) -> ProvisioningPlan {
+        plan_with(self, snapshot, rankers)
+    }
+}
+
+fn plan_with(
+    cache: &mut Planner,
+    snapshot: &Snapshot,
+    rankers: &mut dyn RankerProvider,
+) -> ProvisioningPlan {
     let catalog = &snapshot.catalog;
     let mut out = ProvisioningPlan::default();
 
@@ -105,16 +173,27 @@ pub fn plan(snapshot: &Snapshot, rankers: &mut dyn RankerProvider) -> Provisioni
     // NodePools by weight, and what each class may use in each.
     let mut pools: Vec<&NodePool> = snapshot.node_pools.iter().collect();
     pools.sort_by(|a, b| b.weight.cmp(&a.weight).then(a.name.cmp(&b.name)));
-    let views: Vec<PoolView> = pools.iter().map(|p| pool_view(snapshot, p)).collect();
-    let class_pool: Vec<Vec<Result<ClassInPool, Failure>>> = classes
-        .iter()
-        .map(|spec| {
-            views
-                .iter()
-                .map(|v| class_in_pool(catalog, v, spec))
-                .collect()
-        })
-        .collect();
+    let mut class_pool: Vec<Vec<Result<ClassInPool, Failure>>> =
+        vec![Vec::with_capacity(pools.len()); classes.len()];
+    let mut views: Vec<PoolView> = Vec::with_capacity(pools.len());
+    for p in &pools {
+        let cached = cache.cached_pool(snapshot, p);
+        let view = PoolView {
+            pool: p,
+            offerings: cached.offerings.clone(),
+        };
+        if cached.classes.len() + classes.len() > MAX_CACHED_CLASSES {
+            cached.classes.clear();
+        }
+        for (c, spec) in classes.iter().enumerate() {
+            let r = cached
+                .classes
+                .entry(spec.clone())
+                .or_insert_with(|| class_in_pool(catalog, &view, spec));
+            class_pool[c].push(r.clone());
+        }
+        views.push(view);
+    }
     let new_domains: Vec<NewDomains> = (0..classes.len())
         .map(|c| {
             let mut nd = NewDomains::new();
@@ -458,7 +537,8 @@ fn daemonset_overhead(
     total
 }
 
-fn pool_view<'a>(snapshot: &Snapshot, pool: &'a NodePool) -> PoolView<'a> {
+/// The offerings `pool` allows, as the nodes they would make.
+fn pool_offerings(snapshot: &Snapshot, pool: &NodePool) -> Vec<PoolOffering> {
     let catalog = &snapshot.catalog;
     let reqs = pool.compiled_requirements();
     let mut base_labels: BTreeMap<String, String> = pool.labels.clone();
@@ -504,7 +584,7 @@ fn pool_view<'a>(snapshot: &Snapshot, pool: &'a NodePool) -> PoolView<'a> {
             labels: node_labels,
         });
     }
-    PoolView { pool, offerings }
+    offerings
 }
 
 fn class_in_pool(
@@ -625,11 +705,12 @@ fn rank_offerings(
     rankings: &mut Vec<PoolRanking>,
 ) -> Vec<f64> {
     let catalog = &snapshot.catalog;
-    let zones = catalog.zones();
+    // The contract's zone indexes: the catalog's zones, sorted (as `Catalog::zones`).
+    let zones: BTreeSet<&str> = catalog.offerings.iter().map(|o| o.zone.as_str()).collect();
     let zone_index: HashMap<&str, u32> = zones
         .iter()
         .enumerate()
-        .map(|(i, z)| (z.as_str(), i as u32))
+        .map(|(i, z)| (*z, i as u32))
         .collect();
     let gpus = |r: &ResourceList| -> u32 {
         ["nvidia.com/gpu", "amd.com/gpu", "aws.amazon.com/neuron"]
@@ -655,6 +736,24 @@ fn rank_offerings(
         capacity_score: vec![],
         pods_per_node: vec![],
     };
+    // The classes' requests as vectors over the resources they name, smallest class first.
+    let mut dims: Vec<&str> = Vec::new();
+    for &c in class_counts.keys() {
+        for (name, q) in classes[c].requests.iter() {
+            if q.millis() > 0 && !dims.contains(&name) {
+                dims.push(name);
+            }
+        }
+    }
+    let mut by_size: Vec<(&usize, &u32)> = class_counts.iter().collect();
+    by_size.sort_by_key(|(c, _)| (classes[**c].requests.cpu, classes[**c].requests.memory));
+    let smallest_first: Vec<(Vec<i128>, u32)> = by_size
+        .into_iter()
+        .map(|(&c, &count)| {
+            let r = &classes[c].requests;
+            (dims.iter().map(|d| r.get(d).millis()).collect(), count)
+        })
+        .collect();
     for &i in ranked {
         let po = &view.offerings[i];
         let o = &catalog.offerings[po.offering];
@@ -671,25 +770,22 @@ fn rank_offerings(
             });
         offerings.capacity_score.push(o.capacity_score);
         // How many of the batch's pods one node holds, filling the smallest first.
-        let mut room = po.capacity.clone();
+        let mut room: Vec<i128> = dims
+            .iter()
+            .map(|d| po.capacity.get(d).millis().max(0))
+            .collect();
         let mut held = 0u32;
-        let mut order: Vec<(&usize, &u32)> = class_counts.iter().collect();
-        order.sort_by_key(|(c, _)| (classes[**c].requests.cpu, classes[**c].requests.memory));
-        for (&c, &count) in order {
-            let r = &classes[c].requests;
-            let mut fit = count as i128;
-            for (name, q) in r.iter() {
-                if q.millis() > 0 {
-                    fit = fit.min(room.get(name).millis().max(0) / q.millis());
+        for (class_requests, count) in &smallest_first {
+            let mut fit = *count as i128;
+            for (r, free) in class_requests.iter().zip(&room) {
+                if *r > 0 {
+                    fit = fit.min(free / r);
                 }
             }
             let fit = fit.max(0);
             held += fit as u32;
-            for (name, q) in r.clone().iter() {
-                room.set(
-                    name,
-                    room.get(name) - Quantity::from_millis(q.millis() * fit),
-                );
+            for (r, free) in class_requests.iter().zip(room.iter_mut()) {
+                *free -= r * fit;
             }
         }
         offerings.pods_per_node.push(held.max(1));
@@ -1163,11 +1259,13 @@ fn max_free(view: &PoolView, candidates: &[usize], load: &ResourceList) -> Resou
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Quantity;
     use crate::model::{
         HostPort, LabelSelector, PodAffinityTerm, Taint, TaintEffect, Toleration,
         TolerationOperator, TopologySpread, WhenUnsatisfiable,
     };
-    use crate::provisioning::{CheapestFirst, SingleRanker};
+    use crate::policy::NativeRanker;
+    use crate::provisioning::SingleRanker;
     use proptest::prelude::*;
     use std::sync::OnceLock;
 
@@ -1218,7 +1316,7 @@ mod tests {
     }
 
     fn run(s: &Snapshot) -> ProvisioningPlan {
-        plan(s, &mut SingleRanker::new(CheapestFirst::default()))
+        plan(s, &mut SingleRanker::new(NativeRanker::new()))
     }
 
     /// Every claim's chosen offering must satisfy every rule for every pod on it.
@@ -1584,16 +1682,36 @@ mod tests {
             let p = run(&s);
             assert_valid(&s, &p);
             // Any pod that fits some allowed offering alone is placed.
-            let view = pool_view(&s, &s.node_pools[0]);
+            let view = PoolView {
+                pool: &s.node_pools[0],
+                offerings: Arc::new(pool_offerings(&s, &s.node_pools[0])),
+            };
             for u in &p.unschedulable {
                 let spec = &s.pods[u.pod].spec;
                 prop_assert!(class_in_pool(&s.catalog, &view, spec).is_err(), "placeable pod left out: {}", u);
             }
-            let again = run(&snapshot(vec![general()], specs));
+            let again = run(&snapshot(vec![general()], specs.clone()));
             prop_assert_eq!(p.claims.len(), again.claims.len());
             for (a, b) in p.claims.iter().zip(&again.claims) {
                 prop_assert_eq!(&a.pods, &b.pods);
                 prop_assert_eq!(&a.offerings, &b.offerings);
+            }
+            // A Planner reused across calls (its caches warm, then a changed NodePool) plans the same.
+            let mut planner = Planner::new();
+            let mut rankers = SingleRanker::new(NativeRanker::new());
+            for s in [
+                snapshot(vec![general()], specs.clone()),
+                snapshot(vec![general()], specs.clone()),
+                snapshot(vec![pool("general", &[(labels::CAPACITY_TYPE, Operator::In, &["on-demand"]), (labels::ARCH, Operator::In, &["arm64"])])], specs.clone()),
+            ] {
+                let fresh = run(&s);
+                let cached = planner.plan(&s, &mut rankers);
+                prop_assert_eq!(fresh.claims.len(), cached.claims.len());
+                prop_assert_eq!(fresh.unschedulable.len(), cached.unschedulable.len());
+                for (a, b) in fresh.claims.iter().zip(&cached.claims) {
+                    prop_assert_eq!(&a.pods, &b.pods);
+                    prop_assert_eq!(&a.offerings, &b.offerings);
+                }
             }
         }
     }

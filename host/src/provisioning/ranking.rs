@@ -1,15 +1,15 @@
-//! The provisioning side of the Ranker boundary: which ranker a NodePool uses, the contract catalog the
-//! rankers are primed with, and a tiny native ranker used until the policy runtime is wired in.
-//!
-//! SEAM: `CheapestFirst` stands in for the policy helper's `NativeRanker` / wasm runtime (crate::policy).
-//! Callers pick the ranker through [`RankerProvider`], so swapping it in touches no provisioning code.
+//! The provisioning side of the Ranker boundary: which ranker a NodePool uses and the contract catalog the
+//! rankers are primed with. The rankers themselves are policies (`crate::policy`): the native default,
+//! the embedded wasm default, or a NodePool's own module from the [`PolicyRegistry`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use crate::model::Catalog;
 use crate::model::NodePool;
+use crate::policy::Ranker;
 use crate::policy::contract::rank;
-use crate::policy::{Ranker, Verdict};
+use crate::policy::registry::{PolicyRegistry, PoolRanker};
 
 /// Gives the ranker a NodePool uses (its named policy, or the default), primed with `catalog`: the
 /// provider calls `set_catalog` whenever the catalog revision differs from the one it last sent.
@@ -42,43 +42,43 @@ impl<R: Ranker> RankerProvider for SingleRanker<R> {
     }
 }
 
-/// Orders offerings by effective hourly cost: the price, with spot weighted up by its interruption signal.
-#[derive(Debug, Default, Clone)]
-pub struct CheapestFirst {
-    catalog_revision: Option<u64>,
+/// Each NodePool's own ranker from a [`PolicyRegistry`] (`registry.ranker(pool)`), primed with the
+/// contract catalog (built once per catalog revision, sent to each ranker when its revision is stale).
+pub struct RegistryRankers {
+    registry: Arc<PolicyRegistry>,
+    handles: HashMap<String, (PoolRanker, Option<u64>)>,
+    catalog: Option<rank::Catalog>,
 }
 
-impl CheapestFirst {
-    pub const NAME: &'static str = "cheapest-first@0.1.0 (native, provisioning built-in)";
-}
-
-impl Ranker for CheapestFirst {
-    fn set_catalog(&mut self, catalog: &rank::Catalog) {
-        self.catalog_revision = Some(catalog.revision);
+impl RegistryRankers {
+    pub fn new(registry: Arc<PolicyRegistry>) -> Self {
+        RegistryRankers {
+            registry,
+            handles: HashMap::new(),
+            catalog: None,
+        }
     }
 
-    fn rank(&mut self, input: &rank::RankInput) -> Verdict<rank::Ranking> {
-        let o = &input.offerings;
-        let score = |i: usize| {
-            let risk = if o.capacity_type[i] == 1 {
-                1.0 + 0.5 * f64::from(o.interruption[i].max(0.0))
-            } else {
-                1.0
-            };
-            o.price[i] * risk
-        };
-        let mut order: Vec<u32> = (0..o.price.len() as u32).collect();
-        order.sort_by(|&a, &b| {
-            score(a as usize)
-                .total_cmp(&score(b as usize))
-                .then(a.cmp(&b))
-        });
-        let scores = order.iter().map(|&i| score(i as usize)).collect();
-        Verdict {
-            value: rank::Ranking { order, scores },
-            decided_by: Self::NAME.to_string(),
-            fallback: None,
+    pub fn registry(&self) -> &PolicyRegistry {
+        &self.registry
+    }
+}
+
+impl RankerProvider for RegistryRankers {
+    fn ranker_for(&mut self, node_pool: &NodePool, catalog: &Catalog) -> &mut dyn Ranker {
+        if self.catalog.as_ref().map(|c| c.revision) != Some(catalog.revision) {
+            self.catalog = Some(contract_catalog(catalog));
         }
+        let registry = &self.registry;
+        let (ranker, sent) = self
+            .handles
+            .entry(node_pool.name.clone())
+            .or_insert_with(|| (registry.ranker(&node_pool.name), None));
+        if *sent != Some(catalog.revision) {
+            ranker.set_catalog(self.catalog.as_ref().expect("set above"));
+            *sent = Some(catalog.revision);
+        }
+        ranker
     }
 }
 

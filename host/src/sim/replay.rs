@@ -129,10 +129,11 @@ pub struct Replay {
     sample_due: bool,
 }
 
-/// The provisioning core with `ranker` for every NodePool of `scenario` (the default provisioner).
+/// The provisioning core for `scenario`, each NodePool ranking with its ranker from `registry` (the
+/// default provisioner uses `PolicyRegistry::native()`).
 pub fn core_planner(
     scenario: &Scenario,
-    ranker: Box<dyn crate::policy::Ranker>,
+    registry: Arc<crate::policy::PolicyRegistry>,
     ranker_label: String,
 ) -> Box<dyn Provisioner> {
     let (catalog, _, _) = catalog::select(&scenario.cloud.instance_types, &scenario.zones);
@@ -151,7 +152,7 @@ pub fn core_planner(
         .collect();
     Box::new(
         CorePlanner::new(
-            ranker,
+            registry,
             ranker_label,
             pools,
             &daemonsets,
@@ -370,7 +371,7 @@ impl Replay {
             options.provisioner.unwrap_or_else(|| {
                 core_planner(
                     scenario,
-                    Box::new(crate::policy::defaults::NativeRanker::new()),
+                    Arc::new(crate::policy::PolicyRegistry::native()),
                     crate::policy::defaults::NativeRanker::label(),
                 )
             }),
