@@ -106,16 +106,16 @@ pub fn evaluate(
     let all_spot = removed
         .iter()
         .all(|n| n.node.capacity_type == CapacityType::Spot);
+    let below = (saving == Saving::Required).then_some(price);
     let mut options = offerings_holding(
         &leftover,
         &pool.spec,
-        &pool.daemon_overhead,
+        &pool.launchable,
         &view.instance_types,
-        &view.offerings,
-        |o| saving == Saving::NotRequired || o.price < price,
+        below,
     );
     if saving == Saving::Required && all_spot {
-        options.retain(|o| o.capacity_type == CapacityType::Spot);
+        options.retain(|l| l.offering.capacity_type == CapacityType::Spot);
         let cheaper = cheaper_types(&options, CapacityType::Spot, price);
         if cheaper < MIN_SPOT_TO_SPOT_TYPES {
             return Err(format!(
@@ -123,7 +123,7 @@ pub fn evaluate(
             ));
         }
     }
-    let Some(best) = options.first().cloned() else {
+    let Some(best) = options.first().map(|l| l.offering.clone()) else {
         return Err(format!(
             "{} pods fit neither the remaining nodes nor one {} replacement",
             leftover.len(),
@@ -134,7 +134,12 @@ pub fn evaluate(
             }
         ));
     };
-    options.truncate(REPLACEMENT_OFFERINGS);
+    let holding = options.len();
+    let options: Vec<crate::cloud::Offering> = options
+        .iter()
+        .take(REPLACEMENT_OFFERINGS)
+        .map(|l| l.offering.clone())
+        .collect();
     mv.savings_per_hour = price - best.price;
     mv.replacement_price = Some(best.price);
     mv.replacement = Some(PlannedClaim {
@@ -147,7 +152,7 @@ pub fn evaluate(
             best.zone,
             best.capacity_type.label(),
             best.price,
-            options.len()
+            holding
         ),
         offerings: options,
         pods: leftover.iter().map(|p| p.key.clone()).collect(),
@@ -299,14 +304,13 @@ pub fn target_fleet(
             match offerings_holding(
                 &leftover,
                 &pool.spec,
-                &pool.daemon_overhead,
+                &pool.launchable,
                 &view.instance_types,
-                &view.offerings,
-                |_| true,
+                None,
             )
             .first()
             {
-                Some(o) => o.price,
+                Some(l) => l.offering.price,
                 None => continue,
             }
         };
