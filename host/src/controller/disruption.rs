@@ -85,7 +85,20 @@ pub struct Disruptor {
     fallbacks: Vec<String>,
     journal: Journal,
     catalog: Catalog,
+    quiet: Option<Quiet>,
 }
+
+/// A pass that found nothing to do: what it saw, and until when time alone changes nothing (no node
+/// reaches `consolidateAfter`, expiry or its grace period, no image release, no budget window edge).
+/// Until then a pass over the same cluster would find nothing again, so it is skipped.
+#[derive(Debug, Clone, Copy)]
+struct Quiet {
+    fingerprint: u64,
+    until: Millis,
+}
+
+/// A pass re-runs at least this often even when nothing changed (a safety net).
+const QUIET_MAX_MS: Millis = 60_000;
 
 /// The catalog as the last pass saw it, and what was derived from it: rebuilt only when the offerings,
 /// prices, instance types, a pool or the DaemonSet overhead change, not on every pass.
@@ -225,6 +238,7 @@ impl Disruptor {
             fallbacks: Vec::new(),
             journal: Journal::default(),
             catalog: Catalog::default(),
+            quiet: None,
         }
     }
 
@@ -262,6 +276,67 @@ impl Disruptor {
             daemon_overhead,
         };
         Some(settings)
+    }
+
+    /// What a pass reads, hashed: nodes and their pods' footprint, pending pods, in-flight claims,
+    /// nodes being disrupted, PDBs and the catalog.
+    fn fingerprint(&mut self, input: &DisruptionInput<'_>) -> u64 {
+        use std::hash::{Hash, Hasher};
+        self.catalog.refresh(input);
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.catalog.fingerprint.hash(&mut h);
+        for n in input.nodes {
+            n.name.hash(&mut h);
+            n.pods.hash(&mut h);
+            n.requested.cpu_millis.hash(&mut h);
+            n.requested.memory_bytes.hash(&mut h);
+            (n.ready, n.cordoned, n.deleting).hash(&mut h);
+            n.labels.get(DO_NOT_DISRUPT).hash(&mut h);
+        }
+        input.disrupting.hash(&mut h);
+        input.in_flight_claims.hash(&mut h);
+        input.cluster.pending_revision().hash(&mut h);
+        input.cluster.pending_pods().len().hash(&mut h);
+        for b in input.cluster.disruption_budgets() {
+            b.name.hash(&mut h);
+            b.min_available.hash(&mut h);
+            b.max_unavailable.hash(&mut h);
+        }
+        h.finish()
+    }
+
+    /// The next instant time alone could change a pass's outcome.
+    fn wake_at(&self, view: &ClusterView) -> Millis {
+        let now = view.now;
+        let mut at = now + QUIET_MAX_MS;
+        let mut later = |t: Millis| {
+            if t > now {
+                at = at.min(t);
+            }
+        };
+        for n in &view.nodes {
+            let Some(p) = view.pool(&n.node.node_pool) else {
+                continue;
+            };
+            if let Some(a) = p.consolidate_after {
+                later(n.last_pod_change.saturating_add(a));
+            }
+            if let Some(e) = p.expire_after {
+                later(n.node.created_at.saturating_add(e));
+            }
+            if let (Some(g), Some(since)) = (p.termination_grace_period, n.expiring_since) {
+                later(since.saturating_add(g));
+            }
+        }
+        for config in self.pools.values() {
+            for (from, _) in &config.drift {
+                later(*from);
+            }
+            if config.budgets.iter().any(|b| b.schedule.is_some()) {
+                later((now.div_euclid(60_000) + 1) * 60_000);
+            }
+        }
+        at
     }
 
     /// The core's view of the cluster now; updates the per-node state.
@@ -426,8 +501,19 @@ impl DisruptionStep for Disruptor {
             return out;
         }
         self.next_decision_at = now + 10_000;
+        let fingerprint = self.fingerprint(input);
+        if self
+            .quiet
+            .is_some_and(|q| q.fingerprint == fingerprint && now < q.until)
+        {
+            return out;
+        }
         let view = self.view(input);
         let decision = decide(&view, &mut *self.consolidator, &mut *self.budgeter);
+        self.quiet = decision.commands.is_empty().then(|| Quiet {
+            fingerprint,
+            until: self.wake_at(&view),
+        });
         self.fallbacks.extend(decision.fallbacks);
         for cmd in decision.commands {
             if cmd.method == Method::Expiration {
