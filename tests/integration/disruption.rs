@@ -313,3 +313,54 @@ fn a_custom_consolidator_changes_the_outcome() {
     assert!(end(&custom) > end(&default) * 1.5);
     assert!(journal.lock().unwrap().is_empty());
 }
+
+/// The same policy as real WebAssembly (`tests/policies/business-hours`, built by tests/build.rs),
+/// loaded through the registry's canary and run in the sandbox.
+const BUSINESS_HOURS_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/business-hours.wasm"));
+
+fn business_hours_wasm() -> kestrel::policy::WasmConsolidator {
+    let limits = kestrel::policy::Limits::default();
+    let compiled = kestrel::policy::registry::prepare_wasm(
+        kestrel::policy::PolicyEngine::shared(),
+        kestrel::policy::PolicyKind::Consolidator,
+        BUSINESS_HOURS_WASM,
+        None,
+        &limits,
+    )
+    .expect("the business-hours consolidator passes the canary");
+    kestrel::policy::WasmConsolidator::new(compiled, limits, std::sync::Arc::default())
+}
+
+#[test]
+fn a_wasm_consolidator_holds_consolidation_in_business_hours_only() {
+    let consolidations = |start: &str| {
+        let mut s = scenario("burst-scale-down.yaml");
+        s.start = Some(start.into());
+        let step = Disruptor::from_manifests(&s.node_pools, &s.node_classes, s.start_ms())
+            .with_consolidator(Box::new(business_hours_wasm()));
+        let journal = step.journal();
+        let o = run(&s, step);
+        assert_eq!(o.cluster.pending_count(), 0);
+        let entries = journal.lock().unwrap().clone();
+        (o.samples.last().expect("samples").cost_per_hour, entries)
+    };
+    // Monday 09:00 UTC: the whole 90-minute replay is in business hours.
+    let (busy_cost, busy) = consolidations("2026-01-05T09:00:00Z");
+    // Saturday 09:00 UTC: the policy defers to its saving order.
+    let (weekend_cost, weekend) = consolidations("2026-01-10T09:00:00Z");
+    println!(
+        "wasm business-hours consolidator: weekday ends at ${busy_cost:.4}/h after {} moves; weekend at ${weekend_cost:.4}/h after {} moves",
+        busy.len(),
+        weekend.len()
+    );
+    assert!(busy.is_empty(), "no move in business hours: {busy:?}");
+    assert!(!weekend.is_empty(), "consolidation on the weekend");
+    assert!(
+        weekend.iter().all(|e| e
+            .explanation
+            .decided_by
+            .contains("not-during-business-hours")),
+        "the wasm policy chose the moves"
+    );
+    assert!(weekend_cost < busy_cost / 2.0);
+}
