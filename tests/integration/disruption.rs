@@ -253,8 +253,8 @@ fn drift_replaces_every_drifted_node_at_the_budgets_pace() {
 }
 
 /// A consolidator that takes nothing between 09:00 and 17:00 UTC on weekdays and otherwise defers to
-/// the default (a native implementation of the `Consolidator` trait: the wasm test-policy builder in
-/// `tests/build.rs` belongs to the policy helper).
+/// the default: a native implementation of the `Consolidator` trait (the wasm version, with its own
+/// saving order off-hours, is `tests/policies/business-hours`, tested below).
 struct NotDuringBusinessHours;
 
 impl Consolidator for NotDuringBusinessHours {

@@ -42,7 +42,10 @@ impl Guest for BusinessHours {
         let mut used = vec![false; input.nodes.len()];
         let mut taken = Vec::new();
         for m in moves {
-            if m.nodes.iter().any(|&n| used.get(n as usize).copied().unwrap_or(true)) {
+            if m.nodes
+                .iter()
+                .any(|&n| used.get(n as usize).copied().unwrap_or(true))
+            {
                 continue;
             }
             for &n in &m.nodes {
