@@ -282,7 +282,6 @@ impl Disruptor {
     /// nodes being disrupted, PDBs and the catalog.
     fn fingerprint(&mut self, input: &DisruptionInput<'_>) -> u64 {
         use std::hash::{Hash, Hasher};
-        self.catalog.refresh(input);
         let mut h = std::collections::hash_map::DefaultHasher::new();
         self.catalog.fingerprint.hash(&mut h);
         for n in input.nodes {
@@ -339,7 +338,7 @@ impl Disruptor {
         at
     }
 
-    /// The core's view of the cluster now; updates the per-node state.
+    /// The core's view of the cluster now (after `catalog.refresh`); updates the per-node state.
     fn view(&mut self, input: &DisruptionInput<'_>) -> ClusterView {
         let now = input.now;
         let live: BTreeSet<&str> = input.nodes.iter().map(|n| &*n.name).collect();
@@ -418,7 +417,6 @@ impl Disruptor {
                 PdbView { allowed, ..view }
             })
             .collect();
-        self.catalog.refresh(input);
         let pools = input
             .pools
             .iter()
@@ -476,6 +474,7 @@ impl DisruptionStep for Disruptor {
             if now < self.validate_at {
                 return out;
             }
+            self.catalog.refresh(input);
             let view = self.view(input);
             let mut room = base_room(&view);
             let mut pdbs = view.pdbs.clone();
@@ -501,6 +500,7 @@ impl DisruptionStep for Disruptor {
             return out;
         }
         self.next_decision_at = now + 10_000;
+        self.catalog.refresh(input);
         let fingerprint = self.fingerprint(input);
         if self
             .quiet
