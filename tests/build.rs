@@ -23,7 +23,7 @@ fn main() {
         .nth(4)
         .unwrap_or(&out_dir)
         .join("wasm-test-policies");
-    for name in ["misbehaving", "generous-budgeter"] {
+    for name in ["misbehaving", "generous-budgeter", "business-hours"] {
         let bytes = build_component::build_component(&root.join("tests/policies").join(name), &target_dir, &root)
             .unwrap_or_else(|e| {
                 panic!(

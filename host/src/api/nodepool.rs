@@ -206,7 +206,10 @@ impl Budget {
 
     /// Whether this budget applies to `reason` (an unset `reasons` applies to all).
     pub fn applies_to(&self, reason: DisruptionReason) -> bool {
-        self.reasons.as_ref().is_none_or(|r| r.contains(&reason))
+        // No reasons, or an empty list, means every reason (Karpenter: `len(Reasons) == 0 || ...`).
+        self.reasons
+            .as_ref()
+            .is_none_or(|r| r.is_empty() || r.contains(&reason))
     }
 
     /// Whether the budget is in force at `now` (ms since the epoch): always without a schedule.

@@ -14,12 +14,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
-use super::{DisruptionCommand, DisruptionInput, DisruptionStep, PoolSpec};
+use super::{DisruptionCommand, DisruptionInput, DisruptionStep, InstanceTypeInfo, PoolSpec};
 use crate::api::{EC2NodeClass, NodePool};
 use crate::clock::Millis;
+use crate::cloud::Offering;
 use crate::cluster::{OwnerKind, PodState, Resources};
 use crate::disruption::decide::revalidate;
 use crate::disruption::moves::base_room;
+use crate::disruption::room::{Launchable, launchables};
 use crate::disruption::{
     ClusterView, Command, DO_NOT_DISRUPT, DriftStamp, Method, MoveExplanation, NodeView, PdbView,
     PoolSettings, VALIDATION_DELAY_MS, decide,
@@ -82,6 +84,79 @@ pub struct Disruptor {
     next_decision_at: Millis,
     fallbacks: Vec<String>,
     journal: Journal,
+    catalog: Catalog,
+    quiet: Option<Quiet>,
+}
+
+/// A pass that found nothing to do: what it saw, and until when time alone changes nothing (no node
+/// reaches `consolidateAfter`, expiry or its grace period, no image release, no budget window edge).
+/// Until then a pass over the same cluster would find nothing again, so it is skipped.
+#[derive(Debug, Clone, Copy)]
+struct Quiet {
+    fingerprint: u64,
+    until: Millis,
+}
+
+/// A pass re-runs at least this often even when nothing changed (a safety net).
+const QUIET_MAX_MS: Millis = 60_000;
+
+/// The catalog as the last pass saw it, and what was derived from it: rebuilt only when the offerings,
+/// prices, instance types, a pool or the DaemonSet overhead change, not on every pass.
+#[derive(Default)]
+struct Catalog {
+    fingerprint: u64,
+    instance_types: Arc<[InstanceTypeInfo]>,
+    offerings: Arc<[Offering]>,
+    /// Pool -> (the spec and overhead it was built for, what it may launch).
+    launchable: BTreeMap<String, PoolLaunchable>,
+}
+
+/// What a pool may launch, with the spec and DaemonSet overhead it was built for.
+type PoolLaunchable = (PoolSpec, BTreeMap<String, Resources>, Arc<[Launchable]>);
+
+impl Catalog {
+    fn refresh(&mut self, input: &DisruptionInput<'_>) {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for o in input.offerings {
+            o.instance_type.hash(&mut h);
+            o.zone.hash(&mut h);
+            o.capacity_type.label().hash(&mut h);
+            o.price.to_bits().hash(&mut h);
+        }
+        for t in input.instance_types {
+            t.name.hash(&mut h);
+        }
+        let fingerprint = h.finish();
+        if fingerprint != self.fingerprint || self.offerings.len() != input.offerings.len() {
+            *self = Catalog {
+                fingerprint,
+                instance_types: input.instance_types.into(),
+                offerings: input.offerings.into(),
+                launchable: BTreeMap::new(),
+            };
+        }
+    }
+
+    fn launchable(
+        &mut self,
+        spec: &PoolSpec,
+        overhead: &BTreeMap<String, Resources>,
+    ) -> Arc<[Launchable]> {
+        if let Some((s, o, l)) = self.launchable.get(&spec.name)
+            && s == spec
+            && o == overhead
+        {
+            return l.clone();
+        }
+        let l: Arc<[Launchable]> =
+            launchables(spec, overhead, &self.instance_types, &self.offerings).into();
+        self.launchable.insert(
+            spec.name.clone(),
+            (spec.clone(), overhead.clone(), l.clone()),
+        );
+        l
+    }
 }
 
 impl Disruptor {
@@ -162,6 +237,8 @@ impl Disruptor {
             next_decision_at: Millis::MIN,
             fallbacks: Vec::new(),
             journal: Journal::default(),
+            catalog: Catalog::default(),
+            quiet: None,
         }
     }
 
@@ -180,9 +257,14 @@ impl Disruptor {
         self.journal.clone()
     }
 
-    fn settings(&self, spec: &PoolSpec, input: &DisruptionInput<'_>) -> Option<PoolSettings> {
+    fn settings(&mut self, spec: &PoolSpec, input: &DisruptionInput<'_>) -> Option<PoolSettings> {
         let config = self.pools.get(&spec.name)?;
-        Some(PoolSettings {
+        let daemon_overhead: BTreeMap<String, Resources> = input
+            .instance_types
+            .iter()
+            .map(|it| (it.name.clone(), (input.daemon_overhead)(spec, it)))
+            .collect();
+        let settings = PoolSettings {
             spec: spec.clone(),
             consolidation_policy: config.consolidation_policy,
             consolidate_after: config.consolidate_after,
@@ -190,15 +272,73 @@ impl Disruptor {
             termination_grace_period: config.termination_grace_period,
             budgets: config.budgets.clone(),
             drift: config.stamp_at(input.now),
-            daemon_overhead: input
-                .instance_types
-                .iter()
-                .map(|it| (it.name.clone(), (input.daemon_overhead)(spec, it)))
-                .collect(),
-        })
+            launchable: self.catalog.launchable(spec, &daemon_overhead),
+            daemon_overhead,
+        };
+        Some(settings)
     }
 
-    /// The core's view of the cluster now; updates the per-node state.
+    /// What a pass reads, hashed: nodes and their pods' footprint, pending pods, in-flight claims,
+    /// nodes being disrupted, PDBs and the catalog.
+    fn fingerprint(&mut self, input: &DisruptionInput<'_>) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.catalog.fingerprint.hash(&mut h);
+        for n in input.nodes {
+            n.name.hash(&mut h);
+            n.pods.hash(&mut h);
+            n.requested.cpu_millis.hash(&mut h);
+            n.requested.memory_bytes.hash(&mut h);
+            (n.ready, n.cordoned, n.deleting).hash(&mut h);
+            n.labels.get(DO_NOT_DISRUPT).hash(&mut h);
+        }
+        input.disrupting.hash(&mut h);
+        input.in_flight_claims.hash(&mut h);
+        input.cluster.pending_revision().hash(&mut h);
+        input.cluster.pending_pods().len().hash(&mut h);
+        for b in input.cluster.disruption_budgets() {
+            b.name.hash(&mut h);
+            b.min_available.hash(&mut h);
+            b.max_unavailable.hash(&mut h);
+        }
+        h.finish()
+    }
+
+    /// The next instant time alone could change a pass's outcome.
+    fn wake_at(&self, view: &ClusterView) -> Millis {
+        let now = view.now;
+        let mut at = now + QUIET_MAX_MS;
+        let mut later = |t: Millis| {
+            if t > now {
+                at = at.min(t);
+            }
+        };
+        for n in &view.nodes {
+            let Some(p) = view.pool(&n.node.node_pool) else {
+                continue;
+            };
+            if let Some(a) = p.consolidate_after {
+                later(n.last_pod_change.saturating_add(a));
+            }
+            if let Some(e) = p.expire_after {
+                later(n.node.created_at.saturating_add(e));
+            }
+            if let (Some(g), Some(since)) = (p.termination_grace_period, n.expiring_since) {
+                later(since.saturating_add(g));
+            }
+        }
+        for config in self.pools.values() {
+            for (from, _) in &config.drift {
+                later(*from);
+            }
+            if config.budgets.iter().any(|b| b.schedule.is_some()) {
+                later((now.div_euclid(60_000) + 1) * 60_000);
+            }
+        }
+        at
+    }
+
+    /// The core's view of the cluster now (after `catalog.refresh`); updates the per-node state.
     fn view(&mut self, input: &DisruptionInput<'_>) -> ClusterView {
         let now = input.now;
         let live: BTreeSet<&str> = input.nodes.iter().map(|n| &*n.name).collect();
@@ -206,11 +346,33 @@ impl Disruptor {
         self.pod_changes.retain(|k, _| live.contains(k.as_str()));
         self.expiring.retain(|k, _| live.contains(k.as_str()));
         let pending = input.cluster.pending_pods();
-        let mut all_pods: Vec<PodState> = pending.clone();
+        // PDBs: (selector view, pods selected, of which bound), counted without copying pods.
+        let mut budgets: Vec<(PdbView, i64, i64, _)> = input
+            .cluster
+            .disruption_budgets()
+            .into_iter()
+            .map(|b| {
+                let view = PdbView {
+                    name: b.name.clone(),
+                    selector: b.selector.clone(),
+                    allowed: 0,
+                };
+                (view, 0, 0, b)
+            })
+            .collect();
+        let mut count = |pods: &[PodState]| {
+            for (view, total, healthy, _) in budgets.iter_mut() {
+                for p in pods.iter().filter(|p| view.selects(p)) {
+                    *total += 1;
+                    *healthy += i64::from(p.node.is_some());
+                }
+            }
+        };
+        count(&pending);
         let mut nodes = Vec::with_capacity(input.nodes.len());
         for node in input.nodes {
             let bound = input.cluster.pods_on(&node.name);
-            all_pods.extend(bound.iter().cloned());
+            count(&bound);
             let pods: Vec<PodState> = bound
                 .into_iter()
                 .filter(|p| p.facts.owner != OwnerKind::DaemonSet)
@@ -244,22 +406,9 @@ impl Disruptor {
                 expiring_since: self.expiring.get(&name).copied(),
             });
         }
-        let pdbs = input
-            .cluster
-            .disruption_budgets()
+        let pdbs = budgets
             .into_iter()
-            .map(|b| {
-                let view = PdbView {
-                    name: b.name.clone(),
-                    selector: b.selector.clone(),
-                    allowed: 0,
-                };
-                let (total, healthy) = all_pods
-                    .iter()
-                    .filter(|p| view.selects(p))
-                    .fold((0i64, 0i64), |(t, h), p| {
-                        (t + 1, h + i64::from(p.node.is_some()))
-                    });
+            .map(|(view, total, healthy, b)| {
                 let allowed = match (b.min_available, b.max_unavailable) {
                     (Some(min), _) => healthy - min,
                     (None, Some(max)) => max - (total - healthy),
@@ -278,8 +427,8 @@ impl Disruptor {
             nodes,
             pools,
             pdbs,
-            instance_types: input.instance_types.to_vec(),
-            offerings: input.offerings.to_vec(),
+            instance_types: self.catalog.instance_types.clone(),
+            offerings: self.catalog.offerings.clone(),
             disrupting: input.disrupting.clone(),
             in_flight_claims: input.in_flight_claims,
             pending_pods: pending.len(),
@@ -325,6 +474,7 @@ impl DisruptionStep for Disruptor {
             if now < self.validate_at {
                 return out;
             }
+            self.catalog.refresh(input);
             let view = self.view(input);
             let mut room = base_room(&view);
             let mut pdbs = view.pdbs.clone();
@@ -350,8 +500,20 @@ impl DisruptionStep for Disruptor {
             return out;
         }
         self.next_decision_at = now + 10_000;
+        self.catalog.refresh(input);
+        let fingerprint = self.fingerprint(input);
+        if self
+            .quiet
+            .is_some_and(|q| q.fingerprint == fingerprint && now < q.until)
+        {
+            return out;
+        }
         let view = self.view(input);
         let decision = decide(&view, &mut *self.consolidator, &mut *self.budgeter);
+        self.quiet = decision.commands.is_empty().then(|| Quiet {
+            fingerprint,
+            until: self.wake_at(&view),
+        });
         self.fallbacks.extend(decision.fallbacks);
         for cmd in decision.commands {
             if cmd.method == Method::Expiration {

@@ -203,4 +203,78 @@ mod tests {
         let monday_ten = sunday_noon + 22 * 3_600_000; // 2026-01-05T10:00:00Z
         assert_eq!(budget_limit(&[b], ApiReason::Empty, 10, monday_ten), 0);
     }
+
+    mod agreement {
+        use std::sync::Arc;
+
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::disruption::DriftStamp;
+        use crate::model::ConsolidationPolicy;
+        use crate::policy::defaults::NativeBudgeter;
+
+        fn pool(budgets: Vec<Budget>) -> PoolSettings {
+            PoolSettings {
+                spec: Default::default(),
+                consolidation_policy: ConsolidationPolicy::WhenEmptyOrUnderutilized,
+                consolidate_after: Some(0),
+                expire_after: None,
+                termination_grace_period: None,
+                budgets,
+                drift: DriftStamp::default(),
+                daemon_overhead: BTreeMap::new(),
+                launchable: Arc::from(Vec::new()),
+            }
+        }
+
+        fn budget_gen() -> impl Strategy<Value = Budget> {
+            (
+                prop_oneof![
+                    (0u32..30).prop_map(|n| n.to_string()),
+                    (0u32..=100).prop_map(|p| format!("{p}%")),
+                ],
+                proptest::option::of(proptest::sample::subsequence(REASONS.to_vec(), 0..=3)),
+            )
+                .prop_map(|(nodes, reasons)| Budget {
+                    nodes,
+                    schedule: None,
+                    duration: None,
+                    reasons,
+                })
+        }
+
+        proptest! {
+            /// The host's own limit and the native default budgeter (the policy crate's copy, which
+            /// compiles to wasm on its own) give the same numbers for every reason.
+            #[test]
+            fn native_default_budgeter_and_host_clamp_agree(
+                budgets in proptest::collection::vec(budget_gen(), 0..4),
+                total in 0u32..300,
+                disrupting in 0u32..40,
+            ) {
+                let pool = pool(budgets);
+                let host = host_limits(&pool, total, disrupting, 0);
+                let input = budget_input(&pool, total, disrupting, &BTreeMap::new(), 0);
+                let native = NativeBudgeter::answer(&input);
+                prop_assert!(native.fallback.is_none());
+                for rc in native.value {
+                    let reason = match rc.reason {
+                        wit::DisruptionReason::Empty => ApiReason::Empty,
+                        wit::DisruptionReason::Underutilized => ApiReason::Underutilized,
+                        wit::DisruptionReason::Drifted => ApiReason::Drifted,
+                    };
+                    prop_assert_eq!(rc.count, host[&reason], "{:?}", reason);
+                }
+            }
+
+            /// The scheduling model's budget arithmetic is the API's (percentages round up).
+            #[test]
+            fn model_budget_nodes_round_up_like_the_api(p in 0u32..=100, total in 0u32..1000) {
+                let model = crate::model::BudgetNodes::Percent(p).of(total);
+                prop_assert_eq!(model, crate::api::BudgetNodes::Percent(p).allowed(total));
+                prop_assert_eq!(model, (total * p).div_ceil(100));
+            }
+        }
+    }
 }

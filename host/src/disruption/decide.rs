@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::budget::{self, Allowance};
 use super::expiration::{Expiry, expiry};
-use super::moves::{Move, Saving, base_room, consolidation_candidates, evaluate, multi_node};
+use super::moves::{
+    Move, Saving, base_room, consolidation_candidates, evaluate, multi_node, target_fleet,
+};
 use super::{
     ClusterView, Command, MAX_MULTI_NODE_CANDIDATES, MAX_SINGLE_NODE_MOVES, Method,
     MoveExplanation, NodeView, drift, safety,
@@ -364,6 +366,41 @@ pub fn decide(
                         "underutilized: its pods fit on the other nodes".into()
                     };
                     moves.push(m);
+                }
+            }
+        }
+        // Steer consolidation toward the cheapest fleet one more move could reach: a move that removes
+        // a node that fleet keeps is dropped while another move (or a node still settling) leads there.
+        if allowed_under > 0 && !underutilized.is_empty() {
+            let pinned: BTreeSet<usize> = members
+                .iter()
+                .copied()
+                .filter(|&i| safety::blocker(&view.nodes[i]).is_some())
+                .collect();
+            if let Some(target) = target_fleet(view, &room, &members, &pinned)
+                && target.price < target.current - 1e-6
+            {
+                let away = |m: &Move| {
+                    matches!(
+                        m.method,
+                        Method::SingleNodeConsolidation | Method::MultiNodeConsolidation
+                    ) && m.nodes.iter().any(|i| target.keep.contains(i))
+                };
+                let toward = moves.iter().any(|m| !away(m));
+                let settling = members.iter().any(|i| {
+                    !target.keep.contains(i) && !underutilized.contains(i) && !empty.contains(i)
+                });
+                if toward || settling {
+                    let before = moves.len();
+                    moves.retain(|m| !away(m));
+                    if moves.len() < before {
+                        decision.notes.push(format!(
+                            "{pool_name}: {} consolidation moves held back: they remove nodes of the cheapest reachable fleet (${:.4}/h, now ${:.4}/h)",
+                            before - moves.len(),
+                            target.price,
+                            target.current
+                        ));
+                    }
                 }
             }
         }

@@ -26,6 +26,7 @@ pub mod room;
 pub mod safety;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use crate::api::nodepool::Budget;
 use crate::clock::Millis;
@@ -69,6 +70,9 @@ pub struct PoolSettings {
     pub drift: DriftStamp,
     /// Requests of the DaemonSets every new node of this pool runs, per instance type.
     pub daemon_overhead: BTreeMap<String, Resources>,
+    /// What this pool may launch, cheapest first ([`room::launchables`] of the view's catalog; shared
+    /// between passes while the catalog and the pool do not change).
+    pub launchable: Arc<[room::Launchable]>,
 }
 
 /// A PodDisruptionBudget with how many evictions it allows right now.
@@ -118,9 +122,9 @@ pub struct ClusterView {
     pub nodes: Vec<NodeView>,
     pub pools: Vec<PoolSettings>,
     pub pdbs: Vec<PdbView>,
-    pub instance_types: Vec<InstanceTypeInfo>,
+    pub instance_types: Arc<[InstanceTypeInfo]>,
     /// Launchable offerings now, with current prices.
-    pub offerings: Vec<Offering>,
+    pub offerings: Arc<[Offering]>,
     /// Nodes already being drained or replaced.
     pub disrupting: BTreeSet<String>,
     /// NodeClaims launched and not registered yet (consolidation waits for provisioning to settle).

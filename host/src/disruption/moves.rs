@@ -106,16 +106,16 @@ pub fn evaluate(
     let all_spot = removed
         .iter()
         .all(|n| n.node.capacity_type == CapacityType::Spot);
+    let below = (saving == Saving::Required).then_some(price);
     let mut options = offerings_holding(
         &leftover,
         &pool.spec,
-        &pool.daemon_overhead,
+        &pool.launchable,
         &view.instance_types,
-        &view.offerings,
-        |o| saving == Saving::NotRequired || o.price < price,
+        below,
     );
     if saving == Saving::Required && all_spot {
-        options.retain(|o| o.capacity_type == CapacityType::Spot);
+        options.retain(|l| l.offering.capacity_type == CapacityType::Spot);
         let cheaper = cheaper_types(&options, CapacityType::Spot, price);
         if cheaper < MIN_SPOT_TO_SPOT_TYPES {
             return Err(format!(
@@ -123,7 +123,7 @@ pub fn evaluate(
             ));
         }
     }
-    let Some(best) = options.first().cloned() else {
+    let Some(best) = options.first().map(|l| l.offering.clone()) else {
         return Err(format!(
             "{} pods fit neither the remaining nodes nor one {} replacement",
             leftover.len(),
@@ -134,7 +134,12 @@ pub fn evaluate(
             }
         ));
     };
-    options.truncate(REPLACEMENT_OFFERINGS);
+    let holding = options.len();
+    let options: Vec<crate::cloud::Offering> = options
+        .iter()
+        .take(REPLACEMENT_OFFERINGS)
+        .map(|l| l.offering.clone())
+        .collect();
     mv.savings_per_hour = price - best.price;
     mv.replacement_price = Some(best.price);
     mv.replacement = Some(PlannedClaim {
@@ -147,7 +152,7 @@ pub fn evaluate(
             best.zone,
             best.capacity_type.label(),
             best.price,
-            options.len()
+            holding
         ),
         offerings: options,
         pods: leftover.iter().map(|p| p.key.clone()).collect(),
@@ -217,6 +222,105 @@ pub fn multi_node(
                 lo = mid + 1;
             }
             _ => hi = mid - 1,
+        }
+    }
+    best
+}
+
+/// The cheapest fleet a NodePool can reach with one more move of any size: keep some nodes, move the
+/// pods of the others onto the kept nodes' free room and at most one new node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    /// Indexes into `ClusterView::nodes` of the nodes the cheapest fleet keeps.
+    pub keep: BTreeSet<usize>,
+    /// Price per hour of the kept nodes plus the replacement.
+    pub price: f64,
+    /// Price per hour of the pool's nodes now.
+    pub current: f64,
+}
+
+/// Pools with more nodes skip the target search (it evaluates one keep-set per node).
+pub const MAX_TARGET_NODES: usize = 40;
+
+/// How full a node is: its busiest resource's share of what it can allocate.
+fn utilization(n: &NodeView) -> f64 {
+    let (r, a) = (&n.node.requested, &n.node.allocatable);
+    let share = |used: i64, have: i64| {
+        if have <= 0 {
+            0.0
+        } else {
+            used as f64 / have as f64
+        }
+    };
+    share(r.cpu_millis, a.cpu_millis).max(share(r.memory_bytes, a.memory_bytes))
+}
+
+/// Why a greedy walk needs this: removing the node whose pods fit elsewhere first (the cheapest
+/// disruption) can pile every pod onto one oversized node that no one-replacement move can split. The
+/// target keeps the fullest nodes (the `j` fullest, for every `j`; `pinned` nodes are always kept) and
+/// prices the rest as one replacement; moves that remove a node the target keeps are steps away from it.
+pub fn target_fleet(
+    view: &ClusterView,
+    room: &Room,
+    members: &[usize],
+    pinned: &BTreeSet<usize>,
+) -> Option<Target> {
+    let pool_name = &view.nodes[*members.first()?].node.node_pool;
+    let pool = view.pool(pool_name)?;
+    if members.len() > MAX_TARGET_NODES {
+        return None;
+    }
+    let current: f64 = members.iter().map(|&i| view.nodes[i].node.price).sum();
+    let mut order: Vec<usize> = members
+        .iter()
+        .copied()
+        .filter(|i| !pinned.contains(i))
+        .collect();
+    order.sort_by(|&a, &b| {
+        let (na, nb) = (&view.nodes[a], &view.nodes[b]);
+        utilization(nb)
+            .total_cmp(&utilization(na))
+            .then(na.node.price.total_cmp(&nb.node.price))
+            .then(a.cmp(&b))
+    });
+    let mut best: Option<Target> = None;
+    for j in 0..order.len() {
+        let keep: BTreeSet<usize> = order[..j].iter().chain(pinned.iter()).copied().collect();
+        let gone: Vec<&NodeView> = order[j..].iter().map(|&i| &view.nodes[i]).collect();
+        let mut trial = room.clone();
+        trial.remove(&gone.iter().map(|n| n.name()).collect());
+        let displaced: Vec<&PodState> = gone.iter().flat_map(|n| n.pods.iter()).collect();
+        let placed = trial.place(&displaced);
+        let leftover: Vec<&PodState> = displaced
+            .iter()
+            .zip(&placed)
+            .filter(|(_, at)| at.is_none())
+            .map(|(p, _)| *p)
+            .collect();
+        let kept: f64 = keep.iter().map(|&i| view.nodes[i].node.price).sum();
+        let replacement = if leftover.is_empty() {
+            0.0
+        } else {
+            match offerings_holding(
+                &leftover,
+                &pool.spec,
+                &pool.launchable,
+                &view.instance_types,
+                None,
+            )
+            .first()
+            {
+                Some(l) => l.offering.price,
+                None => continue,
+            }
+        };
+        let price = kept + replacement;
+        if best.as_ref().is_none_or(|b| price < b.price - 1e-9) {
+            best = Some(Target {
+                keep,
+                price,
+                current,
+            });
         }
     }
     best

@@ -125,7 +125,7 @@ fn view(nodes: Vec<NodeGen>, budget: &str, pdb_allowed: i64, disrupting: usize) 
         .take(disrupting)
         .map(|n| n.name().to_string())
         .collect();
-    let offerings = types
+    let offerings: Vec<Offering> = types
         .iter()
         .map(|t| Offering {
             instance_type: t.name.clone(),
@@ -134,6 +134,7 @@ fn view(nodes: Vec<NodeGen>, budget: &str, pdb_allowed: i64, disrupting: usize) 
             price: t.on_demand_price,
         })
         .collect();
+    let launchable = super::room::launchables(&spec, &BTreeMap::new(), &types, &offerings).into();
     ClusterView {
         now: 3_600_000,
         nodes: out,
@@ -151,14 +152,15 @@ fn view(nodes: Vec<NodeGen>, budget: &str, pdb_allowed: i64, disrupting: usize) 
             }],
             drift: DriftStamp::default(),
             daemon_overhead: BTreeMap::new(),
+            launchable,
         }],
         pdbs: vec![PdbView {
             name: "pdb0".into(),
             selector: BTreeMap::from([("app".into(), "app0".into())]),
             allowed: pdb_allowed,
         }],
-        instance_types: types,
-        offerings,
+        instance_types: types.into(),
+        offerings: offerings.into(),
         disrupting,
         in_flight_claims: 0,
         pending_pods: 0,

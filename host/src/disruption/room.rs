@@ -117,16 +117,63 @@ pub struct Replacement {
     pub offerings: Vec<Offering>,
 }
 
-/// The offerings of `pool` whose one node would hold all `pods` (plus DaemonSet overhead), cheapest
-/// first, restricted to `allowed`.
-pub fn offerings_holding(
-    pods: &[&PodState],
+/// An offering a NodePool may launch, with the room one node of it leaves for pods.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Launchable {
+    pub offering: Offering,
+    /// Index into the instance types the list was built from.
+    pub instance_type: usize,
+    /// Allocatable minus the DaemonSets' requests.
+    pub room: Resources,
+}
+
+/// The offerings `pool` may launch, cheapest first. It depends only on the pool and the catalog, so the
+/// controller builds it once per catalog revision instead of once per candidate move.
+pub fn launchables(
     pool: &PoolSpec,
     overhead: &BTreeMap<String, Resources>,
     instance_types: &[InstanceTypeInfo],
     offerings: &[Offering],
-    allowed: impl Fn(&Offering) -> bool,
-) -> Vec<Offering> {
+) -> Vec<Launchable> {
+    let types: std::collections::HashMap<&str, usize> = instance_types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.name.as_str(), i))
+        .collect();
+    let mut out: Vec<Launchable> = offerings
+        .iter()
+        .filter_map(|o| {
+            let &i = types.get(o.instance_type.as_str())?;
+            let it = &instance_types[i];
+            pool.allows(it, &o.zone, o.capacity_type)
+                .then(|| Launchable {
+                    offering: o.clone(),
+                    instance_type: i,
+                    room: it
+                        .allocatable
+                        .minus(&overhead.get(&it.name).copied().unwrap_or_default()),
+                })
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        let (a, b) = (&a.offering, &b.offering);
+        a.price
+            .total_cmp(&b.price)
+            .then(a.instance_type.cmp(&b.instance_type))
+            .then(a.zone.cmp(&b.zone))
+    });
+    out
+}
+
+/// The launchables (cheapest first, priced below `below` if given) whose one node would hold all
+/// `pods`.
+pub fn offerings_holding<'l>(
+    pods: &[&PodState],
+    pool: &PoolSpec,
+    launchable: &'l [Launchable],
+    instance_types: &[InstanceTypeInfo],
+    below: Option<f64>,
+) -> Vec<&'l Launchable> {
     if pods
         .iter()
         .any(|p| fit::taints_tolerated(&p.facts.spec, &pool.taints).is_err())
@@ -147,40 +194,36 @@ pub fn offerings_holding(
     {
         return Vec::new();
     }
-    let types: BTreeMap<&str, &InstanceTypeInfo> = instance_types
+    // Pods without a nodeSelector or node affinity fit every label; skip the per-offering check.
+    let constrained: Vec<&&PodState> = pods
         .iter()
-        .map(|t| (t.name.as_str(), t))
+        .filter(|p| {
+            p.facts
+                .spec
+                .node_selector
+                .as_ref()
+                .is_some_and(|s| !s.is_empty())
+                || p.facts
+                    .spec
+                    .affinity
+                    .as_ref()
+                    .is_some_and(|a| a.node_affinity.is_some())
+        })
         .collect();
-    let mut fits: Vec<Offering> = offerings
+    launchable
         .iter()
-        .filter(|o| allowed(o))
-        .filter(|o| {
-            let Some(it) = types.get(o.instance_type.as_str()) else {
-                return false;
-            };
-            if !pool.allows(it, &o.zone, o.capacity_type) {
-                return false;
-            }
-            let room = it
-                .allocatable
-                .minus(&overhead.get(&it.name).copied().unwrap_or_default());
-            total.fits_in(&room)
-                && pods.iter().all(|p| {
+        .take_while(|l| below.is_none_or(|max| l.offering.price < max))
+        .filter(|l| {
+            total.fits_in(&l.room)
+                && constrained.iter().all(|p| {
+                    let it = &instance_types[l.instance_type];
                     fit::labels_fit(&p.facts.spec, |k| {
-                        pool.label(it, &o.zone, o.capacity_type, k)
+                        pool.label(it, &l.offering.zone, l.offering.capacity_type, k)
                     })
                     .is_ok()
                 })
         })
-        .cloned()
-        .collect();
-    fits.sort_by(|a, b| {
-        a.price
-            .total_cmp(&b.price)
-            .then(a.instance_type.cmp(&b.instance_type))
-            .then(a.zone.cmp(&b.zone))
-    });
-    fits
+        .collect()
 }
 
 fn one_per_host(p: &PodState) -> bool {
@@ -202,9 +245,10 @@ fn one_per_host(p: &PodState) -> bool {
 }
 
 /// Distinct instance types among `offerings` of `capacity_type` priced below `price`.
-pub fn cheaper_types(offerings: &[Offering], capacity_type: CapacityType, price: f64) -> usize {
+pub fn cheaper_types(offerings: &[&Launchable], capacity_type: CapacityType, price: f64) -> usize {
     offerings
         .iter()
+        .map(|l| &l.offering)
         .filter(|o| o.capacity_type == capacity_type && o.price < price)
         .map(|o| o.instance_type.as_str())
         .collect::<BTreeSet<_>>()

@@ -65,11 +65,18 @@ pub enum BudgetNodes {
 }
 
 impl BudgetNodes {
-    /// How many of `total` nodes this allows (percentages round down, as Karpenter does).
+    /// How many of `total` nodes this allows: percentages round up, as Karpenter does
+    /// (`GetScaledValueFromIntOrPercent(.., roundUp=true)`); one implementation, `api::BudgetNodes`.
     pub fn of(self, total: u32) -> u32 {
-        match self {
-            BudgetNodes::Count(n) => n,
-            BudgetNodes::Percent(p) => (u64::from(total) * u64::from(p) / 100) as u32,
+        crate::api::BudgetNodes::from(self).allowed(total)
+    }
+}
+
+impl From<BudgetNodes> for crate::api::BudgetNodes {
+    fn from(n: BudgetNodes) -> Self {
+        match n {
+            BudgetNodes::Count(c) => crate::api::BudgetNodes::Count(c),
+            BudgetNodes::Percent(p) => crate::api::BudgetNodes::Percent(p),
         }
     }
 }

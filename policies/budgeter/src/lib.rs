@@ -1,6 +1,7 @@
 //! The default budgeter: Karpenter v1 disruption budgets.
 //!
-//! - No budgets at all means Karpenter's default `nodes: 10%`.
+//! - An empty budget list means no limit, as in Karpenter (`GetAllowedDisruptionsByReason` starts
+//!   from MaxInt32); the host fills in the default `nodes: 10%` when a NodePool leaves `budgets` unset.
 //! - A percentage is of the NodePool's nodes, rounded up (Karpenter's
 //!   `GetScaledValueFromIntOrPercent(.., roundUp=true)`).
 //! - Only `active` budgets count; a budget with no reasons applies to every reason; the most restrictive
@@ -45,17 +46,13 @@ fn applies(b: &Budget, reason: DisruptionReason) -> bool {
 
 /// How many more nodes may be disrupted now for `reason`.
 pub fn allowed_for(input: &BudgetInput, reason: DisruptionReason) -> u32 {
-    let limit = if input.budgets.is_empty() {
-        scaled(BudgetNodes::Percent(10), input.total_nodes)
-    } else {
-        input
-            .budgets
-            .iter()
-            .filter(|b| applies(b, reason))
-            .map(|b| scaled(b.nodes, input.total_nodes))
-            .min()
-            .unwrap_or(input.total_nodes)
-    };
+    let limit = input
+        .budgets
+        .iter()
+        .filter(|b| applies(b, reason))
+        .map(|b| scaled(b.nodes, input.total_nodes))
+        .min()
+        .unwrap_or(input.total_nodes);
     limit.saturating_sub(input.disrupting)
 }
 
@@ -125,12 +122,15 @@ mod tests {
     }
 
     #[test]
-    fn no_budgets_means_ten_percent_rounded_up() {
-        assert_eq!(counts(&input(vec![], 25, 0)), vec![3, 3, 3]);
-        assert_eq!(counts(&input(vec![], 1, 0)), vec![1, 1, 1]);
-        assert_eq!(counts(&input(vec![], 0, 0)), vec![0, 0, 0]);
-        assert_eq!(counts(&input(vec![], 25, 2)), vec![1, 1, 1]);
-        assert_eq!(counts(&input(vec![], 25, 7)), vec![0, 0, 0]);
+    fn no_budgets_means_no_limit_and_ten_percent_rounds_up() {
+        assert_eq!(counts(&input(vec![], 25, 0)), vec![25, 25, 25]);
+        assert_eq!(counts(&input(vec![], 25, 7)), vec![18, 18, 18]);
+        let ten = || vec![budget(BudgetNodes::Percent(10), vec![], true)];
+        assert_eq!(counts(&input(ten(), 25, 0)), vec![3, 3, 3]);
+        assert_eq!(counts(&input(ten(), 1, 0)), vec![1, 1, 1]);
+        assert_eq!(counts(&input(ten(), 0, 0)), vec![0, 0, 0]);
+        assert_eq!(counts(&input(ten(), 25, 2)), vec![1, 1, 1]);
+        assert_eq!(counts(&input(ten(), 25, 7)), vec![0, 0, 0]);
     }
 
     #[test]
