@@ -108,16 +108,6 @@ pub fn taints_tolerated(spec: &PodSpec, taints: &[Taint]) -> Result<(), Unfit> {
     if taints.is_empty() {
         return Ok(());
     }
-    let core_taints: Vec<model::Taint> = taints
-        .iter()
-        .filter_map(|t| {
-            Some(model::Taint::new(
-                &t.key,
-                t.value.as_deref(),
-                model::TaintEffect::parse(&t.effect)?,
-            ))
-        })
-        .collect();
     // Only the tolerations matter here; compiling just them keeps this cheap.
     let template = PodTemplateSpec {
         metadata: None,
@@ -128,7 +118,7 @@ pub fn taints_tolerated(spec: &PodSpec, taints: &[Taint]) -> Result<(), Unfit> {
     };
     let compiled = model::PodSpec::from_template("default", &template)
         .map_err(|_| Unfit::Taint(taints[0].key.clone()))?;
-    match core_fit::check_taints(&compiled, &core_taints) {
+    match core_fit::check_taints(&compiled, taints) {
         Ok(()) => Ok(()),
         Err(core_fit::Failure::Taint(t)) => Err(Unfit::Taint(t.key)),
         Err(_) => Err(Unfit::Taint(taints[0].key.clone())),
@@ -231,11 +221,7 @@ mod tests {
 
     #[test]
     fn tolerations_are_the_core_rules() {
-        let taint = Taint {
-            key: "dedicated".into(),
-            value: Some("gpu".into()),
-            effect: "NoSchedule".into(),
-        };
+        let taint = Taint::new("dedicated", Some("gpu"), model::TaintEffect::NoSchedule);
         let plain = PodSpec::default();
         assert_eq!(
             taints_tolerated(&plain, std::slice::from_ref(&taint)),
@@ -246,11 +232,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(taints_tolerated(&tolerant, &[taint]), Ok(()));
-        let soft = Taint {
-            key: "x".into(),
-            value: None,
-            effect: "PreferNoSchedule".into(),
-        };
+        let soft = Taint::new("x", None, model::TaintEffect::PreferNoSchedule);
         assert_eq!(taints_tolerated(&plain, &[soft]), Ok(()));
     }
 }
