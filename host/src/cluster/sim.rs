@@ -283,11 +283,19 @@ impl SimCluster {
         node: &NodeState,
         static_ok: &mut [Option<bool>],
     ) -> bool {
+        // Integer room first: first fit walks past many full nodes, and this is the cheapest refusal.
+        if !node.ready
+            || node.cordoned
+            || node.deleting
+            || !pod.facts.requests.fits_in(&node.free())
+        {
+            return false;
+        }
         let Some(&index) = self.slot_of.get(&node.name) else {
             return false;
         };
         let slot = &self.slots[index];
-        if !slot.accepting || !pod.facts.requests.fits_in(&node.free()) {
+        if !slot.accepting {
             return false;
         }
         let slots = &self.slots;
