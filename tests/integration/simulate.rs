@@ -416,35 +416,18 @@ fn peak_rss_mib() -> Option<f64> {
 #[ignore = "benchmark; run in release (command in the doc comment)"]
 fn bench_a_24h_day_with_10000_pod_events_replays_in_10_seconds() {
     let scenario = Scenario::parse(BUSY_DAY, "busy-day.yaml").unwrap_or_else(|e| panic!("{e}"));
-    // The parts, for the record: the stand-in packer alone, the provisioning core alone.
-    for (label, options) in [
-        (
-            "stand-in packer, no disruption",
-            SimOptions {
-                provisioner: Some(kestrel::sim::replay::greedy_planner(
-                    Box::new(kestrel::policy::defaults::NativeRanker::new()),
-                    "default".into(),
-                )),
-                disruption: Some(Box::new(kestrel::controller::NoDisruption)),
-                ..SimOptions::default()
-            },
-        ),
-        (
-            "provisioning core, no disruption",
-            SimOptions {
-                disruption: Some(Box::new(kestrel::controller::NoDisruption)),
-                ..SimOptions::default()
-            },
-        ),
-    ] {
-        let started = std::time::Instant::now();
-        let o = simulate(&scenario, options, &mut |_| {});
-        println!(
-            "busy-day ({label}): {} batches, {:.2} s",
-            o.controller.stats.batches,
-            started.elapsed().as_secs_f64()
-        );
-    }
+    // The part, for the record: the provisioning core alone.
+    let started = std::time::Instant::now();
+    let options = SimOptions {
+        disruption: Some(Box::new(kestrel::controller::NoDisruption)),
+        ..SimOptions::default()
+    };
+    let o = simulate(&scenario, options, &mut |_| {});
+    println!(
+        "busy-day (provisioning core, no disruption): {} batches, {:.2} s",
+        o.controller.stats.batches,
+        started.elapsed().as_secs_f64()
+    );
     let started = std::time::Instant::now();
     let outcome = run(&scenario);
     let seconds = started.elapsed().as_secs_f64();

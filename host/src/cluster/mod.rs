@@ -103,12 +103,8 @@ pub struct PodState {
     pub nominated: Option<Arc<str>>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Taint {
-    pub key: String,
-    pub value: Option<String>,
-    pub effect: String,
-}
+/// Node taints are the model's ([`crate::model::Taint`]); re-exported for the edge's callers.
+pub use crate::model::Taint;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeState {

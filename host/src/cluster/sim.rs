@@ -1,9 +1,14 @@
 //! The in-memory cluster: pods, nodes, PDBs, and a kube-scheduler stand-in that binds pending pods.
 //!
-//! Binding follows the scheduler's filters (resources, nodeSelector, required node affinity, taints and
-//! tolerations, zone/hostname topology spread with `DoNotSchedule`, hostname anti-affinity to the pod's own
-//! workload); a pod nominated to a node goes there first, as with Karpenter's nominations. Scoring is
-//! first fit in node order, which keeps replays deterministic.
+//! Binding uses the scheduling core's filters ([`crate::scheduling::fit`]): each pod template is compiled
+//! once into the core's [`model::PodSpec`], and every node is kept as a core [`Slot`] (labels, taints,
+//! free resources, host ports, the pods on it), so resources, host ports, taints, node affinity, volume
+//! zones, pod (anti-)affinity in both directions and topology spread are judged against every pod in the
+//! cluster exactly as the provisioner judges them. A pod nominated to a node goes there first, as with
+//! Karpenter's nominations. Scoring is first fit in node order, which keeps replays deterministic.
+//!
+//! A template the core cannot compile (e.g. an unparsable quantity) never binds: the provisioner refuses
+//! the same template, so the pod stays pending and shows up in the report.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -13,7 +18,9 @@ use super::{
     PodState,
 };
 use crate::clock::Millis;
-use crate::sim::fit;
+use crate::controller::convert;
+use crate::model;
+use crate::scheduling::fit::{self, NewDomains, Slot};
 
 /// A pod bound by the stand-in scheduler.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +55,18 @@ pub struct SimCluster {
     dirty: bool,
     node_by_claim: HashMap<String, Arc<str>>,
     pending_revision: u64,
+    /// Every node as the core's scheduling slot, kept in step with binds (order is irrelevant: first fit
+    /// walks `nodes`, and `slot_of` finds the slot).
+    slots: Vec<Slot>,
+    slot_of: HashMap<Arc<str>, usize>,
+    /// Each template compiled once; the `Arc` held here keeps the address key valid.
+    compiled: HashMap<usize, CompiledTemplate>,
+}
+
+#[derive(Debug)]
+struct CompiledTemplate {
+    _facts: Arc<PodSpecFacts>,
+    spec: Option<Arc<model::PodSpec>>,
 }
 
 impl SimCluster {
@@ -59,6 +78,7 @@ impl SimCluster {
     }
 
     pub fn add_pod(&mut self, key: PodKey, facts: Arc<PodSpecFacts>, now: Millis) {
+        self.compile(&facts);
         self.pending_revision += 1;
         self.pending.insert(key.clone());
         self.pods.insert(
@@ -83,6 +103,7 @@ impl SimCluster {
         node: &Arc<str>,
         now: Millis,
     ) {
+        self.compile(&facts);
         self.pods.insert(
             key.clone(),
             PodState {
@@ -135,9 +156,42 @@ impl SimCluster {
         self.pending.iter().filter_map(|k| self.pods.get(k))
     }
 
+    /// The core's spec of a pod template (None if the core refuses the template).
+    pub fn compiled_spec(&self, facts: &Arc<PodSpecFacts>) -> Option<Arc<model::PodSpec>> {
+        self.compiled
+            .get(&(Arc::as_ptr(facts) as usize))
+            .and_then(|c| c.spec.clone())
+    }
+
+    fn compile(&mut self, facts: &Arc<PodSpecFacts>) {
+        self.compiled
+            .entry(Arc::as_ptr(facts) as usize)
+            .or_insert_with(|| CompiledTemplate {
+                _facts: facts.clone(),
+                spec: convert::pod_spec(facts).ok().map(Arc::new),
+            });
+    }
+
     /// The kubelet registered: the node joins, ready.
     pub fn register_node(&mut self, node: NodeState) {
         self.pods_by_node.entry(node.name.clone()).or_default();
+        let core = convert::node(&node);
+        let slot = Slot {
+            name: node.name.to_string(),
+            labels: core.labels,
+            taints: core.taints,
+            free: core.allocatable,
+            host_ports: Vec::new(),
+            pods: Vec::new(),
+            accepting: node.ready && !node.cordoned && !node.deleting,
+        };
+        match self.slot_of.get(&node.name) {
+            Some(&i) => self.slots[i] = slot,
+            None => {
+                self.slot_of.insert(node.name.clone(), self.slots.len());
+                self.slots.push(slot);
+            }
+        }
         self.node_by_claim
             .insert(node.claim.clone(), node.name.clone());
         self.nodes.insert(node.name.clone(), node);
@@ -160,11 +214,21 @@ impl SimCluster {
         let pending: Vec<PodKey> = self.pending.iter().cloned().collect();
         // Pods of one template that failed on every node need not be scanned again in this pass.
         let mut unfit_templates: BTreeSet<*const PodSpecFacts> = BTreeSet::new();
+        // Per template, whether each slot passes the static rules (labels and taints do not change
+        // within a pass); also the set of eligible domains for topology spread, as in the core.
+        let mut static_ok: HashMap<*const PodSpecFacts, Vec<Option<bool>>> = HashMap::new();
         for key in pending {
             let pod = &self.pods[&key];
             let facts_ptr = Arc::as_ptr(&pod.facts);
             let scan = !unfit_templates.contains(&facts_ptr);
-            let target = self.choose_node(pod, scan);
+            let Some(spec) = self.compiled_spec(&pod.facts) else {
+                continue;
+            };
+            let cache = static_ok
+                .entry(facts_ptr)
+                .or_insert_with(|| vec![None; self.slots.len()]);
+            cache.resize(self.slots.len(), None);
+            let target = self.choose_node(pod, &spec, cache, scan);
             match target {
                 Some(node) => {
                     self.bind(&key, &node, now);
@@ -185,13 +249,19 @@ impl SimCluster {
         bindings
     }
 
-    fn choose_node(&self, pod: &PodState, scan: bool) -> Option<Arc<str>> {
+    fn choose_node(
+        &self,
+        pod: &PodState,
+        spec: &Arc<model::PodSpec>,
+        static_ok: &mut [Option<bool>],
+        scan: bool,
+    ) -> Option<Arc<str>> {
         if let Some(nominated) = &pod.nominated
             && let Some(node) = self
                 .node_by_claim
                 .get(&**nominated)
                 .and_then(|name| self.nodes.get(name))
-            && self.feasible(pod, node)
+            && self.feasible(pod, spec, node, static_ok)
         {
             return Some(node.name.clone());
         }
@@ -200,28 +270,54 @@ impl SimCluster {
         }
         self.nodes
             .values()
-            .find(|n| self.feasible(pod, n))
+            .find(|n| self.feasible(pod, spec, n, static_ok))
             .map(|n| n.name.clone())
     }
 
-    fn feasible(&self, pod: &PodState, node: &NodeState) -> bool {
-        if !node.ready || node.cordoned || node.deleting {
+    /// The core's filters for `pod` on `node`: cheap integer and static checks first, then the core's
+    /// dynamic rules against every slot.
+    fn feasible(
+        &self,
+        pod: &PodState,
+        spec: &Arc<model::PodSpec>,
+        node: &NodeState,
+        static_ok: &mut [Option<bool>],
+    ) -> bool {
+        // Integer room first: first fit walks past many full nodes, and this is the cheapest refusal.
+        if !node.ready
+            || node.cordoned
+            || node.deleting
+            || !pod.facts.requests.fits_in(&node.free())
+        {
             return false;
         }
-        if fit::node_fit(&pod.facts, node).is_err() {
+        let Some(&index) = self.slot_of.get(&node.name) else {
             return false;
-        }
-        let peers = |n: &NodeState| {
-            self.pods_by_node
-                .get(&n.name)
-                .map(|set| {
-                    set.iter()
-                        .filter(|k| self.pods[*k].facts.workload == pod.facts.workload)
-                        .count()
-                })
-                .unwrap_or(0)
         };
-        fit::topology_fit(&pod.facts, node, self.nodes.values(), peers)
+        let slot = &self.slots[index];
+        if !slot.accepting {
+            return false;
+        }
+        let slots = &self.slots;
+        let ok = *static_ok[index]
+            .get_or_insert_with(|| fit::check_static(spec, &slot.labels, &slot.taints).is_ok());
+        if !ok {
+            return false;
+        }
+        if !spec.topology_spread.is_empty() {
+            // Topology spread counts the domains of nodes the pod could use (the core's eligibility).
+            for (i, s) in slots.iter().enumerate() {
+                static_ok[i]
+                    .get_or_insert_with(|| fit::check_static(spec, &s.labels, &s.taints).is_ok());
+            }
+        }
+        let static_ok: &[Option<bool>] = static_ok;
+        let eligible = |s: &Slot| {
+            slot_index(slots, s)
+                .and_then(|i| static_ok.get(i).copied().flatten())
+                .unwrap_or(false)
+        };
+        fit::check_dynamic(spec, index, slots, &eligible, &NewDomains::new()).is_ok()
     }
 
     fn bind(&mut self, key: &PodKey, node_name: &Arc<str>, now: Millis) {
@@ -230,6 +326,11 @@ impl SimCluster {
         pod.bound_at = Some(now);
         pod.nominated = None;
         let requests = pod.facts.requests;
+        let facts = pod.facts.clone();
+        let spec = self.compiled_spec(&facts);
+        if let (Some(spec), Some(&i)) = (spec, self.slot_of.get(node_name)) {
+            self.slots[i].place(&spec);
+        }
         self.pending.remove(key);
         let node = self.nodes.get_mut(node_name).expect("bound node exists");
         node.requested = node.requested.plus(&requests);
@@ -244,6 +345,11 @@ impl SimCluster {
         if let Some(node) = self.nodes.get_mut(node_name) {
             node.requested = node.requested.minus(&pod.facts.requests);
             node.pods -= 1;
+        }
+        if let (Some(spec), Some(&i)) =
+            (self.compiled_spec(&pod.facts), self.slot_of.get(node_name))
+        {
+            unplace(&mut self.slots[i], &spec);
         }
         if let Some(set) = self.pods_by_node.get_mut(node_name) {
             set.remove(&pod.key);
@@ -326,6 +432,9 @@ impl ClusterState for SimCluster {
             .get_mut(node)
             .ok_or_else(|| ClusterError::NodeNotFound(node.to_string()))?;
         n.cordoned = true;
+        if let Some(&i) = self.slot_of.get(node) {
+            self.slots[i].accepting = false;
+        }
         Ok(())
     }
 
@@ -366,12 +475,220 @@ impl ClusterState for SimCluster {
         if let Some(n) = self.nodes.remove(&name) {
             self.node_by_claim.remove(&n.claim);
         }
+        if let Some(i) = self.slot_of.remove(&name) {
+            self.slots.swap_remove(i);
+            if let Some(moved) = self.slots.get(i) {
+                let moved: Arc<str> = self
+                    .nodes
+                    .get_key_value(moved.name.as_str())
+                    .map(|(k, _)| k.clone())
+                    .unwrap_or_else(|| Arc::from(moved.name.as_str()));
+                self.slot_of.insert(moved, i);
+            }
+        }
         self.dirty = true;
         Ok(())
     }
 }
 
+/// Takes a pod's spec back off a slot (the inverse of [`Slot::place`]).
+fn unplace(slot: &mut Slot, spec: &Arc<model::PodSpec>) {
+    if let Some(at) = slot.pods.iter().position(|p| Arc::ptr_eq(p, spec)) {
+        slot.pods.swap_remove(at);
+        slot.free.add(&spec.requests);
+        for port in &spec.host_ports {
+            if let Some(used) = slot.host_ports.iter().position(|p| p == port) {
+                slot.host_ports.swap_remove(used);
+            }
+        }
+    }
+}
+
+/// The index of a slot borrowed from `slots` (the core's eligibility callback receives the slot itself).
+fn slot_index(slots: &[Slot], slot: &Slot) -> Option<usize> {
+    let base = slots.as_ptr() as usize;
+    let at = slot as *const Slot as usize;
+    (at >= base)
+        .then(|| (at - base) / std::mem::size_of::<Slot>())
+        .filter(|i| *i < slots.len())
+}
+
 /// Whether a removed pod comes back (its owner recreates it).
 pub fn is_recreated(owner: OwnerKind) -> bool {
     matches!(owner, OwnerKind::Deployment | OwnerKind::Job)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cloud::CapacityType;
+    use crate::cluster::Resources;
+    use crate::model::labels;
+
+    const GIB: i64 = 1 << 30;
+
+    fn node(name: &str, zone: &str) -> NodeState {
+        NodeState {
+            name: Arc::from(name),
+            instance_id: format!("i-{name}"),
+            claim: format!("claim-{name}"),
+            node_pool: "default".into(),
+            instance_type: "m5.xlarge".into(),
+            zone: zone.into(),
+            capacity_type: CapacityType::OnDemand,
+            price: 0.192,
+            labels: Arc::new(BTreeMap::from([
+                (labels::HOSTNAME.to_string(), name.to_string()),
+                (labels::ZONE.to_string(), zone.to_string()),
+            ])),
+            taints: vec![],
+            allocatable: Resources {
+                cpu_millis: 4000,
+                memory_bytes: 16 * GIB,
+                gpus: 0,
+                pods: 110,
+            },
+            requested: Resources::default(),
+            pods: 0,
+            created_at: 0,
+            ready: true,
+            cordoned: false,
+            deleting: false,
+        }
+    }
+
+    /// Facts of a workload whose template spec is `spec_yaml` (a k8s PodSpec), labelled `app: <name>`.
+    fn workload(name: &str, spec_yaml: &str) -> Arc<PodSpecFacts> {
+        let spec: k8s_openapi::api::core::v1::PodSpec =
+            serde_yaml_ng::from_str(spec_yaml).expect("test spec parses");
+        Arc::new(PodSpecFacts {
+            workload: Arc::from(name),
+            owner: OwnerKind::Deployment,
+            labels: BTreeMap::from([("app".to_string(), name.to_string())]),
+            requests: crate::sim::workload::requests_of(&spec).expect("requests"),
+            spec,
+            do_not_disrupt: false,
+        })
+    }
+
+    const SMALL: &str =
+        "containers: [{name: c, resources: {requests: {cpu: 100m, memory: 128Mi}}}]\n";
+
+    fn bound_node(cluster: &SimCluster, pod: &str) -> Option<String> {
+        cluster.pod(pod)?.node.as_deref().map(str::to_string)
+    }
+
+    #[test]
+    fn zone_anti_affinity_applies_across_workloads() {
+        let mut c = SimCluster::new(vec![]);
+        c.register_node(node("a1", "zone-a"));
+        c.register_node(node("b1", "zone-b"));
+        let db = workload("db", SMALL);
+        c.add_pod(Arc::from("db-0"), db, 0);
+        c.schedule(0);
+        assert_eq!(bound_node(&c, "db-0").as_deref(), Some("a1"));
+        // Another workload that must not share a zone with `app: db`.
+        let cache = workload(
+            "cache",
+            &format!(
+                "{SMALL}affinity:\n  podAntiAffinity:\n    requiredDuringSchedulingIgnoredDuringExecution:\n    - topologyKey: topology.kubernetes.io/zone\n      labelSelector: {{matchLabels: {{app: db}}}}\n"
+            ),
+        );
+        c.add_pod(Arc::from("cache-0"), cache.clone(), 1);
+        c.schedule(1);
+        assert_eq!(bound_node(&c, "cache-0").as_deref(), Some("b1"));
+        // Symmetry: cache-0's anti-affinity keeps further db pods out of zone b, nomination or not.
+        c.add_pod(Arc::from("db-1"), workload("db", SMALL), 2);
+        c.nominate("db-1", "claim-b1");
+        c.schedule(2);
+        assert_eq!(bound_node(&c, "db-1").as_deref(), Some("a1"));
+        // With a db pod in every zone (one placed directly), the core refuses the cache pod everywhere.
+        c.add_bound_pod(
+            Arc::from("db-2"),
+            workload("db", SMALL),
+            &Arc::from("b1"),
+            3,
+        );
+        c.add_pod(Arc::from("cache-1"), cache, 3);
+        c.schedule(3);
+        assert_eq!(bound_node(&c, "cache-1"), None);
+    }
+
+    #[test]
+    fn topology_spread_max_skew_counts_every_node() {
+        let mut c = SimCluster::new(vec![]);
+        c.register_node(node("a1", "zone-a"));
+        c.register_node(node("a2", "zone-a"));
+        c.register_node(node("b1", "zone-b"));
+        let web = workload(
+            "web",
+            &format!(
+                "{SMALL}topologySpreadConstraints:\n- maxSkew: 1\n  topologyKey: topology.kubernetes.io/zone\n  whenUnsatisfiable: DoNotSchedule\n  labelSelector: {{matchLabels: {{app: web}}}}\n"
+            ),
+        );
+        for i in 0..4 {
+            c.add_pod(Arc::from(format!("web-{i}")), web.clone(), i);
+            c.schedule(i);
+        }
+        let zone_of = |n: Option<String>| n.map(|n| if n.starts_with('a') { 'a' } else { 'b' });
+        let zones: Vec<_> = (0..4)
+            .map(|i| zone_of(bound_node(&c, &format!("web-{i}"))))
+            .collect();
+        assert_eq!(zones, vec![Some('a'), Some('b'), Some('a'), Some('b')]);
+        // Zone b full: a fifth pod may still go to a (skew 1), a sixth may not.
+        c.cordon("b1").unwrap();
+        c.add_pod(Arc::from("web-4"), web.clone(), 5);
+        c.schedule(5);
+        assert!(bound_node(&c, "web-4").is_some());
+        c.add_pod(Arc::from("web-5"), web, 6);
+        c.schedule(6);
+        assert_eq!(
+            bound_node(&c, "web-5"),
+            None,
+            "zone a would hold 4 against 2"
+        );
+    }
+
+    #[test]
+    fn host_ports_are_exclusive_per_node() {
+        let mut c = SimCluster::new(vec![]);
+        c.register_node(node("a1", "zone-a"));
+        let proxy = workload(
+            "proxy",
+            "containers: [{name: c, ports: [{containerPort: 8080, hostPort: 80}], resources: {requests: {cpu: 100m}}}]\n",
+        );
+        c.add_pod(Arc::from("proxy-0"), proxy.clone(), 0);
+        c.add_pod(Arc::from("proxy-1"), proxy, 0);
+        c.schedule(0);
+        assert_eq!(bound_node(&c, "proxy-0").as_deref(), Some("a1"));
+        assert_eq!(bound_node(&c, "proxy-1"), None);
+        // The port frees when the first pod goes.
+        c.remove_pod("proxy-0");
+        c.schedule(1);
+        assert_eq!(bound_node(&c, "proxy-1").as_deref(), Some("a1"));
+    }
+
+    #[test]
+    fn deleting_a_node_keeps_the_other_slots_in_step() {
+        let mut c = SimCluster::new(vec![]);
+        for n in ["a1", "a2", "a3"] {
+            c.register_node(node(n, "zone-a"));
+        }
+        let lonely = workload(
+            "lonely",
+            &format!(
+                "{SMALL}affinity:\n  podAntiAffinity:\n    requiredDuringSchedulingIgnoredDuringExecution:\n    - topologyKey: kubernetes.io/hostname\n      labelSelector: {{matchLabels: {{app: lonely}}}}\n"
+            ),
+        );
+        for i in 0..3 {
+            c.add_pod(Arc::from(format!("l-{i}")), lonely.clone(), 0);
+        }
+        c.schedule(0);
+        c.delete_node("a1", 1).unwrap();
+        c.add_pod(Arc::from("l-3"), lonely, 1);
+        c.schedule(1);
+        // a2 and a3 still hold a lonely pod each: nothing may bind.
+        assert_eq!(bound_node(&c, "l-3"), None);
+        assert_eq!(c.pending_count(), 1);
+    }
 }

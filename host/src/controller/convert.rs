@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::api;
 use crate::cloud::CapacityType;
-use crate::cluster::{NodeState, OwnerKind, PodSpecFacts, Resources, Taint};
+use crate::cluster::{NodeState, OwnerKind, PodSpecFacts, Resources};
 use crate::model::{self, Quantity, ResourceList};
 
 pub fn capacity_type(ct: CapacityType) -> model::CapacityType {
@@ -44,14 +44,6 @@ pub fn resources(r: &Resources) -> ResourceList {
     list
 }
 
-fn taint(t: &Taint) -> Option<model::Taint> {
-    Some(model::Taint::new(
-        &t.key,
-        t.value.as_deref(),
-        model::TaintEffect::parse(&t.effect)?,
-    ))
-}
-
 /// A registered node as the core sees it.
 pub fn node(n: &NodeState) -> model::Node {
     model::Node {
@@ -62,7 +54,7 @@ pub fn node(n: &NodeState) -> model::Node {
         zone: n.zone.clone(),
         capacity_type: capacity_type(n.capacity_type),
         labels: (*n.labels).clone(),
-        taints: n.taints.iter().filter_map(taint).collect(),
+        taints: n.taints.clone(),
         allocatable: resources(&n.allocatable),
         price: n.price,
         created_at: n.created_at,

@@ -1,13 +1,22 @@
-//! The scheduler's filters as the simulator's kube-scheduler stand-in applies them to a real node.
+//! A thin adapter over the core's scheduling rules for callers that hold the edge's pod record
+//! ([`PodSpecFacts`], the k8s `PodSpec` as the API server keeps it) and a label lookup rather than the
+//! core's compiled [`crate::model::PodSpec`]. Operators, taints and tolerations are the model's
+//! ([`crate::model::Requirement`], [`crate::model::taints`], [`crate::scheduling::fit::check_taints`]);
+//! nothing here re-implements a rule.
 //!
-//! They read the pod's own `PodSpec` (nodeSelector, required node affinity, tolerations, topology spread,
-//! anti-affinity), so a scenario's pod templates mean what they mean in Kubernetes.
+//! The simulator's scheduler stand-in ([`crate::cluster::sim::SimCluster`]) does not use this module: it
+//! binds with [`crate::scheduling::fit`] directly, against every pod in the cluster. New code should do the
+//! same (compile the template once with [`crate::controller::convert::pod_spec`], build
+//! [`crate::scheduling::fit::Slot`]s); [`topology_fit`] remains only for `disruption::room`, and counts
+//! the pod's own workload as the selected set.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{NodeSelectorRequirement, PodSpec, Toleration};
+use k8s_openapi::api::core::v1::{NodeSelectorRequirement, PodSpec, PodTemplateSpec};
 
 use crate::cluster::{NodeState, PodSpecFacts, Taint};
+use crate::model::{self, Requirement};
+use crate::scheduling::fit as core_fit;
 
 /// Why a pod does not fit a node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,52 +85,44 @@ pub fn labels_fit<'l>(
     Ok(())
 }
 
+/// One `matchExpressions` entry against a label lookup, with the model's operator semantics (an
+/// invalid requirement matches nothing, as the API server would have rejected it).
 pub fn requirement_matches<'l>(
     r: &NodeSelectorRequirement,
     labels: impl Fn(&str) -> Option<&'l str>,
 ) -> bool {
-    let value = labels(&r.key);
     let values = r.values.as_deref().unwrap_or_default();
-    let node_int = value.and_then(|v| v.parse::<i64>().ok());
-    let bound = values.first().and_then(|v| v.parse::<i64>().ok());
-    match r.operator.as_str() {
-        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
-        "NotIn" => value.is_none_or(|v| !values.iter().any(|x| x == v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        "Gt" => matches!((node_int, bound), (Some(a), Some(b)) if a > b),
-        "Lt" => matches!((node_int, bound), (Some(a), Some(b)) if a < b),
-        _ => false,
-    }
-}
-
-pub fn taints_tolerated(spec: &PodSpec, taints: &[Taint]) -> Result<(), Unfit> {
-    let tolerations = spec.tolerations.as_deref().unwrap_or_default();
-    for taint in taints {
-        if taint.effect == "PreferNoSchedule" {
-            continue;
-        }
-        if !tolerations.iter().any(|t| tolerates(t, taint)) {
-            return Err(Unfit::Taint(taint.key.clone()));
-        }
-    }
-    Ok(())
-}
-
-fn tolerates(t: &Toleration, taint: &Taint) -> bool {
-    let effect_ok = t
-        .effect
-        .as_deref()
-        .is_none_or(|e| e.is_empty() || e == taint.effect);
-    let key_ok = t
-        .key
-        .as_deref()
-        .is_none_or(|k| k.is_empty() || k == taint.key);
-    let value_ok = match t.operator.as_deref() {
-        Some("Exists") => true,
-        _ => t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
+    let Ok(requirement) = Requirement::parse(&r.key, &r.operator, values) else {
+        return false;
     };
-    effect_ok && key_ok && value_ok
+    let set = requirement.value_set();
+    match labels(&r.key) {
+        Some(v) => set.allows(v),
+        None => set.allows_absent(),
+    }
+}
+
+/// Taints with a scheduling effect the pod does not tolerate, judged by the core's
+/// [`core_fit::check_taints`] on the pod's compiled tolerations.
+pub fn taints_tolerated(spec: &PodSpec, taints: &[Taint]) -> Result<(), Unfit> {
+    if taints.is_empty() {
+        return Ok(());
+    }
+    // Only the tolerations matter here; compiling just them keeps this cheap.
+    let template = PodTemplateSpec {
+        metadata: None,
+        spec: Some(PodSpec {
+            tolerations: spec.tolerations.clone(),
+            ..PodSpec::default()
+        }),
+    };
+    let compiled = model::PodSpec::from_template("default", &template)
+        .map_err(|_| Unfit::Taint(taints[0].key.clone()))?;
+    match core_fit::check_taints(&compiled, taints) {
+        Ok(()) => Ok(()),
+        Err(core_fit::Failure::Taint(t)) => Err(Unfit::Taint(t.key)),
+        Err(_) => Err(Unfit::Taint(taints[0].key.clone())),
+    }
 }
 
 /// Topology spread (`DoNotSchedule`, zone or hostname) and required hostname anti-affinity, counting the
@@ -191,5 +192,47 @@ pub fn topology_fit<'a>(
     true
 }
 
-pub const HOSTNAME: &str = "kubernetes.io/hostname";
-pub const ZONE: &str = "topology.kubernetes.io/zone";
+pub const HOSTNAME: &str = model::labels::HOSTNAME;
+pub const ZONE: &str = model::labels::ZONE;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(key: &str, op: &str, values: &[&str]) -> NodeSelectorRequirement {
+        NodeSelectorRequirement {
+            key: key.into(),
+            operator: op.into(),
+            values: Some(values.iter().map(|v| v.to_string()).collect()),
+        }
+    }
+
+    #[test]
+    fn requirements_follow_the_model_operators() {
+        let labels = BTreeMap::from([("gen".to_string(), "5".to_string())]);
+        let lookup = |k: &str| labels.get(k).map(String::as_str);
+        assert!(requirement_matches(&req("gen", "Gt", &["4"]), lookup));
+        assert!(!requirement_matches(&req("gen", "Lt", &["5"]), lookup));
+        assert!(requirement_matches(&req("zone", "NotIn", &["a"]), lookup));
+        assert!(!requirement_matches(&req("zone", "In", &["a"]), lookup));
+        // Invalid (Gt with two values) matches nothing.
+        assert!(!requirement_matches(&req("gen", "Gt", &["1", "2"]), lookup));
+    }
+
+    #[test]
+    fn tolerations_are_the_core_rules() {
+        let taint = Taint::new("dedicated", Some("gpu"), model::TaintEffect::NoSchedule);
+        let plain = PodSpec::default();
+        assert_eq!(
+            taints_tolerated(&plain, std::slice::from_ref(&taint)),
+            Err(Unfit::Taint("dedicated".into()))
+        );
+        let tolerant: PodSpec = serde_yaml_ng::from_str(
+            "containers: []\ntolerations: [{key: dedicated, operator: Equal, value: gpu, effect: NoSchedule}]\n",
+        )
+        .unwrap();
+        assert_eq!(taints_tolerated(&tolerant, &[taint]), Ok(()));
+        let soft = Taint::new("x", None, model::TaintEffect::PreferNoSchedule);
+        assert_eq!(taints_tolerated(&plain, &[soft]), Ok(()));
+    }
+}

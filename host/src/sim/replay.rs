@@ -19,7 +19,7 @@ use crate::cluster::{
 };
 use crate::controller::disruption::Disruptor;
 use crate::controller::planner::CorePlanner;
-use crate::controller::provision::{GreedyProvisioner, Provisioner};
+use crate::controller::provision::Provisioner;
 use crate::controller::{Controller, ControllerConfig, DisruptionStep, InstanceTypeInfo, PoolSpec};
 use crate::interruption::{Notice, NoticeKind};
 
@@ -162,14 +162,6 @@ pub fn core_planner(
     )
 }
 
-/// The stand-in greedy packer with `ranker` (for comparing packers).
-pub fn greedy_planner(
-    ranker: Box<dyn crate::policy::Ranker>,
-    ranker_label: String,
-) -> Box<dyn Provisioner> {
-    Box::new(GreedyProvisioner::new(ranker, ranker_label))
-}
-
 /// Builds the loop's view of a NodePool from its Karpenter v1 manifest.
 pub fn pool_spec(pool: &crate::api::NodePool) -> PoolSpec {
     let spec = &pool.spec.template.spec;
@@ -207,10 +199,13 @@ pub fn pool_spec(pool: &crate::api::NodePool) -> PoolSpec {
         taints: spec
             .taints
             .iter()
-            .map(|t| Taint {
-                key: t.key.clone(),
-                value: t.value.clone(),
-                effect: t.effect.clone(),
+            .filter_map(|t| {
+                // Effects were validated with the scenario; an unknown one cannot reach here.
+                Some(Taint::new(
+                    &t.key,
+                    t.value.as_deref(),
+                    crate::model::TaintEffect::parse(&t.effect)?,
+                ))
             })
             .collect(),
         limits,

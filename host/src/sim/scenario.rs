@@ -176,6 +176,19 @@ pub struct Event {
     pub spot_interruption: Option<InterruptionStorm>,
     #[serde(default)]
     pub capacity_outage: Option<Outage>,
+    #[serde(default)]
+    pub ami_release: Option<AmiRelease>,
+}
+
+/// A new image is released for an EC2NodeClass: from the event's `at` on, the class's
+/// `amiSelectorTerms` resolve to `alias`, so nodes launched from the older image drift.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AmiRelease {
+    /// The EC2NodeClass (by name) whose image changes.
+    pub node_class: String,
+    /// The AMI alias the class resolves to from then on, e.g. `al2023@v20260115`.
+    pub alias: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -263,7 +276,9 @@ impl Scenario {
                 message,
             }
         })?;
+        let mut scenario = scenario;
         scenario.check(text, file)?;
+        scenario.hand_ami_releases_to_node_classes();
         Ok(scenario)
     }
 
@@ -501,8 +516,8 @@ impl Scenario {
         for (i, e) in self.events.iter().enumerate() {
             let at = |key: &'static str| [Seg::Key("events"), Seg::Index(i), Seg::Key(key)];
             dur(&at("at"), &e.at)?;
-            match (&e.spot_interruption, &e.capacity_outage) {
-                (Some(s), None) => {
+            match (&e.spot_interruption, &e.capacity_outage, &e.ami_release) {
+                (Some(s), None, None) => {
                     if s.count.is_some() == s.fraction.is_some() {
                         return Err(invalid(
                             &at("spotInterruption"),
@@ -521,7 +536,7 @@ impl Scenario {
                         dur(&at("spotInterruption"), l)?;
                     }
                 }
-                (None, Some(o)) => {
+                (None, Some(o), None) => {
                     dur(&at("capacityOutage"), &o.duration)?;
                     if let Some(ct) = &o.capacity_type
                         && crate::cloud::CapacityType::from_label(ct).is_none()
@@ -532,15 +547,70 @@ impl Scenario {
                         ));
                     }
                 }
+                (None, None, Some(r)) => {
+                    let path = [
+                        Seg::Key("events"),
+                        Seg::Index(i),
+                        Seg::Key("amiRelease"),
+                        Seg::Key("nodeClass"),
+                    ];
+                    if !self
+                        .node_classes
+                        .iter()
+                        .any(|c| c.metadata.name.as_deref() == Some(r.node_class.as_str()))
+                    {
+                        return Err(invalid(
+                            &path,
+                            format!(
+                                "EC2NodeClass {} is not defined in nodeClasses",
+                                r.node_class
+                            ),
+                        ));
+                    }
+                    if r.alias.trim().is_empty() || r.alias.contains([',', '=']) {
+                        return Err(invalid(
+                            &at("amiRelease"),
+                            format!("alias {:?} is not an AMI alias (family@version)", r.alias),
+                        ));
+                    }
+                }
                 _ => {
                     return Err(invalid(
                         &at("at"),
-                        "an event needs exactly one of spotInterruption, capacityOutage".into(),
+                        "an event needs exactly one of spotInterruption, capacityOutage, amiRelease"
+                            .into(),
                     ));
                 }
             }
         }
         Ok(())
+    }
+
+    /// The disruptor reads image releases from its EC2NodeClass manifests (the release annotation,
+    /// [`crate::controller::disruption::SIMULATED_AMI_RELEASES`]); `amiRelease` events are appended to it
+    /// here, so a class's releases are the annotation's (if any) plus its events.
+    fn hand_ami_releases_to_node_classes(&mut self) {
+        use crate::controller::disruption::SIMULATED_AMI_RELEASES;
+        for e in &self.events {
+            let Some(r) = &e.ami_release else { continue };
+            let Some(class) = self
+                .node_classes
+                .iter_mut()
+                .find(|c| c.metadata.name.as_deref() == Some(r.node_class.as_str()))
+            else {
+                continue;
+            };
+            let releases = class
+                .metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .entry(SIMULATED_AMI_RELEASES.to_string())
+                .or_default();
+            if !releases.is_empty() {
+                releases.push(',');
+            }
+            releases.push_str(&format!("{}={}", e.at.trim(), r.alias.trim()));
+        }
     }
 
     pub fn duration_ms(&self) -> Millis {
@@ -687,5 +757,30 @@ mod tests {
             ),
             5
         );
+    }
+
+    const RELEASE: &str = include_str!("../../../examples/scenarios/drift-ami-change.yaml");
+
+    #[test]
+    fn ami_release_events_reach_the_node_class() {
+        let s = Scenario::parse(RELEASE, "r.yaml").unwrap_or_else(|e| panic!("{e}"));
+        let annotations = s.node_classes[0].metadata.annotations.as_ref().unwrap();
+        assert_eq!(
+            annotations[crate::controller::disruption::SIMULATED_AMI_RELEASES],
+            "20m=al2023@v20260115"
+        );
+    }
+
+    #[test]
+    fn ami_release_of_an_unknown_class_is_an_error_with_its_line() {
+        let doc = RELEASE.replace("nodeClass: default", "nodeClass: gpu");
+        let line = doc
+            .lines()
+            .position(|l| l.contains("nodeClass: gpu"))
+            .unwrap()
+            + 1;
+        let text = Scenario::parse(&doc, "r.yaml").unwrap_err().to_string();
+        assert!(text.contains(&format!("r.yaml:{line}")), "{text}");
+        assert!(text.contains("EC2NodeClass gpu is not defined"), "{text}");
     }
 }
