@@ -89,6 +89,8 @@ pub struct PodSpecFacts {
     pub spec: k8s_openapi::api::core::v1::PodSpec,
     /// `karpenter.sh/do-not-disrupt: "true"`.
     pub do_not_disrupt: bool,
+    /// `controller.kubernetes.io/pod-deletion-cost` (0 when absent), which orders evictions.
+    pub deletion_cost: i32,
 }
 
 #[derive(Debug, Clone, PartialEq)]

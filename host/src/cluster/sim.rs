@@ -568,6 +568,7 @@ mod tests {
             requests: crate::sim::workload::requests_of(&spec).expect("requests"),
             spec,
             do_not_disrupt: false,
+            deletion_cost: 0,
         })
     }
 

@@ -5,10 +5,9 @@ use crate::clock::Millis;
 use crate::cluster::PodState;
 
 /// One pod's eviction cost: 1, plus its `pod-deletion-cost` scaled by 2^-27, plus its priority scaled by
-/// 2^-25, clamped to [-10, 10] (Karpenter's `EvictionCost`). The cluster edge carries no pod annotations
-/// yet, so the deletion cost is taken as 0 here; priority comes from the pod spec.
+/// 2^-25, clamped to [-10, 10] (Karpenter's `EvictionCost`).
 pub fn eviction_cost(pod: &PodState) -> f64 {
-    let deletion_cost = 0.0_f64;
+    let deletion_cost = f64::from(pod.facts.deletion_cost);
     let priority = pod.facts.spec.priority.unwrap_or(0);
     let cost = 1.0 + deletion_cost / 2f64.powi(27) + f64::from(priority) / 2f64.powi(25);
     cost.clamp(-10.0, 10.0)
@@ -40,5 +39,39 @@ mod tests {
         assert_eq!(lifetime_remaining(0, None, 1_000), 1.0);
         assert_eq!(lifetime_remaining(0, Some(1_000), 250), 0.75);
         assert_eq!(lifetime_remaining(0, Some(1_000), 5_000), 0.0);
+    }
+
+    fn pod_with(deletion_cost: i32, priority: Option<i32>) -> PodState {
+        use crate::cluster::{OwnerKind, PodSpecFacts};
+        PodState {
+            key: "default/p".into(),
+            facts: std::sync::Arc::new(PodSpecFacts {
+                workload: "w".into(),
+                owner: OwnerKind::Deployment,
+                labels: Default::default(),
+                requests: Default::default(),
+                spec: k8s_openapi::api::core::v1::PodSpec {
+                    priority,
+                    ..Default::default()
+                },
+                do_not_disrupt: false,
+                deletion_cost,
+            }),
+            created_at: 0,
+            node: None,
+            bound_at: None,
+            nominated: None,
+        }
+    }
+
+    #[test]
+    fn deletion_cost_and_priority_raise_the_eviction_cost() {
+        let plain = eviction_cost(&pod_with(0, None));
+        assert_eq!(plain, 1.0);
+        assert!(eviction_cost(&pod_with(1 << 27, None)) > plain);
+        assert!(eviction_cost(&pod_with(-(1 << 27), None)) < plain);
+        assert!(eviction_cost(&pod_with(0, Some(1 << 25))) > plain);
+        // Karpenter clamps to [-10, 10].
+        assert_eq!(eviction_cost(&pod_with(i32::MAX, Some(i32::MAX))), 10.0);
     }
 }

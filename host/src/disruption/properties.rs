@@ -61,6 +61,7 @@ fn facts(p: &PodGen) -> Arc<PodSpecFacts> {
         },
         spec: Default::default(),
         do_not_disrupt: p.do_not_disrupt,
+        deletion_cost: 0,
     })
 }
 

@@ -13,6 +13,7 @@ use crate::cluster::{OwnerKind, PodSpecFacts, Resources};
 use crate::model::quantity::Quantity;
 
 pub const DO_NOT_DISRUPT: &str = "karpenter.sh/do-not-disrupt";
+pub const POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
 
 /// Effective requests of a pod: the sum over containers (requests, or limits where requests are
 /// unset, as the API server defaults them), at least the largest init container, plus overhead; one pod slot.
@@ -74,6 +75,13 @@ pub fn facts_of(w: &Workload) -> Arc<PodSpecFacts> {
         .as_ref()
         .and_then(|a| a.get(DO_NOT_DISRUPT))
         .is_some_and(|v| v == "true");
+    // The scenario parser has already refused a non-integer value (model::PodSpec::from_template).
+    let deletion_cost = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(POD_DELETION_COST))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
     Arc::new(PodSpecFacts {
         workload: Arc::from(w.name.as_str()),
         owner: match w.kind {
@@ -85,6 +93,7 @@ pub fn facts_of(w: &Workload) -> Arc<PodSpecFacts> {
         requests: requests_of(&spec).unwrap_or_default(),
         spec,
         do_not_disrupt,
+        deletion_cost,
     })
 }
 
