@@ -24,35 +24,9 @@ pub struct NodeClassReference {
     pub name: String,
 }
 
-/// The operator of a node selector requirement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-pub enum Operator {
-    In,
-    NotIn,
-    Exists,
-    DoesNotExist,
-    Gt,
-    Lt,
-}
-
-impl Operator {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Operator::In => "In",
-            Operator::NotIn => "NotIn",
-            Operator::Exists => "Exists",
-            Operator::DoesNotExist => "DoesNotExist",
-            Operator::Gt => "Gt",
-            Operator::Lt => "Lt",
-        }
-    }
-}
-
-impl std::fmt::Display for Operator {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// The operator of a node selector requirement: the core's own type, so a manifest's operator is the one
+/// the requirements algebra evaluates.
+pub use crate::model::requirements::Operator;
 
 /// A node selector requirement with Karpenter's `minValues` (the least number of distinct values of
 /// `key` the chosen instance types must span, e.g. at least 5 instance families for spot diversity).
