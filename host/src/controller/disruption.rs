@@ -23,12 +23,12 @@ use crate::disruption::decide::revalidate;
 use crate::disruption::moves::base_room;
 use crate::disruption::room::{Launchable, launchables};
 use crate::disruption::{
-    ClusterView, Command, DO_NOT_DISRUPT, DriftStamp, Method, MoveExplanation, NodeView, PdbView,
-    PoolSettings, VALIDATION_DELAY_MS, decide,
+    ClusterView, Command, DO_NOT_DISRUPT, DisruptionPolicies, DriftStamp, Method, MoveExplanation,
+    NodeView, PdbView, PoolSettings, RegistryPolicies, SamePolicies, VALIDATION_DELAY_MS, decide,
 };
 use crate::model::ConsolidationPolicy;
 use crate::policy::defaults::{NativeBudgeter, NativeConsolidator};
-use crate::policy::{Budgeter, Consolidator};
+use crate::policy::{Budgeter, Consolidator, PolicyRegistry};
 
 /// Simulator-only annotation on an EC2NodeClass: image releases during a scenario, as
 /// `OFFSET=ALIAS[,OFFSET=ALIAS...]` (offsets from the scenario start, e.g. `20m=al2023@v20260201`). From
@@ -72,8 +72,8 @@ impl PoolConfig {
 }
 
 pub struct Disruptor {
-    consolidator: Box<dyn Consolidator>,
-    budgeter: Box<dyn Budgeter>,
+    /// Each NodePool's consolidator and budgeter.
+    policies: Box<dyn DisruptionPolicies>,
     pools: BTreeMap<String, PoolConfig>,
     stamps: BTreeMap<String, DriftStamp>,
     /// Node -> (signature of its pods, when it last changed).
@@ -226,8 +226,7 @@ impl Disruptor {
             );
         }
         Disruptor {
-            consolidator: Box::new(NativeConsolidator),
-            budgeter: Box::new(NativeBudgeter),
+            policies: Box::new(RegistryPolicies::new(Arc::new(PolicyRegistry::native()))),
             pools: configs,
             stamps: BTreeMap::new(),
             pod_changes: BTreeMap::new(),
@@ -242,14 +241,27 @@ impl Disruptor {
         }
     }
 
-    pub fn with_consolidator(mut self, c: Box<dyn Consolidator>) -> Self {
-        self.consolidator = c;
+    /// Where each NodePool's consolidator and budgeter come from (by default: a registry whose
+    /// unconfigured NodePools use the native defaults).
+    pub fn with_policies(mut self, policies: Box<dyn DisruptionPolicies>) -> Self {
+        self.policies = policies;
         self
     }
 
-    pub fn with_budgeter(mut self, b: Box<dyn Budgeter>) -> Self {
-        self.budgeter = b;
-        self
+    /// One consolidator for every NodePool, with the default budgeter (a candidate under evaluation).
+    pub fn with_consolidator(self, consolidator: Box<dyn Consolidator>) -> Self {
+        self.with_policies(Box::new(SamePolicies {
+            consolidator,
+            budgeter: Box::new(NativeBudgeter),
+        }))
+    }
+
+    /// One budgeter for every NodePool, with the default consolidator.
+    pub fn with_budgeter(self, budgeter: Box<dyn Budgeter>) -> Self {
+        self.with_policies(Box::new(SamePolicies {
+            consolidator: Box::new(NativeConsolidator),
+            budgeter,
+        }))
     }
 
     /// A handle on what the step executes and drops (readable after the step moved into a controller).
@@ -509,7 +521,7 @@ impl DisruptionStep for Disruptor {
             return out;
         }
         let view = self.view(input);
-        let decision = decide(&view, &mut *self.consolidator, &mut *self.budgeter);
+        let decision = decide(&view, &mut *self.policies);
         self.quiet = decision.commands.is_empty().then(|| Quiet {
             fingerprint,
             until: self.wake_at(&view),

@@ -16,7 +16,7 @@ use super::{
 use crate::api::nodepool::DisruptionReason as ApiReason;
 use crate::model::ConsolidationPolicy;
 use crate::policy::contract::consolidate as wit;
-use crate::policy::{Budgeter, Consolidator, Verdict};
+use crate::policy::Verdict;
 
 /// What a pass decided.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -119,11 +119,7 @@ fn disrupting_in(view: &ClusterView, pool: &str, extra: &BTreeSet<String>) -> u3
 }
 
 /// One pass over the cluster.
-pub fn decide(
-    view: &ClusterView,
-    consolidator: &mut dyn Consolidator,
-    budgeter: &mut dyn Budgeter,
-) -> Decision {
+pub fn decide(view: &ClusterView, policies: &mut dyn super::DisruptionPolicies) -> Decision {
     let mut decision = Decision::default();
     let mut room = base_room(view);
     let mut pdbs = view.pdbs.clone();
@@ -272,8 +268,14 @@ pub fn decide(
         ]
         .into();
         let disrupting = disrupting_in(view, pool_name, &gone);
-        let mut allowance =
-            budget::allowance(budgeter, pool, total, disrupting, &candidates, view.now);
+        let mut allowance = budget::allowance(
+            policies.budgeter(pool_name),
+            pool,
+            total,
+            disrupting,
+            &candidates,
+            view.now,
+        );
         if let Some(f) = &allowance.fallback {
             decision
                 .fallbacks
@@ -410,7 +412,7 @@ pub fn decide(
 
         // The consolidator picks and orders; the host validates the answer.
         let input = consolidate_input(view, pool_name, &moves);
-        let verdict = consolidator.consolidate(&input);
+        let verdict = policies.consolidator(pool_name).consolidate(&input);
         let (order, decided_by) =
             checked_order(verdict, &input, &mut decision.fallbacks, pool_name);
 

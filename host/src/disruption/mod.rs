@@ -22,6 +22,7 @@ pub mod decide;
 pub mod drift;
 pub mod expiration;
 pub mod moves;
+pub mod policies;
 pub mod room;
 pub mod safety;
 
@@ -38,6 +39,7 @@ use crate::model::ConsolidationPolicy;
 
 pub use decide::{Decision, decide};
 pub use drift::DriftStamp;
+pub use policies::{DisruptionPolicies, RegistryPolicies, SamePolicies};
 
 /// Karpenter's annotation (on pods and nodes) that keeps voluntary disruption away.
 pub const DO_NOT_DISRUPT: &str = "karpenter.sh/do-not-disrupt";

@@ -214,7 +214,13 @@ proptest! {
     #[test]
     fn voluntary_moves_keep_budgets_pdbs_do_not_disrupt_and_fit((nodes, budget, pdb_allowed, disrupting) in cluster()) {
         let view = view(nodes, &budget, pdb_allowed, disrupting);
-        let decision = decide(&view, &mut NativeConsolidator, &mut NativeBudgeter);
+        let decision = decide(
+            &view,
+            &mut crate::disruption::SamePolicies {
+                consolidator: Box::new(NativeConsolidator),
+                budgeter: Box::new(NativeBudgeter),
+            },
+        );
         let total = view.nodes.len() as u32;
         let limit = budget_limit(&view.pools[0].budgets, ApiReason::Underutilized, total, view.now);
         let voluntary: Vec<&Command> = decision.commands.iter().filter(|c| c.method != Method::Expiration).collect();
