@@ -1096,20 +1096,26 @@ fn place_one(
     open: &mut Vec<OpenClaim>,
 ) -> Result<usize, Failure> {
     let catalog = &snapshot.catalog;
+    let mut is_allowed = vec![false; view.offerings.len()];
+    for &i in allowed {
+        is_allowed[i] = true;
+    }
     for (at, oc) in open.iter_mut().enumerate() {
         let load = oc.load.plus(&spec.requests);
         let cands: Vec<usize> = oc
             .candidates
             .iter()
             .copied()
-            .filter(|i| allowed.contains(i) && load.fits_in(&view.offerings[*i].capacity))
+            .filter(|&i| is_allowed[i] && load.fits_in(&view.offerings[i].capacity))
             .collect();
         if cands.is_empty() {
             continue;
         }
-        let mut trial = slots.clone();
-        trial[oc.slot].free = max_free(view, &cands, &oc.load);
-        if fit::check_dynamic(check, oc.slot, &trial, eligible, new_domains).is_ok() {
+        // Check against the room the narrowed candidates leave, in place instead of on a copy.
+        let free = std::mem::replace(&mut slots[oc.slot].free, max_free(view, &cands, &oc.load));
+        let fits = fit::check_dynamic(check, oc.slot, slots, eligible, new_domains).is_ok();
+        slots[oc.slot].free = free;
+        if fits {
             oc.candidates = cands;
             oc.load = load;
             slots[oc.slot].place(spec);
@@ -1827,9 +1833,22 @@ mod tests {
             prop::option::of(prop::sample::select(vec!["amd64", "arm64"])),
             prop::option::of(prop::sample::select(vec!["us-east-1a", "us-east-1c"])),
             1usize..40,
+            0u8..4,
         )
-            .prop_map(|(cpu, mem, arch, zone, n)| {
+            .prop_map(|(cpu, mem, arch, zone, n, preference)| {
                 let mut s = spec(&format!("{cpu}-{mem}-{arch:?}-{zone:?}"), cpu, mem);
+                // Preferred pod terms (spread apart, or near a pod that never exists) never leave a
+                // placeable pod out.
+                let app = s.labels["app"].clone();
+                match preference {
+                    1 => s
+                        .preferred_pod_anti_affinity
+                        .push(preferred(&app, labels::HOSTNAME)),
+                    2 => s
+                        .preferred_pod_affinity
+                        .push(preferred("ghost", labels::ZONE)),
+                    _ => {}
+                }
                 let mut term = BTreeMap::new();
                 if let Some(a) = arch {
                     term.insert(labels::ARCH.to_string(), a.to_string());
