@@ -826,4 +826,26 @@ mod tests {
             assert!(t.get(labels::ARCH).is_some());
         }
     }
+
+    #[test]
+    fn preferred_pod_terms_become_required_in_the_strict_spec() {
+        let mut spec = PodSpec::with_requests("default", ResourceList::new());
+        assert!(!spec.has_pod_constraints());
+        assert_eq!(spec.with_preferred_pod_terms_required(), None);
+        let term = PodAffinityTerm {
+            selector: LabelSelector::from_labels(&BTreeMap::from([("app".into(), "a".into())])),
+            namespaces: vec![],
+            topology_key: labels::HOSTNAME.into(),
+        };
+        spec.preferred_pod_anti_affinity
+            .push(WeightedPodAffinityTerm {
+                weight: 10,
+                term: term.clone(),
+            });
+        assert!(spec.has_pod_constraints());
+        let strict = spec.with_preferred_pod_terms_required().unwrap();
+        assert_eq!(strict.pod_anti_affinity, vec![term]);
+        assert!(strict.pod_affinity.is_empty());
+        assert!(!strict.has_preferred_pod_terms());
+    }
 }
