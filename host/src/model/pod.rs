@@ -162,6 +162,33 @@ impl PodSpec {
             || !self.pod_anti_affinity.is_empty()
             || !self.topology_spread.is_empty()
             || !self.host_ports.is_empty()
+            || self.has_preferred_pod_terms()
+    }
+
+    /// Whether the pod has preferred (weighted) pod affinity or anti-affinity terms.
+    pub fn has_preferred_pod_terms(&self) -> bool {
+        !self.preferred_pod_affinity.is_empty() || !self.preferred_pod_anti_affinity.is_empty()
+    }
+
+    /// The spec with its preferred pod (anti-)affinity terms made required, as Karpenter first tries
+    /// them; `None` when there are none. The placer falls back to `self` (all preferences relaxed at
+    /// once) when this stricter spec cannot be placed.
+    pub fn with_preferred_pod_terms_required(&self) -> Option<PodSpec> {
+        if !self.has_preferred_pod_terms() {
+            return None;
+        }
+        let mut strict = self.clone();
+        strict
+            .pod_affinity
+            .extend(self.preferred_pod_affinity.iter().map(|w| w.term.clone()));
+        strict.pod_anti_affinity.extend(
+            self.preferred_pod_anti_affinity
+                .iter()
+                .map(|w| w.term.clone()),
+        );
+        strict.preferred_pod_affinity.clear();
+        strict.preferred_pod_anti_affinity.clear();
+        Some(strict)
     }
 }
 
@@ -798,5 +825,27 @@ mod tests {
         for t in &p.spec.node_terms {
             assert!(t.get(labels::ARCH).is_some());
         }
+    }
+
+    #[test]
+    fn preferred_pod_terms_become_required_in_the_strict_spec() {
+        let mut spec = PodSpec::with_requests("default", ResourceList::new());
+        assert!(!spec.has_pod_constraints());
+        assert_eq!(spec.with_preferred_pod_terms_required(), None);
+        let term = PodAffinityTerm {
+            selector: LabelSelector::from_labels(&BTreeMap::from([("app".into(), "a".into())])),
+            namespaces: vec![],
+            topology_key: labels::HOSTNAME.into(),
+        };
+        spec.preferred_pod_anti_affinity
+            .push(WeightedPodAffinityTerm {
+                weight: 10,
+                term: term.clone(),
+            });
+        assert!(spec.has_pod_constraints());
+        let strict = spec.with_preferred_pod_terms_required().unwrap();
+        assert_eq!(strict.pod_anti_affinity, vec![term]);
+        assert!(strict.pod_affinity.is_empty());
+        assert!(!strict.has_preferred_pod_terms());
     }
 }

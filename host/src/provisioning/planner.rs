@@ -164,6 +164,11 @@ fn plan_with(
             })
         })
         .collect();
+    // Preferred pod (anti-)affinity is tried as required first (Karpenter), then relaxed.
+    let strict: Vec<Option<Arc<PodSpec>>> = classes
+        .iter()
+        .map(|spec| spec.with_preferred_pod_terms_required().map(Arc::new))
+        .collect();
     let class_at: HashMap<usize, usize> = pending
         .iter()
         .copied()
@@ -225,8 +230,13 @@ fn plan_with(
         let c = class_of[k];
         let spec = &classes[c];
         let mut placed = false;
+        // Existing capacity with the preferences, then without them, before any new claim.
+        let attempts: Vec<&Arc<PodSpec>> = strict[c].iter().chain([spec]).collect();
         if !exhausted[c] {
-            for s in 0..existing_count {
+            for (s, check) in attempts
+                .iter()
+                .flat_map(|check| (0..existing_count).map(move |s| (s, *check)))
+            {
                 let ok_static = *static_cache[c][s].get_or_insert_with(|| {
                     fit::check_static(spec, &slots[s].labels, &slots[s].taints).is_ok()
                 });
@@ -239,7 +249,7 @@ fn plan_with(
                         .and_then(|i| cache.get(i).copied().flatten())
                         .unwrap_or(false)
                 };
-                if fit::check_dynamic(spec, s, &slots, &eligible, &new_domains[c]).is_ok() {
+                if fit::check_dynamic(check, s, &slots, &eligible, &new_domains[c]).is_ok() {
                     slots[s].place(spec);
                     out.bindings.push(Binding {
                         pod,
@@ -363,6 +373,7 @@ fn plan_with(
             &class_at,
             &class_pool,
             pi,
+            &strict,
             &constrained,
             &scores,
             &mut slots,
@@ -1057,6 +1068,151 @@ fn build_claim(
     }
 }
 
+/// A claim `place_constrained` is filling: its slot in the inter-pod view and the offerings that still
+/// hold its pods.
+struct OpenClaim {
+    slot: usize,
+    candidates: Vec<usize>,
+    load: ResourceList,
+    pods: Vec<usize>,
+    /// Pods placed only after their preferred pod (anti-)affinity was relaxed.
+    relaxed: usize,
+}
+
+/// Places one pod checked as `check` (the pod's spec, or a stricter one) on an open claim, else on a
+/// new one in the domain the rules prefer; records `spec` in the slot. Returns the open claim's index.
+#[allow(clippy::too_many_arguments)]
+fn place_one(
+    snapshot: &Snapshot,
+    view: &PoolView,
+    check: &Arc<PodSpec>,
+    spec: &Arc<PodSpec>,
+    allowed: &[usize],
+    scores: &[f64],
+    slots: &mut Vec<Slot>,
+    eligible: &dyn Fn(&Slot) -> bool,
+    new_domains: &NewDomains,
+    claim_seq: &mut usize,
+    open: &mut Vec<OpenClaim>,
+) -> Result<usize, Failure> {
+    let catalog = &snapshot.catalog;
+    let mut is_allowed = vec![false; view.offerings.len()];
+    for &i in allowed {
+        is_allowed[i] = true;
+    }
+    for (at, oc) in open.iter_mut().enumerate() {
+        let load = oc.load.plus(&spec.requests);
+        let cands: Vec<usize> = oc
+            .candidates
+            .iter()
+            .copied()
+            .filter(|&i| is_allowed[i] && load.fits_in(&view.offerings[i].capacity))
+            .collect();
+        if cands.is_empty() {
+            continue;
+        }
+        // Check against the room the narrowed candidates leave, in place instead of on a copy.
+        let free = std::mem::replace(&mut slots[oc.slot].free, max_free(view, &cands, &oc.load));
+        let fits = fit::check_dynamic(check, oc.slot, slots, eligible, new_domains).is_ok();
+        slots[oc.slot].free = free;
+        if fits {
+            oc.candidates = cands;
+            oc.load = load;
+            slots[oc.slot].place(spec);
+            return Ok(at);
+        }
+    }
+    // A new claim: pick the zone (and capacity type) domain the rules prefer.
+    let mut best: Option<Failure> = None;
+    let mut domains: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
+    for &i in allowed {
+        let o = &catalog.offerings[view.offerings[i].offering];
+        domains
+            .entry((o.zone.clone(), o.capacity_type.as_str().to_string()))
+            .or_default()
+            .push(i);
+    }
+    let mut order: Vec<((String, String), Vec<usize>)> = domains.into_iter().collect();
+    let spreads_on_ct = check
+        .topology_spread
+        .iter()
+        .any(|t| t.topology_key == labels::CAPACITY_TYPE);
+    let zone_count = |zone: &str, ct: &str| -> u32 {
+        check
+            .topology_spread
+            .iter()
+            .map(|t| {
+                let counts = fit::spread_counts(check, t, slots, eligible, new_domains);
+                let key = if t.topology_key == labels::CAPACITY_TYPE {
+                    ct
+                } else {
+                    zone
+                };
+                counts.get(key).copied().unwrap_or(0)
+            })
+            .sum()
+    };
+    order.sort_by(|a, b| {
+        let best_a = a.1.iter().map(|i| scores[*i]).fold(f64::INFINITY, f64::min);
+        let best_b = b.1.iter().map(|i| scores[*i]).fold(f64::INFINITY, f64::min);
+        zone_count(&a.0.0, &a.0.1)
+            .cmp(&zone_count(&b.0.0, &b.0.1))
+            .then(best_a.total_cmp(&best_b))
+            .then(a.0.cmp(&b.0))
+    });
+    for ((zone, ct), _) in order {
+        *claim_seq += 1;
+        let name = format!("{}-planned-{}", view.pool.name, claim_seq);
+        let mut node_labels = BTreeMap::from([
+            (labels::HOSTNAME.to_string(), name.clone()),
+            (labels::ZONE.to_string(), zone.clone()),
+            (labels::NODE_POOL.to_string(), view.pool.name.clone()),
+        ]);
+        if spreads_on_ct {
+            node_labels.insert(labels::CAPACITY_TYPE.into(), ct.clone());
+        }
+        // Same-zone offerings of either capacity type stay open unless spread pins the type.
+        let cands: Vec<usize> = allowed
+            .iter()
+            .copied()
+            .filter(|i| {
+                let o = &catalog.offerings[view.offerings[*i].offering];
+                o.zone == zone && (!spreads_on_ct || o.capacity_type.as_str() == ct)
+            })
+            .collect();
+        let slot = Slot {
+            name: name.clone(),
+            labels: node_labels,
+            taints: view.pool.taints.clone(),
+            free: max_free(view, &cands, &ResourceList::new()),
+            host_ports: vec![],
+            pods: vec![],
+            accepting: true,
+        };
+        slots.push(slot);
+        let si = slots.len() - 1;
+        match fit::check_dynamic(check, si, slots, eligible, new_domains) {
+            Ok(()) => {
+                slots[si].place(spec);
+                open.push(OpenClaim {
+                    slot: si,
+                    candidates: cands,
+                    load: spec.requests.clone(),
+                    pods: vec![],
+                    relaxed: 0,
+                });
+                return Ok(open.len() - 1);
+            }
+            Err(f) => {
+                slots.pop();
+                *claim_seq -= 1;
+                best.get_or_insert(f);
+            }
+        }
+    }
+    Err(best.unwrap_or_else(|| Failure::NoOfferings("no domain".into())))
+}
+
 /// Pods with inter-pod constraints, one at a time: open claims of this pool first, else a new claim in
 /// the domain their spread/affinity rules prefer.
 #[allow(clippy::too_many_arguments)]
@@ -1067,6 +1223,7 @@ fn place_constrained(
     class_at: &HashMap<usize, usize>,
     class_pool: &[Vec<Result<ClassInPool, Failure>>],
     pi: usize,
+    strict: &[Option<Arc<PodSpec>>],
     pods: &[usize],
     scores: &[f64],
     slots: &mut Vec<Slot>,
@@ -1076,14 +1233,7 @@ fn place_constrained(
     later: &mut Vec<usize>,
     reasons: &mut HashMap<usize, Vec<(String, String)>>,
 ) {
-    struct Open {
-        slot: usize,
-        candidates: Vec<usize>,
-        load: ResourceList,
-        pods: Vec<usize>,
-    }
-    let mut open: Vec<Open> = Vec::new();
-    let catalog = &snapshot.catalog;
+    let mut open: Vec<OpenClaim> = Vec::new();
     for &pod in pods {
         let c = class_at[&pod];
         let spec = &classes[c];
@@ -1095,125 +1245,36 @@ fn place_constrained(
             .filter(|i| scores[*i].is_finite())
             .collect();
         let eligible = |s: &Slot| fit::check_static(spec, &s.labels, &s.taints).is_ok();
+        // With the preferred pod terms as required first; all of them relaxed at once if that fails.
+        let mut best: Option<Failure> = None;
         let mut placed = false;
-        for oc in open.iter_mut() {
-            let load = oc.load.plus(&spec.requests);
-            let cands: Vec<usize> = oc
-                .candidates
-                .iter()
-                .copied()
-                .filter(|i| allowed.contains(i) && load.fits_in(&view.offerings[*i].capacity))
-                .collect();
-            if cands.is_empty() {
-                continue;
-            }
-            let mut trial = slots.clone();
-            trial[oc.slot].free = max_free(view, &cands, &oc.load);
-            if fit::check_dynamic(spec, oc.slot, &trial, &eligible, &new_domains[c]).is_ok() {
-                oc.candidates = cands;
-                oc.load = load;
-                oc.pods.push(pod);
-                slots[oc.slot].place(spec);
-                placed = true;
-                break;
-            }
-        }
-        if placed {
-            continue;
-        }
-        // A new claim: pick the zone (and capacity type) domain the rules prefer.
-        let mut best: Option<(Vec<usize>, Failure)> = None;
-        let mut domains: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
-        for &i in &allowed {
-            let o = &catalog.offerings[view.offerings[i].offering];
-            domains
-                .entry((o.zone.clone(), o.capacity_type.as_str().to_string()))
-                .or_default()
-                .push(i);
-        }
-        let mut order: Vec<((String, String), Vec<usize>)> = domains.into_iter().collect();
-        let spreads_on_ct = spec
-            .topology_spread
-            .iter()
-            .any(|t| t.topology_key == labels::CAPACITY_TYPE);
-        let zone_count = |zone: &str, ct: &str| -> u32 {
-            spec.topology_spread
-                .iter()
-                .map(|t| {
-                    let counts = fit::spread_counts(spec, t, slots, &eligible, &new_domains[c]);
-                    let key = if t.topology_key == labels::CAPACITY_TYPE {
-                        ct
-                    } else {
-                        zone
-                    };
-                    counts.get(key).copied().unwrap_or(0)
-                })
-                .sum()
-        };
-        order.sort_by(|a, b| {
-            let best_a = a.1.iter().map(|i| scores[*i]).fold(f64::INFINITY, f64::min);
-            let best_b = b.1.iter().map(|i| scores[*i]).fold(f64::INFINITY, f64::min);
-            zone_count(&a.0.0, &a.0.1)
-                .cmp(&zone_count(&b.0.0, &b.0.1))
-                .then(best_a.total_cmp(&best_b))
-                .then(a.0.cmp(&b.0))
-        });
-        for ((zone, ct), _) in order {
-            *claim_seq += 1;
-            let name = format!("{}-planned-{}", view.pool.name, claim_seq);
-            let mut node_labels = BTreeMap::from([
-                (labels::HOSTNAME.to_string(), name.clone()),
-                (labels::ZONE.to_string(), zone.clone()),
-                (labels::NODE_POOL.to_string(), view.pool.name.clone()),
-            ]);
-            if spreads_on_ct {
-                node_labels.insert(labels::CAPACITY_TYPE.into(), ct.clone());
-            }
-            // Same-zone offerings of either capacity type stay open unless spread pins the type.
-            let cands: Vec<usize> = allowed
-                .iter()
-                .copied()
-                .filter(|i| {
-                    let o = &catalog.offerings[view.offerings[*i].offering];
-                    o.zone == zone && (!spreads_on_ct || o.capacity_type.as_str() == ct)
-                })
-                .collect();
-            let slot = Slot {
-                name: name.clone(),
-                labels: node_labels,
-                taints: view.pool.taints.clone(),
-                free: max_free(view, &cands, &ResourceList::new()),
-                host_ports: vec![],
-                pods: vec![],
-                accepting: true,
-            };
-            slots.push(slot);
-            let si = slots.len() - 1;
-            match fit::check_dynamic(spec, si, slots, &eligible, &new_domains[c]) {
-                Ok(()) => {
-                    slots[si].place(spec);
-                    open.push(Open {
-                        slot: si,
-                        candidates: cands,
-                        load: spec.requests.clone(),
-                        pods: vec![pod],
-                    });
+        for check in strict[c].iter().chain([spec]) {
+            let relaxed = strict[c].is_some() && Arc::ptr_eq(check, spec);
+            match place_one(
+                snapshot,
+                view,
+                check,
+                spec,
+                &allowed,
+                scores,
+                slots,
+                &eligible,
+                &new_domains[c],
+                claim_seq,
+                &mut open,
+            ) {
+                Ok(at) => {
+                    open[at].pods.push(pod);
+                    open[at].relaxed += usize::from(relaxed);
                     placed = true;
                     break;
                 }
-                Err(f) => {
-                    slots.pop();
-                    *claim_seq -= 1;
-                    if best.is_none() {
-                        best = Some((vec![], f));
-                    }
-                }
+                // The relaxed attempt's failure is the one worth reporting.
+                Err(f) => best = Some(f),
             }
         }
         if !placed {
-            let f = best
-                .map(|b| b.1)
-                .unwrap_or_else(|| Failure::NoOfferings("no domain".into()));
+            let f = best.unwrap_or_else(|| Failure::NoOfferings("no domain".into()));
             reasons
                 .entry(pod)
                 .or_default()
@@ -1243,6 +1304,12 @@ fn place_constrained(
         claim
             .labels
             .insert(labels::HOSTNAME.into(), slots[oc.slot].name.clone());
+        if oc.relaxed > 0 {
+            claim.explanation.push_str(&format!(
+                "; {} pods placed with their preferred pod (anti-)affinity relaxed",
+                oc.relaxed
+            ));
+        }
         claims.push(claim);
     }
 }
@@ -1262,7 +1329,7 @@ mod tests {
     use crate::model::Quantity;
     use crate::model::{
         HostPort, LabelSelector, PodAffinityTerm, Taint, TaintEffect, Toleration,
-        TolerationOperator, TopologySpread, WhenUnsatisfiable,
+        TolerationOperator, TopologySpread, WeightedPodAffinityTerm, WhenUnsatisfiable,
     };
     use crate::policy::NativeRanker;
     use crate::provisioning::SingleRanker;
@@ -1652,6 +1719,113 @@ mod tests {
         assert!(text.iter().any(|t| t.contains("volume zone")), "{text:?}");
     }
 
+    fn term(app: &str, topology_key: &str) -> PodAffinityTerm {
+        PodAffinityTerm {
+            selector: LabelSelector::from_labels(&BTreeMap::from([("app".into(), app.into())])),
+            namespaces: vec![],
+            topology_key: topology_key.into(),
+        }
+    }
+
+    fn preferred(app: &str, topology_key: &str) -> WeightedPodAffinityTerm {
+        WeightedPodAffinityTerm {
+            weight: 50,
+            term: term(app, topology_key),
+        }
+    }
+
+    /// (pods per claim, sorted; how many claims say a preference was relaxed).
+    fn claim_shape(p: &ProvisioningPlan) -> (Vec<usize>, usize) {
+        let mut sizes: Vec<usize> = p.claims.iter().map(|c| c.pods.len()).collect();
+        sizes.sort();
+        let relaxed = p
+            .claims
+            .iter()
+            .filter(|c| c.explanation.contains("relaxed"))
+            .count();
+        (sizes, relaxed)
+    }
+
+    #[test]
+    fn preferred_pod_terms_are_required_first_and_relaxed_when_unsatisfiable() {
+        // (name, spec, replicas, expected pods per claim, claims noting a relaxation)
+        let plain = spec("api", "250m", "256Mi");
+        let mut spread = plain.clone();
+        spread
+            .preferred_pod_anti_affinity
+            .push(preferred("api", labels::HOSTNAME));
+        let mut ghost = plain.clone();
+        ghost
+            .preferred_pod_affinity
+            .push(preferred("ghost", labels::ZONE));
+        // Required co-location with its own replicas conflicts with the preferred anti-affinity.
+        let mut conflicting = plain.clone();
+        conflicting.pod_affinity.push(term("api", labels::HOSTNAME));
+        conflicting
+            .preferred_pod_anti_affinity
+            .push(preferred("api", labels::HOSTNAME));
+        // Preferred affinity that holds stays honoured: all replicas share one zone.
+        let mut together = plain.clone();
+        together
+            .preferred_pod_affinity
+            .push(preferred("api", labels::ZONE));
+        let cases: Vec<(&str, PodSpec, usize, Vec<usize>, usize)> = vec![
+            ("no preference packs together", plain, 3, vec![3], 0),
+            (
+                "preferred anti-affinity spreads",
+                spread,
+                3,
+                vec![1, 1, 1],
+                0,
+            ),
+            ("affinity to a missing pod is relaxed", ghost, 2, vec![2], 1),
+            ("conflict with a required rule", conflicting, 3, vec![3], 1),
+            ("satisfiable affinity is kept", together, 3, vec![3], 0),
+        ];
+        for (name, spec, n, sizes, relaxed) in cases {
+            let s = snapshot(vec![general()], vec![(spec, n)]);
+            let p = run(&s);
+            assert_valid(&s, &p);
+            assert!(p.unschedulable.is_empty(), "{name}: {:?}", p.unschedulable);
+            assert_eq!(claim_shape(&p), (sizes, relaxed), "{name}");
+            assert_eq!(run(&s).claims, p.claims, "{name}: deterministic");
+        }
+    }
+
+    #[test]
+    fn preferred_anti_affinity_relaxes_on_existing_capacity_before_launching() {
+        let mut spread = spec("api", "250m", "256Mi");
+        spread
+            .preferred_pod_anti_affinity
+            .push(preferred("api", labels::HOSTNAME));
+        let mut s = snapshot(vec![general()], vec![(spread, 2)]);
+        let ty = catalog().instance_type("m5.xlarge").unwrap().clone();
+        let mut node_labels = ty.labels.clone();
+        node_labels.insert(labels::ZONE.into(), "us-east-1a".into());
+        node_labels.insert(labels::HOSTNAME.into(), "n1".into());
+        s.nodes.push(Node {
+            name: "n1".into(),
+            node_pool: Some("general".into()),
+            node_claim: None,
+            instance_type: ty.name.clone(),
+            zone: "us-east-1a".into(),
+            capacity_type: CapacityType::OnDemand,
+            labels: node_labels,
+            taints: vec![],
+            allocatable: ty.allocatable.clone(),
+            price: 0.192,
+            created_at: 0,
+            ready: true,
+            initialized: true,
+            marked_for_deletion: false,
+            unschedulable: false,
+        });
+        let p = run(&s);
+        assert_valid(&s, &p);
+        assert!(p.claims.is_empty(), "{:?}", p.claims);
+        assert_eq!(p.bindings.len(), 2);
+    }
+
     fn arb_spec() -> impl Strategy<Value = (PodSpec, usize)> {
         (
             prop::sample::select(vec!["100m", "250m", "500m", "1", "2", "7", "100"]),
@@ -1659,9 +1833,22 @@ mod tests {
             prop::option::of(prop::sample::select(vec!["amd64", "arm64"])),
             prop::option::of(prop::sample::select(vec!["us-east-1a", "us-east-1c"])),
             1usize..40,
+            0u8..4,
         )
-            .prop_map(|(cpu, mem, arch, zone, n)| {
+            .prop_map(|(cpu, mem, arch, zone, n, preference)| {
                 let mut s = spec(&format!("{cpu}-{mem}-{arch:?}-{zone:?}"), cpu, mem);
+                // Preferred pod terms (spread apart, or near a pod that never exists) never leave a
+                // placeable pod out.
+                let app = s.labels["app"].clone();
+                match preference {
+                    1 => s
+                        .preferred_pod_anti_affinity
+                        .push(preferred(&app, labels::HOSTNAME)),
+                    2 => s
+                        .preferred_pod_affinity
+                        .push(preferred("ghost", labels::ZONE)),
+                    _ => {}
+                }
                 let mut term = BTreeMap::new();
                 if let Some(a) = arch {
                     term.insert(labels::ARCH.to_string(), a.to_string());
