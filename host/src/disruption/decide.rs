@@ -15,8 +15,8 @@ use super::{
 };
 use crate::api::nodepool::DisruptionReason as ApiReason;
 use crate::model::ConsolidationPolicy;
-use crate::policy::contract::consolidate as wit;
 use crate::policy::Verdict;
+use crate::policy::contract::consolidate as wit;
 
 /// What a pass decided.
 #[derive(Debug, Clone, Default, PartialEq)]
