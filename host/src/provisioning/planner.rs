@@ -1372,6 +1372,31 @@ mod tests {
         s
     }
 
+    /// A ready on-demand m5.xlarge of the `general` pool in us-east-1a, as the cluster reports it.
+    fn existing_m5_xlarge(name: &str) -> Node {
+        let ty = catalog().instance_type("m5.xlarge").unwrap().clone();
+        let mut node_labels = ty.labels.clone();
+        node_labels.insert(labels::ZONE.into(), "us-east-1a".into());
+        node_labels.insert(labels::HOSTNAME.into(), name.into());
+        Node {
+            name: name.into(),
+            node_pool: Some("general".into()),
+            node_claim: None,
+            instance_type: ty.name.clone(),
+            zone: "us-east-1a".into(),
+            capacity_type: CapacityType::OnDemand,
+            labels: node_labels,
+            taints: vec![],
+            allocatable: ty.allocatable.clone(),
+            price: 0.192,
+            created_at: 0,
+            ready: true,
+            initialized: true,
+            marked_for_deletion: false,
+            unschedulable: false,
+        }
+    }
+
     fn snapshot(pools: Vec<NodePool>, pods: Vec<(PodSpec, usize)>) -> Snapshot {
         let mut s = Snapshot::new(0, catalog());
         s.node_pools = pools;
@@ -1624,26 +1649,7 @@ mod tests {
     #[test]
     fn existing_nodes_first_then_new() {
         let mut s = snapshot(vec![general()], vec![(spec("w", "1", "1Gi"), 6)]);
-        let ty = catalog().instance_type("m5.xlarge").unwrap().clone();
-        let mut node_labels = ty.labels.clone();
-        node_labels.insert(labels::ZONE.into(), "us-east-1a".into());
-        s.nodes.push(Node {
-            name: "n1".into(),
-            node_pool: Some("general".into()),
-            node_claim: None,
-            instance_type: ty.name.clone(),
-            zone: "us-east-1a".into(),
-            capacity_type: CapacityType::OnDemand,
-            labels: node_labels,
-            taints: vec![],
-            allocatable: ty.allocatable.clone(),
-            price: 0.192,
-            created_at: 0,
-            ready: true,
-            initialized: true,
-            marked_for_deletion: false,
-            unschedulable: false,
-        });
+        s.nodes.push(existing_m5_xlarge("n1"));
         let p = run(&s);
         assert_valid(&s, &p);
         assert_eq!(p.bindings.len(), 3, "m5.xlarge holds 3 one-cpu pods");
@@ -1799,27 +1805,7 @@ mod tests {
             .preferred_pod_anti_affinity
             .push(preferred("api", labels::HOSTNAME));
         let mut s = snapshot(vec![general()], vec![(spread, 2)]);
-        let ty = catalog().instance_type("m5.xlarge").unwrap().clone();
-        let mut node_labels = ty.labels.clone();
-        node_labels.insert(labels::ZONE.into(), "us-east-1a".into());
-        node_labels.insert(labels::HOSTNAME.into(), "n1".into());
-        s.nodes.push(Node {
-            name: "n1".into(),
-            node_pool: Some("general".into()),
-            node_claim: None,
-            instance_type: ty.name.clone(),
-            zone: "us-east-1a".into(),
-            capacity_type: CapacityType::OnDemand,
-            labels: node_labels,
-            taints: vec![],
-            allocatable: ty.allocatable.clone(),
-            price: 0.192,
-            created_at: 0,
-            ready: true,
-            initialized: true,
-            marked_for_deletion: false,
-            unschedulable: false,
-        });
+        s.nodes.push(existing_m5_xlarge("n1"));
         let p = run(&s);
         assert_valid(&s, &p);
         assert!(p.claims.is_empty(), "{:?}", p.claims);
