@@ -1,7 +1,7 @@
 //! `kestrel policy build|test|new|verify-prebuilt`: the policy author's tools.
 use crate::policy::build_component::{self, WASM_TARGET};
 use crate::policy::contract::{budget, consolidate, rank};
-use crate::policy::fixtures::{FixtureFile, matches};
+use crate::policy::fixtures::{FixtureCase, FixtureFile, matches};
 use crate::policy::{Budgeter, Consolidator, PolicyKind, Ranker, Verdict, defaults};
 use anyhow::{Context, bail};
 use std::path::{Path, PathBuf};
@@ -130,30 +130,6 @@ pub fn test(wasm: &Path, fixtures: &Path, out: &mut dyn std::io::Write) -> anyho
         .with_context(|| format!("reading {}", fixtures.display()))?;
     let file: FixtureFile = serde_yaml_ng::from_str(&text)
         .with_context(|| format!("parsing {}", fixtures.display()))?;
-    let mut failures = 0;
-    let mut report = |name: &str,
-                      answer: serde_json::Value,
-                      v_by: String,
-                      fallback: Option<String>,
-                      expect: Option<&serde_json::Value>|
-     -> anyhow::Result<()> {
-        let mismatch = expect.is_some_and(|e| !matches(e, &answer));
-        let ok = fallback.is_none() && !mismatch;
-        if !ok {
-            failures += 1;
-        }
-        let line = serde_json::json!({
-            "case": name, "ok": ok, "decidedBy": v_by, "answer": answer, "fallback": fallback,
-            "expected": if mismatch { expect.cloned() } else { None },
-        });
-        writeln!(out, "{line}")?;
-        Ok(())
-    };
-    fn describe<T>(v: &Verdict<T>) -> Option<String> {
-        v.fallback
-            .as_ref()
-            .map(|f| format!("{:?}: {}", f.kind, f.detail))
-    }
     match file.kind {
         PolicyKind::Ranker => {
             let mut p = crate::policy::ranker_from_file(wasm)?;
@@ -162,50 +138,52 @@ pub fn test(wasm: &Path, fixtures: &Path, out: &mut dyn std::io::Write) -> anyho
                 .clone()
                 .context("a ranker fixture needs a `catalog`")?;
             p.set_catalog(&catalog);
-            for case in &file.cases {
-                let input: rank::RankInput = serde_json::from_value(case.input.clone())
-                    .with_context(|| format!("case {:?}: input", case.name))?;
-                let v = p.rank(&input);
-                report(
-                    &case.name,
-                    serde_json::to_value(&v.value)?,
-                    v.decided_by.clone(),
-                    describe(&v),
-                    case.expect.as_ref(),
-                )?;
-            }
+            run_cases(&file.cases, out, |input: &rank::RankInput| p.rank(input))
         }
         PolicyKind::Consolidator => {
             let mut p = crate::policy::consolidator_from_file(wasm)?;
-            for case in &file.cases {
-                let input: consolidate::ConsolidateInput =
-                    serde_json::from_value(case.input.clone())
-                        .with_context(|| format!("case {:?}: input", case.name))?;
-                let v = p.consolidate(&input);
-                report(
-                    &case.name,
-                    serde_json::to_value(&v.value)?,
-                    v.decided_by.clone(),
-                    describe(&v),
-                    case.expect.as_ref(),
-                )?;
-            }
+            run_cases(&file.cases, out, |input: &consolidate::ConsolidateInput| {
+                p.consolidate(input)
+            })
         }
         PolicyKind::Budgeter => {
             let mut p = crate::policy::budgeter_from_file(wasm)?;
-            for case in &file.cases {
-                let input: budget::BudgetInput = serde_json::from_value(case.input.clone())
-                    .with_context(|| format!("case {:?}: input", case.name))?;
-                let v = p.allowed(&input);
-                report(
-                    &case.name,
-                    serde_json::to_value(&v.value)?,
-                    v.decided_by.clone(),
-                    describe(&v),
-                    case.expect.as_ref(),
-                )?;
-            }
+            run_cases(&file.cases, out, |input: &budget::BudgetInput| {
+                p.allowed(input)
+            })
         }
+    }
+}
+
+/// Decodes each case's input, asks `decide`, and prints one JSON line per case: the answer, who decided,
+/// any fallback, and the fixture's expectation when the answer differs. Returns how many cases failed
+/// (a fallback or a mismatch).
+fn run_cases<I: serde::de::DeserializeOwned, O: serde::Serialize>(
+    cases: &[FixtureCase],
+    out: &mut dyn std::io::Write,
+    mut decide: impl FnMut(&I) -> Verdict<O>,
+) -> anyhow::Result<usize> {
+    let mut failures = 0;
+    for case in cases {
+        let input: I = serde_json::from_value(case.input.clone())
+            .with_context(|| format!("case {:?}: input", case.name))?;
+        let verdict = decide(&input);
+        let answer = serde_json::to_value(&verdict.value)?;
+        let fallback = verdict
+            .fallback
+            .as_ref()
+            .map(|f| format!("{:?}: {}", f.kind, f.detail));
+        let expect = case.expect.as_ref();
+        let mismatch = expect.is_some_and(|e| !matches(e, &answer));
+        let ok = fallback.is_none() && !mismatch;
+        if !ok {
+            failures += 1;
+        }
+        let line = serde_json::json!({
+            "case": case.name, "ok": ok, "decidedBy": verdict.decided_by, "answer": answer,
+            "fallback": fallback, "expected": if mismatch { expect.cloned() } else { None },
+        });
+        writeln!(out, "{line}")?;
     }
     Ok(failures)
 }
