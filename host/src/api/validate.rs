@@ -596,6 +596,16 @@ const EVICTION_SIGNALS: &[&str] = &[
     "pid.available",
 ];
 
+/// A map key that must be one of `allowed` (the kubelet's resource names or eviction signals).
+fn known_key(e: &mut Errors, path: &str, key: &str, allowed: &[&str], what: &str) {
+    if !allowed.contains(&key) {
+        e.add(
+            path,
+            format!("unknown {what} {key:?} (one of {})", allowed.join(", ")),
+        );
+    }
+}
+
 fn kubelet(e: &mut Errors, p: &str, k: &KubeletConfiguration) {
     for (field, map) in [
         ("systemReserved", &k.system_reserved),
@@ -603,15 +613,7 @@ fn kubelet(e: &mut Errors, p: &str, k: &KubeletConfiguration) {
     ] {
         for (key, value) in map {
             let kp = key_path(&format!("{p}.{field}"), key);
-            if !RESERVED_KEYS.contains(&key.as_str()) {
-                e.add(
-                    &kp,
-                    format!(
-                        "unknown resource {key:?} (one of {})",
-                        RESERVED_KEYS.join(", ")
-                    ),
-                );
-            }
+            known_key(e, &kp, key, RESERVED_KEYS, "resource");
             quantity_value(e, &kp, value);
         }
     }
@@ -621,15 +623,7 @@ fn kubelet(e: &mut Errors, p: &str, k: &KubeletConfiguration) {
     ] {
         for (key, value) in map {
             let kp = key_path(&format!("{p}.{field}"), key);
-            if !EVICTION_SIGNALS.contains(&key.as_str()) {
-                e.add(
-                    &kp,
-                    format!(
-                        "unknown eviction signal {key:?} (one of {})",
-                        EVICTION_SIGNALS.join(", ")
-                    ),
-                );
-            }
+            known_key(e, &kp, key, EVICTION_SIGNALS, "eviction signal");
             match value.strip_suffix('%') {
                 Some(pct) => match pct.parse::<f64>() {
                     Ok(x) if (0.0..=100.0).contains(&x) => {}
@@ -644,15 +638,7 @@ fn kubelet(e: &mut Errors, p: &str, k: &KubeletConfiguration) {
     }
     for (key, value) in &k.eviction_soft_grace_period {
         let kp = key_path(&format!("{p}.evictionSoftGracePeriod"), key);
-        if !EVICTION_SIGNALS.contains(&key.as_str()) {
-            e.add(
-                &kp,
-                format!(
-                    "unknown eviction signal {key:?} (one of {})",
-                    EVICTION_SIGNALS.join(", ")
-                ),
-            );
-        }
+        known_key(e, &kp, key, EVICTION_SIGNALS, "eviction signal");
         if let Err(err) = parse_duration(value) {
             e.add(&kp, format!("{value:?}: {}", err.reason));
         }
