@@ -142,6 +142,21 @@ fn interruption_storm_replaces_every_interrupted_pod_promptly() {
     );
 }
 
+/// The fluid (LP) bound for the 20 web pods (500m, 1 GiB) left after the built-in burst example scales
+/// down, over its NodePool's instance types (c/m/r, amd64, generation > 5).
+fn burst_remaining_fluid_bound() -> f64 {
+    fluid_bound_per_hour(20, 500, 1 << 30, |t| {
+        let l = |k: &str| t.labels.get(k).map(String::as_str);
+        matches!(
+            l("karpenter.k8s.aws/instance-category"),
+            Some("c" | "m" | "r")
+        ) && l("kubernetes.io/arch") == Some("amd64")
+            && l("karpenter.k8s.aws/instance-generation")
+                .and_then(|g| g.parse::<u32>().ok())
+                .is_some_and(|g| g > 5)
+    })
+}
+
 /// Packing lower bound (fluid): the cheapest cost per unit of the binding resource, times the pods.
 fn fluid_bound_per_hour(
     pods: u32,
@@ -184,16 +199,7 @@ fn burst_scale_down_returns_within_10_percent_of_the_packing_bound_in_15_minutes
     assert_eq!(packed.cluster.pending_count(), 0);
     let bound = packed.samples.last().expect("samples").cost_per_hour;
     // The fluid (LP) relaxation is a lower bound no whole-node fleet reaches; printed for scale.
-    let fluid = fluid_bound_per_hour(20, 500, 1 << 30, |t| {
-        let l = |k: &str| t.labels.get(k).map(String::as_str);
-        matches!(
-            l("karpenter.k8s.aws/instance-category"),
-            Some("c" | "m" | "r")
-        ) && l("kubernetes.io/arch") == Some("amd64")
-            && l("karpenter.k8s.aws/instance-generation")
-                .and_then(|g| g.parse::<u32>().ok())
-                .is_some_and(|g| g > 5)
-    });
+    let fluid = burst_remaining_fluid_bound();
     // Scale-down at 40m; consolidation time 15m.
     let at = 55 * 60;
     let sample = report
@@ -230,16 +236,7 @@ fn burst_scale_down_consolidates_within_15_minutes() {
         .iter()
         .find(|s| s.seconds >= 55 * 60)
         .expect("the timeline covers 55m");
-    let bound = fluid_bound_per_hour(20, 500, 1 << 30, |t| {
-        let l = |k: &str| t.labels.get(k).map(String::as_str);
-        matches!(
-            l("karpenter.k8s.aws/instance-category"),
-            Some("c" | "m" | "r")
-        ) && l("kubernetes.io/arch") == Some("amd64")
-            && l("karpenter.k8s.aws/instance-generation")
-                .and_then(|g| g.parse::<u32>().ok())
-                .is_some_and(|g| g > 5)
-    });
+    let bound = burst_remaining_fluid_bound();
     assert!(
         at.cost_per_hour <= peak / 5.0,
         "cost {:.4}/h at 55m, peak {peak:.4}/h",
