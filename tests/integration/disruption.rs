@@ -45,7 +45,7 @@ fn packing_bound(s: &Scenario, workload: &str, replicas: u32) -> f64 {
             .iter()
             .find(|w| w.name == name)
             .expect("workload");
-        kestrel::sim::workload::facts_of(w)
+        kestrel::sim::workload::facts_of(w).expect("template compiles")
     };
     let pod = facts(workload).requests;
     let daemon = s
@@ -53,7 +53,11 @@ fn packing_bound(s: &Scenario, workload: &str, replicas: u32) -> f64 {
         .iter()
         .filter(|w| w.kind == kestrel::sim::scenario::WorkloadKind::DaemonSet)
         .fold(kestrel::cluster::Resources::default(), |a, w| {
-            a.plus(&kestrel::sim::workload::facts_of(w).requests)
+            a.plus(
+                &kestrel::sim::workload::facts_of(w)
+                    .expect("template compiles")
+                    .requests,
+            )
         });
     types
         .iter()

@@ -48,6 +48,18 @@ impl Resources {
         }
     }
 
+    /// The scheduler's units of a core resource list (GPUs of every vendor count as one kind).
+    pub fn of(list: &crate::model::ResourceList) -> Resources {
+        use crate::model::resources::{AMD_GPU, NVIDIA_GPU};
+        let units = |q: crate::model::Quantity| q.units_ceil() as i64;
+        Resources {
+            cpu_millis: list.cpu.millis() as i64,
+            memory_bytes: units(list.memory),
+            gpus: units(list.get(NVIDIA_GPU)) + units(list.get(AMD_GPU)),
+            pods: units(list.pods),
+        }
+    }
+
     /// The first resource that does not fit, for explanations.
     pub fn shortfall(&self, free: &Resources) -> Option<&'static str> {
         if self.cpu_millis > free.cpu_millis {
@@ -79,18 +91,67 @@ pub enum OwnerKind {
 }
 
 /// The scheduling facts of a pod, shared by every replica of one template.
+///
+/// Built only by [`PodSpecFacts::compile`], so the compiled spec, the requests and the annotations it
+/// derives always agree with the template.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PodSpecFacts {
     /// The workload (Deployment, Job, DaemonSet) the pod belongs to.
     pub workload: Arc<str>,
     pub owner: OwnerKind,
     pub labels: BTreeMap<String, String>,
+    /// `compiled.requests` in the scheduler's units.
     pub requests: Resources,
     pub spec: k8s_openapi::api::core::v1::PodSpec,
+    /// The pod as the scheduling core sees it, compiled once per template (namespace `default`).
+    pub compiled: Arc<crate::model::PodSpec>,
     /// `karpenter.sh/do-not-disrupt: "true"`.
     pub do_not_disrupt: bool,
     /// `controller.kubernetes.io/pod-deletion-cost` (0 when absent), which orders evictions.
     pub deletion_cost: i32,
+}
+
+impl PodSpecFacts {
+    /// Compiles a workload's pod template once; every replica shares the result.
+    pub fn compile(
+        workload: &str,
+        owner: OwnerKind,
+        template: &k8s_openapi::api::core::v1::PodTemplateSpec,
+    ) -> Result<PodSpecFacts, crate::model::PodError> {
+        let mut compiled = crate::model::PodSpec::from_template("default", template)?;
+        compiled.owner = match owner {
+            OwnerKind::Deployment => Some("ReplicaSet"),
+            OwnerKind::Job => Some("Job"),
+            OwnerKind::DaemonSet => Some("DaemonSet"),
+            OwnerKind::None => None,
+        }
+        .map(|kind| crate::model::Owner {
+            kind: kind.to_string(),
+            name: workload.to_string(),
+        });
+        Ok(PodSpecFacts {
+            workload: Arc::from(workload),
+            owner,
+            labels: compiled.labels.clone(),
+            requests: Resources::of(&compiled.requests),
+            spec: template.spec.clone().unwrap_or_default(),
+            do_not_disrupt: compiled.do_not_disrupt,
+            deletion_cost: compiled.deletion_cost,
+            compiled: Arc::new(compiled),
+        })
+    }
+}
+
+/// Test facts from a pod template written as YAML.
+#[cfg(test)]
+pub(crate) fn facts_from_yaml(
+    workload: &str,
+    owner: OwnerKind,
+    template: &str,
+) -> Arc<PodSpecFacts> {
+    let template: k8s_openapi::api::core::v1::PodTemplateSpec =
+        serde_yaml_ng::from_str(template).expect("test template parses");
+    Arc::new(PodSpecFacts::compile(workload, owner, &template).expect("test template compiles"))
 }
 
 #[derive(Debug, Clone, PartialEq)]

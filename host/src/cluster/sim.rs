@@ -1,14 +1,11 @@
 //! The in-memory cluster: pods, nodes, PDBs, and a kube-scheduler stand-in that binds pending pods.
 //!
-//! Binding uses the scheduling core's filters ([`crate::scheduling::fit`]): each pod template is compiled
-//! once into the core's [`model::PodSpec`], and every node is kept as a core [`Slot`] (labels, taints,
+//! Binding uses the scheduling core's filters ([`crate::scheduling::fit`]) on each template's compiled
+//! [`model::PodSpec`] ([`PodSpecFacts::compiled`]), and every node is kept as a core [`Slot`] (labels, taints,
 //! free resources, host ports, the pods on it), so resources, host ports, taints, node affinity, volume
 //! zones, pod (anti-)affinity in both directions and topology spread are judged against every pod in the
 //! cluster exactly as the provisioner judges them. A pod nominated to a node goes there first, as with
 //! Karpenter's nominations. Scoring is first fit in node order, which keeps replays deterministic.
-//!
-//! A template the core cannot compile (e.g. an unparsable quantity) never binds: the provisioner refuses
-//! the same template, so the pod stays pending and shows up in the report.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -59,14 +56,6 @@ pub struct SimCluster {
     /// walks `nodes`, and `slot_of` finds the slot).
     slots: Vec<Slot>,
     slot_of: HashMap<Arc<str>, usize>,
-    /// Each template compiled once; the `Arc` held here keeps the address key valid.
-    compiled: HashMap<usize, CompiledTemplate>,
-}
-
-#[derive(Debug)]
-struct CompiledTemplate {
-    _facts: Arc<PodSpecFacts>,
-    spec: Option<Arc<model::PodSpec>>,
 }
 
 impl SimCluster {
@@ -78,7 +67,6 @@ impl SimCluster {
     }
 
     pub fn add_pod(&mut self, key: PodKey, facts: Arc<PodSpecFacts>, now: Millis) {
-        self.compile(&facts);
         self.pending_revision += 1;
         self.pending.insert(key.clone());
         self.pods.insert(
@@ -103,7 +91,6 @@ impl SimCluster {
         node: &Arc<str>,
         now: Millis,
     ) {
-        self.compile(&facts);
         self.pods.insert(
             key.clone(),
             PodState {
@@ -156,22 +143,6 @@ impl SimCluster {
         self.pending.iter().filter_map(|k| self.pods.get(k))
     }
 
-    /// The core's spec of a pod template (None if the core refuses the template).
-    pub fn compiled_spec(&self, facts: &Arc<PodSpecFacts>) -> Option<Arc<model::PodSpec>> {
-        self.compiled
-            .get(&(Arc::as_ptr(facts) as usize))
-            .and_then(|c| c.spec.clone())
-    }
-
-    fn compile(&mut self, facts: &Arc<PodSpecFacts>) {
-        self.compiled
-            .entry(Arc::as_ptr(facts) as usize)
-            .or_insert_with(|| CompiledTemplate {
-                _facts: facts.clone(),
-                spec: convert::pod_spec(facts).ok().map(Arc::new),
-            });
-    }
-
     /// The kubelet registered: the node joins, ready.
     pub fn register_node(&mut self, node: NodeState) {
         self.pods_by_node.entry(node.name.clone()).or_default();
@@ -221,9 +192,7 @@ impl SimCluster {
             let pod = &self.pods[&key];
             let facts_ptr = Arc::as_ptr(&pod.facts);
             let scan = !unfit_templates.contains(&facts_ptr);
-            let Some(spec) = self.compiled_spec(&pod.facts) else {
-                continue;
-            };
+            let spec = pod.facts.compiled.clone();
             let cache = static_ok
                 .entry(facts_ptr)
                 .or_insert_with(|| vec![None; self.slots.len()]);
@@ -327,9 +296,8 @@ impl SimCluster {
         pod.nominated = None;
         let requests = pod.facts.requests;
         let facts = pod.facts.clone();
-        let spec = self.compiled_spec(&facts);
-        if let (Some(spec), Some(&i)) = (spec, self.slot_of.get(node_name)) {
-            self.slots[i].place(&spec);
+        if let Some(&i) = self.slot_of.get(node_name) {
+            self.slots[i].place(&facts.compiled);
         }
         self.pending.remove(key);
         let node = self.nodes.get_mut(node_name).expect("bound node exists");
@@ -346,10 +314,8 @@ impl SimCluster {
             node.requested = node.requested.minus(&pod.facts.requests);
             node.pods -= 1;
         }
-        if let (Some(spec), Some(&i)) =
-            (self.compiled_spec(&pod.facts), self.slot_of.get(node_name))
-        {
-            unplace(&mut self.slots[i], &spec);
+        if let Some(&i) = self.slot_of.get(node_name) {
+            unplace(&mut self.slots[i], &pod.facts.compiled);
         }
         if let Some(set) = self.pods_by_node.get_mut(node_name) {
             set.remove(&pod.key);
@@ -561,15 +527,14 @@ mod tests {
     fn workload(name: &str, spec_yaml: &str) -> Arc<PodSpecFacts> {
         let spec: k8s_openapi::api::core::v1::PodSpec =
             serde_yaml_ng::from_str(spec_yaml).expect("test spec parses");
-        Arc::new(PodSpecFacts {
-            workload: Arc::from(name),
-            owner: OwnerKind::Deployment,
-            labels: BTreeMap::from([("app".to_string(), name.to_string())]),
-            requests: crate::sim::workload::requests_of(&spec).expect("requests"),
-            spec,
-            do_not_disrupt: false,
-            deletion_cost: 0,
-        })
+        let template = k8s_openapi::api::core::v1::PodTemplateSpec {
+            metadata: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                labels: Some(BTreeMap::from([("app".to_string(), name.to_string())])),
+                ..Default::default()
+            }),
+            spec: Some(spec),
+        };
+        Arc::new(PodSpecFacts::compile(name, OwnerKind::Deployment, &template).expect("compiles"))
     }
 
     const SMALL: &str =

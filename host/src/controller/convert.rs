@@ -1,14 +1,8 @@
 //! From what the loop holds (Karpenter manifests, cluster records) to the core's model types.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
-use k8s_openapi::api::core::v1::PodTemplateSpec;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-
 use crate::api;
 use crate::cloud::CapacityType;
-use crate::cluster::{NodeState, OwnerKind, PodSpecFacts, Resources};
+use crate::cluster::{NodeState, Resources};
 use crate::model::{self, Quantity, ResourceList};
 
 pub fn capacity_type(ct: CapacityType) -> model::CapacityType {
@@ -63,37 +57,6 @@ pub fn node(n: &NodeState) -> model::Node {
         marked_for_deletion: n.deleting,
         unschedulable: n.cordoned,
     }
-}
-
-/// The compiled pod spec of a workload's pods (in namespace `default`).
-pub fn pod_spec(facts: &PodSpecFacts) -> Result<model::PodSpec, model::PodError> {
-    let mut annotations = BTreeMap::new();
-    if facts.do_not_disrupt {
-        annotations.insert(
-            "karpenter.sh/do-not-disrupt".to_string(),
-            "true".to_string(),
-        );
-    }
-    let template = PodTemplateSpec {
-        metadata: Some(ObjectMeta {
-            labels: Some(facts.labels.clone()),
-            annotations: Some(annotations),
-            ..ObjectMeta::default()
-        }),
-        spec: Some(facts.spec.clone()),
-    };
-    let mut spec = model::PodSpec::from_template("default", &template)?;
-    spec.owner = match facts.owner {
-        OwnerKind::Deployment => Some("ReplicaSet"),
-        OwnerKind::Job => Some("Job"),
-        OwnerKind::DaemonSet => Some("DaemonSet"),
-        OwnerKind::None => None,
-    }
-    .map(|kind| model::Owner {
-        kind: kind.to_string(),
-        name: facts.workload.to_string(),
-    });
-    Ok(spec)
 }
 
 /// Why a NodePool manifest could not be turned into the core's NodePool.
@@ -193,26 +156,3 @@ pub fn node_pool(pool: &api::NodePool) -> Result<model::NodePool, PoolError> {
     out.policies = model::PolicyRefs::default();
     Ok(out)
 }
-
-/// Shares one compiled spec per workload template.
-#[derive(Debug, Default)]
-pub struct SpecCache {
-    specs: std::collections::HashMap<*const PodSpecFacts, Arc<model::PodSpec>>,
-}
-
-impl SpecCache {
-    pub fn get(
-        &mut self,
-        facts: &Arc<PodSpecFacts>,
-    ) -> Result<Arc<model::PodSpec>, model::PodError> {
-        if let Some(s) = self.specs.get(&Arc::as_ptr(facts)) {
-            return Ok(s.clone());
-        }
-        let spec = Arc::new(pod_spec(facts)?);
-        self.specs.insert(Arc::as_ptr(facts), spec.clone());
-        Ok(spec)
-    }
-}
-
-// Facts are shared for the whole run, so their addresses are stable keys.
-unsafe impl Send for SpecCache {}

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::convert::{self, SpecCache};
+use super::convert;
 use super::provision::{PlannedClaim, ProvisionInput, ProvisionPlan, Provisioner};
 use crate::cloud::Offering;
 use crate::cluster::{PodKey, PodSpecFacts};
@@ -25,7 +25,6 @@ pub struct CorePlanner {
     pools: Vec<model::NodePool>,
     daemonsets: Vec<model::DaemonSet>,
     instance_types: Vec<model::InstanceType>,
-    specs: SpecCache,
     /// The catalog of the last batch, reused while the launchable offerings stay the same (the NodePools
     /// are fixed for the planner's life, like `pools`).
     catalog: Option<(u64, Arc<Catalog>)>,
@@ -40,28 +39,24 @@ impl CorePlanner {
         pools: Vec<model::NodePool>,
         daemonsets: &[Arc<PodSpecFacts>],
         instance_types: Vec<model::InstanceType>,
-    ) -> Result<CorePlanner, model::PodError> {
-        let mut specs = SpecCache::default();
+    ) -> CorePlanner {
         let daemonsets = daemonsets
             .iter()
-            .map(|ds| {
-                Ok(model::DaemonSet {
-                    namespace: "default".into(),
-                    name: ds.workload.to_string(),
-                    pod: specs.get(ds)?,
-                })
+            .map(|ds| model::DaemonSet {
+                namespace: "default".into(),
+                name: ds.workload.to_string(),
+                pod: ds.compiled.clone(),
             })
-            .collect::<Result<Vec<_>, model::PodError>>()?;
-        Ok(CorePlanner {
+            .collect();
+        CorePlanner {
             rankers: RegistryRankers::new(registry),
             planner: provisioning::Planner::new(),
             ranker_label,
             pools,
             daemonsets,
             instance_types,
-            specs,
             catalog: None,
-        })
+        }
     }
 
     /// The catalog of the offerings some NodePool allows (the others cannot matter to the plan, and
@@ -166,19 +161,14 @@ impl Provisioner for CorePlanner {
         let mut out = ProvisionPlan::default();
         let mut keys: Vec<PodKey> = Vec::new();
         for pod in input.pending.iter().chain(input.bound.iter()) {
-            match self.specs.get(&pod.facts) {
-                Ok(spec) => {
-                    snapshot.pods.push(model::Pod {
-                        name: pod.key.to_string(),
-                        uid: pod.key.to_string(),
-                        spec,
-                        node_name: pod.node.as_ref().map(|n| n.to_string()),
-                        terminating: false,
-                    });
-                    keys.push(pod.key.clone());
-                }
-                Err(e) => out.unplaceable.push((pod.key.clone(), e.to_string())),
-            }
+            snapshot.pods.push(model::Pod {
+                name: pod.key.to_string(),
+                uid: pod.key.to_string(),
+                spec: pod.facts.compiled.clone(),
+                node_name: pod.node.as_ref().map(|n| n.to_string()),
+                terminating: false,
+            });
+            keys.push(pod.key.clone());
         }
         let plan = self.planner.plan(&snapshot, &mut self.rankers);
         for r in &plan.rankings {

@@ -42,21 +42,19 @@ mod tests {
     }
 
     fn pod_with(deletion_cost: i32, priority: Option<i32>) -> PodState {
-        use crate::cluster::{OwnerKind, PodSpecFacts};
+        use crate::cluster::{OwnerKind, facts_from_yaml};
+        let priority = priority
+            .map(|p| format!("priority: {p}"))
+            .unwrap_or_default();
         PodState {
             key: "default/p".into(),
-            facts: std::sync::Arc::new(PodSpecFacts {
-                workload: "w".into(),
-                owner: OwnerKind::Deployment,
-                labels: Default::default(),
-                requests: Default::default(),
-                spec: k8s_openapi::api::core::v1::PodSpec {
-                    priority,
-                    ..Default::default()
-                },
-                do_not_disrupt: false,
-                deletion_cost,
-            }),
+            facts: facts_from_yaml(
+                "w",
+                OwnerKind::Deployment,
+                &format!(
+                    "metadata: {{annotations: {{controller.kubernetes.io/pod-deletion-cost: '{deletion_cost}'}}}}\nspec: {{containers: [], {priority}}}\n"
+                ),
+            ),
             created_at: 0,
             node: None,
             bound_at: None,

@@ -10,7 +10,7 @@ use super::room::Room;
 use super::*;
 use crate::api::nodepool::DisruptionReason as ApiReason;
 use crate::cloud::CapacityType;
-use crate::cluster::{OwnerKind, PodSpecFacts};
+use crate::cluster::{OwnerKind, PodSpecFacts, facts_from_yaml};
 use crate::policy::defaults::{NativeBudgeter, NativeConsolidator};
 
 const GIB: i64 = 1 << 30;
@@ -45,24 +45,24 @@ struct PodGen {
 }
 
 fn facts(p: &PodGen) -> Arc<PodSpecFacts> {
-    Arc::new(PodSpecFacts {
-        workload: Arc::from(format!("app{}", p.app)),
-        owner: if p.bare {
-            OwnerKind::None
-        } else {
-            OwnerKind::Deployment
-        },
-        labels: BTreeMap::from([("app".to_string(), format!("app{}", p.app))]),
-        requests: Resources {
-            cpu_millis: p.cpu,
-            memory_bytes: p.cpu * GIB / 1000,
-            gpus: 0,
-            pods: 1,
-        },
-        spec: Default::default(),
-        do_not_disrupt: p.do_not_disrupt,
-        deletion_cost: 0,
-    })
+    let owner = if p.bare {
+        OwnerKind::None
+    } else {
+        OwnerKind::Deployment
+    };
+    let facts = facts_from_yaml(
+        &format!("app{}", p.app),
+        owner,
+        &format!(
+            "metadata: {{labels: {{app: app{}}}, annotations: {{karpenter.sh/do-not-disrupt: '{}'}}}}\nspec: {{containers: [{{name: c, resources: {{requests: {{cpu: {}m, memory: '{}'}}}}}}]}}\n",
+            p.app,
+            p.do_not_disrupt,
+            p.cpu,
+            p.cpu * GIB / 1000
+        ),
+    );
+    debug_assert_eq!(facts.requests.cpu_millis, p.cpu);
+    facts
 }
 
 fn view(nodes: Vec<NodeGen>, budget: &str, pdb_allowed: i64, disrupting: usize) -> ClusterView {

@@ -148,18 +148,15 @@ pub fn core_planner(
         .workloads
         .iter()
         .filter(|w| w.kind == WorkloadKind::DaemonSet)
-        .map(facts_of)
+        .map(|w| facts_of(w).expect("checked when the scenario was parsed"))
         .collect();
-    Box::new(
-        CorePlanner::new(
-            registry,
-            ranker_label,
-            pools,
-            &daemonsets,
-            catalog.instance_types,
-        )
-        .expect("pod templates checked when the scenario was parsed"),
-    )
+    Box::new(CorePlanner::new(
+        registry,
+        ranker_label,
+        pools,
+        &daemonsets,
+        catalog.instance_types,
+    ))
 }
 
 /// Builds the loop's view of a NodePool from its Karpenter v1 manifest.
@@ -298,7 +295,7 @@ impl Replay {
             .workloads
             .iter()
             .map(|w| WorkloadState {
-                facts: facts_of(w),
+                facts: facts_of(w).expect("checked when the scenario was parsed"),
                 kind: w.kind,
                 pods: Vec::new(),
                 completed: 0,

@@ -439,12 +439,7 @@ impl Scenario {
             if w.template.spec.is_none() {
                 return Err(invalid(&at("template"), "template needs a spec".into()));
             }
-            if let Err(e) =
-                crate::sim::workload::requests_of(w.template.spec.as_ref().expect("checked"))
-            {
-                return Err(invalid(&at("template"), e));
-            }
-            if let Err(e) = crate::model::PodSpec::from_template("default", &w.template) {
+            if let Err(e) = crate::sim::workload::facts_of(w) {
                 return Err(invalid(
                     &at("template"),
                     format!("{}: {}", e.field, e.reason),
