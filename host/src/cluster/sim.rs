@@ -281,11 +281,7 @@ impl SimCluster {
             }
         }
         let static_ok: &[Option<bool>] = static_ok;
-        let eligible = |s: &Slot| {
-            slot_index(slots, s)
-                .and_then(|i| static_ok.get(i).copied().flatten())
-                .unwrap_or(false)
-        };
+        let eligible = |i: usize, _: &Slot| static_ok.get(i).copied().flatten().unwrap_or(false);
         fit::check_dynamic(spec, index, slots, &eligible, &NewDomains::new()).is_ok()
     }
 
@@ -470,14 +466,6 @@ fn unplace(slot: &mut Slot, spec: &Arc<model::PodSpec>) {
     }
 }
 
-/// The index of a slot borrowed from `slots` (the core's eligibility callback receives the slot itself).
-fn slot_index(slots: &[Slot], slot: &Slot) -> Option<usize> {
-    let base = slots.as_ptr() as usize;
-    let at = slot as *const Slot as usize;
-    (at >= base)
-        .then(|| (at - base) / std::mem::size_of::<Slot>())
-        .filter(|i| *i < slots.len())
-}
 
 /// Whether a removed pod comes back (its owner recreates it).
 pub fn is_recreated(owner: OwnerKind) -> bool {

@@ -244,11 +244,7 @@ fn plan_with(
                     continue;
                 }
                 let cache = &static_cache[c];
-                let eligible = |slot: &Slot| {
-                    slots_index(&slots, slot)
-                        .and_then(|i| cache.get(i).copied().flatten())
-                        .unwrap_or(false)
-                };
+                let eligible = |i: usize, _: &Slot| cache.get(i).copied().flatten().unwrap_or(false);
                 if fit::check_dynamic(check, s, &slots, &eligible, &new_domains[c]).is_ok() {
                     slots[s].place(spec);
                     out.bindings.push(Binding {
@@ -424,14 +420,6 @@ fn plan_with(
         claim.explanation = format!("claim {n}: {}", claim.explanation);
     }
     out
-}
-
-fn slots_index(slots: &[Slot], slot: &Slot) -> Option<usize> {
-    let base = slots.as_ptr() as usize;
-    let at = slot as *const Slot as usize;
-    (at >= base)
-        .then(|| (at - base) / std::mem::size_of::<Slot>())
-        .filter(|i| *i < slots.len())
 }
 
 /// The nodes that accept pods, then launched in-flight claims, as slots with their free room.
@@ -1090,7 +1078,7 @@ fn place_one(
     allowed: &[usize],
     scores: &[f64],
     slots: &mut Vec<Slot>,
-    eligible: &dyn Fn(&Slot) -> bool,
+    eligible: &dyn Fn(usize, &Slot) -> bool,
     new_domains: &NewDomains,
     claim_seq: &mut usize,
     open: &mut Vec<OpenClaim>,
@@ -1244,7 +1232,7 @@ fn place_constrained(
             .copied()
             .filter(|i| scores[*i].is_finite())
             .collect();
-        let eligible = |s: &Slot| fit::check_static(spec, &s.labels, &s.taints).is_ok();
+        let eligible = |_: usize, s: &Slot| fit::check_static(spec, &s.labels, &s.taints).is_ok();
         // With the preferred pod terms as required first; all of them relaxed at once if that fails.
         let mut best: Option<Failure> = None;
         let mut placed = false;

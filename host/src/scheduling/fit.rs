@@ -165,11 +165,13 @@ impl Slot {
 pub type NewDomains = BTreeMap<String, BTreeSet<String>>;
 
 /// Resources, host ports, pod (anti-)affinity (both directions for hostname) and topology spread.
+/// `eligible(i, slot)` says whether `slots[i]` counts as a topology domain for the pod (its static rules
+/// pass there; callers cache that per template).
 pub fn check_dynamic(
     spec: &Arc<PodSpec>,
     slot_index: usize,
     slots: &[Slot],
-    eligible: &dyn Fn(&Slot) -> bool,
+    eligible: &dyn Fn(usize, &Slot) -> bool,
     new_domains: &NewDomains,
 ) -> Result<(), Failure> {
     let slot = &slots[slot_index];
@@ -293,18 +295,18 @@ pub fn spread_counts(
     spec: &PodSpec,
     c: &crate::model::TopologySpread,
     slots: &[Slot],
-    eligible: &dyn Fn(&Slot) -> bool,
+    eligible: &dyn Fn(usize, &Slot) -> bool,
     new_domains: &NewDomains,
 ) -> BTreeMap<String, u32> {
     let mut counts: BTreeMap<String, u32> = BTreeMap::new();
     for d in new_domains.get(&c.topology_key).into_iter().flatten() {
         counts.entry(d.clone()).or_insert(0);
     }
-    for s in slots {
+    for (i, s) in slots.iter().enumerate() {
         let Some(domain) = s.labels.get(&c.topology_key) else {
             continue;
         };
-        if !eligible(s) {
+        if !eligible(i, s) {
             continue;
         }
         let n = s
@@ -362,17 +364,17 @@ mod tests {
             ip: String::new(),
         });
         let s = Arc::new(s);
-        assert!(check_dynamic(&s, 0, &slots, &|_| true, &NewDomains::new()).is_ok());
+        assert!(check_dynamic(&s, 0, &slots, &|_, _| true, &NewDomains::new()).is_ok());
         slots[0].place(&s);
         slots[0].free.cpu = Quantity::from_units(5);
         assert!(matches!(
-            check_dynamic(&s, 0, &slots, &|_| true, &NewDomains::new()),
+            check_dynamic(&s, 0, &slots, &|_, _| true, &NewDomains::new()),
             Err(Failure::HostPort(_))
         ));
         slots[0].free.cpu = Quantity::from_millis(500);
         let plain = Arc::new(spec("x"));
         assert!(matches!(
-            check_dynamic(&plain, 0, &slots, &|_| true, &NewDomains::new()),
+            check_dynamic(&plain, 0, &slots, &|_, _| true, &NewDomains::new()),
             Err(Failure::Resources(_))
         ));
     }
@@ -389,11 +391,11 @@ mod tests {
         let lonely = Arc::new(lonely);
         slots[0].place(&lonely);
         let nd = NewDomains::new();
-        assert!(check_dynamic(&lonely, 0, &slots, &|_| true, &nd).is_err());
-        assert!(check_dynamic(&lonely, 1, &slots, &|_| true, &nd).is_ok());
+        assert!(check_dynamic(&lonely, 0, &slots, &|_, _| true, &nd).is_err());
+        assert!(check_dynamic(&lonely, 1, &slots, &|_, _| true, &nd).is_ok());
         // Symmetry: a plain "db" pod may not join the pod whose anti-affinity selects it.
         let plain_db = Arc::new(spec("db"));
-        assert!(check_dynamic(&plain_db, 0, &slots, &|_| true, &nd).is_err());
+        assert!(check_dynamic(&plain_db, 0, &slots, &|_, _| true, &nd).is_err());
         // Affinity to "db" by zone: only zone a qualifies.
         let mut follower = spec("cache");
         follower.pod_affinity.push(PodAffinityTerm {
@@ -402,9 +404,9 @@ mod tests {
             topology_key: labels::ZONE.into(),
         });
         let follower = Arc::new(follower);
-        assert!(check_dynamic(&follower, 0, &slots, &|_| true, &nd).is_ok());
+        assert!(check_dynamic(&follower, 0, &slots, &|_, _| true, &nd).is_ok());
         assert!(matches!(
-            check_dynamic(&follower, 1, &slots, &|_| true, &nd),
+            check_dynamic(&follower, 1, &slots, &|_, _| true, &nd),
             Err(Failure::PodAffinity { .. })
         ));
         // Affinity to pods that exist nowhere fails unless the pod selects itself.
@@ -414,7 +416,7 @@ mod tests {
             namespaces: vec![],
             topology_key: labels::ZONE.into(),
         });
-        assert!(check_dynamic(&Arc::new(orphan), 0, &slots, &|_| true, &nd).is_err());
+        assert!(check_dynamic(&Arc::new(orphan), 0, &slots, &|_, _| true, &nd).is_err());
     }
 
     #[test]
@@ -431,24 +433,24 @@ mod tests {
         let s = Arc::new(s);
         let nd = NewDomains::new();
         slots[0].place(&s);
-        assert!(check_dynamic(&s, 0, &slots, &|_| true, &nd).is_err());
-        assert!(check_dynamic(&s, 1, &slots, &|_| true, &nd).is_ok());
+        assert!(check_dynamic(&s, 0, &slots, &|_, _| true, &nd).is_err());
+        assert!(check_dynamic(&s, 1, &slots, &|_, _| true, &nd).is_ok());
         // A third zone that new nodes could open keeps the minimum at 0.
         let nd3 = NewDomains::from([(labels::ZONE.to_string(), BTreeSet::from(["c".to_string()]))]);
         slots[1].place(&s);
-        assert!(check_dynamic(&s, 1, &slots, &|_| true, &nd3).is_err());
-        assert!(check_dynamic(&s, 1, &slots, &|_| true, &nd).is_ok());
+        assert!(check_dynamic(&s, 1, &slots, &|_, _| true, &nd3).is_err());
+        assert!(check_dynamic(&s, 1, &slots, &|_, _| true, &nd).is_ok());
         // minDomains above the domain count treats the minimum as 0.
         let mut strict = (*s).clone();
         strict.topology_spread[0].min_domains = Some(3);
         let strict = Arc::new(strict);
-        assert!(check_dynamic(&strict, 1, &slots, &|_| true, &nd).is_err());
+        assert!(check_dynamic(&strict, 1, &slots, &|_, _| true, &nd).is_err());
         // ScheduleAnyway never blocks.
         let mut soft = (*s).clone();
         soft.topology_spread[0].when_unsatisfiable = WhenUnsatisfiable::ScheduleAnyway;
         slots[0].place(&s);
         slots[0].place(&s);
-        assert!(check_dynamic(&Arc::new(soft), 0, &slots, &|_| true, &nd).is_ok());
+        assert!(check_dynamic(&Arc::new(soft), 0, &slots, &|_, _| true, &nd).is_ok());
     }
 
     #[test]
