@@ -100,11 +100,11 @@ struct Quiet {
 /// A pass re-runs at least this often even when nothing changed (a safety net).
 const QUIET_MAX_MS: Millis = 60_000;
 
-/// The catalog as the last pass saw it, and what was derived from it: rebuilt only when the offerings,
-/// prices, instance types, a pool or the DaemonSet overhead change, not on every pass.
+/// The catalog as the last pass saw it, and what was derived from it: rebuilt only when the offerings
+/// revision moves (prices, availability), a pool or the DaemonSet overhead change, not on every pass.
 #[derive(Default)]
 struct Catalog {
-    fingerprint: u64,
+    revision: Option<u64>,
     instance_types: Arc<[InstanceTypeInfo]>,
     offerings: Arc<[Offering]>,
     /// Pool -> (the spec and overhead it was built for, what it may launch).
@@ -116,21 +116,9 @@ type PoolLaunchable = (PoolSpec, BTreeMap<String, Resources>, Arc<[Launchable]>)
 
 impl Catalog {
     fn refresh(&mut self, input: &DisruptionInput<'_>) {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        for o in input.offerings {
-            o.instance_type.hash(&mut h);
-            o.zone.hash(&mut h);
-            o.capacity_type.label().hash(&mut h);
-            o.price.to_bits().hash(&mut h);
-        }
-        for t in input.instance_types {
-            t.name.hash(&mut h);
-        }
-        let fingerprint = h.finish();
-        if fingerprint != self.fingerprint || self.offerings.len() != input.offerings.len() {
+        if self.revision != Some(input.offerings_revision) {
             *self = Catalog {
-                fingerprint,
+                revision: Some(input.offerings_revision),
                 instance_types: input.instance_types.into(),
                 offerings: input.offerings.into(),
                 launchable: BTreeMap::new(),
@@ -295,7 +283,7 @@ impl Disruptor {
     fn fingerprint(&mut self, input: &DisruptionInput<'_>) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.catalog.fingerprint.hash(&mut h);
+        self.catalog.revision.hash(&mut h);
         for n in input.nodes {
             n.name.hash(&mut h);
             n.pods.hash(&mut h);

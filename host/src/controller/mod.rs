@@ -180,6 +180,9 @@ pub struct DisruptionInput<'a> {
     pub pools: &'a [PoolSpec],
     pub instance_types: &'a [InstanceTypeInfo],
     pub offerings: &'a [Offering],
+    /// Changes whenever `offerings` change; what a step derives from the offerings (and the fixed
+    /// instance types) may be cached by it.
+    pub offerings_revision: u64,
     /// Nodes already being drained or replaced (they use up budget).
     pub disrupting: &'a BTreeSet<String>,
     /// Claims launched but not registered yet.
@@ -291,11 +294,14 @@ pub struct Controller {
     node_by_instance: HashMap<String, String>,
     draining: BTreeMap<String, Drain>,
     unavailable: BTreeMap<(String, String, CapacityType), Millis>,
+    /// Bumped whenever `unavailable` gains or loses an entry.
+    unavailable_revision: u64,
     notices: Vec<Notice>,
     offerings: Vec<Offering>,
     offerings_at: Option<Millis>,
-    /// The launchable offerings, keyed by the price list's time and the unavailable set.
-    available: Option<(OfferingsKey, Arc<[Offering]>)>,
+    /// The launchable offerings, keyed by the price list's time and the unavailable set, with their
+    /// revision (bumped only when the list's content changes).
+    available: Option<(OfferingsKey, u64, Arc<[Offering]>)>,
     /// Pods the last plan could not place, with the reason.
     pub unplaceable: BTreeMap<PodKey, String>,
     pub log: Vec<Decided>,
@@ -308,8 +314,9 @@ pub type DaemonOverhead = Box<dyn Fn(&PoolSpec, &InstanceTypeInfo) -> Resources>
 /// How long a launched claim may take to register its node.
 const REGISTRATION_TTL_MS: Millis = 15 * 60_000;
 
-/// What the launchable offerings were computed from: the price list's time and the unavailable set.
-type OfferingsKey = (Option<Millis>, String);
+/// What the launchable offerings were computed from: the price list's time and the unavailable set's
+/// revision.
+type OfferingsKey = (Option<Millis>, u64);
 
 /// How long a price list is trusted before it is read again.
 const OFFERINGS_REFRESH_MS: Millis = 300_000;
@@ -354,6 +361,7 @@ impl Controller {
             node_by_instance: HashMap::new(),
             draining: BTreeMap::new(),
             unavailable: BTreeMap::new(),
+            unavailable_revision: 0,
             notices: Vec::new(),
             offerings: Vec::new(),
             offerings_at: None,
@@ -439,7 +447,11 @@ impl Controller {
         cluster: &mut dyn ClusterState,
         cloud: &mut dyn CloudProvider,
     ) -> Option<Millis> {
+        let before = self.unavailable.len();
         self.unavailable.retain(|_, until| *until > now);
+        if self.unavailable.len() != before {
+            self.unavailable_revision += 1;
+        }
         self.handle_notices(now, cluster, cloud);
         self.progress_drains(now, cluster, cloud);
         self.provision(now, cluster, cloud);
@@ -476,7 +488,7 @@ impl Controller {
 
     /// The offerings launchable now: the price list (re-read every 5 minutes) minus the unavailable
     /// cache. Shared and rebuilt only when either changes, since every pass reads it.
-    fn offerings(&mut self, now: Millis, cloud: &dyn CloudProvider) -> Arc<[Offering]> {
+    fn offerings(&mut self, now: Millis, cloud: &dyn CloudProvider) -> (u64, Arc<[Offering]>) {
         let stale_prices = self
             .offerings_at
             .is_none_or(|at| now - at >= OFFERINGS_REFRESH_MS);
@@ -513,12 +525,11 @@ impl Controller {
             self.offerings = offerings;
             self.offerings_at = Some(now);
         }
-        let unavailable: Vec<&(String, String, CapacityType)> = self.unavailable.keys().collect();
-        let key = (self.offerings_at, format!("{unavailable:?}"));
-        if let Some((k, cached)) = &self.available
+        let key = (self.offerings_at, self.unavailable_revision);
+        if let Some((k, revision, cached)) = &self.available
             && *k == key
         {
-            return cached.clone();
+            return (*revision, cached.clone());
         }
         let available: Arc<[Offering]> = self
             .offerings
@@ -532,8 +543,13 @@ impl Controller {
             })
             .cloned()
             .collect();
-        self.available = Some((key, available.clone()));
-        available
+        let revision = match &self.available {
+            Some((_, revision, previous)) if *previous == available => *revision,
+            Some((_, revision, _)) => revision + 1,
+            None => 0,
+        };
+        self.available = Some((key, revision, available.clone()));
+        (revision, available)
     }
 
     fn handle_notices(
@@ -625,6 +641,7 @@ impl Controller {
     }
 
     fn avoid(&mut self, now: Millis, o: &Offering, until: Millis, reason: Reason, why: &str) {
+        self.unavailable_revision += 1;
         self.unavailable.insert(
             (o.instance_type.clone(), o.zone.clone(), o.capacity_type),
             until,
@@ -747,7 +764,7 @@ impl Controller {
         cluster: &dyn ClusterState,
         cloud: &dyn CloudProvider,
     ) -> provision::ProvisionPlan {
-        let offerings = self.offerings(now, cloud);
+        let (offerings_revision, offerings) = self.offerings(now, cloud);
         let nodes = cluster.nodes();
         let mut usage: BTreeMap<String, Resources> = BTreeMap::new();
         for n in &nodes {
@@ -790,6 +807,7 @@ impl Controller {
             pools: &self.pools,
             instance_types: &self.instance_types,
             offerings: &offerings,
+            offerings_revision,
             pool_usage: &usage,
             daemon_overhead: &*self.daemon_overhead,
             contract_catalog: &self.contract_catalog,
@@ -973,7 +991,7 @@ impl Controller {
         cluster: &mut dyn ClusterState,
         cloud: &mut dyn CloudProvider,
     ) {
-        let offerings = self.offerings(now, cloud);
+        let (offerings_revision, offerings) = self.offerings(now, cloud);
         let nodes = cluster.nodes();
         let disrupting: BTreeSet<String> = self.draining.keys().cloned().collect();
         let commands = {
@@ -984,6 +1002,7 @@ impl Controller {
                 pools: &self.pools,
                 instance_types: &self.instance_types,
                 offerings: &offerings,
+                offerings_revision,
                 disrupting: &disrupting,
                 in_flight_claims: self.claims.len(),
                 daemon_overhead: &*self.daemon_overhead,

@@ -25,7 +25,7 @@ pub struct CorePlanner {
     pools: Vec<model::NodePool>,
     daemonsets: Vec<model::DaemonSet>,
     instance_types: Vec<model::InstanceType>,
-    /// The catalog of the last batch, reused while the launchable offerings stay the same (the NodePools
+    /// The catalog of the last batch and its offerings revision, reused while the launchable offerings stay the same (the NodePools
     /// are fixed for the planner's life, like `pools`).
     catalog: Option<(u64, Arc<Catalog>)>,
 }
@@ -62,9 +62,7 @@ impl CorePlanner {
     /// The catalog of the offerings some NodePool allows (the others cannot matter to the plan, and
     /// the planner's per-pool work grows with the catalog).
     fn catalog(&mut self, input: &ProvisionInput<'_>) -> Arc<Catalog> {
-        // Keyed by every launchable offering, before filtering (filtering by the pools costs more than
-        // hashing).
-        let key = offerings_key(input.offerings.iter());
+        let key = input.offerings_revision;
         if let Some((k, c)) = &self.catalog
             && *k == key
         {
@@ -123,23 +121,6 @@ impl CorePlanner {
         self.catalog = Some((key, catalog.clone()));
         catalog
     }
-}
-
-fn offerings_key<'a>(offerings: impl Iterator<Item = &'a Offering>) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for o in offerings {
-        for b in o
-            .instance_type
-            .bytes()
-            .chain(o.zone.bytes())
-            .chain([o.capacity_type as u8])
-            .chain(o.price.to_bits().to_le_bytes())
-        {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    h
 }
 
 impl Provisioner for CorePlanner {

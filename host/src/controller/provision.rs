@@ -27,6 +27,9 @@ pub struct ProvisionInput<'a> {
     pub contract_catalog: &'a rank::Catalog,
     /// Launchable offerings now (unavailable ones already removed), with current prices.
     pub offerings: &'a [Offering],
+    /// Changes whenever `offerings` change; what a provisioner derives from the offerings (and the
+    /// fixed instance types) may be cached by it.
+    pub offerings_revision: u64,
     /// Capacity already launched per pool (nodes + in-flight claims), for limits.
     pub pool_usage: &'a BTreeMap<String, Resources>,
     /// Requests of the DaemonSets that will run on each new node of a pool.

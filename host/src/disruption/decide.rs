@@ -296,15 +296,16 @@ pub fn decide(view: &ClusterView, policies: &mut dyn super::DisruptionPolicies) 
         let mut moves: Vec<Move> = Vec::new();
         if allowance.get(ApiReason::Drifted) > 0 {
             for (i, cause) in drifted.iter().take(MAX_SINGLE_NODE_MOVES) {
-                let mut trial = room.clone();
-                match evaluate(
-                    view,
-                    &mut trial,
-                    &[*i],
-                    Method::Drift,
-                    Saving::NotRequired,
-                    Some(&pdbs),
-                ) {
+                match room.trial(|trial| {
+                    evaluate(
+                        view,
+                        trial,
+                        &[*i],
+                        Method::Drift,
+                        Saving::NotRequired,
+                        Some(&pdbs),
+                    )
+                }) {
                     Ok(mut m) => {
                         m.cause = format!("drifted: {cause}");
                         moves.push(m);
@@ -318,15 +319,16 @@ pub fn decide(view: &ClusterView, policies: &mut dyn super::DisruptionPolicies) 
         }
         if allowance.get(ApiReason::Empty) > 0 {
             for &i in &empty {
-                let mut trial = room.clone();
-                if let Ok(mut m) = evaluate(
-                    view,
-                    &mut trial,
-                    &[i],
-                    Method::Emptiness,
-                    Saving::Required,
-                    Some(&pdbs),
-                ) {
+                if let Ok(mut m) = room.trial(|trial| {
+                    evaluate(
+                        view,
+                        trial,
+                        &[i],
+                        Method::Emptiness,
+                        Saving::Required,
+                        Some(&pdbs),
+                    )
+                }) {
                     m.cause = "empty".into();
                     moves.push(m);
                 }
@@ -339,7 +341,7 @@ pub fn decide(view: &ClusterView, policies: &mut dyn super::DisruptionPolicies) 
                 .copied()
                 .take(MAX_MULTI_NODE_CANDIDATES.min(allowed_under))
                 .collect();
-            if let Some(mut m) = multi_node(view, &room, &capped, &pdbs) {
+            if let Some(mut m) = multi_node(view, &mut room, &capped, &pdbs) {
                 m.cause = format!(
                     "{} underutilized nodes consolidate into {}",
                     m.nodes.len(),
@@ -352,15 +354,16 @@ pub fn decide(view: &ClusterView, policies: &mut dyn super::DisruptionPolicies) 
                 moves.push(m);
             }
             for &i in underutilized.iter().take(MAX_SINGLE_NODE_MOVES) {
-                let mut trial = room.clone();
-                if let Ok(mut m) = evaluate(
-                    view,
-                    &mut trial,
-                    &[i],
-                    Method::SingleNodeConsolidation,
-                    Saving::Required,
-                    Some(&pdbs),
-                ) && m.savings_per_hour > 0.0
+                if let Ok(mut m) = room.trial(|trial| {
+                    evaluate(
+                        view,
+                        trial,
+                        &[i],
+                        Method::SingleNodeConsolidation,
+                        Saving::Required,
+                        Some(&pdbs),
+                    )
+                }) && m.savings_per_hour > 0.0
                 {
                     m.cause = if m.replacement.is_some() {
                         "underutilized: a cheaper node holds its pods".into()
@@ -379,7 +382,7 @@ pub fn decide(view: &ClusterView, policies: &mut dyn super::DisruptionPolicies) 
                 .copied()
                 .filter(|&i| safety::blocker(&view.nodes[i]).is_some())
                 .collect();
-            if let Some(target) = target_fleet(view, &room, &members, &pinned)
+            if let Some(target) = target_fleet(view, &mut room, &members, &pinned)
                 && target.price < target.current - 1e-6
             {
                 let away = |m: &Move| {
@@ -451,10 +454,10 @@ pub fn decide(view: &ClusterView, policies: &mut dyn super::DisruptionPolicies) 
             } else {
                 Saving::Required
             };
-            let mut trial = room.clone();
+            let mark = room.mark();
             let Ok(mut mv) = evaluate(
                 view,
-                &mut trial,
+                &mut room,
                 &planned.nodes,
                 planned.method,
                 saving,
@@ -463,10 +466,10 @@ pub fn decide(view: &ClusterView, policies: &mut dyn super::DisruptionPolicies) 
                 continue;
             };
             if saving == Saving::Required && mv.savings_per_hour <= 0.0 {
+                room.undo(mark);
                 continue;
             }
             mv.cause = planned.cause.clone();
-            room = trial;
             let removed: Vec<&NodeView> = mv.nodes.iter().map(|&i| &view.nodes[i]).collect();
             safety::spend_pdbs(removed.into_iter(), &mut pdbs);
             used.extend(mv.nodes.iter().copied());
@@ -663,13 +666,13 @@ pub fn revalidate(
     } else {
         Saving::Required
     };
-    let mut trial = room.clone();
-    let mut mv = evaluate(view, &mut trial, &idx, cmd.method, saving, Some(pdbs))?;
+    let mark = room.mark();
+    let mut mv = evaluate(view, room, &idx, cmd.method, saving, Some(pdbs))?;
     if saving == Saving::Required && mv.savings_per_hour <= 0.0 {
+        room.undo(mark);
         return Err("the move no longer saves money".into());
     }
     mv.cause = cmd.explanation.cause.clone();
-    *room = trial;
     let removed: Vec<&NodeView> = idx.iter().map(|&i| &view.nodes[i]).collect();
     safety::spend_pdbs(removed.into_iter(), pdbs);
     *spent.entry(pool_name).or_default() += idx.len() as u32;

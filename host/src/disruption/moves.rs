@@ -50,7 +50,8 @@ pub enum Saving {
     NotRequired,
 }
 
-/// Proves (or refutes) removing `nodes` from `room`; on success the room holds the placements.
+/// Proves (or refutes) removing `nodes` from `room`; on success the room holds the placements, on
+/// failure it is as it was.
 pub fn evaluate(
     view: &ClusterView,
     room: &mut Room,
@@ -64,20 +65,39 @@ pub fn evaluate(
     if removed.iter().any(|n| &n.node.node_pool != pool_name) {
         return Err("a move stays within one NodePool".into());
     }
-    let pool = view
-        .pool(pool_name)
-        .ok_or_else(|| format!("NodePool {pool_name} is unknown"))?;
+    if view.pool(pool_name).is_none() {
+        return Err(format!("NodePool {pool_name} is unknown"));
+    }
     if let Some(pdbs) = pdbs
         && let Some(v) = safety::pdb_violation(removed.iter().copied(), pdbs)
     {
         return Err(v);
     }
+    let mark = room.mark();
+    let proven = settle(view, room, &removed, nodes, method, saving);
+    if proven.is_err() {
+        room.undo(mark);
+    }
+    proven
+}
+
+/// Takes `removed` out of the room and places their pods on the rest, or on one replacement.
+fn settle(
+    view: &ClusterView,
+    room: &mut Room,
+    removed: &[&NodeView],
+    nodes: &[usize],
+    method: Method,
+    saving: Saving,
+) -> Result<Move, String> {
+    let pool = view
+        .pool(&removed[0].node.node_pool)
+        .expect("evaluate checked the pool");
     let price: f64 = removed.iter().map(|n| n.node.price).sum();
     let displaced: Vec<&PodState> = removed.iter().flat_map(|n| n.pods.iter()).collect();
-    let mut trial = room.clone();
     let names: BTreeSet<&str> = removed.iter().map(|n| n.name()).collect();
-    trial.remove(&names);
-    let placed = trial.place(&displaced);
+    room.remove(&names);
+    let placed = room.place(&displaced);
     let leftover: Vec<&PodState> = displaced
         .iter()
         .zip(&placed)
@@ -100,7 +120,6 @@ pub fn evaluate(
         receivers: placed.iter().flatten().cloned().collect(),
     };
     if leftover.is_empty() {
-        *room = trial;
         return Ok(mv);
     }
     let all_spot = removed
@@ -158,7 +177,6 @@ pub fn evaluate(
         pods: leftover.iter().map(|p| p.key.clone()).collect(),
         core: None,
     });
-    *room = trial;
     Ok(mv)
 }
 
@@ -200,7 +218,7 @@ pub fn consolidation_candidates(
 /// and saves money; Karpenter's binary search.
 pub fn multi_node(
     view: &ClusterView,
-    room: &Room,
+    room: &mut Room,
     candidates: &[usize],
     pdbs: &[PdbView],
 ) -> Option<Move> {
@@ -208,15 +226,16 @@ pub fn multi_node(
     let mut best = None;
     while lo <= hi {
         let mid = (lo + hi) / 2;
-        let mut trial = room.clone();
-        match evaluate(
-            view,
-            &mut trial,
-            &candidates[..mid],
-            Method::MultiNodeConsolidation,
-            Saving::Required,
-            Some(pdbs),
-        ) {
+        match room.trial(|trial| {
+            evaluate(
+                view,
+                trial,
+                &candidates[..mid],
+                Method::MultiNodeConsolidation,
+                Saving::Required,
+                Some(pdbs),
+            )
+        }) {
             Ok(m) if m.savings_per_hour > 0.0 => {
                 best = Some(m);
                 lo = mid + 1;
@@ -261,7 +280,7 @@ fn utilization(n: &NodeView) -> f64 {
 /// prices the rest as one replacement; moves that remove a node the target keeps are steps away from it.
 pub fn target_fleet(
     view: &ClusterView,
-    room: &Room,
+    room: &mut Room,
     members: &[usize],
     pinned: &BTreeSet<usize>,
 ) -> Option<Target> {
@@ -287,10 +306,11 @@ pub fn target_fleet(
     for j in 0..order.len() {
         let keep: BTreeSet<usize> = order[..j].iter().chain(pinned.iter()).copied().collect();
         let gone: Vec<&NodeView> = order[j..].iter().map(|&i| &view.nodes[i]).collect();
-        let mut trial = room.clone();
-        trial.remove(&gone.iter().map(|n| n.name()).collect());
         let displaced: Vec<&PodState> = gone.iter().flat_map(|n| n.pods.iter()).collect();
-        let placed = trial.place(&displaced);
+        let placed = room.trial(|trial| {
+            trial.remove(&gone.iter().map(|n| n.name()).collect());
+            trial.place(&displaced)
+        });
         let leftover: Vec<&PodState> = displaced
             .iter()
             .zip(&placed)

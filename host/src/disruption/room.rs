@@ -1,88 +1,133 @@
 //! Where displaced pods would go: the free room of the nodes that stay, and at most one replacement.
 //!
-//! Placement uses the scheduler's filters (`crate::sim::fit`: resources, nodeSelector, required node
-//! affinity, taints, topology spread, hostname anti-affinity), the same predicates that bind pods in the
-//! simulator, so a move proven here is a move the scheduler can carry out.
+//! The room keeps every node as the scheduling core's [`Slot`] (labels, taints, free resources, host
+//! ports, the pods on it) and places pods with the core's filters ([`crate::scheduling::fit`]): the same
+//! predicates the scheduler binds with, pod (anti-)affinity and topology spread across workloads
+//! included, so a move proven here is a move the scheduler can carry out.
+//!
+//! A pass tries many moves against the same room. Trials are undone rather than copied: [`Room::mark`]
+//! before, [`Room::undo`] after; the log of changes makes that cost what the trial changed, not what the
+//! cluster holds.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use crate::cloud::{CapacityType, Offering};
 use crate::cluster::{NodeState, PodState, Resources};
-use crate::controller::{InstanceTypeInfo, PoolSpec};
-use crate::sim::fit;
+use crate::controller::{InstanceTypeInfo, PoolSpec, convert};
+use crate::model::{self, HostPort, ResourceList};
+use crate::scheduling::fit::{self, NewDomains, Slot};
+use crate::sim::fit as label_fit;
 
 /// The nodes pods may move to, with their free room as pods are placed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Default)]
 pub struct Room {
-    nodes: Vec<NodeState>,
-    /// Pods per (node index, workload), for spread and anti-affinity.
-    peers: BTreeMap<(usize, std::sync::Arc<str>), usize>,
-    index: std::collections::HashMap<std::sync::Arc<str>, usize>,
+    slots: Vec<Slot>,
+    /// Per compiled template: whether each slot passes its static rules (taints, node affinity, volume
+    /// zones do not change while the room lives). The `Arc` keeps the address key valid.
+    statics: HashMap<*const model::PodSpec, (Arc<model::PodSpec>, Vec<Option<bool>>)>,
+    log: Vec<Change>,
 }
+
+/// One change to the room, with what undoing it needs.
+#[derive(Debug)]
+enum Change {
+    /// A pod was placed on the slot (undo: take the slot's last pod off).
+    Placed(usize),
+    /// The slot's node was taken out: its pods no longer count anywhere.
+    Removed {
+        slot: usize,
+        pods: Vec<Arc<model::PodSpec>>,
+        host_ports: Vec<HostPort>,
+        free: ResourceList,
+        accepting: bool,
+    },
+}
+
+/// A point in the room's history to return to ([`Room::undo`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark(usize);
 
 impl Room {
     /// `nodes` with `pods_on(node)` already bound; nodes that take no pods (cordoned, deleting, not
     /// ready) stay in for topology counts but never receive pods.
     pub fn new<'a>(nodes: impl Iterator<Item = (&'a NodeState, &'a [PodState])>) -> Room {
-        let mut room = Room {
-            nodes: Vec::new(),
-            peers: BTreeMap::new(),
-            index: std::collections::HashMap::new(),
-        };
+        let mut room = Room::default();
         for (node, pods) in nodes {
-            let i = room.nodes.len();
-            room.index.insert(node.name.clone(), i);
-            room.nodes.push(node.clone());
-            for p in pods {
-                *room.peers.entry((i, p.facts.workload.clone())).or_default() += 1;
-            }
+            let core = convert::node(node);
+            room.slots.push(Slot {
+                name: node.name.to_string(),
+                labels: core.labels,
+                taints: core.taints,
+                // `requested` also holds the DaemonSet pods, which `pods` leaves out.
+                free: core.allocatable.minus(&convert::resources(&node.requested)),
+                host_ports: pods
+                    .iter()
+                    .flat_map(|p| p.facts.compiled.host_ports.iter().cloned())
+                    .collect(),
+                pods: pods.iter().map(|p| p.facts.compiled.clone()).collect(),
+                accepting: node.ready && !node.cordoned && !node.deleting,
+            });
         }
         room
     }
 
-    /// Takes the nodes out (they are being removed): their pods no longer count anywhere.
-    pub fn remove(&mut self, names: &BTreeSet<&str>) {
-        for n in self.nodes.iter_mut() {
-            if names.contains(&*n.name) {
-                n.deleting = true;
+    /// Where the room is now; [`Room::undo`] returns to it.
+    pub fn mark(&self) -> Mark {
+        Mark(self.log.len())
+    }
+
+    /// Reverts every change made since `mark`.
+    pub fn undo(&mut self, mark: Mark) {
+        while self.log.len() > mark.0 {
+            match self.log.pop().expect("log is longer than the mark") {
+                Change::Placed(i) => {
+                    let slot = &mut self.slots[i];
+                    let spec = slot.pods.pop().expect("a placed pod is on its slot");
+                    slot.free.add(&spec.requests);
+                    let ports = slot.host_ports.len() - spec.host_ports.len();
+                    slot.host_ports.truncate(ports);
+                }
+                Change::Removed {
+                    slot,
+                    pods,
+                    host_ports,
+                    free,
+                    accepting,
+                } => {
+                    let s = &mut self.slots[slot];
+                    s.pods = pods;
+                    s.host_ports = host_ports;
+                    s.free = free;
+                    s.accepting = accepting;
+                }
             }
         }
-        let gone: BTreeSet<usize> = self
-            .nodes
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| names.contains(&*n.name))
-            .map(|(i, _)| i)
-            .collect();
-        self.peers.retain(|(i, _), _| !gone.contains(i));
     }
 
-    fn accepts(&self, i: usize, pod: &PodState) -> bool {
-        let node = &self.nodes[i];
-        if !node.ready || node.cordoned || node.deleting {
-            return false;
-        }
-        if fit::node_fit(&pod.facts, node).is_err() {
-            return false;
-        }
-        let workload = &pod.facts.workload;
-        let peers = |n: &NodeState| {
-            self.index
-                .get(&n.name)
-                .and_then(|&j| self.peers.get(&(j, workload.clone())).copied())
-                .unwrap_or(0)
-        };
-        fit::topology_fit(&pod.facts, node, self.nodes.iter(), peers)
+    /// Runs `f` on the room and undoes whatever it changed (a trial whose placements are not kept).
+    pub fn trial<T>(&mut self, f: impl FnOnce(&mut Room) -> T) -> T {
+        let mark = self.mark();
+        let out = f(self);
+        self.undo(mark);
+        out
     }
 
-    fn bind(&mut self, i: usize, pod: &PodState) {
-        let node = &mut self.nodes[i];
-        node.requested = node.requested.plus(&pod.facts.requests);
-        node.pods += 1;
-        *self
-            .peers
-            .entry((i, pod.facts.workload.clone()))
-            .or_default() += 1;
+    /// Takes the nodes out (they are being removed): their pods no longer count anywhere.
+    pub fn remove(&mut self, names: &BTreeSet<&str>) {
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if !names.contains(slot.name.as_str()) {
+                continue;
+            }
+            self.log.push(Change::Removed {
+                slot: i,
+                pods: std::mem::take(&mut slot.pods),
+                host_ports: std::mem::take(&mut slot.host_ports),
+                free: slot.free.clone(),
+                accepting: slot.accepting,
+            });
+            slot.accepting = false;
+        }
     }
 
     /// Places each pod on the first node that takes it (largest pods first); returns where each went
@@ -99,13 +144,44 @@ impl Room {
         });
         let mut placed = vec![None; pods.len()];
         for k in order {
-            let pod = pods[k];
-            if let Some(i) = (0..self.nodes.len()).find(|&i| self.accepts(i, pod)) {
-                self.bind(i, pod);
-                placed[k] = Some(self.nodes[i].name.to_string());
+            let spec = &pods[k].facts.compiled;
+            if let Some(i) = self.first_fit(spec) {
+                self.slots[i].place(spec);
+                self.log.push(Change::Placed(i));
+                placed[k] = Some(self.slots[i].name.clone());
             }
         }
         placed
+    }
+
+    /// The first slot the core's filters accept `spec` on.
+    fn first_fit(&mut self, spec: &Arc<model::PodSpec>) -> Option<usize> {
+        let slots = &self.slots;
+        let (_, statics) = self
+            .statics
+            .entry(Arc::as_ptr(spec))
+            .or_insert_with(|| (spec.clone(), vec![None; slots.len()]));
+        let mut static_ok = |i: usize| {
+            *statics[i].get_or_insert_with(|| {
+                fit::check_static(spec, &slots[i].labels, &slots[i].taints).is_ok()
+            })
+        };
+        if !spec.topology_spread.is_empty() {
+            // Spread counts the domains of every node the pod could use, full or not.
+            (0..slots.len()).for_each(|i| {
+                static_ok(i);
+            });
+        }
+        let candidates: Vec<usize> = (0..slots.len())
+            .filter(|&i| {
+                slots[i].accepting && spec.requests.fits_in(&slots[i].free) && static_ok(i)
+            })
+            .collect();
+        let statics: &[Option<bool>] = statics;
+        let eligible = |i: usize, _: &Slot| statics[i].unwrap_or(false);
+        candidates.into_iter().find(|&i| {
+            fit::check_dynamic(spec, i, slots, &eligible, &NewDomains::new()).is_ok()
+        })
     }
 }
 
@@ -176,7 +252,7 @@ pub fn offerings_holding<'l>(
 ) -> Vec<&'l Launchable> {
     if pods
         .iter()
-        .any(|p| fit::taints_tolerated(&p.facts.spec, &pool.taints).is_err())
+        .any(|p| fit::check_taints(&p.facts.compiled, &pool.taints).is_err())
     {
         return Vec::new();
     }
@@ -217,7 +293,7 @@ pub fn offerings_holding<'l>(
             total.fits_in(&l.room)
                 && constrained.iter().all(|p| {
                     let it = &instance_types[l.instance_type];
-                    fit::labels_fit(&p.facts.spec, |k| {
+                    label_fit::labels_fit(&p.facts.spec, |k| {
                         pool.label(it, &l.offering.zone, l.offering.capacity_type, k)
                     })
                     .is_ok()
@@ -227,21 +303,14 @@ pub fn offerings_holding<'l>(
 }
 
 fn one_per_host(p: &PodState) -> bool {
-    let spec = &p.facts.spec;
-    spec.affinity
-        .as_ref()
-        .and_then(|a| a.pod_anti_affinity.as_ref())
-        .and_then(|a| {
-            a.required_during_scheduling_ignored_during_execution
-                .as_ref()
+    let spec = &p.facts.compiled;
+    spec.pod_anti_affinity
+        .iter()
+        .any(|t| t.topology_key == model::labels::HOSTNAME)
+        || spec.topology_spread.iter().any(|c| {
+            c.topology_key == model::labels::HOSTNAME
+                && c.when_unsatisfiable == model::WhenUnsatisfiable::DoNotSchedule
         })
-        .is_some_and(|t| t.iter().any(|t| t.topology_key == fit::HOSTNAME))
-        || spec
-            .topology_spread_constraints
-            .as_deref()
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.topology_key == fit::HOSTNAME && c.when_unsatisfiable == "DoNotSchedule")
 }
 
 /// Distinct instance types among `offerings` of `capacity_type` priced below `price`.
