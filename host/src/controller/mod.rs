@@ -298,7 +298,10 @@ pub struct Controller {
     unavailable_revision: u64,
     notices: Vec<Notice>,
     offerings: Vec<Offering>,
-    offerings_at: Option<Millis>,
+    /// When the spot price list was last read, what it said, and a revision bumped when it changed.
+    prices_read_at: Option<Millis>,
+    spot_prices: Vec<crate::cloud::SpotPrice>,
+    prices_revision: u64,
     /// The launchable offerings, keyed by the price list's time and the unavailable set, with their
     /// revision (bumped only when the list's content changes).
     available: Option<(OfferingsKey, u64, Arc<[Offering]>)>,
@@ -314,9 +317,9 @@ pub type DaemonOverhead = Box<dyn Fn(&PoolSpec, &InstanceTypeInfo) -> Resources>
 /// How long a launched claim may take to register its node.
 const REGISTRATION_TTL_MS: Millis = 15 * 60_000;
 
-/// What the launchable offerings were computed from: the price list's time and the unavailable set's
-/// revision.
-type OfferingsKey = (Option<Millis>, u64);
+/// What the launchable offerings were computed from: the price list's and the unavailable set's
+/// revisions.
+type OfferingsKey = (u64, u64);
 
 /// How long a price list is trusted before it is read again.
 const OFFERINGS_REFRESH_MS: Millis = 300_000;
@@ -364,7 +367,9 @@ impl Controller {
             unavailable_revision: 0,
             notices: Vec::new(),
             offerings: Vec::new(),
-            offerings_at: None,
+            prices_read_at: None,
+            spot_prices: Vec::new(),
+            prices_revision: 0,
             available: None,
             unplaceable: BTreeMap::new(),
             log: Vec::new(),
@@ -490,7 +495,7 @@ impl Controller {
     /// cache. Shared and rebuilt only when either changes, since every pass reads it.
     fn offerings(&mut self, now: Millis, cloud: &dyn CloudProvider) -> (u64, Arc<[Offering]>) {
         let stale_prices = self
-            .offerings_at
+            .prices_read_at
             .is_none_or(|at| now - at >= OFFERINGS_REFRESH_MS);
         if stale_prices {
             let names: Vec<&str> = self
@@ -498,34 +503,16 @@ impl Controller {
                 .iter()
                 .map(|t| t.name.as_str())
                 .collect();
-            let spot: HashMap<(String, String), f64> = cloud
-                .spot_prices(&names, now)
-                .into_iter()
-                .map(|p| ((p.instance_type, p.zone), p.price))
-                .collect();
-            let mut offerings = Vec::new();
-            for t in &self.instance_types {
-                for zone in &self.zones {
-                    offerings.push(Offering {
-                        instance_type: t.name.clone(),
-                        zone: zone.clone(),
-                        capacity_type: CapacityType::OnDemand,
-                        price: t.on_demand_price,
-                    });
-                    if let Some(&price) = spot.get(&(t.name.clone(), zone.clone())) {
-                        offerings.push(Offering {
-                            instance_type: t.name.clone(),
-                            zone: zone.clone(),
-                            capacity_type: CapacityType::Spot,
-                            price,
-                        });
-                    }
-                }
+            let spot = cloud.spot_prices(&names, now);
+            self.prices_read_at = Some(now);
+            // Rebuilt only when the list changed (prices usually move less often than they are read).
+            if self.offerings.is_empty() || spot != self.spot_prices {
+                self.spot_prices = spot;
+                self.prices_revision += 1;
+                self.offerings = self.price_list();
             }
-            self.offerings = offerings;
-            self.offerings_at = Some(now);
         }
-        let key = (self.offerings_at, self.unavailable_revision);
+        let key = (self.prices_revision, self.unavailable_revision);
         if let Some((k, revision, cached)) = &self.available
             && *k == key
         {
@@ -550,6 +537,36 @@ impl Controller {
         };
         self.available = Some((key, revision, available.clone()));
         (revision, available)
+    }
+
+    /// Every offering of the catalog's types and zones: on-demand at list price, spot where the last
+    /// price list quotes it.
+    fn price_list(&self) -> Vec<Offering> {
+        let spot: HashMap<(&str, &str), f64> = self
+            .spot_prices
+            .iter()
+            .map(|p| ((p.instance_type.as_str(), p.zone.as_str()), p.price))
+            .collect();
+        let mut offerings = Vec::new();
+        for t in &self.instance_types {
+            for zone in &self.zones {
+                offerings.push(Offering {
+                    instance_type: t.name.clone(),
+                    zone: zone.clone(),
+                    capacity_type: CapacityType::OnDemand,
+                    price: t.on_demand_price,
+                });
+                if let Some(&price) = spot.get(&(t.name.as_str(), zone.as_str())) {
+                    offerings.push(Offering {
+                        instance_type: t.name.clone(),
+                        zone: zone.clone(),
+                        capacity_type: CapacityType::Spot,
+                        price,
+                    });
+                }
+            }
+        }
+        offerings
     }
 
     fn handle_notices(

@@ -947,7 +947,7 @@ fn build_claim(
         .copied()
         .filter(|&i| scores[i].is_finite() && load.fits_in(&view.offerings[i].capacity))
         .collect();
-    options.sort_by(|&a, &b| {
+    let order = |&a: &usize, &b: &usize| {
         let ta = catalog.offerings[view.offerings[a].offering].instance_type != chosen_type;
         let tb = catalog.offerings[view.offerings[b].offering].instance_type != chosen_type;
         (a != chosen)
@@ -955,8 +955,13 @@ fn build_claim(
             .then(ta.cmp(&tb))
             .then(scores[a].total_cmp(&scores[b]))
             .then(a.cmp(&b))
-    });
-    options.truncate(MAX_OFFERINGS_PER_CLAIM);
+    };
+    // Only the first few are kept: select them, then sort just those (the order is total).
+    if options.len() > MAX_OFFERINGS_PER_CLAIM {
+        options.select_nth_unstable_by(MAX_OFFERINGS_PER_CLAIM, order);
+        options.truncate(MAX_OFFERINGS_PER_CLAIM);
+    }
+    options.sort_by(order);
     let offerings: Vec<RankedOffering> = options
         .iter()
         .map(|&i| {
