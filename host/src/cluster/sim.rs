@@ -466,7 +466,6 @@ fn unplace(slot: &mut Slot, spec: &Arc<model::PodSpec>) {
     }
 }
 
-
 /// Whether a removed pod comes back (its owner recreates it).
 pub fn is_recreated(owner: OwnerKind) -> bool {
     matches!(owner, OwnerKind::Deployment | OwnerKind::Job)

@@ -179,9 +179,9 @@ impl Room {
             .collect();
         let statics: &[Option<bool>] = statics;
         let eligible = |i: usize, _: &Slot| statics[i].unwrap_or(false);
-        candidates.into_iter().find(|&i| {
-            fit::check_dynamic(spec, i, slots, &eligible, &NewDomains::new()).is_ok()
-        })
+        candidates
+            .into_iter()
+            .find(|&i| fit::check_dynamic(spec, i, slots, &eligible, &NewDomains::new()).is_ok())
     }
 }
 

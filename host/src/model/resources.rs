@@ -158,7 +158,16 @@ impl ResourceList {
 
     /// Whether `self` (a request) fits in `available`: every requested resource, extended ones included.
     pub fn fits_in(&self, available: &ResourceList) -> bool {
-        self.first_shortfall(available).is_none()
+        // The hot path of every fit check: the same rule as `first_shortfall`, without name lookups.
+        let within = |requested: Quantity, free: Quantity| requested.is_zero() || requested <= free;
+        within(self.cpu, available.cpu)
+            && within(self.memory, available.memory)
+            && within(self.pods, available.pods)
+            && within(self.ephemeral_storage, available.ephemeral_storage)
+            && self
+                .extended
+                .iter()
+                .all(|(name, &q)| within(q, available.get(name)))
     }
 
     /// The first resource `self` asks for beyond `available`, if any.
@@ -223,5 +232,26 @@ mod tests {
         let mut m = rl(&[("cpu", "1"), ("memory", "1Gi")]);
         m.max_with(&rl(&[("cpu", "2"), ("memory", "512Mi")]));
         assert_eq!(m, rl(&[("cpu", "2"), ("memory", "1Gi")]));
+    }
+
+    fn list(values: &[i64]) -> ResourceList {
+        let names = [CPU, MEMORY, PODS, EPHEMERAL_STORAGE, NVIDIA_GPU, AMD_GPU];
+        let mut l = ResourceList::new();
+        for (name, &v) in names.iter().zip(values) {
+            // Negative free room happens (over-committed nodes); zero requests must be ignored.
+            l.set(name, Quantity::from_millis(i128::from(v)));
+        }
+        l
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn fits_in_agrees_with_first_shortfall(
+            requested in proptest::collection::vec(-2i64..6, 6),
+            free in proptest::collection::vec(-2i64..6, 6),
+        ) {
+            let (r, f) = (list(&requested), list(&free));
+            proptest::prop_assert_eq!(r.fits_in(&f), r.first_shortfall(&f).is_none());
+        }
     }
 }

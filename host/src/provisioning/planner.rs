@@ -244,7 +244,8 @@ fn plan_with(
                     continue;
                 }
                 let cache = &static_cache[c];
-                let eligible = |i: usize, _: &Slot| cache.get(i).copied().flatten().unwrap_or(false);
+                let eligible =
+                    |i: usize, _: &Slot| cache.get(i).copied().flatten().unwrap_or(false);
                 if fit::check_dynamic(check, s, &slots, &eligible, &new_domains[c]).is_ok() {
                     slots[s].place(spec);
                     out.bindings.push(Binding {

@@ -312,7 +312,9 @@ impl Replay {
         let overhead = Box::new(move |pool: &PoolSpec, it: &InstanceTypeInfo| {
             ds_for_overhead
                 .iter()
-                .filter(|ds| crate::scheduling::fit::check_taints(&ds.compiled, &pool.taints).is_ok())
+                .filter(|ds| {
+                    crate::scheduling::fit::check_taints(&ds.compiled, &pool.taints).is_ok()
+                })
                 .filter(|ds| {
                     super::fit::labels_fit(&ds.spec, |k| {
                         pool.label(it, "", CapacityType::OnDemand, k)
@@ -600,8 +602,8 @@ impl Replay {
                 let taints = node.taints.clone();
                 self.cluster.register_node(node);
                 for ds in self.daemonsets.clone() {
-                    let fits =
-                        crate::scheduling::fit::check_static(&ds.compiled, &labels, &taints).is_ok();
+                    let fits = crate::scheduling::fit::check_static(&ds.compiled, &labels, &taints)
+                        .is_ok();
                     if fits {
                         let key: PodKey = Arc::from(format!("{}-{}", ds.workload, name));
                         self.cluster.add_bound_pod(key, ds.clone(), &name, now);
