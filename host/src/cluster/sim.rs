@@ -5,7 +5,11 @@
 //! free resources, host ports, the pods on it), so resources, host ports, taints, node affinity, volume
 //! zones, pod (anti-)affinity in both directions and topology spread are judged against every pod in the
 //! cluster exactly as the provisioner judges them. A pod nominated to a node goes there first, as with
-//! Karpenter's nominations. Scoring is first fit in node order, which keeps replays deterministic.
+//! Karpenter's nominations. Among the other nodes that pass, the pod goes where kube-scheduler's default
+//! profile would put it by resources: the best sum of `NodeResourcesFit` (LeastAllocated) and
+//! `NodeResourcesBalancedAllocation` over CPU and memory, ties to the first node in name order (so
+//! replays stay deterministic). That is why a replacement node launched by consolidation receives the
+//! evicted pods rather than the old nodes' leftover room.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -52,8 +56,8 @@ pub struct SimCluster {
     dirty: bool,
     node_by_claim: HashMap<String, Arc<str>>,
     pending_revision: u64,
-    /// Every node as the core's scheduling slot, kept in step with binds (order is irrelevant: first fit
-    /// walks `nodes`, and `slot_of` finds the slot).
+    /// Every node as the core's scheduling slot, kept in step with binds (order is irrelevant: the
+    /// scheduler walks `nodes`, and `slot_of` finds the slot).
     slots: Vec<Slot>,
     slot_of: HashMap<Arc<str>, usize>,
 }
@@ -237,10 +241,21 @@ impl SimCluster {
         if !scan {
             return None;
         }
-        self.nodes
+        // Score the nodes with room first (cheap), then run the full filters best score first: the
+        // first that passes is the one the scheduler would pick.
+        let requests = &pod.facts.requests;
+        let mut ranked: Vec<(i64, &NodeState)> = self
+            .nodes
             .values()
-            .find(|n| self.feasible(pod, spec, n, static_ok))
-            .map(|n| n.name.clone())
+            .filter(|n| n.ready && !n.cordoned && !n.deleting && requests.fits_in(&n.free()))
+            .map(|n| (resource_score(n, requests), n))
+            .collect();
+        // Stable: equal scores keep name order.
+        ranked.sort_by_key(|&(score, _)| std::cmp::Reverse(score));
+        ranked
+            .into_iter()
+            .find(|(_, n)| self.feasible(pod, spec, n, static_ok))
+            .map(|(_, n)| n.name.clone())
     }
 
     /// The core's filters for `pod` on `node`: cheap integer and static checks first, then the core's
@@ -252,7 +267,7 @@ impl SimCluster {
         node: &NodeState,
         static_ok: &mut [Option<bool>],
     ) -> bool {
-        // Integer room first: first fit walks past many full nodes, and this is the cheapest refusal.
+        // Integer room first: most nodes of a busy cluster are full, and this is the cheapest refusal.
         if !node.ready
             || node.cordoned
             || node.deleting
@@ -466,6 +481,26 @@ fn unplace(slot: &mut Slot, spec: &Arc<model::PodSpec>) {
     }
 }
 
+/// kube-scheduler's default resource scores for placing `requests` on `node` (each 0..=100, weight 1):
+/// `NodeResourcesFit` with the LeastAllocated strategy (the mean share of CPU and memory left free) plus
+/// `NodeResourcesBalancedAllocation` (100 minus the spread between the CPU and memory shares used).
+fn resource_score(node: &NodeState, requests: &super::Resources) -> i64 {
+    let after = node.requested.plus(requests);
+    let share = |used: i64, total: i64| {
+        if total <= 0 {
+            1.0
+        } else {
+            (used as f64 / total as f64).clamp(0.0, 1.0)
+        }
+    };
+    let cpu = share(after.cpu_millis, node.allocatable.cpu_millis);
+    let memory = share(after.memory_bytes, node.allocatable.memory_bytes);
+    let least_allocated = ((1.0 - cpu) * 100.0 + (1.0 - memory) * 100.0) / 2.0;
+    // The standard deviation of two shares is half their difference.
+    let balanced = (1.0 - (cpu - memory).abs() / 2.0) * 100.0;
+    least_allocated as i64 + balanced as i64
+}
+
 /// Whether a removed pod comes back (its owner recreates it).
 pub fn is_recreated(owner: OwnerKind) -> bool {
     matches!(owner, OwnerKind::Deployment | OwnerKind::Job)
@@ -643,5 +678,30 @@ mod tests {
         // a2 and a3 still hold a lonely pod each: nothing may bind.
         assert_eq!(bound_node(&c, "l-3"), None);
         assert_eq!(c.pending_count(), 1);
+    }
+
+    #[test]
+    fn pods_go_to_the_least_allocated_node_unless_nominated() {
+        let mut c = SimCluster::new(vec![]);
+        c.register_node(node("a1", "zone-a"));
+        let big = workload(
+            "big",
+            "containers: [{name: c, resources: {requests: {cpu: '2', memory: 8Gi}}}]\n",
+        );
+        c.add_pod(Arc::from("big-0"), big, 0);
+        c.schedule(0);
+        assert_eq!(bound_node(&c, "big-0").as_deref(), Some("a1"));
+        // a2 joins empty (like a consolidation replacement): kube-scheduler's default scores send the
+        // next pod there, though a1 comes first and still has room.
+        c.register_node(node("a2", "zone-a"));
+        let small = workload("small", SMALL);
+        c.add_pod(Arc::from("small-0"), small.clone(), 1);
+        c.schedule(1);
+        assert_eq!(bound_node(&c, "small-0").as_deref(), Some("a2"));
+        // A pod the provisioner nominated to a1's claim goes there.
+        c.add_pod(Arc::from("small-1"), small, 2);
+        c.nominate("small-1", "claim-a1");
+        c.schedule(2);
+        assert_eq!(bound_node(&c, "small-1").as_deref(), Some("a1"));
     }
 }
