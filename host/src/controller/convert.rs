@@ -47,7 +47,7 @@ pub fn node(n: &NodeState) -> model::Node {
         instance_type: n.instance_type.clone(),
         zone: n.zone.clone(),
         capacity_type: capacity_type(n.capacity_type),
-        labels: (*n.labels).clone(),
+        labels: n.labels.clone(),
         taints: n.taints.clone(),
         allocatable: resources(&n.allocatable),
         price: n.price,

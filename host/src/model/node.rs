@@ -19,7 +19,7 @@ pub struct Node {
     pub zone: String,
     pub capacity_type: CapacityType,
     /// All node labels (well-known ones included; `kubernetes.io/hostname` is the node name).
-    pub labels: BTreeMap<String, String>,
+    pub labels: std::sync::Arc<BTreeMap<String, String>>,
     pub taints: Vec<Taint>,
     pub allocatable: ResourceList,
     /// USD per hour of the offering it was launched from.

@@ -453,16 +453,19 @@ fn existing_slots(snapshot: &Snapshot) -> Vec<Slot> {
 }
 
 fn node_slot(snapshot: &Snapshot, node: &Node, pods: &[&Pod]) -> Slot {
+    // Shared with the node unless a well-known label is missing (registered nodes carry them all).
     let mut labels = node.labels.clone();
-    labels
-        .entry(labels::HOSTNAME.into())
-        .or_insert_with(|| node.name.clone());
-    labels
-        .entry(labels::ZONE.into())
-        .or_insert_with(|| node.zone.clone());
-    labels
-        .entry(labels::CAPACITY_TYPE.into())
-        .or_insert_with(|| node.capacity_type.as_str().into());
+    let defaults = [
+        (labels::HOSTNAME, node.name.as_str()),
+        (labels::ZONE, node.zone.as_str()),
+        (labels::CAPACITY_TYPE, node.capacity_type.as_str()),
+    ];
+    if defaults.iter().any(|(k, _)| !labels.contains_key(*k)) {
+        let l = Arc::make_mut(&mut labels);
+        for (k, v) in defaults {
+            l.entry(k.into()).or_insert_with(|| v.to_string());
+        }
+    }
     let startup: Vec<_> = node
         .node_pool
         .as_deref()
@@ -513,7 +516,7 @@ fn claim_slot(snapshot: &Snapshot, claim: &NodeClaim) -> Option<Slot> {
     let overhead = daemonset_overhead(snapshot, &labels, &claim.taints);
     Some(Slot {
         name: claim.name.clone(),
-        labels,
+        labels: Arc::new(labels),
         taints: claim.taints.clone(),
         free: ty.allocatable.minus(&overhead),
         host_ports: vec![],
@@ -1176,7 +1179,7 @@ fn place_one(
             .collect();
         let slot = Slot {
             name: name.clone(),
-            labels: node_labels,
+            labels: Arc::new(node_labels),
             taints: view.pool.taints.clone(),
             free: max_free(view, &cands, &ResourceList::new()),
             host_ports: vec![],
@@ -1379,7 +1382,7 @@ mod tests {
             instance_type: ty.name.clone(),
             zone: "us-east-1a".into(),
             capacity_type: CapacityType::OnDemand,
-            labels: node_labels,
+            labels: Arc::new(node_labels),
             taints: vec![],
             allocatable: ty.allocatable.clone(),
             price: 0.192,

@@ -143,7 +143,7 @@ pub struct Slot {
     /// Node name or claim name.
     pub name: String,
     /// The labels that decide topology domains (hostname, zone, capacity type, ...).
-    pub labels: BTreeMap<String, String>,
+    pub labels: Arc<BTreeMap<String, String>>,
     pub taints: Vec<Taint>,
     pub free: ResourceList,
     pub host_ports: Vec<HostPort>,
@@ -336,10 +336,10 @@ mod tests {
     fn slot(name: &str, zone: &str, cpu: i64) -> Slot {
         Slot {
             name: name.into(),
-            labels: BTreeMap::from([
+            labels: Arc::new(BTreeMap::from([
                 (labels::HOSTNAME.to_string(), name.to_string()),
                 (labels::ZONE.to_string(), zone.to_string()),
-            ]),
+            ])),
             taints: vec![],
             free: ResourceList::new()
                 .with("cpu", Quantity::from_units(cpu))
