@@ -47,36 +47,30 @@ fn packing_bound(s: &Scenario, workload: &str, replicas: u32) -> f64 {
             .expect("workload");
         kestrel::sim::workload::facts_of(w).expect("template compiles")
     };
-    let pod = facts(workload).requests;
+    let pod = facts(workload).requests().clone();
     let daemon = s
         .workloads
         .iter()
         .filter(|w| w.kind == kestrel::sim::scenario::WorkloadKind::DaemonSet)
-        .fold(kestrel::cluster::Resources::default(), |a, w| {
+        .fold(kestrel::model::ResourceList::default(), |a, w| {
             a.plus(
-                &kestrel::sim::workload::facts_of(w)
+                kestrel::sim::workload::facts_of(w)
                     .expect("template compiles")
-                    .requests,
+                    .requests(),
             )
         });
     types
         .iter()
         .filter(|t| pool.allows(t, &s.zones[0], CapacityType::OnDemand))
         .filter_map(|t| {
-            let room = t
-                .allocatable
-                .minus(&daemon)
-                .minus(&kestrel::cluster::Resources {
-                    pods: 0,
-                    ..Default::default()
-                });
+            let room = t.allocatable.minus(&daemon);
             let per = [
-                (room.cpu_millis, pod.cpu_millis),
-                (room.memory_bytes, pod.memory_bytes),
-                (room.pods, pod.pods.max(1)),
+                (room.cpu.millis(), pod.cpu.millis()),
+                (room.memory.millis(), pod.memory.millis()),
+                (room.pods.millis(), pod.pods.millis().max(1000)),
             ]
             .iter()
-            .map(|&(have, need)| if need <= 0 { i64::MAX } else { have / need })
+            .map(|&(have, need)| if need <= 0 { i128::MAX } else { have / need })
             .min()
             .unwrap_or(0);
             (per >= 1).then(|| t.on_demand_price * (i64::from(replicas) as f64 / per as f64).ceil())

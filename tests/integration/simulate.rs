@@ -169,8 +169,8 @@ fn fluid_bound_per_hour(
         .iter()
         .filter(|t| allowed(t))
         .map(|t| {
-            let share = (cpu_millis as f64 / t.allocatable.cpu_millis as f64)
-                .max(memory_bytes as f64 / t.allocatable.memory_bytes as f64);
+            let share = (cpu_millis as f64 / t.allocatable.cpu.millis() as f64)
+                .max(memory_bytes as f64 / t.allocatable.memory.units_ceil() as f64);
             t.on_demand_price * share * f64::from(pods)
         })
         .fold(f64::INFINITY, f64::min)
@@ -354,6 +354,57 @@ fn a_capacity_outage_falls_through_to_the_next_ranked_offering() {
             .all(|r| r.instance.offering.zone != "us-east-1a"),
         "launched into the zone without capacity"
     );
+}
+
+/// Pods asking for ephemeral storage, AMD GPUs or pod ENIs bind: the simulated nodes carry every
+/// resource of their instance type, not just CPU, memory and NVIDIA GPUs.
+const EXTENDED: &str = r#"
+name: extended-resources
+duration: 20m
+nodePools:
+  - apiVersion: karpenter.sh/v1
+    kind: NodePool
+    metadata: {name: default}
+    spec:
+      template:
+        spec:
+          nodeClassRef: {group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}
+          requirements:
+            - {key: karpenter.sh/capacity-type, operator: In, values: [on-demand]}
+workloads:
+  - name: scratch
+    kind: Deployment
+    replicas: 5
+    template:
+      spec:
+        containers:
+          - name: app
+            resources: {requests: {cpu: 500m, memory: 1Gi, ephemeral-storage: 4Gi}}
+  - name: radeon
+    kind: Deployment
+    replicas: 1
+    template:
+      spec:
+        containers:
+          - name: app
+            resources: {requests: {cpu: 500m, memory: 1Gi}, limits: {amd.com/gpu: "1"}}
+  - name: eni
+    kind: Deployment
+    replicas: 2
+    template:
+      spec:
+        containers:
+          - name: app
+            resources: {requests: {cpu: 250m, memory: 256Mi}, limits: {vpc.amazonaws.com/pod-eni: "1"}}
+"#;
+
+#[test]
+fn pods_with_ephemeral_storage_amd_gpus_or_pod_enis_are_placed() {
+    let scenario = Scenario::parse(EXTENDED, "extended.yaml").unwrap_or_else(|e| panic!("{e}"));
+    let report = Report::from_outcome(&run(&scenario));
+    assert_eq!(report.pods.pending_at_end, 0, "{report:#?}");
+    assert!(report.never_placed.is_empty(), "{report:#?}");
+    assert!(report.pods.bound >= 8, "{report:#?}");
 }
 
 /// The benchmark day (`kestrel bench sim` times it) has more than 10,000 pod events and places every

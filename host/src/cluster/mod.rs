@@ -13,68 +13,10 @@ use std::sync::Arc;
 use crate::clock::Millis;
 use crate::cloud::CapacityType;
 
-/// Requests and capacities in the units the scheduler compares (exact integers).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize)]
-pub struct Resources {
-    pub cpu_millis: i64,
-    pub memory_bytes: i64,
-    pub gpus: i64,
-    pub pods: i64,
-}
-
-impl Resources {
-    pub fn fits_in(&self, free: &Resources) -> bool {
-        self.cpu_millis <= free.cpu_millis
-            && self.memory_bytes <= free.memory_bytes
-            && self.gpus <= free.gpus
-            && self.pods <= free.pods
-    }
-
-    pub fn plus(&self, o: &Resources) -> Resources {
-        Resources {
-            cpu_millis: self.cpu_millis + o.cpu_millis,
-            memory_bytes: self.memory_bytes + o.memory_bytes,
-            gpus: self.gpus + o.gpus,
-            pods: self.pods + o.pods,
-        }
-    }
-
-    pub fn minus(&self, o: &Resources) -> Resources {
-        Resources {
-            cpu_millis: self.cpu_millis - o.cpu_millis,
-            memory_bytes: self.memory_bytes - o.memory_bytes,
-            gpus: self.gpus - o.gpus,
-            pods: self.pods - o.pods,
-        }
-    }
-
-    /// The scheduler's units of a core resource list (GPUs of every vendor count as one kind).
-    pub fn of(list: &crate::model::ResourceList) -> Resources {
-        use crate::model::resources::{AMD_GPU, NVIDIA_GPU};
-        let units = |q: crate::model::Quantity| q.units_ceil() as i64;
-        Resources {
-            cpu_millis: list.cpu.millis() as i64,
-            memory_bytes: units(list.memory),
-            gpus: units(list.get(NVIDIA_GPU)) + units(list.get(AMD_GPU)),
-            pods: units(list.pods),
-        }
-    }
-
-    /// The first resource that does not fit, for explanations.
-    pub fn shortfall(&self, free: &Resources) -> Option<&'static str> {
-        if self.cpu_millis > free.cpu_millis {
-            Some("cpu")
-        } else if self.memory_bytes > free.memory_bytes {
-            Some("memory")
-        } else if self.gpus > free.gpus {
-            Some("gpu")
-        } else if self.pods > free.pods {
-            Some("pods")
-        } else {
-            None
-        }
-    }
-}
+/// Requests and capacities: the core's exact resource lists (ephemeral storage and extended resources
+/// such as GPUs of each vendor or pod ENIs included), so the edge never loses a resource the core
+/// schedules by.
+pub use crate::model::ResourceList;
 
 /// A stable pod identity (namespace/name in production).
 pub type PodKey = Arc<str>;
@@ -100,8 +42,6 @@ pub struct PodSpecFacts {
     pub workload: Arc<str>,
     pub owner: OwnerKind,
     pub labels: BTreeMap<String, String>,
-    /// `compiled.requests` in the scheduler's units.
-    pub requests: Resources,
     pub spec: k8s_openapi::api::core::v1::PodSpec,
     /// The pod as the scheduling core sees it, compiled once per template (namespace `default`).
     pub compiled: Arc<crate::model::PodSpec>,
@@ -112,6 +52,11 @@ pub struct PodSpecFacts {
 }
 
 impl PodSpecFacts {
+    /// The pod's effective requests (containers and sidecars against init containers, plus overhead).
+    pub fn requests(&self) -> &ResourceList {
+        &self.compiled.requests
+    }
+
     /// Compiles a workload's pod template once; every replica shares the result.
     pub fn compile(
         workload: &str,
@@ -133,13 +78,25 @@ impl PodSpecFacts {
             workload: Arc::from(workload),
             owner,
             labels: compiled.labels.clone(),
-            requests: Resources::of(&compiled.requests),
             spec: template.spec.clone().unwrap_or_default(),
             do_not_disrupt: compiled.do_not_disrupt,
             deletion_cost: compiled.deletion_cost,
             compiled: Arc::new(compiled),
         })
     }
+}
+
+/// Test capacities: CPU in millicores, memory in bytes, pod slots.
+#[cfg(test)]
+pub(crate) fn capacity(cpu_millis: i64, memory_bytes: i64, pods: i64) -> ResourceList {
+    use crate::model::{Quantity, resources};
+    ResourceList::new()
+        .with(
+            resources::CPU,
+            Quantity::from_millis(i128::from(cpu_millis)),
+        )
+        .with(resources::MEMORY, Quantity::from_units(memory_bytes))
+        .with(resources::PODS, Quantity::from_units(pods))
 }
 
 /// Test facts from a pod template written as YAML.
@@ -182,9 +139,9 @@ pub struct NodeState {
     /// Shared: snapshots clone nodes often.
     pub labels: Arc<BTreeMap<String, String>>,
     pub taints: Vec<Taint>,
-    pub allocatable: Resources,
+    pub allocatable: ResourceList,
     /// Sum of the requests of the pods bound here.
-    pub requested: Resources,
+    pub requested: ResourceList,
     pub pods: usize,
     pub created_at: Millis,
     pub ready: bool,
@@ -195,8 +152,13 @@ pub struct NodeState {
 }
 
 impl NodeState {
-    pub fn free(&self) -> Resources {
+    pub fn free(&self) -> ResourceList {
         self.allocatable.minus(&self.requested)
+    }
+
+    /// Whether `requests` fit in what the pods bound here leave (without building [`Self::free`]).
+    pub fn has_room_for(&self, requests: &ResourceList) -> bool {
+        requests.fits_in_remaining(&self.allocatable, &self.requested)
     }
 }
 

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use super::{
     ClusterError, ClusterState, DisruptionBudget, NodeState, OwnerKind, PodKey, PodSpecFacts,
-    PodState,
+    PodState, ResourceList,
 };
 use crate::clock::Millis;
 use crate::controller::convert;
@@ -243,11 +243,11 @@ impl SimCluster {
         }
         // Score the nodes with room first (cheap), then run the full filters best score first: the
         // first that passes is the one the scheduler would pick.
-        let requests = &pod.facts.requests;
+        let requests = pod.facts.requests();
         let mut ranked: Vec<(i64, &NodeState)> = self
             .nodes
             .values()
-            .filter(|n| n.ready && !n.cordoned && !n.deleting && requests.fits_in(&n.free()))
+            .filter(|n| n.ready && !n.cordoned && !n.deleting && n.has_room_for(requests))
             .map(|n| (resource_score(n, requests), n))
             .collect();
         // Stable: equal scores keep name order.
@@ -268,10 +268,7 @@ impl SimCluster {
         static_ok: &mut [Option<bool>],
     ) -> bool {
         // Integer room first: most nodes of a busy cluster are full, and this is the cheapest refusal.
-        if !node.ready
-            || node.cordoned
-            || node.deleting
-            || !pod.facts.requests.fits_in(&node.free())
+        if !node.ready || node.cordoned || node.deleting || !node.has_room_for(pod.facts.requests())
         {
             return false;
         }
@@ -305,14 +302,13 @@ impl SimCluster {
         pod.node = Some(node_name.clone());
         pod.bound_at = Some(now);
         pod.nominated = None;
-        let requests = pod.facts.requests;
         let facts = pod.facts.clone();
         if let Some(&i) = self.slot_of.get(node_name) {
             self.slots[i].place(&facts.compiled);
         }
         self.pending.remove(key);
         let node = self.nodes.get_mut(node_name).expect("bound node exists");
-        node.requested = node.requested.plus(&requests);
+        node.requested.add(facts.requests());
         node.pods += 1;
         self.pods_by_node
             .entry(node_name.clone())
@@ -322,7 +318,7 @@ impl SimCluster {
 
     fn unbind_accounting(&mut self, node_name: &Arc<str>, pod: &PodState) {
         if let Some(node) = self.nodes.get_mut(node_name) {
-            node.requested = node.requested.minus(&pod.facts.requests);
+            node.requested.sub(pod.facts.requests());
             node.pods -= 1;
         }
         if let Some(&i) = self.slot_of.get(node_name) {
@@ -484,17 +480,12 @@ fn unplace(slot: &mut Slot, spec: &Arc<model::PodSpec>) {
 /// kube-scheduler's default resource scores for placing `requests` on `node` (each 0..=100, weight 1):
 /// `NodeResourcesFit` with the LeastAllocated strategy (the mean share of CPU and memory left free) plus
 /// `NodeResourcesBalancedAllocation` (100 minus the spread between the CPU and memory shares used).
-fn resource_score(node: &NodeState, requests: &super::Resources) -> i64 {
-    let after = node.requested.plus(requests);
-    let share = |used: i64, total: i64| {
-        if total <= 0 {
-            1.0
-        } else {
-            (used as f64 / total as f64).clamp(0.0, 1.0)
-        }
-    };
-    let cpu = share(after.cpu_millis, node.allocatable.cpu_millis);
-    let memory = share(after.memory_bytes, node.allocatable.memory_bytes);
+fn resource_score(node: &NodeState, requests: &ResourceList) -> i64 {
+    let (cpu, memory) = node
+        .requested
+        .plus(requests)
+        .cpu_memory_shares(&node.allocatable);
+    let (cpu, memory) = (cpu.clamp(0.0, 1.0), memory.clamp(0.0, 1.0));
     let least_allocated = ((1.0 - cpu) * 100.0 + (1.0 - memory) * 100.0) / 2.0;
     // The standard deviation of two shares is half their difference.
     let balanced = (1.0 - (cpu - memory).abs() / 2.0) * 100.0;
@@ -510,7 +501,7 @@ pub fn is_recreated(owner: OwnerKind) -> bool {
 mod tests {
     use super::*;
     use crate::cloud::CapacityType;
-    use crate::cluster::Resources;
+    use crate::cluster::capacity;
     use crate::model::labels;
 
     const GIB: i64 = 1 << 30;
@@ -530,13 +521,8 @@ mod tests {
                 (labels::ZONE.to_string(), zone.to_string()),
             ])),
             taints: vec![],
-            allocatable: Resources {
-                cpu_millis: 4000,
-                memory_bytes: 16 * GIB,
-                gpus: 0,
-                pods: 110,
-            },
-            requested: Resources::default(),
+            allocatable: capacity(4000, 16 * GIB, 110),
+            requested: ResourceList::default(),
             pods: 0,
             created_at: 0,
             ready: true,

@@ -2,8 +2,8 @@
 
 use crate::api;
 use crate::cloud::CapacityType;
-use crate::cluster::{NodeState, Resources};
-use crate::model::{self, Quantity, ResourceList};
+use crate::cluster::NodeState;
+use crate::model::{self, Quantity};
 
 pub fn capacity_type(ct: CapacityType) -> model::CapacityType {
     match ct {
@@ -21,23 +21,6 @@ pub fn from_model_capacity_type(ct: model::CapacityType) -> CapacityType {
     }
 }
 
-pub fn resources(r: &Resources) -> ResourceList {
-    let mut list = ResourceList::new()
-        .with(
-            model::resources::CPU,
-            Quantity::from_millis(i128::from(r.cpu_millis)),
-        )
-        .with(
-            model::resources::MEMORY,
-            Quantity::from_units(r.memory_bytes),
-        )
-        .with(model::resources::PODS, Quantity::from_units(r.pods));
-    if r.gpus > 0 {
-        list.set(model::resources::NVIDIA_GPU, Quantity::from_units(r.gpus));
-    }
-    list
-}
-
 /// A registered node as the core sees it.
 pub fn node(n: &NodeState) -> model::Node {
     model::Node {
@@ -49,7 +32,7 @@ pub fn node(n: &NodeState) -> model::Node {
         capacity_type: capacity_type(n.capacity_type),
         labels: n.labels.clone(),
         taints: n.taints.clone(),
-        allocatable: resources(&n.allocatable),
+        allocatable: n.allocatable.clone(),
         price: n.price,
         created_at: n.created_at,
         ready: n.ready,

@@ -18,7 +18,7 @@ use super::{DisruptionCommand, DisruptionInput, DisruptionStep, InstanceTypeInfo
 use crate::api::{EC2NodeClass, NodePool};
 use crate::clock::Millis;
 use crate::cloud::Offering;
-use crate::cluster::{OwnerKind, PodState, Resources};
+use crate::cluster::{OwnerKind, PodState, ResourceList};
 use crate::disruption::decide::revalidate;
 use crate::disruption::moves::base_room;
 use crate::disruption::room::{Launchable, launchables};
@@ -77,7 +77,7 @@ pub struct Disruptor {
     pools: BTreeMap<String, PoolConfig>,
     stamps: BTreeMap<String, DriftStamp>,
     /// Node -> (signature of its pods, when it last changed).
-    pod_changes: BTreeMap<String, ((usize, Resources), Millis)>,
+    pod_changes: BTreeMap<String, ((usize, ResourceList), Millis)>,
     expiring: BTreeMap<String, Millis>,
     pending: Vec<Command>,
     validate_at: Millis,
@@ -112,7 +112,7 @@ struct Catalog {
 }
 
 /// What a pool may launch, with the spec and DaemonSet overhead it was built for.
-type PoolLaunchable = (PoolSpec, BTreeMap<String, Resources>, Arc<[Launchable]>);
+type PoolLaunchable = (PoolSpec, BTreeMap<String, ResourceList>, Arc<[Launchable]>);
 
 impl Catalog {
     fn refresh(&mut self, input: &DisruptionInput<'_>) {
@@ -129,7 +129,7 @@ impl Catalog {
     fn launchable(
         &mut self,
         spec: &PoolSpec,
-        overhead: &BTreeMap<String, Resources>,
+        overhead: &BTreeMap<String, ResourceList>,
     ) -> Arc<[Launchable]> {
         if let Some((s, o, l)) = self.launchable.get(&spec.name)
             && s == spec
@@ -259,7 +259,7 @@ impl Disruptor {
 
     fn settings(&mut self, spec: &PoolSpec, input: &DisruptionInput<'_>) -> Option<PoolSettings> {
         let config = self.pools.get(&spec.name)?;
-        let daemon_overhead: BTreeMap<String, Resources> = input
+        let daemon_overhead: BTreeMap<String, ResourceList> = input
             .instance_types
             .iter()
             .map(|it| (it.name.clone(), (input.daemon_overhead)(spec, it)))
@@ -287,8 +287,7 @@ impl Disruptor {
         for n in input.nodes {
             n.name.hash(&mut h);
             n.pods.hash(&mut h);
-            n.requested.cpu_millis.hash(&mut h);
-            n.requested.memory_bytes.hash(&mut h);
+            n.requested.hash(&mut h);
             (n.ready, n.cordoned, n.deleting).hash(&mut h);
             n.labels.get(DO_NOT_DISRUPT).hash(&mut h);
         }
@@ -388,11 +387,11 @@ impl Disruptor {
                         .unwrap_or_default()
                 })
                 .clone();
-            let signature = (node.pods, node.requested);
+            let signature = (node.pods, node.requested.clone());
             let entry = self
                 .pod_changes
                 .entry(name.clone())
-                .or_insert((signature, node.created_at));
+                .or_insert_with(|| (signature.clone(), node.created_at));
             if entry.0 != signature {
                 *entry = (signature, now);
             }

@@ -22,7 +22,7 @@ use k8s_openapi::api::core::v1::NodeSelectorRequirement;
 
 use crate::clock::Millis;
 use crate::cloud::{CapacityType, CloudError, CloudProvider, LaunchRequest, Offering};
-use crate::cluster::{ClusterState, NodeState, PodKey, PodState, Resources, Taint};
+use crate::cluster::{ClusterState, NodeState, PodKey, PodState, ResourceList, Taint};
 use crate::interruption::{self, Notice, Response};
 use batch::Batcher;
 use provision::{PlannedClaim, ProvisionInput, Provisioner};
@@ -32,7 +32,7 @@ use provision::{PlannedClaim, ProvisionInput, Provisioner};
 pub struct InstanceTypeInfo {
     pub name: String,
     pub labels: BTreeMap<String, String>,
-    pub allocatable: Resources,
+    pub allocatable: ResourceList,
     pub on_demand_price: f64,
 }
 
@@ -44,8 +44,6 @@ pub struct PoolSpec {
     pub requirements: Vec<NodeSelectorRequirement>,
     pub labels: BTreeMap<String, String>,
     pub taints: Vec<Taint>,
-    /// `spec.limits` (cpu, memory); None = unlimited.
-    pub limits: Option<Resources>,
     /// `spec.disruption.consolidationPolicy`.
     pub consolidation_policy: String,
     /// `spec.disruption.consolidateAfter`; None = `Never`.
@@ -188,7 +186,7 @@ pub struct DisruptionInput<'a> {
     /// Claims launched but not registered yet.
     pub in_flight_claims: usize,
     /// Requests of the DaemonSets a new node of a pool runs (sizes replacements).
-    pub daemon_overhead: &'a dyn Fn(&PoolSpec, &InstanceTypeInfo) -> Resources,
+    pub daemon_overhead: &'a dyn Fn(&PoolSpec, &InstanceTypeInfo) -> ResourceList,
 }
 
 /// The seam where consolidation, drift and expiration plug in (issue 5).
@@ -312,7 +310,7 @@ pub struct Controller {
 }
 
 /// The DaemonSet requests a new node of a pool and instance type will carry.
-pub type DaemonOverhead = Box<dyn Fn(&PoolSpec, &InstanceTypeInfo) -> Resources>;
+pub type DaemonOverhead = Box<dyn Fn(&PoolSpec, &InstanceTypeInfo) -> ResourceList>;
 
 /// How long a launched claim may take to register its node.
 const REGISTRATION_TTL_MS: Millis = 15 * 60_000;
@@ -419,8 +417,8 @@ impl Controller {
             price: instance.offering.price,
             labels: std::sync::Arc::new(labels),
             taints: claim.taints.clone(),
-            allocatable: it.allocatable,
-            requested: Resources::default(),
+            allocatable: it.allocatable.clone(),
+            requested: ResourceList::default(),
             pods: 0,
             created_at: now,
             ready: true,
@@ -783,28 +781,6 @@ impl Controller {
     ) -> provision::ProvisionPlan {
         let (offerings_revision, offerings) = self.offerings(now, cloud);
         let nodes = cluster.nodes();
-        let mut usage: BTreeMap<String, Resources> = BTreeMap::new();
-        for n in &nodes {
-            let u = usage.entry(n.node_pool.clone()).or_default();
-            *u = u.plus(&n.allocatable);
-        }
-        let instances: HashMap<String, crate::cloud::Instance> = if self.claims.is_empty() {
-            HashMap::new()
-        } else {
-            cloud
-                .list()
-                .into_iter()
-                .map(|i| (i.id.clone(), i))
-                .collect()
-        };
-        for c in self.claims.values() {
-            if let Some(inst) = c.instance_id.as_ref().and_then(|id| instances.get(id))
-                && let Some(it) = self.instance_type(&inst.offering.instance_type)
-            {
-                let u = usage.entry(c.node_pool.clone()).or_default();
-                *u = u.plus(&it.allocatable);
-            }
-        }
         let bound = if self.provisioner.needs_bound_pods() {
             cluster.bound_pods()
         } else {
@@ -825,7 +801,6 @@ impl Controller {
             instance_types: &self.instance_types,
             offerings: &offerings,
             offerings_revision,
-            pool_usage: &usage,
             daemon_overhead: &*self.daemon_overhead,
             contract_catalog: &self.contract_catalog,
             seed: self.seed ^ (now as u64),

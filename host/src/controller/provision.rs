@@ -4,11 +4,9 @@
 //! (`controller::planner`) is the provisioner. (The earlier greedy stand-in packer is gone: it was a
 //! second, weaker copy of the core's packing.)
 
-use std::collections::BTreeMap;
-
 use super::{InstanceTypeInfo, PoolSpec};
 use crate::cloud::Offering;
-use crate::cluster::{NodeState, PodKey, PodState, Resources};
+use crate::cluster::{NodeState, PodKey, PodState, ResourceList};
 use crate::policy::contract::rank;
 
 /// What the provisioner sees.
@@ -30,10 +28,8 @@ pub struct ProvisionInput<'a> {
     /// Changes whenever `offerings` change; what a provisioner derives from the offerings (and the
     /// fixed instance types) may be cached by it.
     pub offerings_revision: u64,
-    /// Capacity already launched per pool (nodes + in-flight claims), for limits.
-    pub pool_usage: &'a BTreeMap<String, Resources>,
     /// Requests of the DaemonSets that will run on each new node of a pool.
-    pub daemon_overhead: &'a dyn Fn(&PoolSpec, &InstanceTypeInfo) -> Resources,
+    pub daemon_overhead: &'a dyn Fn(&PoolSpec, &InstanceTypeInfo) -> ResourceList,
     /// A per-decision seed for rankers that break ties at random.
     pub seed: u64,
 }

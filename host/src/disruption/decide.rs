@@ -50,15 +50,15 @@ fn describe(n: &NodeView) -> String {
 }
 
 fn utilization(nodes: &[&NodeView]) -> (f64, f64) {
-    let (mut cpu, mut mem, mut cpu_all, mut mem_all) = (0i64, 0i64, 0i64, 0i64);
+    let mut used = crate::model::ResourceList::new();
+    let mut all = crate::model::ResourceList::new();
     for n in nodes {
-        cpu += n.node.requested.cpu_millis;
-        mem += n.node.requested.memory_bytes;
-        cpu_all += n.node.allocatable.cpu_millis;
-        mem_all += n.node.allocatable.memory_bytes;
+        used.cpu += n.node.requested.cpu;
+        used.memory += n.node.requested.memory;
+        all.cpu += n.node.allocatable.cpu;
+        all.memory += n.node.allocatable.memory;
     }
-    let ratio = |a: i64, b: i64| if b > 0 { a as f64 / b as f64 } else { 0.0 };
-    (ratio(cpu, cpu_all), ratio(mem, mem_all))
+    used.cpu_memory_shares(&all)
 }
 
 /// Turns a proven move into a command with its explanation.

@@ -263,15 +263,8 @@ pub const MAX_TARGET_NODES: usize = 40;
 
 /// How full a node is: its busiest resource's share of what it can allocate.
 fn utilization(n: &NodeView) -> f64 {
-    let (r, a) = (&n.node.requested, &n.node.allocatable);
-    let share = |used: i64, have: i64| {
-        if have <= 0 {
-            0.0
-        } else {
-            used as f64 / have as f64
-        }
-    };
-    share(r.cpu_millis, a.cpu_millis).max(share(r.memory_bytes, a.memory_bytes))
+    let (cpu, memory) = n.node.requested.cpu_memory_shares(&n.node.allocatable);
+    cpu.max(memory)
 }
 
 /// Why a greedy walk needs this: removing the node whose pods fit elsewhere first (the cheapest

@@ -10,7 +10,7 @@ use super::room::Room;
 use super::*;
 use crate::api::nodepool::DisruptionReason as ApiReason;
 use crate::cloud::CapacityType;
-use crate::cluster::{OwnerKind, PodSpecFacts, facts_from_yaml};
+use crate::cluster::{OwnerKind, PodSpecFacts, ResourceList, capacity, facts_from_yaml};
 use crate::policy::defaults::{NativeBudgeter, NativeConsolidator};
 
 const GIB: i64 = 1 << 30;
@@ -25,12 +25,7 @@ fn types() -> Vec<InstanceTypeInfo> {
     .map(|&(name, cpu, mem, price)| InstanceTypeInfo {
         name: name.into(),
         labels: BTreeMap::new(),
-        allocatable: Resources {
-            cpu_millis: cpu * 1000,
-            memory_bytes: mem * GIB,
-            gpus: 0,
-            pods: 110,
-        },
+        allocatable: capacity(cpu * 1000, mem * GIB, 110),
         on_demand_price: price,
     })
     .collect()
@@ -61,7 +56,7 @@ fn facts(p: &PodGen) -> Arc<PodSpecFacts> {
             p.cpu * GIB / 1000
         ),
     );
-    debug_assert_eq!(facts.requests.cpu_millis, p.cpu);
+    debug_assert_eq!(facts.requests().cpu.millis(), i128::from(p.cpu));
     facts
 }
 
@@ -88,7 +83,7 @@ fn view(nodes: Vec<NodeGen>, budget: &str, pdb_allowed: i64, disrupting: usize) 
             .collect();
         let requested = pods
             .iter()
-            .fold(Resources::default(), |a, p| a.plus(&p.facts.requests));
+            .fold(ResourceList::default(), |a, p| a.plus(p.facts.requests()));
         let node = NodeState {
             name: Arc::from(format!("node-{i}")),
             instance_id: format!("i-{i}"),
@@ -104,7 +99,7 @@ fn view(nodes: Vec<NodeGen>, budget: &str, pdb_allowed: i64, disrupting: usize) 
             price: it.on_demand_price * if spot { 0.4 } else { 1.0 },
             labels: BTreeMap::new().into(),
             taints: vec![],
-            allocatable: it.allocatable,
+            allocatable: it.allocatable.clone(),
             requested,
             pods: pods.len(),
             created_at: 0,
@@ -255,7 +250,7 @@ proptest! {
         for c in &voluntary {
             if let Some(r) = &c.replacement {
                 let it = view.instance_type(&r.offerings[0].instance_type).unwrap();
-                let need = evicted.iter().filter(|p| r.pods.contains(&p.key)).fold(Resources::default(), |a, p| a.plus(&p.facts.requests));
+                let need = evicted.iter().filter(|p| r.pods.contains(&p.key)).fold(ResourceList::default(), |a, p| a.plus(p.facts.requests()));
                 prop_assert!(need.fits_in(&it.allocatable));
                 let saved: f64 = c.nodes.iter().map(|n| view.nodes.iter().find(|v| v.name() == n).unwrap().node.price).sum();
                 prop_assert!(r.offerings[0].price < saved || c.method == Method::Drift);

@@ -13,9 +13,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use crate::cloud::{CapacityType, Offering};
-use crate::cluster::{NodeState, PodState, Resources};
+use crate::cluster::{NodeState, PodState, ResourceList};
 use crate::controller::{InstanceTypeInfo, PoolSpec, convert};
-use crate::model::{self, HostPort, ResourceList};
+use crate::model::{self, HostPort};
 use crate::scheduling::fit::{self, NewDomains, Slot};
 use crate::sim::fit as label_fit;
 
@@ -60,7 +60,7 @@ impl Room {
                 labels: core.labels,
                 taints: core.taints,
                 // `requested` also holds the DaemonSet pods, which `pods` leaves out.
-                free: core.allocatable.minus(&convert::resources(&node.requested)),
+                free: node.free(),
                 host_ports: pods
                     .iter()
                     .flat_map(|p| p.facts.compiled.host_ports.iter().cloned())
@@ -135,12 +135,8 @@ impl Room {
     pub fn place(&mut self, pods: &[&PodState]) -> Vec<Option<String>> {
         let mut order: Vec<usize> = (0..pods.len()).collect();
         order.sort_by(|&a, &b| {
-            let (ra, rb) = (&pods[a].facts.requests, &pods[b].facts.requests);
-            (rb.cpu_millis, rb.memory_bytes, &pods[b].key).cmp(&(
-                ra.cpu_millis,
-                ra.memory_bytes,
-                &pods[a].key,
-            ))
+            let (ra, rb) = (pods[a].facts.requests(), pods[b].facts.requests());
+            (rb.cpu, rb.memory, &pods[b].key).cmp(&(ra.cpu, ra.memory, &pods[a].key))
         });
         let mut placed = vec![None; pods.len()];
         for k in order {
@@ -200,14 +196,14 @@ pub struct Launchable {
     /// Index into the instance types the list was built from.
     pub instance_type: usize,
     /// Allocatable minus the DaemonSets' requests.
-    pub room: Resources,
+    pub room: ResourceList,
 }
 
 /// The offerings `pool` may launch, cheapest first. It depends only on the pool and the catalog, so the
 /// controller builds it once per catalog revision instead of once per candidate move.
 pub fn launchables(
     pool: &PoolSpec,
-    overhead: &BTreeMap<String, Resources>,
+    overhead: &BTreeMap<String, ResourceList>,
     instance_types: &[InstanceTypeInfo],
     offerings: &[Offering],
 ) -> Vec<Launchable> {
@@ -227,7 +223,7 @@ pub fn launchables(
                     instance_type: i,
                     room: it
                         .allocatable
-                        .minus(&overhead.get(&it.name).copied().unwrap_or_default()),
+                        .minus(overhead.get(&it.name).unwrap_or(&ResourceList::new())),
                 })
         })
         .collect();
@@ -256,9 +252,10 @@ pub fn offerings_holding<'l>(
     {
         return Vec::new();
     }
-    let total = pods
-        .iter()
-        .fold(Resources::default(), |acc, p| acc.plus(&p.facts.requests));
+    let total = pods.iter().fold(ResourceList::default(), |mut acc, p| {
+        acc.add(p.facts.requests());
+        acc
+    });
     // Two pods of one workload with hostname anti-affinity or hostname spread cannot share the node.
     let mut per_workload: BTreeMap<&str, usize> = BTreeMap::new();
     for p in pods {

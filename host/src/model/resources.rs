@@ -170,6 +170,37 @@ impl ResourceList {
                 .all(|(name, &q)| within(q, available.get(name)))
     }
 
+    /// The shares of `total`'s CPU and memory that `self` uses (0 where `total` has none).
+    pub fn cpu_memory_shares(&self, total: &ResourceList) -> (f64, f64) {
+        let share = |used: Quantity, have: Quantity| {
+            if have.is_zero() || have < Quantity::ZERO {
+                0.0
+            } else {
+                used.millis() as f64 / have.millis() as f64
+            }
+        };
+        (share(self.cpu, total.cpu), share(self.memory, total.memory))
+    }
+
+    /// Whether `self` fits in what `used` leaves of `total`, without building `total - used`.
+    pub fn fits_in_remaining(&self, total: &ResourceList, used: &ResourceList) -> bool {
+        let within = |requested: Quantity, total: Quantity, used: Quantity| {
+            requested.is_zero() || requested <= total - used
+        };
+        within(self.cpu, total.cpu, used.cpu)
+            && within(self.memory, total.memory, used.memory)
+            && within(self.pods, total.pods, used.pods)
+            && within(
+                self.ephemeral_storage,
+                total.ephemeral_storage,
+                used.ephemeral_storage,
+            )
+            && self
+                .extended
+                .iter()
+                .all(|(name, &q)| within(q, total.get(name), used.get(name)))
+    }
+
     /// The first resource `self` asks for beyond `available`, if any.
     pub fn first_shortfall(&self, available: &ResourceList) -> Option<Shortfall> {
         self.iter()
@@ -252,6 +283,11 @@ mod tests {
         ) {
             let (r, f) = (list(&requested), list(&free));
             proptest::prop_assert_eq!(r.fits_in(&f), r.first_shortfall(&f).is_none());
+            let used = list(&requested[3..]);
+            proptest::prop_assert_eq!(
+                r.fits_in_remaining(&f, &used),
+                r.fits_in(&f.minus(&used))
+            );
         }
     }
 }

@@ -3,21 +3,14 @@
 
 use std::collections::HashMap;
 
-use crate::cluster::Resources;
 use crate::controller::InstanceTypeInfo;
 use crate::model::catalog::{ec2_instance_types, ec2_on_demand_prices};
 use crate::model::{Catalog, InstanceType, Offering};
 
 /// The controller's view of a catalog instance type.
 pub fn info_of(t: &InstanceType, on_demand_price: f64) -> InstanceTypeInfo {
-    let a = &t.allocatable;
     InstanceTypeInfo {
-        allocatable: Resources {
-            cpu_millis: a.cpu.millis() as i64,
-            memory_bytes: a.memory.units_ceil() as i64,
-            gpus: i64::from(t.gpus()),
-            pods: a.pods.units_ceil() as i64,
-        },
+        allocatable: t.allocatable.clone(),
         name: t.name.clone(),
         labels: t.labels.clone(),
         on_demand_price,

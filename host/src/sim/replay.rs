@@ -15,7 +15,7 @@ use crate::cloud::sim::{CapacityOutage, CloudEvent, LatencyRange, SimCloud, SimC
 use crate::cloud::{CapacityType, CloudProvider, InstanceState};
 use crate::cluster::sim::SimCluster;
 use crate::cluster::{
-    ClusterState, DisruptionBudget, OwnerKind, PodKey, PodSpecFacts, Resources, Taint,
+    ClusterState, DisruptionBudget, OwnerKind, PodKey, PodSpecFacts, ResourceList, Taint,
 };
 use crate::controller::disruption::Disruptor;
 use crate::controller::planner::CorePlanner;
@@ -162,18 +162,6 @@ pub fn core_planner(
 /// Builds the loop's view of a NodePool from its Karpenter v1 manifest.
 pub fn pool_spec(pool: &crate::api::NodePool) -> PoolSpec {
     let spec = &pool.spec.template.spec;
-    let limits = pool.spec.limits.as_ref().map(|l| {
-        let q = |k: &str| {
-            l.get(k)
-                .and_then(|v| crate::model::quantity::Quantity::parse(&v.0).ok())
-        };
-        Resources {
-            cpu_millis: q("cpu").map_or(i64::MAX, |v| v.millis() as i64),
-            memory_bytes: q("memory").map_or(i64::MAX, |v| v.units_ceil() as i64),
-            gpus: q("nvidia.com/gpu").map_or(i64::MAX, |v| v.units_ceil() as i64),
-            pods: i64::MAX,
-        }
-    });
     PoolSpec {
         name: pool.metadata.name.clone().unwrap_or_default(),
         weight: pool.spec.weight.unwrap_or(0),
@@ -205,7 +193,6 @@ pub fn pool_spec(pool: &crate::api::NodePool) -> PoolSpec {
                 ))
             })
             .collect(),
-        limits,
         consolidation_policy: format!(
             "{:?}",
             pool.spec
@@ -321,7 +308,10 @@ impl Replay {
                     })
                     .is_ok()
                 })
-                .fold(Resources::default(), |acc, ds| acc.plus(&ds.requests))
+                .fold(ResourceList::default(), |mut acc, ds| {
+                    acc.add(ds.requests());
+                    acc
+                })
         });
         let mut config = ControllerConfig::default();
         if let Some(v) = scenario

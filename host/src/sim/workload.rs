@@ -59,14 +59,11 @@ mod tests {
         .unwrap();
         let facts = PodSpecFacts::compile("w", OwnerKind::Deployment, &template).unwrap();
         // The init container runs beside the sidecar: max(1.25 + 0.1, 2 + 0.1) CPU.
-        assert_eq!(facts.requests.cpu_millis, 2100);
-        assert_eq!(facts.requests.memory_bytes, (256 + 64) * 1024 * 1024);
-        assert_eq!(facts.requests.gpus, 1);
-        assert_eq!(facts.requests.pods, 1);
-        assert_eq!(
-            facts.requests,
-            crate::cluster::Resources::of(&facts.compiled.requests)
-        );
+        let r = facts.requests();
+        assert_eq!(r.cpu.millis(), 2100);
+        assert_eq!(r.memory.units_ceil(), (256 + 64) * 1024 * 1024);
+        assert_eq!(r.get("nvidia.com/gpu").units_ceil(), 1);
+        assert_eq!(r.pods.units_ceil(), 1);
         assert_eq!(facts.labels, facts.compiled.labels);
     }
 }
