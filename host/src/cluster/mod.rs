@@ -191,8 +191,8 @@ pub trait ClusterState {
     fn pending_revision(&self) -> u64;
     /// Pods bound to nodes.
     fn bound_pods(&self) -> Vec<PodState>;
-    /// Every node, ready or not, by name.
-    fn nodes(&self) -> Vec<NodeState>;
+    /// Every node, ready or not, by name (shared records: a snapshot costs a pointer per node).
+    fn nodes(&self) -> Vec<Arc<NodeState>>;
     /// The pods bound to a node.
     fn pods_on(&self, node: &str) -> Vec<PodState>;
     /// Records that the provisioner expects `pod` to land on the NodeClaim `claim` (an Event in

@@ -47,7 +47,8 @@ pub enum RemovalCause {
 #[derive(Debug, Default)]
 pub struct SimCluster {
     pods: BTreeMap<PodKey, PodState>,
-    nodes: BTreeMap<Arc<str>, NodeState>,
+    /// Shared with the snapshots `nodes()` hands out; changed copy-on-write.
+    nodes: BTreeMap<Arc<str>, Arc<NodeState>>,
     pods_by_node: HashMap<Arc<str>, BTreeSet<PodKey>>,
     pending: BTreeSet<PodKey>,
     budgets: Vec<DisruptionBudget>,
@@ -132,7 +133,7 @@ impl SimCluster {
     }
 
     pub fn node(&self, name: &str) -> Option<&NodeState> {
-        self.nodes.get(name)
+        self.nodes.get(name).map(|n| &**n)
     }
 
     pub fn node_count(&self) -> usize {
@@ -140,7 +141,7 @@ impl SimCluster {
     }
 
     pub fn nodes_iter(&self) -> impl Iterator<Item = &NodeState> {
-        self.nodes.values()
+        self.nodes.values().map(|n| &**n)
     }
 
     pub fn pending_iter(&self) -> impl Iterator<Item = &PodState> {
@@ -169,7 +170,7 @@ impl SimCluster {
         }
         self.node_by_claim
             .insert(node.claim.clone(), node.name.clone());
-        self.nodes.insert(node.name.clone(), node);
+        self.nodes.insert(node.name.clone(), Arc::new(node));
         self.dirty = true;
     }
 
@@ -245,8 +246,7 @@ impl SimCluster {
         // first that passes is the one the scheduler would pick.
         let requests = pod.facts.requests();
         let mut ranked: Vec<(i64, &NodeState)> = self
-            .nodes
-            .values()
+            .nodes_iter()
             .filter(|n| n.ready && !n.cordoned && !n.deleting && n.has_room_for(requests))
             .map(|n| (resource_score(n, requests), n))
             .collect();
@@ -307,7 +307,7 @@ impl SimCluster {
             self.slots[i].place(&facts.compiled);
         }
         self.pending.remove(key);
-        let node = self.nodes.get_mut(node_name).expect("bound node exists");
+        let node = Arc::make_mut(self.nodes.get_mut(node_name).expect("bound node exists"));
         node.requested.add(facts.requests());
         node.pods += 1;
         self.pods_by_node
@@ -317,7 +317,7 @@ impl SimCluster {
     }
 
     fn unbind_accounting(&mut self, node_name: &Arc<str>, pod: &PodState) {
-        if let Some(node) = self.nodes.get_mut(node_name) {
+        if let Some(node) = self.nodes.get_mut(node_name).map(Arc::make_mut) {
             node.requested.sub(pod.facts.requests());
             node.pods -= 1;
         }
@@ -382,7 +382,7 @@ impl ClusterState for SimCluster {
         self.pending_revision
     }
 
-    fn nodes(&self) -> Vec<NodeState> {
+    fn nodes(&self) -> Vec<Arc<NodeState>> {
         self.nodes.values().cloned().collect()
     }
 
@@ -403,6 +403,7 @@ impl ClusterState for SimCluster {
         let n = self
             .nodes
             .get_mut(node)
+            .map(Arc::make_mut)
             .ok_or_else(|| ClusterError::NodeNotFound(node.to_string()))?;
         n.cordoned = true;
         if let Some(&i) = self.slot_of.get(node) {

@@ -173,7 +173,7 @@ pub struct DisruptionCommand {
 /// What the disruption step sees.
 pub struct DisruptionInput<'a> {
     pub now: Millis,
-    pub nodes: &'a [NodeState],
+    pub nodes: &'a [Arc<NodeState>],
     pub cluster: &'a dyn ClusterState,
     pub pools: &'a [PoolSpec],
     pub instance_types: &'a [InstanceTypeInfo],

@@ -137,7 +137,7 @@ impl Provisioner for CorePlanner {
         let mut snapshot = Snapshot::new(input.now, catalog);
         snapshot.node_pools = self.pools.clone();
         snapshot.daemonsets = self.daemonsets.clone();
-        snapshot.nodes = input.nodes.iter().map(convert::node).collect();
+        snapshot.nodes = input.nodes.iter().map(|n| convert::node(n)).collect();
         snapshot.node_claims = input.in_flight.to_vec();
         let mut out = ProvisionPlan::default();
         let mut keys: Vec<PodKey> = Vec::new();

@@ -4,6 +4,8 @@
 //! (`controller::planner`) is the provisioner. (The earlier greedy stand-in packer is gone: it was a
 //! second, weaker copy of the core's packing.)
 
+use std::sync::Arc;
+
 use super::{InstanceTypeInfo, PoolSpec};
 use crate::cloud::Offering;
 use crate::cluster::{NodeState, PodKey, PodState, ResourceList};
@@ -17,7 +19,7 @@ pub struct ProvisionInput<'a> {
     pub bound: &'a [PodState],
     /// Claims launched whose nodes have not registered yet.
     pub in_flight: &'a [crate::model::NodeClaim],
-    pub nodes: &'a [NodeState],
+    pub nodes: &'a [Arc<NodeState>],
     pub pools: &'a [PoolSpec],
     /// Same order as `contract_catalog.instance_types`.
     pub instance_types: &'a [InstanceTypeInfo],

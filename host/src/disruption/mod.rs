@@ -98,7 +98,7 @@ impl PdbView {
 /// A node with what disruption needs to know about it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeView {
-    pub node: NodeState,
+    pub node: Arc<NodeState>,
     /// Pods bound here that a drain would evict (DaemonSet pods excluded).
     pub pods: Vec<PodState>,
     /// What the node was launched with (for drift).

@@ -35,7 +35,7 @@ pub struct Move {
 
 /// The room every move starts from: all nodes with their pods; nodes being disrupted take nothing.
 pub fn base_room(view: &ClusterView) -> Room {
-    let mut room = Room::new(view.nodes.iter().map(|n| (&n.node, n.pods.as_slice())));
+    let mut room = Room::new(view.nodes.iter().map(|n| (&*n.node, n.pods.as_slice())));
     let gone: BTreeSet<&str> = view.disrupting.iter().map(String::as_str).collect();
     room.remove(&gone);
     room

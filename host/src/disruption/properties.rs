@@ -108,7 +108,7 @@ fn view(nodes: Vec<NodeGen>, budget: &str, pdb_allowed: i64, disrupting: usize) 
             deleting: false,
         };
         out.push(NodeView {
-            node,
+            node: Arc::new(node),
             pods,
             stamp: DriftStamp::default(),
             do_not_disrupt: false,
@@ -239,7 +239,7 @@ proptest! {
         prop_assert!(under_pdb == 0 || view.pdbs[0].allowed >= 1);
         // Fit: every evicted pod fits on the nodes that stay (with the other moves' pods) or on its
         // move's replacement.
-        let mut room = Room::new(view.nodes.iter().map(|n| (&n.node, n.pods.as_slice())));
+        let mut room = Room::new(view.nodes.iter().map(|n| (&*n.node, n.pods.as_slice())));
         let mut gone: BTreeSet<&str> = removed.clone();
         gone.extend(view.disrupting.iter().map(String::as_str));
         room.remove(&gone);
