@@ -256,6 +256,10 @@ fn burst_scale_down_consolidates_within_15_minutes() {
             > 0
     );
     assert!(report.accounting.leaked_instances.is_empty());
+    // Every node consolidation removed shows up with its lifetime, and its pods were rescheduled.
+    let removed: u64 = report.disruptions.values().sum();
+    assert_eq!(report.node_lifetimes.terminated, removed, "{report:#?}");
+    assert!(report.pods_rescheduled > 0, "{report:#?}");
 }
 
 #[test]

@@ -24,6 +24,9 @@ pub struct Report {
     pub pending_seconds: Percentiles,
     pub never_placed: Vec<NeverPlaced>,
     pub disruptions: BTreeMap<String, u64>,
+    /// Pods bound again after an eviction (drains for disruption or interruption).
+    pub pods_rescheduled: u64,
+    pub node_lifetimes: NodeLifetimes,
     pub interruptions: Interruptions,
     pub launch_failures: u64,
     pub insufficient_capacity_fallthroughs: u64,
@@ -54,6 +57,20 @@ pub struct Percentiles {
     pub p99: f64,
     pub max: f64,
 }
+
+/// How long terminated nodes ran (ready to terminated): churn shows as many short lives.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeLifetimes {
+    pub terminated: u64,
+    pub p50_minutes: f64,
+    pub p90_minutes: f64,
+    /// Terminated within [`SHORT_LIVED_MINUTES`] of becoming ready.
+    pub short_lived: u64,
+}
+
+/// A node that runs less than this was hardly worth its launch.
+pub const SHORT_LIVED_MINUTES: i64 = 10;
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -129,6 +146,23 @@ impl Report {
                 .entry((p.facts.workload.to_string(), reason))
                 .or_default() += 1;
         }
+        let mut lifetimes: Vec<Millis> = o
+            .cloud
+            .records()
+            .iter()
+            .filter_map(|r| Some(r.terminated_at? - r.running_at?))
+            .collect();
+        lifetimes.sort_unstable();
+        let minutes = |p: f64| round(percentile(&lifetimes, p) / 60.0, 1);
+        let node_lifetimes = NodeLifetimes {
+            terminated: lifetimes.len() as u64,
+            p50_minutes: minutes(0.50),
+            p90_minutes: minutes(0.90),
+            short_lived: lifetimes
+                .iter()
+                .filter(|&&ms| ms < SHORT_LIVED_MINUTES * 60_000)
+                .count() as u64,
+        };
         let mut disruptions: BTreeMap<String, u64> = BTreeMap::new();
         for d in &o.controller.log {
             if let Action::Terminate { node: Some(_), .. } = d.action
@@ -198,6 +232,8 @@ impl Report {
                 })
                 .collect(),
             disruptions,
+            pods_rescheduled: o.binds.iter().filter(|b| b.recreated).count() as u64,
+            node_lifetimes,
             interruptions: Interruptions {
                 warnings: o.interruption_warnings,
                 handled: stats.interruptions_handled,
@@ -295,6 +331,20 @@ impl Report {
                         .collect::<Vec<_>>()
                         .join(", ")
                 },
+            ),
+            (
+                "pods rescheduled after eviction".into(),
+                self.pods_rescheduled.to_string(),
+            ),
+            (
+                format!("node lifetime p50 / p90 (< {SHORT_LIVED_MINUTES} min)"),
+                format!(
+                    "{:.1} / {:.1} min ({} of {})",
+                    self.node_lifetimes.p50_minutes,
+                    self.node_lifetimes.p90_minutes,
+                    self.node_lifetimes.short_lived,
+                    self.node_lifetimes.terminated
+                ),
             ),
             (
                 "interruptions warned / handled".into(),
