@@ -362,3 +362,72 @@ fn a_wasm_consolidator_holds_consolidation_in_business_hours_only() {
     );
     assert!(weekend_cost < busy_cost / 2.0);
 }
+
+/// `kestrel simulate --policy consolidator=FILE.wasm --compare`: the CLI installs the candidate for every
+/// NodePool, names it in the report, and the candidate decides (no move in business hours).
+#[test]
+fn simulate_takes_a_consolidator_candidate_from_the_command_line() {
+    let dir = std::env::temp_dir().join(format!("kestrel-cli-candidate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let wasm = dir.join("business-hours.wasm");
+    std::fs::write(&wasm, BUSINESS_HOURS_WASM).unwrap();
+    let mut s = scenario("burst-scale-down.yaml");
+    // Monday 09:00 UTC: the whole replay is in business hours.
+    s.start = Some("2026-01-05T09:00:00Z".into());
+    let spec = format!("consolidator={}", wasm.display());
+    let options = kestrel::cli::simulate::candidate_options(&s, std::slice::from_ref(&spec), false)
+        .unwrap()
+        .expect("a candidate");
+    let candidate = kestrel::sim::report::Report::from_outcome(&simulate(&s, options, &mut |_| {}));
+    let default = kestrel::sim::report::Report::from_outcome(&simulate(
+        &s,
+        SimOptions::default(),
+        &mut |_| {},
+    ));
+    assert!(
+        candidate.disruption.contains("consolidator")
+            && candidate.disruption.contains("business-hours.wasm"),
+        "{}",
+        candidate.disruption
+    );
+    assert!(
+        candidate.disruption.contains("built-in budgeter"),
+        "{}",
+        candidate.disruption
+    );
+    assert!(
+        default
+            .disruptions
+            .get("underutilized")
+            .copied()
+            .unwrap_or(0)
+            > 0
+    );
+    assert_eq!(
+        candidate.disruptions.get("underutilized"),
+        None,
+        "{:?}",
+        candidate.disruptions
+    );
+    assert!(candidate.total_cost_usd > default.total_cost_usd);
+    // Bad specs fail with what was wrong.
+    let err = |specs: &[&str], no_disruption: bool| {
+        let specs: Vec<String> = specs.iter().map(|s| s.to_string()).collect();
+        kestrel::cli::simulate::candidate_options(&s, &specs, no_disruption)
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default()
+    };
+    assert!(
+        err(&["scorer=x.wasm"], false).contains("scorer"),
+        "{}",
+        err(&["scorer=x.wasm"], false)
+    );
+    assert!(err(&[&spec, &spec], false).contains("one per kind"));
+    assert!(err(&[&spec], true).contains("--no-disruption"));
+    assert!(err(&["budgeter=/nonexistent.wasm"], false).contains("/nonexistent.wasm"));
+    // A ranker component offered as a consolidator is refused by the canary, naming the file.
+    let misfit = err(&[&format!("ranker={}", wasm.display())], false);
+    assert!(misfit.contains("business-hours.wasm"), "{misfit}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -3,7 +3,16 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use anyhow::{Context, bail};
+
+use crate::controller::DisruptionStep;
+use crate::controller::disruption::Disruptor;
+use crate::disruption::RegistryPolicies;
+use crate::policy::registry::PolicySource;
+use crate::policy::{PolicyKind, PolicyRegistry};
 
 use crate::sim::chart;
 use crate::sim::replay::{SimOptions, simulate};
@@ -29,7 +38,8 @@ pub struct Args {
     /// Override the scenario's seed.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// A candidate policy, `KIND=FILE.wasm` (kind: ranker).
+    /// A candidate policy, `KIND=FILE.wasm` (kind: ranker, consolidator or budgeter; repeat for several
+    /// kinds). Every NodePool uses it; kinds not given keep the built-in default.
     #[arg(long, value_name = "KIND=FILE")]
     pub policy: Vec<String>,
     /// Run the default and the candidate policy on the same scenario and seed, side by side.
@@ -43,16 +53,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => crate::sim::scenario::load_default(),
     };
     if args.compare && args.policy.is_empty() {
-        bail!("--compare needs a candidate: --policy ranker=FILE.wasm");
+        bail!(
+            "--compare needs a candidate: --policy KIND=FILE.wasm (ranker, consolidator or budgeter)"
+        );
     }
     let no_disruption = || -> Option<Box<dyn crate::controller::DisruptionStep>> {
         args.no_disruption.then(|| {
             Box::new(crate::controller::NoDisruption) as Box<dyn crate::controller::DisruptionStep>
         })
     };
-    let candidate = candidate_options(&args, &scenario)?.map(|mut o| {
+    let candidate = candidate_options(&scenario, &args.policy, args.no_disruption)?.map(|mut o| {
         o.seed = args.seed;
-        o.disruption = no_disruption();
+        if args.no_disruption {
+            o.disruption = no_disruption();
+        }
         o
     });
     let base = replay(
@@ -95,39 +109,74 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn candidate_options(args: &Args, scenario: &Scenario) -> anyhow::Result<Option<SimOptions>> {
-    let Some(spec) = args.policy.first() else {
+/// The candidate policies (`--policy KIND=FILE.wasm`, at most one per kind), each installed for every
+/// NodePool of the scenario; kinds not given keep the built-in default.
+pub fn candidate_options(
+    scenario: &Scenario,
+    policies: &[String],
+    no_disruption: bool,
+) -> anyhow::Result<Option<SimOptions>> {
+    if policies.is_empty() {
         return Ok(None);
-    };
-    let Some((kind, file)) = spec.split_once('=') else {
-        bail!("--policy {spec:?}: expected KIND=FILE.wasm, e.g. ranker=my-ranker.wasm");
-    };
-    if kind != "ranker" {
-        bail!("--policy {spec:?}: only ranker policies can be simulated so far");
     }
-    // Every NodePool of the scenario gets its own instance of the candidate (compiled once).
-    let bytes = std::fs::read(file).with_context(|| format!("reading ranker policy {file}"))?;
-    let registry = crate::policy::PolicyRegistry::native();
-    for pool in &scenario.node_pools {
-        let name = pool.metadata.name.clone().unwrap_or_default();
-        registry
-            .install(
-                &name,
-                crate::policy::PolicyKind::Ranker,
-                crate::policy::registry::PolicySource::Wasm {
-                    bytes: bytes.clone(),
-                    sha256: None,
-                },
-            )
-            .with_context(|| format!("loading ranker policy {file}"))?;
+    let registry = PolicyRegistry::native();
+    let mut files: BTreeMap<&'static str, String> = BTreeMap::new();
+    for spec in policies {
+        let Some((kind, file)) = spec.split_once('=') else {
+            bail!("--policy {spec:?}: expected KIND=FILE.wasm, e.g. ranker=my-ranker.wasm");
+        };
+        let kind: PolicyKind = kind
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--policy {spec:?}: {e}"))?;
+        if files.insert(kind.as_str(), file.to_string()).is_some() {
+            bail!("--policy {spec:?}: a second {kind} candidate (one per kind)");
+        }
+        let bytes = std::fs::read(file).with_context(|| format!("reading {kind} policy {file}"))?;
+        // Every NodePool gets its own instance of the candidate (compiled once, cached by hash).
+        for pool in &scenario.node_pools {
+            let name = pool.metadata.name.clone().unwrap_or_default();
+            registry
+                .install(
+                    &name,
+                    kind,
+                    PolicySource::Wasm {
+                        bytes: bytes.clone(),
+                        sha256: None,
+                    },
+                )
+                .with_context(|| format!("loading {kind} policy {file}"))?;
+        }
     }
-    let label = format!("{file} (wasm)");
+    if no_disruption && (files.contains_key("consolidator") || files.contains_key("budgeter")) {
+        bail!("--no-disruption leaves nothing for a consolidator or budgeter candidate to decide");
+    }
+    let registry = Arc::new(registry);
+    let label = |kind: &str| match files.get(kind) {
+        Some(file) => format!("{kind} {file} (wasm)"),
+        None => format!("built-in {kind}"),
+    };
+    let provisioner = files
+        .contains_key("ranker")
+        .then(|| crate::sim::replay::core_planner(scenario, registry.clone(), label("ranker")));
+    let disruption =
+        (files.contains_key("consolidator") || files.contains_key("budgeter")).then(|| {
+            Box::new(
+                Disruptor::from_manifests(
+                    &scenario.node_pools,
+                    &scenario.node_classes,
+                    scenario.start_ms(),
+                )
+                .with_policies(Box::new(RegistryPolicies::new(registry.clone())))
+                .labelled(format!(
+                    "{}, {}",
+                    label("consolidator"),
+                    label("budgeter")
+                )),
+            ) as Box<dyn DisruptionStep>
+        });
     Ok(Some(SimOptions {
-        provisioner: Some(crate::sim::replay::core_planner(
-            scenario,
-            std::sync::Arc::new(registry),
-            label,
-        )),
+        provisioner,
+        disruption,
         ..SimOptions::default()
     }))
 }

@@ -86,6 +86,8 @@ pub struct Disruptor {
     journal: Journal,
     catalog: Catalog,
     quiet: Option<Quiet>,
+    /// Which consolidator and budgeter decide, for reports.
+    policies_label: String,
 }
 
 /// A pass that found nothing to do: what it saw, and until when time alone changes nothing (no node
@@ -226,6 +228,7 @@ impl Disruptor {
             journal: Journal::default(),
             catalog: Catalog::default(),
             quiet: None,
+            policies_label: "built-in consolidator and budgeter".into(),
         }
     }
 
@@ -233,6 +236,12 @@ impl Disruptor {
     /// unconfigured NodePools use the native defaults).
     pub fn with_policies(mut self, policies: Box<dyn DisruptionPolicies>) -> Self {
         self.policies = policies;
+        self
+    }
+
+    /// Names the policies in reports (e.g. `consolidator my.wasm (wasm), built-in budgeter`).
+    pub fn labelled(mut self, policies_label: String) -> Self {
+        self.policies_label = policies_label;
         self
     }
 
@@ -462,6 +471,10 @@ impl Disruptor {
 }
 
 impl DisruptionStep for Disruptor {
+    fn name(&self) -> String {
+        format!("consolidation, drift, expiration ({})", self.policies_label)
+    }
+
     fn interval_ms(&self) -> Millis {
         5_000
     }

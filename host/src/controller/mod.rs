@@ -191,6 +191,10 @@ pub struct DisruptionInput<'a> {
 
 /// The seam where consolidation, drift and expiration plug in (issue 5).
 pub trait DisruptionStep {
+    /// What the step does and which policies decide, for reports.
+    fn name(&self) -> String {
+        "custom disruption step".into()
+    }
     /// How often the step runs (Karpenter polls every 10 s).
     fn interval_ms(&self) -> Millis {
         10_000
@@ -207,6 +211,9 @@ pub trait DisruptionStep {
 pub struct NoDisruption;
 
 impl DisruptionStep for NoDisruption {
+    fn name(&self) -> String {
+        "none".into()
+    }
     fn interval_ms(&self) -> Millis {
         Millis::MAX / 4
     }

@@ -339,11 +339,7 @@ impl Replay {
                 start,
             ))
         });
-        let disruption_name = if disruption.interval_ms() >= Millis::MAX / 8 {
-            "none".to_string()
-        } else {
-            "consolidation, drift, expiration (built-in consolidator and budgeter)".to_string()
-        };
+        let disruption_name = disruption.name();
         let controller = Controller::new(
             config,
             scenario.node_pools.iter().map(pool_spec).collect(),

@@ -393,11 +393,13 @@ impl Report {
             "scenario {} (seed {})\n  {:<34} {:<28} {:<28}",
             base.scenario, base.seed, "", "default", "candidate"
         );
-        let _ = writeln!(
-            s,
-            "  {:<34} {:<28} {:<28}",
-            "provisioner", base.provisioner, candidate.provisioner
-        );
+        for (k, a, b) in [
+            ("provisioner", &base.provisioner, &candidate.provisioner),
+            ("disruption", &base.disruption, &candidate.disruption),
+        ] {
+            let mark = if a == b { "" } else { "  *" };
+            let _ = writeln!(s, "  {k:<34} {a:<28} {b:<28}{mark}");
+        }
         for ((k, a), (_, b)) in base.rows().into_iter().zip(candidate.rows()) {
             let mark = if a == b { "" } else { "  *" };
             let _ = writeln!(s, "  {k:<34} {a:<28} {b:<28}{mark}");
