@@ -152,15 +152,13 @@ impl SimCluster {
     pub fn register_node(&mut self, node: NodeState) {
         self.pods_by_node.entry(node.name.clone()).or_default();
         let core = convert::node(&node);
-        let slot = Slot {
-            name: node.name.to_string(),
-            labels: core.labels,
-            taints: core.taints,
-            free: core.allocatable,
-            host_ports: Vec::new(),
-            pods: Vec::new(),
-            accepting: node.ready && !node.cordoned && !node.deleting,
-        };
+        let slot = Slot::new(
+            node.name.to_string(),
+            core.labels,
+            core.taints,
+            core.allocatable,
+            node.ready && !node.cordoned && !node.deleting,
+        );
         match self.slot_of.get(&node.name) {
             Some(&i) => self.slots[i] = slot,
             None => {
@@ -322,7 +320,7 @@ impl SimCluster {
             node.pods -= 1;
         }
         if let Some(&i) = self.slot_of.get(node_name) {
-            unplace(&mut self.slots[i], &pod.facts.compiled);
+            self.slots[i].unplace(&pod.facts.compiled);
         }
         if let Some(set) = self.pods_by_node.get_mut(node_name) {
             set.remove(&pod.key);
@@ -462,19 +460,6 @@ impl ClusterState for SimCluster {
         }
         self.dirty = true;
         Ok(())
-    }
-}
-
-/// Takes a pod's spec back off a slot (the inverse of [`Slot::place`]).
-fn unplace(slot: &mut Slot, spec: &Arc<model::PodSpec>) {
-    if let Some(at) = slot.pods.iter().position(|p| Arc::ptr_eq(p, spec)) {
-        slot.pods.swap_remove(at);
-        slot.free.add(&spec.requests);
-        for port in &spec.host_ports {
-            if let Some(used) = slot.host_ports.iter().position(|p| p == port) {
-                slot.host_ports.swap_remove(used);
-            }
-        }
     }
 }
 

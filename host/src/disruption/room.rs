@@ -41,6 +41,7 @@ enum Change {
         host_ports: Vec<HostPort>,
         free: ResourceList,
         accepting: bool,
+        zone_repelling: u32,
     },
 }
 
@@ -55,19 +56,19 @@ impl Room {
         let mut room = Room::default();
         for (node, pods) in nodes {
             let core = convert::node(node);
-            room.slots.push(Slot {
-                name: node.name.to_string(),
-                labels: core.labels,
-                taints: core.taints,
-                // `requested` also holds the DaemonSet pods, which `pods` leaves out.
-                free: node.free(),
-                host_ports: pods
-                    .iter()
-                    .flat_map(|p| p.facts.compiled.host_ports.iter().cloned())
-                    .collect(),
-                pods: pods.iter().map(|p| p.facts.compiled.clone()).collect(),
-                accepting: node.ready && !node.cordoned && !node.deleting,
-            });
+            let mut slot = Slot::new(
+                node.name.to_string(),
+                core.labels,
+                core.taints,
+                node.allocatable.clone(),
+                node.ready && !node.cordoned && !node.deleting,
+            );
+            for p in pods {
+                slot.place(&p.facts.compiled);
+            }
+            // `requested` also holds the DaemonSet pods, which `pods` leaves out.
+            slot.free = node.free();
+            room.slots.push(slot);
         }
         room
     }
@@ -83,10 +84,12 @@ impl Room {
             match self.log.pop().expect("log is longer than the mark") {
                 Change::Placed(i) => {
                     let slot = &mut self.slots[i];
-                    let spec = slot.pods.pop().expect("a placed pod is on its slot");
-                    slot.free.add(&spec.requests);
-                    let ports = slot.host_ports.len() - spec.host_ports.len();
-                    slot.host_ports.truncate(ports);
+                    let spec = slot
+                        .pods
+                        .last()
+                        .expect("a placed pod is on its slot")
+                        .clone();
+                    slot.unplace(&spec);
                 }
                 Change::Removed {
                     slot,
@@ -94,12 +97,14 @@ impl Room {
                     host_ports,
                     free,
                     accepting,
+                    zone_repelling,
                 } => {
                     let s = &mut self.slots[slot];
                     s.pods = pods;
                     s.host_ports = host_ports;
                     s.free = free;
                     s.accepting = accepting;
+                    s.zone_repelling = zone_repelling;
                 }
             }
         }
@@ -125,6 +130,7 @@ impl Room {
                 host_ports: std::mem::take(&mut slot.host_ports),
                 free: slot.free.clone(),
                 accepting: slot.accepting,
+                zone_repelling: std::mem::take(&mut slot.zone_repelling),
             });
             slot.accepting = false;
         }

@@ -1,6 +1,7 @@
 //! The provisioning pass: existing capacity first, then in-flight claims, then new claims per NodePool
 //! in weight order. Pods without inter-pod constraints are packed in bulk by cost; pods with them
-//! (affinity, anti-affinity, topology spread, host ports) are placed one at a time on open claims.
+//! (affinity, anti-affinity, topology spread, host ports), and pods another pod's required terms select,
+//! are placed one at a time on open claims.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use crate::model::requirements::{Operator, Requirement};
 use crate::model::{
     CapacityType, Catalog, Node, NodeClaim, NodePool, Pod, PodSpec, Requirements, ResourceList,
-    Snapshot, labels,
+    Snapshot, WhenUnsatisfiable, labels,
 };
 use crate::policy::contract::rank;
 use crate::scheduling::fit::{self, Failure, NewDomains, Slot};
@@ -23,6 +24,55 @@ use super::ranking::{RankerProvider, contract_label_keys};
 /// CreateFleet accepts at most this many overrides.
 const MAX_OFFERINGS_PER_CLAIM: usize = 60;
 const EXISTING: &str = "existing capacity";
+
+/// Which classes another pod's required pod (anti-)affinity or `DoNotSchedule` spread selects (a pending
+/// class's, or a pod's already on existing capacity). Packed in bulk, such pods would be invisible to
+/// those checks (a zone anti-affinity could then be planned away on paper and refused by the scheduler),
+/// so they are placed one at a time on slots like the constrained pods themselves.
+fn constraint_targets(
+    classes: &[Arc<PodSpec>],
+    strict: &[Option<Arc<PodSpec>>],
+    slots: &[Slot],
+) -> Vec<bool> {
+    let mut seen: BTreeSet<*const PodSpec> = BTreeSet::new();
+    let owners: Vec<&Arc<PodSpec>> = classes
+        .iter()
+        .chain(strict.iter().flatten())
+        .chain(slots.iter().flat_map(|s| s.pods.iter()))
+        .filter(|p| has_required_pod_terms(p) && seen.insert(Arc::as_ptr(p)))
+        .collect();
+    classes
+        .iter()
+        .map(|target| {
+            owners
+                .iter()
+                .any(|owner| !Arc::ptr_eq(owner, target) && selects(owner, target))
+        })
+        .collect()
+}
+
+fn has_required_pod_terms(spec: &PodSpec) -> bool {
+    !spec.pod_affinity.is_empty()
+        || !spec.pod_anti_affinity.is_empty()
+        || spec
+            .topology_spread
+            .iter()
+            .any(|c| c.when_unsatisfiable == WhenUnsatisfiable::DoNotSchedule)
+}
+
+/// Whether one of `owner`'s required pod terms selects `target`'s pods.
+fn selects(owner: &PodSpec, target: &PodSpec) -> bool {
+    owner
+        .pod_affinity
+        .iter()
+        .chain(&owner.pod_anti_affinity)
+        .any(|t| t.selects(&owner.namespace, &target.namespace, &target.labels))
+        || owner.topology_spread.iter().any(|c| {
+            c.when_unsatisfiable == WhenUnsatisfiable::DoNotSchedule
+                && owner.namespace == target.namespace
+                && c.selector.matches(&target.labels)
+        })
+}
 
 /// A NodePool's view of one offering: the node it would make.
 struct PoolOffering {
@@ -222,6 +272,7 @@ fn plan_with(
     // Existing capacity: nodes, then launched claims whose nodes have not registered yet.
     let mut slots = existing_slots(snapshot);
     let existing_count = slots.len();
+    let targeted = constraint_targets(&classes, &strict, &slots);
     let mut static_cache: Vec<Vec<Option<bool>>> = vec![vec![None; existing_count]; classes.len()];
     let mut exhausted = vec![false; classes.len()];
     let mut remaining: Vec<usize> = Vec::new();
@@ -343,7 +394,7 @@ fn plan_with(
                 later.push(pod);
                 continue;
             }
-            if classes[c].has_pod_constraints() {
+            if classes[c].has_pod_constraints() || targeted[c] {
                 constrained.push(pod);
             } else {
                 groups.entry(allowed).or_default().push(pod);
@@ -483,15 +534,13 @@ fn node_slot(snapshot: &Snapshot, node: &Node, pods: &[&Pod]) -> Slot {
         })
         .cloned()
         .collect();
-    let mut slot = Slot {
-        name: node.name.clone(),
+    let mut slot = Slot::new(
+        node.name.clone(),
         labels,
         taints,
-        free: node.allocatable.clone(),
-        host_ports: vec![],
-        pods: vec![],
-        accepting: node.accepts_pods(),
-    };
+        node.allocatable.clone(),
+        node.accepts_pods(),
+    );
     for p in pods {
         slot.place(&p.spec);
     }
@@ -514,15 +563,13 @@ fn claim_slot(snapshot: &Snapshot, claim: &NodeClaim) -> Option<Slot> {
     );
     labels.insert(labels::NODE_POOL.into(), claim.node_pool.clone());
     let overhead = daemonset_overhead(snapshot, &labels, &claim.taints);
-    Some(Slot {
-        name: claim.name.clone(),
-        labels: Arc::new(labels),
-        taints: claim.taints.clone(),
-        free: ty.allocatable.minus(&overhead),
-        host_ports: vec![],
-        pods: vec![],
-        accepting: true,
-    })
+    Some(Slot::new(
+        claim.name.clone(),
+        Arc::new(labels),
+        claim.taints.clone(),
+        ty.allocatable.minus(&overhead),
+        true,
+    ))
 }
 
 /// Requests of the daemonsets that would run on a node with these labels and taints.
@@ -1177,15 +1224,13 @@ fn place_one(
                 o.zone == zone && (!spreads_on_ct || o.capacity_type.as_str() == ct)
             })
             .collect();
-        let slot = Slot {
-            name: name.clone(),
-            labels: Arc::new(node_labels),
-            taints: view.pool.taints.clone(),
-            free: max_free(view, &cands, &ResourceList::new()),
-            host_ports: vec![],
-            pods: vec![],
-            accepting: true,
-        };
+        let slot = Slot::new(
+            name.clone(),
+            Arc::new(node_labels),
+            view.pool.taints.clone(),
+            max_free(view, &cands, &ResourceList::new()),
+            true,
+        );
         slots.push(slot);
         let si = slots.len() - 1;
         match fit::check_dynamic(check, si, slots, eligible, new_domains) {
@@ -1702,6 +1747,57 @@ mod tests {
             vec![2, 2, 2],
             "{per_zone:?}"
         );
+    }
+
+    #[test]
+    fn pods_another_workload_repels_by_zone_are_not_packed_into_its_zone() {
+        // db keeps web out of its zone; web has no constraints of its own. Packed in bulk, web's
+        // claims would offer every zone, db's among them.
+        let mut db = spec("db", "500m", "512Mi");
+        db.pod_anti_affinity.push(PodAffinityTerm {
+            selector: LabelSelector::from_labels(&BTreeMap::from([("app".into(), "web".into())])),
+            namespaces: vec![],
+            topology_key: labels::ZONE.into(),
+        });
+        let s = snapshot(vec![general()], vec![(db, 1), (spec("web", "1", "2Gi"), 8)]);
+        let p = run(&s);
+        assert_valid(&s, &p);
+        assert!(p.unschedulable.is_empty(), "{:?}", p.unschedulable);
+        let zones_of = |app: &str| -> BTreeSet<String> {
+            p.claims
+                .iter()
+                .filter(|c| c.pods.iter().any(|&i| s.pods[i].spec.labels["app"] == app))
+                .flat_map(|c| c.offerings.iter().map(|o| o.zone.clone()))
+                .collect()
+        };
+        let (db_zones, web_zones) = (zones_of("db"), zones_of("web"));
+        assert_eq!(db_zones.len(), 1, "{db_zones:?}");
+        assert!(
+            db_zones.is_disjoint(&web_zones),
+            "db {db_zones:?}, web {web_zones:?}"
+        );
+        // The same with db already running on an existing node in us-east-1a.
+        let mut s = snapshot(vec![general()], vec![(spec("web", "1", "2Gi"), 8)]);
+        s.nodes.push(existing_m5_xlarge("node-a"));
+        let mut running = Pod::replicas("db", Arc::new(s.pods[0].spec.as_ref().clone()), 1);
+        let mut db = spec("db", "500m", "512Mi");
+        db.pod_anti_affinity.push(PodAffinityTerm {
+            selector: LabelSelector::from_labels(&BTreeMap::from([("app".into(), "web".into())])),
+            namespaces: vec![],
+            topology_key: labels::ZONE.into(),
+        });
+        running[0].spec = Arc::new(db);
+        running[0].node_name = Some("node-a".into());
+        s.pods.extend(running);
+        let p = run(&s);
+        assert!(p.unschedulable.is_empty(), "{:?}", p.unschedulable);
+        assert!(p.bindings.is_empty(), "no web pod may join node-a's zone");
+        let web_zones: BTreeSet<String> = p
+            .claims
+            .iter()
+            .flat_map(|c| c.offerings.iter().map(|o| o.zone.clone()))
+            .collect();
+        assert!(!web_zones.contains("us-east-1a"), "{web_zones:?}");
     }
 
     #[test]

@@ -147,17 +147,64 @@ pub struct Slot {
     pub taints: Vec<Taint>,
     pub free: ResourceList,
     pub host_ports: Vec<HostPort>,
-    /// Pods placed here (running or planned).
+    /// Pods placed here (running or planned). Change it through [`Slot::place`] / [`Slot::unplace`],
+    /// which keep `zone_repelling` in step.
     pub pods: Vec<Arc<PodSpec>>,
     pub accepting: bool,
+    /// How many of `pods` have a required anti-affinity term wider than their node (zone, ...): while
+    /// any slot has one, a pod without constraints of its own must still be checked against them.
+    pub zone_repelling: u32,
 }
 
 impl Slot {
+    /// An empty slot.
+    pub fn new(
+        name: String,
+        labels: Arc<BTreeMap<String, String>>,
+        taints: Vec<Taint>,
+        free: ResourceList,
+        accepting: bool,
+    ) -> Slot {
+        Slot {
+            name,
+            labels,
+            taints,
+            free,
+            host_ports: Vec::new(),
+            pods: Vec::new(),
+            accepting,
+            zone_repelling: 0,
+        }
+    }
+
     pub fn place(&mut self, spec: &Arc<PodSpec>) {
         self.free.sub(&spec.requests);
         self.host_ports.extend(spec.host_ports.iter().cloned());
+        self.zone_repelling += u32::from(repels_beyond_its_node(spec));
         self.pods.push(spec.clone());
     }
+
+    /// Takes one pod of `spec` off again (the inverse of [`Slot::place`]).
+    pub fn unplace(&mut self, spec: &Arc<PodSpec>) {
+        let Some(at) = self.pods.iter().rposition(|p| Arc::ptr_eq(p, spec)) else {
+            return;
+        };
+        self.pods.remove(at);
+        self.free.add(&spec.requests);
+        self.zone_repelling -= u32::from(repels_beyond_its_node(spec));
+        for port in &spec.host_ports {
+            if let Some(used) = self.host_ports.iter().rposition(|p| p == port) {
+                self.host_ports.remove(used);
+            }
+        }
+    }
+}
+
+/// Whether a pod's required anti-affinity reaches past its own node (a zone, a capacity type, ...).
+pub fn repels_beyond_its_node(spec: &PodSpec) -> bool {
+    spec.pod_anti_affinity
+        .iter()
+        .any(|t| t.topology_key != labels::HOSTNAME)
 }
 
 /// Domains a pod could still open new capacity in, per topology key (e.g. the zones its NodePools can
@@ -186,7 +233,12 @@ pub fn check_dynamic(
             return Err(Failure::HostPort(p.clone()));
         }
     }
-    if !spec.has_pod_constraints() && !slot.pods.iter().any(|p| !p.pod_anti_affinity.is_empty()) {
+    // A pod without constraints of its own can only be refused by other pods' anti-affinity: theirs on
+    // this node, or a wider one anywhere.
+    if !spec.has_pod_constraints()
+        && !slot.pods.iter().any(|p| !p.pod_anti_affinity.is_empty())
+        && slots.iter().all(|s| s.zone_repelling == 0)
+    {
         return Ok(());
     }
     let domain_of = |s: &Slot, key: &str| s.labels.get(key).cloned();
@@ -334,20 +386,18 @@ mod tests {
     }
 
     fn slot(name: &str, zone: &str, cpu: i64) -> Slot {
-        Slot {
-            name: name.into(),
-            labels: Arc::new(BTreeMap::from([
+        Slot::new(
+            name.into(),
+            Arc::new(BTreeMap::from([
                 (labels::HOSTNAME.to_string(), name.to_string()),
                 (labels::ZONE.to_string(), zone.to_string()),
             ])),
-            taints: vec![],
-            free: ResourceList::new()
+            vec![],
+            ResourceList::new()
                 .with("cpu", Quantity::from_units(cpu))
                 .with("pods", Quantity::from_units(110)),
-            host_ports: vec![],
-            pods: vec![],
-            accepting: true,
-        }
+            true,
+        )
     }
 
     fn selector(app: &str) -> LabelSelector {
@@ -377,6 +427,33 @@ mod tests {
             check_dynamic(&plain, 0, &slots, &|_, _| true, &NewDomains::new()),
             Err(Failure::Resources(_))
         ));
+    }
+
+    #[test]
+    fn a_zone_anti_affinity_elsewhere_refuses_an_unconstrained_pod_in_its_zone() {
+        // db on n1 (zone a) keeps "web" out of zone a; n2 is in zone a too, n3 in zone b.
+        let mut slots = vec![slot("n1", "a", 8), slot("n2", "a", 8), slot("n3", "b", 8)];
+        let mut db = spec("db");
+        db.pod_anti_affinity.push(PodAffinityTerm {
+            selector: selector("web"),
+            namespaces: vec![],
+            topology_key: labels::ZONE.into(),
+        });
+        let db = Arc::new(db);
+        slots[0].place(&db);
+        assert_eq!(slots[0].zone_repelling, 1);
+        let web = Arc::new(spec("web"));
+        let nd = NewDomains::new();
+        assert!(matches!(
+            check_dynamic(&web, 1, &slots, &|_, _| true, &nd),
+            Err(Failure::PodAntiAffinity { .. })
+        ));
+        assert!(check_dynamic(&web, 2, &slots, &|_, _| true, &nd).is_ok());
+        // Once db is gone, zone a is open again.
+        slots[0].unplace(&db);
+        assert_eq!(slots[0].zone_repelling, 0);
+        assert!(slots[0].pods.is_empty());
+        assert!(check_dynamic(&web, 1, &slots, &|_, _| true, &nd).is_ok());
     }
 
     #[test]
