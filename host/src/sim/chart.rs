@@ -25,9 +25,14 @@ svg text{{font-size:11px;fill:#444}}.legend span{{display:inline-block;width:12p
         name = escape(&report.scenario)
     );
     let _ = writeln!(page, "<table>");
+    let short_lived = format!(
+        "nodes that ran under {} minutes",
+        super::report::SHORT_LIVED_MINUTES
+    );
     for (k, v) in [
         ("seed", report.seed.to_string()),
         ("provisioner", report.provisioner.clone()),
+        ("disruption", report.disruption.clone()),
         ("total cost", format!("${:.2}", report.total_cost_usd)),
         (
             "node-hours on-demand / spot",
@@ -41,6 +46,17 @@ svg text{{font-size:11px;fill:#444}}.legend span{{display:inline-block;width:12p
             format!(
                 "{:.1} / {:.1} / {:.1}",
                 report.pending_seconds.p50, report.pending_seconds.p99, report.pending_seconds.max
+            ),
+        ),
+        (
+            "pods rescheduled after eviction",
+            report.pods_rescheduled.to_string(),
+        ),
+        (
+            short_lived.as_str(),
+            format!(
+                "{} of {} terminated",
+                report.node_lifetimes.short_lived, report.node_lifetimes.terminated
             ),
         ),
         (
