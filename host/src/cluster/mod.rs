@@ -34,27 +34,41 @@ pub enum OwnerKind {
 
 /// The scheduling facts of a pod, shared by every replica of one template.
 ///
-/// Built only by [`PodSpecFacts::compile`], so the compiled spec, the requests and the annotations it
-/// derives always agree with the template.
+/// Built only by [`PodSpecFacts::compile`]; requests, labels and annotations are read from the one
+/// compiled spec, so they always agree with the template.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PodSpecFacts {
     /// The workload (Deployment, Job, DaemonSet) the pod belongs to.
     pub workload: Arc<str>,
     pub owner: OwnerKind,
-    pub labels: BTreeMap<String, String>,
     pub spec: k8s_openapi::api::core::v1::PodSpec,
     /// The pod as the scheduling core sees it, compiled once per template (namespace `default`).
     pub compiled: Arc<crate::model::PodSpec>,
-    /// `karpenter.sh/do-not-disrupt: "true"`.
-    pub do_not_disrupt: bool,
-    /// `controller.kubernetes.io/pod-deletion-cost` (0 when absent), which orders evictions.
-    pub deletion_cost: i32,
 }
 
 impl PodSpecFacts {
     /// The pod's effective requests (containers and sidecars against init containers, plus overhead).
     pub fn requests(&self) -> &ResourceList {
         &self.compiled.requests
+    }
+
+    pub fn labels(&self) -> &BTreeMap<String, String> {
+        &self.compiled.labels
+    }
+
+    /// `karpenter.sh/do-not-disrupt: "true"`.
+    pub fn do_not_disrupt(&self) -> bool {
+        self.compiled.do_not_disrupt
+    }
+
+    /// `controller.kubernetes.io/pod-deletion-cost` (0 when absent), which orders evictions.
+    pub fn deletion_cost(&self) -> i32 {
+        self.compiled.deletion_cost
+    }
+
+    /// The pod's priority (0 when unset).
+    pub fn priority(&self) -> i32 {
+        self.compiled.priority
     }
 
     /// Compiles a workload's pod template once; every replica shares the result.
@@ -77,10 +91,7 @@ impl PodSpecFacts {
         Ok(PodSpecFacts {
             workload: Arc::from(workload),
             owner,
-            labels: compiled.labels.clone(),
             spec: template.spec.clone().unwrap_or_default(),
-            do_not_disrupt: compiled.do_not_disrupt,
-            deletion_cost: compiled.deletion_cost,
             compiled: Arc::new(compiled),
         })
     }

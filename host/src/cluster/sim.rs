@@ -334,7 +334,7 @@ impl SimCluster {
                 budget
                     .selector
                     .iter()
-                    .all(|(k, v)| p.facts.labels.get(k) == Some(v))
+                    .all(|(k, v)| p.facts.labels().get(k) == Some(v))
             };
             if budget.selector.is_empty() || !matches(pod) {
                 continue;

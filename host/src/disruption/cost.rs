@@ -7,8 +7,8 @@ use crate::cluster::PodState;
 /// One pod's eviction cost: 1, plus its `pod-deletion-cost` scaled by 2^-27, plus its priority scaled by
 /// 2^-25, clamped to [-10, 10] (Karpenter's `EvictionCost`).
 pub fn eviction_cost(pod: &PodState) -> f64 {
-    let deletion_cost = f64::from(pod.facts.deletion_cost);
-    let priority = pod.facts.spec.priority.unwrap_or(0);
+    let deletion_cost = f64::from(pod.facts.deletion_cost());
+    let priority = pod.facts.priority();
     let cost = 1.0 + deletion_cost / 2f64.powi(27) + f64::from(priority) / 2f64.powi(25);
     cost.clamp(-10.0, 10.0)
 }

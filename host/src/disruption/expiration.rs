@@ -41,7 +41,7 @@ pub fn expiry(node: &NodeView, pool: &PoolSettings, view: &ClusterView) -> Expir
         // Already going for another reason.
         return Expiry::Nothing;
     }
-    if let Some(p) = node.pods.iter().find(|p| p.facts.do_not_disrupt) {
+    if let Some(p) = node.pods.iter().find(|p| p.facts.do_not_disrupt()) {
         let expired_at = node.node.created_at + ttl;
         return match pool.termination_grace_period {
             Some(grace) if view.now - expired_at >= grace => Expiry::Force {

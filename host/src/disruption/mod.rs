@@ -91,7 +91,7 @@ impl PdbView {
             && self
                 .selector
                 .iter()
-                .all(|(k, v)| pod.facts.labels.get(k) == Some(v))
+                .all(|(k, v)| pod.facts.labels().get(k) == Some(v))
     }
 }
 

@@ -229,7 +229,7 @@ proptest! {
             prop_assert!(!view.disrupting.contains(n.name()));
             for p in &n.pods {
                 // No do-not-disrupt (or controller-less) pod is evicted by a voluntary method.
-                prop_assert!(!p.facts.do_not_disrupt, "do-not-disrupt pod {} evicted", p.key);
+                prop_assert!(!p.facts.do_not_disrupt(), "do-not-disrupt pod {} evicted", p.key);
                 prop_assert!(p.facts.owner != OwnerKind::None);
                 evicted.push(p);
             }

@@ -14,7 +14,7 @@ pub fn blocker(node: &NodeView) -> Option<String> {
     if node.do_not_disrupt {
         return Some("node has karpenter.sh/do-not-disrupt".into());
     }
-    if let Some(p) = node.pods.iter().find(|p| p.facts.do_not_disrupt) {
+    if let Some(p) = node.pods.iter().find(|p| p.facts.do_not_disrupt()) {
         return Some(format!("pod {} has karpenter.sh/do-not-disrupt", p.key));
     }
     if let Some(p) = node.pods.iter().find(|p| p.facts.owner == OwnerKind::None) {

@@ -64,6 +64,6 @@ mod tests {
         assert_eq!(r.memory.units_ceil(), (256 + 64) * 1024 * 1024);
         assert_eq!(r.get("nvidia.com/gpu").units_ceil(), 1);
         assert_eq!(r.pods.units_ceil(), 1);
-        assert_eq!(facts.labels, facts.compiled.labels);
+        assert_eq!(facts.labels(), &facts.compiled.labels);
     }
 }
