@@ -1,10 +1,9 @@
 //! `kestrel simulate [SCENARIO]`: replay a scenario through the controller loop on a virtual cluster.
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
-
-use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
@@ -13,7 +12,6 @@ use crate::controller::disruption::Disruptor;
 use crate::disruption::RegistryPolicies;
 use crate::policy::registry::PolicySource;
 use crate::policy::{PolicyKind, PolicyRegistry};
-
 use crate::sim::chart;
 use crate::sim::replay::{SimOptions, simulate};
 use crate::sim::report::Report;
@@ -147,7 +145,8 @@ pub fn candidate_options(
                 .with_context(|| format!("loading {kind} policy {file}"))?;
         }
     }
-    if no_disruption && (files.contains_key("consolidator") || files.contains_key("budgeter")) {
+    let disruption_candidate = files.contains_key("consolidator") || files.contains_key("budgeter");
+    if no_disruption && disruption_candidate {
         bail!("--no-disruption leaves nothing for a consolidator or budgeter candidate to decide");
     }
     let registry = Arc::new(registry);
@@ -158,22 +157,17 @@ pub fn candidate_options(
     let provisioner = files
         .contains_key("ranker")
         .then(|| crate::sim::replay::core_planner(scenario, registry.clone(), label("ranker")));
-    let disruption =
-        (files.contains_key("consolidator") || files.contains_key("budgeter")).then(|| {
-            Box::new(
-                Disruptor::from_manifests(
-                    &scenario.node_pools,
-                    &scenario.node_classes,
-                    scenario.start_ms(),
-                )
-                .with_policies(Box::new(RegistryPolicies::new(registry.clone())))
-                .labelled(format!(
-                    "{}, {}",
-                    label("consolidator"),
-                    label("budgeter")
-                )),
-            ) as Box<dyn DisruptionStep>
-        });
+    let disruption = disruption_candidate.then(|| {
+        Box::new(
+            Disruptor::from_manifests(
+                &scenario.node_pools,
+                &scenario.node_classes,
+                scenario.start_ms(),
+            )
+            .with_policies(Box::new(RegistryPolicies::new(registry.clone())))
+            .labelled(format!("{}, {}", label("consolidator"), label("budgeter"))),
+        ) as Box<dyn DisruptionStep>
+    });
     Ok(Some(SimOptions {
         provisioner,
         disruption,

@@ -167,6 +167,17 @@ impl NodeState {
         self.allocatable.minus(&self.requested)
     }
 
+    /// The node as the scheduling core's slot, with no pods on it yet and [`Self::free`] room.
+    pub fn slot(&self) -> crate::scheduling::fit::Slot {
+        crate::scheduling::fit::Slot::new(
+            self.name.to_string(),
+            self.labels.clone(),
+            self.taints.clone(),
+            self.free(),
+            self.ready && !self.cordoned && !self.deleting,
+        )
+    }
+
     /// Whether `requests` fit in what the pods bound here leave (without building [`Self::free`]).
     pub fn has_room_for(&self, requests: &ResourceList) -> bool {
         requests.fits_in_remaining(&self.allocatable, &self.requested)

@@ -19,7 +19,6 @@ use super::{
     PodState, ResourceList,
 };
 use crate::clock::Millis;
-use crate::controller::convert;
 use crate::model;
 use crate::scheduling::fit::{self, NewDomains, Slot};
 
@@ -151,14 +150,7 @@ impl SimCluster {
     /// The kubelet registered: the node joins, ready.
     pub fn register_node(&mut self, node: NodeState) {
         self.pods_by_node.entry(node.name.clone()).or_default();
-        let core = convert::node(&node);
-        let slot = Slot::new(
-            node.name.to_string(),
-            core.labels,
-            core.taints,
-            core.allocatable,
-            node.ready && !node.cordoned && !node.deleting,
-        );
+        let slot = node.slot();
         match self.slot_of.get(&node.name) {
             Some(&i) => self.slots[i] = slot,
             None => {
@@ -245,7 +237,7 @@ impl SimCluster {
         let requests = pod.facts.requests();
         let mut ranked: Vec<(i64, &NodeState)> = self
             .nodes_iter()
-            .filter(|n| n.ready && !n.cordoned && !n.deleting && n.has_room_for(requests))
+            .filter(|n| open_for(n, requests))
             .map(|n| (resource_score(n, requests), n))
             .collect();
         // Stable: equal scores keep name order.
@@ -265,9 +257,7 @@ impl SimCluster {
         node: &NodeState,
         static_ok: &mut [Option<bool>],
     ) -> bool {
-        // Integer room first: most nodes of a busy cluster are full, and this is the cheapest refusal.
-        if !node.ready || node.cordoned || node.deleting || !node.has_room_for(pod.facts.requests())
-        {
+        if !open_for(node, pod.facts.requests()) {
             return false;
         }
         let Some(&index) = self.slot_of.get(&node.name) else {
@@ -461,6 +451,12 @@ impl ClusterState for SimCluster {
         self.dirty = true;
         Ok(())
     }
+}
+
+/// Whether a node takes pods and has the room: the cheapest refusal, since most nodes of a busy
+/// cluster are full.
+fn open_for(node: &NodeState, requests: &ResourceList) -> bool {
+    node.ready && !node.cordoned && !node.deleting && node.has_room_for(requests)
 }
 
 /// kube-scheduler's default resource scores for placing `requests` on `node` (each 0..=100, weight 1):

@@ -307,8 +307,8 @@ pub struct Controller {
     prices_read_at: Option<Millis>,
     spot_prices: Vec<crate::cloud::SpotPrice>,
     prices_revision: u64,
-    /// The launchable offerings, keyed by the price list's time and the unavailable set, with their
-    /// revision (bumped only when the list's content changes).
+    /// The launchable offerings, keyed by the price list's and the unavailable set's revisions, with
+    /// their own revision (bumped only when the list's content changes).
     available: Option<(OfferingsKey, u64, Arc<[Offering]>)>,
     /// Pods the last plan could not place, with the reason.
     pub unplaceable: BTreeMap<PodKey, String>,

@@ -94,16 +94,12 @@ fn settle(
         .pool(&removed[0].node.node_pool)
         .expect("evaluate checked the pool");
     let price: f64 = removed.iter().map(|n| n.node.price).sum();
-    let displaced: Vec<&PodState> = removed.iter().flat_map(|n| n.pods.iter()).collect();
     let names: BTreeSet<&str> = removed.iter().map(|n| n.name()).collect();
-    room.remove(&names);
-    let placed = room.place(&displaced);
-    let leftover: Vec<&PodState> = displaced
-        .iter()
-        .zip(&placed)
-        .filter(|(_, at)| at.is_none())
-        .map(|(p, _)| *p)
-        .collect();
+    let Evacuation {
+        displaced,
+        placed,
+        leftover,
+    } = evacuate(room, removed);
     let disruption_cost: f64 = removed
         .iter()
         .map(|n| cost::node_disruption_cost(n, pool.expire_after, view.now))
@@ -178,6 +174,33 @@ fn settle(
         core: None,
     });
     Ok(mv)
+}
+
+/// Where the pods of removed nodes went.
+struct Evacuation<'v> {
+    displaced: Vec<&'v PodState>,
+    /// Per displaced pod, the node that took it (`None`: none did).
+    placed: Vec<Option<String>>,
+    /// The displaced pods no remaining node took.
+    leftover: Vec<&'v PodState>,
+}
+
+/// Takes `gone` out of the room and places their pods on the nodes that remain (kept in the room).
+fn evacuate<'v>(room: &mut Room, gone: &[&'v NodeView]) -> Evacuation<'v> {
+    let displaced: Vec<&PodState> = gone.iter().flat_map(|n| n.pods.iter()).collect();
+    room.remove(&gone.iter().map(|n| n.name()).collect());
+    let placed = room.place(&displaced);
+    let leftover = displaced
+        .iter()
+        .zip(&placed)
+        .filter(|(_, at)| at.is_none())
+        .map(|(p, _)| *p)
+        .collect();
+    Evacuation {
+        displaced,
+        placed,
+        leftover,
+    }
 }
 
 /// Nodes consolidation may consider, cheapest to disrupt first.
@@ -299,17 +322,7 @@ pub fn target_fleet(
     for j in 0..order.len() {
         let keep: BTreeSet<usize> = order[..j].iter().chain(pinned.iter()).copied().collect();
         let gone: Vec<&NodeView> = order[j..].iter().map(|&i| &view.nodes[i]).collect();
-        let displaced: Vec<&PodState> = gone.iter().flat_map(|n| n.pods.iter()).collect();
-        let placed = room.trial(|trial| {
-            trial.remove(&gone.iter().map(|n| n.name()).collect());
-            trial.place(&displaced)
-        });
-        let leftover: Vec<&PodState> = displaced
-            .iter()
-            .zip(&placed)
-            .filter(|(_, at)| at.is_none())
-            .map(|(p, _)| *p)
-            .collect();
+        let leftover = room.trial(|trial| evacuate(trial, &gone).leftover);
         let kept: f64 = keep.iter().map(|&i| view.nodes[i].node.price).sum();
         let replacement = if leftover.is_empty() {
             0.0

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::cloud::{CapacityType, Offering};
 use crate::cluster::{NodeState, PodState, ResourceList};
-use crate::controller::{InstanceTypeInfo, PoolSpec, convert};
+use crate::controller::{InstanceTypeInfo, PoolSpec};
 use crate::model::{self, HostPort};
 use crate::scheduling::fit::{self, NewDomains, Slot};
 use crate::sim::fit as label_fit;
@@ -55,14 +55,7 @@ impl Room {
     pub fn new<'a>(nodes: impl Iterator<Item = (&'a NodeState, &'a [PodState])>) -> Room {
         let mut room = Room::default();
         for (node, pods) in nodes {
-            let core = convert::node(node);
-            let mut slot = Slot::new(
-                node.name.to_string(),
-                core.labels,
-                core.taints,
-                node.allocatable.clone(),
-                node.ready && !node.cordoned && !node.deleting,
-            );
+            let mut slot = node.slot();
             for p in pods {
                 slot.place(&p.facts.compiled);
             }
