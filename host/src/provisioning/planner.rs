@@ -963,8 +963,7 @@ fn pack_group(
         }
         let chosen = type_offering[node.bin_type];
         let claim = build_claim(
-            snapshot, view, classes, class_at, class_pool, pi, allowed, scores, chosen, node_pods,
-            method,
+            snapshot, view, class_at, class_pool, pi, allowed, scores, chosen, node_pods, method,
         );
         claims.push(claim);
     }
@@ -977,7 +976,6 @@ fn pack_group(
 fn build_claim(
     snapshot: &Snapshot,
     view: &PoolView,
-    _classes: &[Arc<PodSpec>],
     class_at: &HashMap<usize, usize>,
     class_pool: &[Vec<Result<ClassInPool, Failure>>],
     pi: usize,
@@ -1333,7 +1331,6 @@ fn place_constrained(
         let mut claim = build_claim(
             snapshot,
             view,
-            classes,
             class_at,
             class_pool,
             pi,
