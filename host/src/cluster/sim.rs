@@ -15,8 +15,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use super::{
-    ClusterError, ClusterState, DisruptionBudget, NodeState, OwnerKind, PodKey, PodSpecFacts,
-    PodState, ResourceList,
+    ClaimRecord, ClusterError, ClusterState, ClusterWriter, DisruptionBudget, NodeState, OwnerKind,
+    PodKey, PodSpecFacts, PodState, ResourceList,
 };
 use crate::clock::Millis;
 use crate::model;
@@ -60,6 +60,8 @@ pub struct SimCluster {
     /// scheduler walks `nodes`, and `slot_of` finds the slot).
     slots: Vec<Slot>,
     slot_of: HashMap<Arc<str>, usize>,
+    /// The NodeClaim objects.
+    claim_records: BTreeMap<String, ClaimRecord>,
 }
 
 impl SimCluster {
@@ -336,6 +338,15 @@ impl SimCluster {
                 .fold((0i64, 0i64), |(t, h), p| {
                     (t + 1, h + i64::from(p.node.is_some()))
                 });
+            // Pods evicted and not yet recreated by their owner are still expected (the PDB
+            // controller counts the owner's replicas, not the pods that happen to exist): without
+            // them, each eviction would make room for the next one at the same instant.
+            let total = total
+                + self
+                    .removed
+                    .iter()
+                    .filter(|r| is_recreated(r.pod.facts.owner) && matches(&r.pod))
+                    .count() as i64;
             let allowed = match (budget.min_available, budget.max_unavailable) {
                 (Some(min), _) => healthy - min,
                 (None, Some(max)) => max - (total - healthy),
@@ -352,6 +363,10 @@ impl SimCluster {
 impl ClusterState for SimCluster {
     fn disruption_budgets(&self) -> Vec<DisruptionBudget> {
         self.budgets.clone()
+    }
+
+    fn claim_records(&self) -> Vec<ClaimRecord> {
+        self.claim_records.values().cloned().collect()
     }
 
     fn pending_pods(&self) -> Vec<PodState> {
@@ -380,23 +395,34 @@ impl ClusterState for SimCluster {
             .map(|set| set.iter().map(|k| self.pods[k].clone()).collect())
             .unwrap_or_default()
     }
+}
 
-    fn nominate(&mut self, pod: &str, claim: &str) {
-        if let Some(p) = self.pods.get_mut(pod) {
-            p.nominated = Some(Arc::from(claim));
-        }
+impl ClusterWriter for SimCluster {
+    fn nominate(&mut self, pod: &str, claim: &str) -> Result<(), ClusterError> {
+        let p = self
+            .pods
+            .get_mut(pod)
+            .ok_or_else(|| ClusterError::PodNotFound(pod.to_string()))?;
+        p.nominated = Some(Arc::from(claim));
+        Ok(())
     }
 
     fn cordon(&mut self, node: &str) -> Result<(), ClusterError> {
-        let n = self
-            .nodes
-            .get_mut(node)
-            .map(Arc::make_mut)
-            .ok_or_else(|| ClusterError::NodeNotFound(node.to_string()))?;
-        n.cordoned = true;
-        if let Some(&i) = self.slot_of.get(node) {
-            self.slots[i].accepting = false;
-        }
+        self.set_cordoned(node, true)
+    }
+
+    fn uncordon(&mut self, node: &str) -> Result<(), ClusterError> {
+        self.set_cordoned(node, false)
+    }
+
+    fn write_claim(&mut self, record: &ClaimRecord) -> Result<(), ClusterError> {
+        self.claim_records
+            .insert(record.name.clone(), record.clone());
+        Ok(())
+    }
+
+    fn delete_claim(&mut self, name: &str) -> Result<(), ClusterError> {
+        self.claim_records.remove(name);
         Ok(())
     }
 
@@ -449,6 +475,26 @@ impl ClusterState for SimCluster {
             }
         }
         self.dirty = true;
+        Ok(())
+    }
+}
+
+impl SimCluster {
+    fn set_cordoned(&mut self, node: &str, cordoned: bool) -> Result<(), ClusterError> {
+        let n = self
+            .nodes
+            .get_mut(node)
+            .map(Arc::make_mut)
+            .ok_or_else(|| ClusterError::NodeNotFound(node.to_string()))?;
+        n.cordoned = cordoned;
+        let accepting = n.ready && !n.cordoned && !n.deleting;
+        if let Some(&i) = self.slot_of.get(node) {
+            self.slots[i].accepting = accepting;
+        }
+        if !cordoned {
+            // Pending pods may bind here again.
+            self.dirty = true;
+        }
         Ok(())
     }
 }
@@ -535,6 +581,29 @@ mod tests {
     }
 
     #[test]
+    fn max_unavailable_counts_pods_evicted_and_not_yet_recreated() {
+        let budget = DisruptionBudget {
+            name: "web-pdb".into(),
+            selector: BTreeMap::from([("app".to_string(), "web".to_string())]),
+            min_available: None,
+            max_unavailable: Some(1),
+        };
+        let mut c = SimCluster::new(vec![budget]);
+        c.register_node(node("a1", "zone-a"));
+        let web = workload("web", SMALL);
+        for i in 0..3 {
+            c.add_pod(Arc::from(format!("web-{i}")), web.clone(), 0);
+        }
+        c.schedule(0);
+        c.evict("web-0", false, 1).expect("one may go");
+        // web-0's owner has not recreated it yet: it is still unavailable, so nothing more may go.
+        assert!(matches!(
+            c.evict("web-1", false, 1),
+            Err(ClusterError::EvictionBlocked { .. })
+        ));
+    }
+
+    #[test]
     fn zone_anti_affinity_applies_across_workloads() {
         let mut c = SimCluster::new(vec![]);
         c.register_node(node("a1", "zone-a"));
@@ -555,7 +624,7 @@ mod tests {
         assert_eq!(bound_node(&c, "cache-0").as_deref(), Some("b1"));
         // Symmetry: cache-0's anti-affinity keeps further db pods out of zone b, nomination or not.
         c.add_pod(Arc::from("db-1"), workload("db", SMALL), 2);
-        c.nominate("db-1", "claim-b1");
+        c.nominate("db-1", "claim-b1").unwrap();
         c.schedule(2);
         assert_eq!(bound_node(&c, "db-1").as_deref(), Some("a1"));
         // With a db pod in every zone (one placed directly), the core refuses the cache pod everywhere.
@@ -668,7 +737,7 @@ mod tests {
         assert_eq!(bound_node(&c, "small-0").as_deref(), Some("a2"));
         // A pod the provisioner nominated to a1's claim goes there.
         c.add_pod(Arc::from("small-1"), small, 2);
-        c.nominate("small-1", "claim-a1");
+        c.nominate("small-1", "claim-a1").unwrap();
         c.schedule(2);
         assert_eq!(bound_node(&c, "small-1").as_deref(), Some("a1"));
     }
