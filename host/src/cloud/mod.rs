@@ -50,7 +50,7 @@ pub struct Offering {
 
 /// A NodeClaim to launch: the offerings the core ranked, best first. The provider tries them in order
 /// and launches the first one with capacity (CreateFleet's `lowest-price`/`prioritized` fall-through).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LaunchRequest {
     /// The NodeClaim's name; the idempotency token (a second create with the same name returns the
     /// instance the first one launched).
@@ -72,6 +72,9 @@ pub enum InstanceState {
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Instance {
     pub id: String,
+    /// The `karpenter.sh/nodeclaim` tag: the claim that launched it. Empty for an instance Kestrel did
+    /// not launch (a managed node group's, another autoscaler's): such an instance is never Kestrel's
+    /// to terminate.
     pub claim: String,
     pub node_pool: String,
     pub offering: Offering,
@@ -113,8 +116,29 @@ pub enum CloudError {
     NoOfferings { claim: String },
     #[error("instance {id} not found")]
     NotFound { id: String },
+    /// The API refused the call for its rate (EC2's `RequestLimitExceeded`): nothing happened, try
+    /// again later.
+    #[error("throttled: {0}")]
+    Throttled(String),
+    /// Any other failure. The call may or may not have taken effect, so a launch is retried only
+    /// with the same client token.
     #[error("cloud API error: {0}")]
     Api(String),
+}
+
+impl CloudError {
+    /// Whether the same call, repeated later, may succeed (with the same idempotency token).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, CloudError::Throttled(_) | CloudError::Api(_))
+    }
+}
+
+/// One answer to "which instances has Kestrel launched": complete only if every page was read. A
+/// listing that is not complete must never be read as "the others are gone".
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Listing {
+    pub instances: Vec<Instance>,
+    pub complete: bool,
 }
 
 /// A spot price sample (DescribeSpotPriceHistory's row).
@@ -125,14 +149,21 @@ pub struct SpotPrice {
     pub price: f64,
 }
 
-/// The cloud as the controller sees it.
+/// The cloud's calls, as an executor of the controller's commands makes them
+/// (`controller::command`). The controller itself never calls a cloud: it emits commands and applies
+/// their completions, so an answer that takes seconds, fails or comes back stale is a completion like
+/// any other.
 pub trait CloudProvider {
     /// Launches one instance for the claim from its ranked offerings.
     fn create(&mut self, request: &LaunchRequest, now: Millis) -> Result<Launched, CloudError>;
     /// Starts terminating an instance; terminating an already terminated one is not an error.
     fn delete(&mut self, instance_id: &str, now: Millis) -> Result<(), CloudError>;
-    /// Every instance Kestrel launched that is not yet terminated (for garbage-collecting orphans).
-    fn list(&self) -> Vec<Instance>;
+    /// The instances tagged for this cluster that are not yet terminated (for garbage collection).
+    fn list(&mut self, now: Millis) -> Result<Listing, CloudError>;
     /// Current spot prices for the given instance types, every zone.
-    fn spot_prices(&self, instance_types: &[&str], now: Millis) -> Vec<SpotPrice>;
+    fn spot_prices(
+        &mut self,
+        instance_types: &[String],
+        now: Millis,
+    ) -> Result<Vec<SpotPrice>, CloudError>;
 }

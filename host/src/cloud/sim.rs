@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 
 use super::{
     CapacityType, CloudError, CloudProvider, Instance, InstanceState, LaunchRequest, Launched,
-    OfferingError, OfferingFailure, SpotPrice,
+    Listing, OfferingError, OfferingFailure, SpotPrice,
 };
 use crate::clock::Millis;
 
@@ -64,6 +64,25 @@ impl CapacityOutage {
     }
 }
 
+/// How the virtual cloud's API misbehaves, the way EC2's does (all off by default).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ApiFaults {
+    /// DescribeInstances is eventually consistent: an instance launched less than this long ago is
+    /// missing from listings.
+    pub listing_lag_ms: Millis,
+    /// Listings during these `[from, to)` windows fail.
+    pub failed_listings: Vec<(Millis, Millis)>,
+    /// Listings during these windows come back incomplete (a page failed part-way).
+    pub partial_listings: Vec<(Millis, Millis)>,
+    /// Every n-th mutating call (launch, terminate) answers `RequestLimitExceeded` and does nothing
+    /// (0 = never).
+    pub throttle_every: u32,
+}
+
+fn within(windows: &[(Millis, Millis)], now: Millis) -> bool {
+    windows.iter().any(|&(from, to)| now >= from && now < to)
+}
+
 #[derive(Debug, Clone)]
 pub struct SimCloudConfig {
     pub seed: u64,
@@ -74,6 +93,7 @@ pub struct SimCloudConfig {
     pub spot_price_ratio: (f64, f64),
     /// Explicit spot prices that override the model: instance type -> zone -> USD/hour.
     pub spot_price_table: BTreeMap<String, BTreeMap<String, f64>>,
+    pub faults: ApiFaults,
 }
 
 impl Default for SimCloudConfig {
@@ -89,6 +109,7 @@ impl Default for SimCloudConfig {
             outages: Vec::new(),
             spot_price_ratio: (0.30, 0.45),
             spot_price_table: BTreeMap::new(),
+            faults: ApiFaults::default(),
         }
     }
 }
@@ -128,6 +149,8 @@ pub struct SimCloud {
     by_claim: HashMap<String, usize>,
     outbox: Vec<(Millis, CloudEvent)>,
     next_id: u64,
+    /// Mutating calls so far (for [`ApiFaults::throttle_every`]).
+    mutating_calls: u64,
 }
 
 impl SimCloud {
@@ -142,6 +165,7 @@ impl SimCloud {
             by_id: HashMap::new(),
             by_claim: HashMap::new(),
             outbox: Vec::new(),
+            mutating_calls: 0,
             next_id: 1,
         }
     }
@@ -280,6 +304,40 @@ impl SimCloud {
             .map(|&i| &self.records[i].instance)
     }
 
+    /// Counts a mutating call and answers `RequestLimitExceeded` for every n-th.
+    fn throttle(&mut self, action: &str) -> Result<(), CloudError> {
+        self.mutating_calls += 1;
+        let every = u64::from(self.config.faults.throttle_every);
+        if every > 0 && self.mutating_calls.is_multiple_of(every) {
+            return Err(CloudError::Throttled(format!(
+                "{action}: RequestLimitExceeded (simulated)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Launches an instance Kestrel did not launch (a managed node group's): untagged, no claim.
+    /// Returns its id.
+    pub fn add_foreign_instance(&mut self, offering: super::Offering, now: Millis) -> String {
+        let id = format!("i-{:017x}", self.next_id);
+        self.next_id += 1;
+        self.by_id.insert(id.clone(), self.records.len());
+        self.records.push(InstanceRecord {
+            instance: Instance {
+                id: id.clone(),
+                claim: String::new(),
+                node_pool: String::new(),
+                offering,
+                launched_at: now,
+                state: InstanceState::Running,
+            },
+            running_at: Some(now),
+            terminated_at: None,
+            interrupted: false,
+        });
+        id
+    }
+
     fn terminate_record(&mut self, instance_id: &str, now: Millis) -> bool {
         let Some(&i) = self.by_id.get(instance_id) else {
             return false;
@@ -296,6 +354,7 @@ impl SimCloud {
 
 impl CloudProvider for SimCloud {
     fn create(&mut self, request: &LaunchRequest, now: Millis) -> Result<Launched, CloudError> {
+        self.throttle("CreateFleet")?;
         if let Some(&i) = self.by_claim.get(&request.claim) {
             return Ok(Launched {
                 instance: self.records[i].instance.clone(),
@@ -381,6 +440,7 @@ impl CloudProvider for SimCloud {
     }
 
     fn delete(&mut self, instance_id: &str, now: Millis) -> Result<(), CloudError> {
+        self.throttle("TerminateInstances")?;
         if !self.by_id.contains_key(instance_id) {
             return Err(CloudError::NotFound {
                 id: instance_id.to_string(),
@@ -397,15 +457,41 @@ impl CloudProvider for SimCloud {
         Ok(())
     }
 
-    fn list(&self) -> Vec<Instance> {
-        self.records
+    fn list(&mut self, now: Millis) -> Result<Listing, CloudError> {
+        let faults = &self.config.faults;
+        if within(&faults.failed_listings, now) {
+            return Err(CloudError::Api(
+                "DescribeInstances: InternalError (simulated failed listing)".into(),
+            ));
+        }
+        let partial = within(&faults.partial_listings, now);
+        let lag = faults.listing_lag_ms;
+        let instances = self
+            .records
             .iter()
             .filter(|r| r.instance.state != InstanceState::Terminated)
+            // Filtered by Kestrel's tags, as the AWS adapter asks DescribeInstances to.
+            .filter(|r| !r.instance.claim.is_empty())
+            .filter(|r| r.instance.launched_at + lag <= now)
+            // A partial answer: the last page is missing.
+            .take(if partial {
+                self.records.len() / 2
+            } else {
+                usize::MAX
+            })
             .map(|r| r.instance.clone())
-            .collect()
+            .collect();
+        Ok(Listing {
+            instances,
+            complete: !partial,
+        })
     }
 
-    fn spot_prices(&self, instance_types: &[&str], _now: Millis) -> Vec<SpotPrice> {
+    fn spot_prices(
+        &mut self,
+        instance_types: &[String],
+        _now: Millis,
+    ) -> Result<Vec<SpotPrice>, CloudError> {
         let mut prices = Vec::new();
         for t in instance_types {
             for zone in &self.config.zones {
@@ -418,7 +504,7 @@ impl CloudProvider for SimCloud {
                 }
             }
         }
-        prices
+        Ok(prices)
     }
 }
 

@@ -200,11 +200,51 @@ pub enum ClusterError {
     PodNotFound(String),
     #[error("node {0} not found")]
     NodeNotFound(String),
+    /// The Eviction API's 429 while a PodDisruptionBudget forbids the eviction.
     #[error("eviction of pod {pod} blocked by PodDisruptionBudget {budget}")]
     EvictionBlocked { pod: String, budget: String },
+    /// The API server's own rate limit or a transient failure; nothing happened.
+    #[error("API server: {0}")]
+    Unavailable(String),
 }
 
-/// The cluster as the controller reads and changes it.
+/// The durable record of a claim: the NodeClaim object in production, written before its launch and
+/// kept for its node's life. It carries what a restarted controller needs to resume: the unique name
+/// (the launch's idempotency token), the pool, the ranked offerings, the instance once known, and the
+/// drain under way, if any.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimRecord {
+    pub name: String,
+    pub node_pool: String,
+    pub created_at: Millis,
+    /// What the launch asks for, best first.
+    pub offerings: Vec<crate::cloud::Offering>,
+    pub reason: crate::controller::Reason,
+    /// Pods it was launched for (the nominations live on the pods).
+    pub pods: usize,
+    pub instance_id: Option<String>,
+    pub offering: Option<crate::cloud::Offering>,
+    /// The drain of its node, once disruption started (Karpenter's `Disrupting` condition and the
+    /// `karpenter.sh/disrupted` taint).
+    pub drain: Option<DrainRecord>,
+}
+
+/// A drain as the claim record keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DrainRecord {
+    pub reason: crate::controller::Reason,
+    /// Evict by then even if the replacements are not ready.
+    pub drain_by: Millis,
+    /// Replacement claims that must register first.
+    pub waiting_for: Vec<String>,
+    pub forceful: bool,
+    pub abort_without_replacement: bool,
+    pub detail: String,
+}
+
+/// The cluster as the controller reads it: one consistent picture per tick (reflector stores in
+/// production, the simulated cluster in the simulator). The controller never writes through it; it
+/// emits commands that an executor carries out with [`ClusterWriter`].
 pub trait ClusterState {
     /// Pods waiting for a node.
     fn pending_pods(&self) -> Vec<PodState>;
@@ -217,17 +257,29 @@ pub trait ClusterState {
     fn nodes(&self) -> Vec<Arc<NodeState>>;
     /// The pods bound to a node.
     fn pods_on(&self, node: &str) -> Vec<PodState>;
-    /// Records that the provisioner expects `pod` to land on the NodeClaim `claim` (an Event in
-    /// production; a binding hint for the simulator's scheduler).
-    fn nominate(&mut self, pod: &str, claim: &str);
-    /// Marks the node unschedulable.
-    fn cordon(&mut self, node: &str) -> Result<(), ClusterError>;
-    /// Evicts a pod through the Eviction API (PDBs apply unless `force`); its controller recreates it.
-    fn evict(&mut self, pod: &str, force: bool, now: Millis) -> Result<(), ClusterError>;
-    /// Deletes the Node object; pods still bound are deleted with it (and recreated by their owners).
-    fn delete_node(&mut self, node: &str, now: Millis) -> Result<(), ClusterError>;
     /// The PodDisruptionBudgets (disruption avoids moves they would forbid).
     fn disruption_budgets(&self) -> Vec<DisruptionBudget> {
         Vec::new()
     }
+    /// The claim records (NodeClaims), for a controller that starts (or takes over) to resume from.
+    fn claim_records(&self) -> Vec<ClaimRecord>;
+}
+
+/// The writes the controller's commands make to the cluster (the executor's side of the edge).
+pub trait ClusterWriter {
+    /// Records that the provisioner expects `pod` to land on the NodeClaim `claim` (an Event in
+    /// production; a binding hint for the simulator's scheduler).
+    fn nominate(&mut self, pod: &str, claim: &str) -> Result<(), ClusterError>;
+    /// Marks the node unschedulable.
+    fn cordon(&mut self, node: &str) -> Result<(), ClusterError>;
+    /// Makes the node schedulable again (an aborted disruption).
+    fn uncordon(&mut self, node: &str) -> Result<(), ClusterError>;
+    /// Evicts a pod through the Eviction API (PDBs apply unless `force`); its controller recreates it.
+    fn evict(&mut self, pod: &str, force: bool, now: Millis) -> Result<(), ClusterError>;
+    /// Deletes the Node object; pods still bound are deleted with it (and recreated by their owners).
+    fn delete_node(&mut self, node: &str, now: Millis) -> Result<(), ClusterError>;
+    /// Creates or replaces a claim record.
+    fn write_claim(&mut self, record: &ClaimRecord) -> Result<(), ClusterError>;
+    /// Deletes a claim record; deleting a missing one is not an error.
+    fn delete_claim(&mut self, name: &str) -> Result<(), ClusterError>;
 }

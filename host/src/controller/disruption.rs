@@ -78,6 +78,9 @@ pub struct Disruptor {
     stamps: BTreeMap<String, DriftStamp>,
     /// Node -> (signature of its pods, when it last changed).
     pod_changes: BTreeMap<String, ((usize, ResourceList), Millis)>,
+    /// After a restart: pods changes are not known before this instant (None: the next pass sets it),
+    /// so a node first seen after a restart counts `consolidateAfter` from the restart.
+    known_since: Option<Millis>,
     expiring: BTreeMap<String, Millis>,
     pending: Vec<Command>,
     validate_at: Millis,
@@ -220,6 +223,7 @@ impl Disruptor {
             pools: configs,
             stamps: BTreeMap::new(),
             pod_changes: BTreeMap::new(),
+            known_since: Some(Millis::MIN),
             expiring: BTreeMap::new(),
             pending: Vec::new(),
             validate_at: 0,
@@ -349,6 +353,7 @@ impl Disruptor {
     /// The core's view of the cluster now (after `catalog.refresh`); updates the per-node state.
     fn view(&mut self, input: &DisruptionInput<'_>) -> ClusterView {
         let now = input.now;
+        let known_since = *self.known_since.get_or_insert(now);
         let live: BTreeSet<&str> = input.nodes.iter().map(|n| &*n.name).collect();
         self.stamps.retain(|k, _| live.contains(k.as_str()));
         self.pod_changes.retain(|k, _| live.contains(k.as_str()));
@@ -400,7 +405,7 @@ impl Disruptor {
             let entry = self
                 .pod_changes
                 .entry(name.clone())
-                .or_insert_with(|| (signature.clone(), node.created_at));
+                .or_insert_with(|| (signature.clone(), node.created_at.max(known_since)));
             if entry.0 != signature {
                 *entry = (signature, now);
             }
@@ -473,6 +478,20 @@ impl Disruptor {
 impl DisruptionStep for Disruptor {
     fn name(&self) -> String {
         format!("consolidation, drift, expiration ({})", self.policies_label)
+    }
+
+    /// A restart loses when each node's pods last changed (so `consolidateAfter` counts again from
+    /// the restart: later, never earlier), the commands awaiting validation and the quiet-pass
+    /// memo. Drift stamps and expiry-drain start times stay: Karpenter keeps them on the NodeClaim
+    /// (its hash annotation, its deletion timestamp).
+    fn forget(&mut self) {
+        self.pod_changes.clear();
+        self.known_since = None;
+        self.pending.clear();
+        self.validate_at = 0;
+        self.next_decision_at = Millis::MIN;
+        self.quiet = None;
+        self.fallbacks.clear();
     }
 
     fn interval_ms(&self) -> Millis {

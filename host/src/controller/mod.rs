@@ -1,17 +1,28 @@
-//! The controller loop: snapshot -> core -> actions, shared by production and the simulator.
+//! The controller loop: snapshot -> core -> commands, shared by production and the simulator.
 //!
-//! One [`Controller::tick`] reads the cluster and cloud edges, runs the steps that are due, and executes
-//! the resulting actions against the same edges:
-//! 1. interruption notices -> cordon, pre-spin replacement capacity, drain, terminate;
-//! 2. drains in progress -> evict when the replacement is ready (or at the deadline), then terminate;
-//! 3. provisioning -> batch new pending pods (1 s idle / 10 s max), plan, launch, nominate;
-//! 4. disruption -> the [`DisruptionStep`] seam (consolidation, drift, expiry plug in here);
-//! 5. garbage collection -> instances without a claim or node are terminated.
+//! One [`Controller::tick`] reads a consistent snapshot of the cluster, runs the steps that are due
+//! and returns [`Command`]s; it never calls the cluster or the cloud. Their answers come back through
+//! [`Controller::complete`] whenever they arrive (at once in the simulator's inline mode, seconds later
+//! in its deferred mode and in production), and are applied then:
+//! 1. interruption notices -> cordon, pre-spin replacement capacity, drain, terminate ([`drain`]);
+//! 2. drains in progress -> evict when the replacement is ready (or at the deadline), each refused
+//!    eviction backed off per pod, then terminate ([`drain`]);
+//! 3. provisioning -> batch new pending pods (1 s idle / 10 s max), plan, write the claim, launch,
+//!    nominate ([`launch`]);
+//! 4. disruption -> the [`DisruptionStep`] seam (consolidation, drift, expiry plug in here); a
+//!    replacement that fails to launch aborts its disruption;
+//! 5. garbage collection -> from a complete listing only: instances with neither claim nor node, and
+//!    owned nodes whose instance is gone ([`gc`]).
 //!
 //! Every executed action is logged as a [`Decided`] with its [`Explanation`].
 pub mod batch;
+pub mod command;
 pub mod convert;
 pub mod disruption;
+mod drain;
+mod gc;
+mod launch;
+mod offerings;
 pub mod planner;
 pub mod provision;
 
@@ -21,10 +32,11 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::NodeSelectorRequirement;
 
 use crate::clock::Millis;
-use crate::cloud::{CapacityType, CloudError, CloudProvider, LaunchRequest, Offering};
-use crate::cluster::{ClusterState, NodeState, PodKey, PodState, ResourceList, Taint};
-use crate::interruption::{self, Notice, Response};
+use crate::cloud::{CapacityType, LaunchRequest, Offering};
+use crate::cluster::{ClaimRecord, ClusterState, NodeState, PodKey, PodState, ResourceList, Taint};
+use crate::interruption::Notice;
 use batch::Batcher;
+pub use command::{Command, Completion, Outcome};
 use provision::{PlannedClaim, ProvisionInput, Provisioner};
 
 /// An instance type as the controller sizes nodes with it.
@@ -135,6 +147,10 @@ pub enum Action {
     Cordon {
         node: String,
     },
+    /// An aborted disruption gives the node back.
+    Uncordon {
+        node: String,
+    },
     Evict {
         pod: String,
         node: String,
@@ -204,6 +220,10 @@ pub trait DisruptionStep {
     fn take_policy_fallbacks(&mut self) -> Vec<String> {
         Vec::new()
     }
+    /// The process restarted: drop what lives only in memory (timers, commands awaiting
+    /// validation). What production keeps durably (a node's drift stamp, the NodeClaim's hash
+    /// annotation in Karpenter) may stay.
+    fn forget(&mut self) {}
 }
 
 /// No voluntary disruption (until `crate::disruption` lands).
@@ -222,25 +242,80 @@ impl DisruptionStep for NoDisruption {
     }
 }
 
+/// Where a claim is in its launch (Karpenter's Launched condition, before Registered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClaimPhase {
+    /// Its durable record is being written; the launch waits for it.
+    Writing,
+    /// The claim record exists and its CreateFleet was issued; no answer yet (or a retry is due).
+    Launching,
+    /// The cloud answered with an instance.
+    Launched,
+}
+
+/// A claim the controller launched whose node has not registered yet.
 #[derive(Debug, Clone)]
 struct ClaimState {
     node_pool: String,
     created_at: Millis,
+    /// What was asked of the cloud (re-sent unchanged, same client token, on a retry).
+    request: LaunchRequest,
+    phase: ClaimPhase,
     instance_id: Option<String>,
+    /// What the cloud launched.
+    offering: Option<Offering>,
+    /// When the launch's answer arrived: a listing issued before then may not show the instance.
+    launched_seen_at: Option<Millis>,
+    /// The first complete listing (its issue time) that missed the instance since it last showed.
+    missing_since: Option<Millis>,
     taints: Vec<Taint>,
     /// The core's view of the claim (when the core planned it), for later batches.
     core: Option<crate::model::NodeClaim>,
+    pods: usize,
+    reason: Reason,
+    explanation: String,
+    /// Retryable failures so far (throttling, an unknown outcome).
+    attempts: u32,
+    /// When a retried launch is due (its command is not in flight meanwhile).
+    retry_at: Option<Millis>,
 }
 
 #[derive(Debug, Clone)]
 struct Drain {
     instance_id: String,
+    /// The node's claim (whose record keeps the drain).
+    claim: String,
+    detail: String,
     reason: Reason,
     /// Evict by this time even if replacements are not ready.
     drain_by: Millis,
     /// Replacement claims that must register before draining.
     waiting_for: Vec<String>,
     forceful: bool,
+    /// A voluntary disruption (consolidation, drift): a replacement that fails to launch aborts it.
+    /// An interruption or an expiry goes ahead without it.
+    abort_without_replacement: bool,
+}
+
+/// A call that is retried with backoff until it succeeds: an eviction per pod, a termination per
+/// instance.
+#[derive(Debug, Clone, Default)]
+struct Retry {
+    in_flight: bool,
+    attempts: u32,
+    next_at: Millis,
+}
+
+impl Retry {
+    fn due(&self, now: Millis) -> bool {
+        !self.in_flight && self.next_at <= now
+    }
+
+    fn refused(&mut self, now: Millis) {
+        self.in_flight = false;
+        self.next_at = now.saturating_add(command::backoff_ms(self.attempts));
+        self.attempts = self.attempts.saturating_add(1);
+    }
 }
 
 /// Counters the report reads.
@@ -249,11 +324,23 @@ pub struct ControllerStats {
     pub batches: u64,
     pub claims_launched: u64,
     pub launch_failures: u64,
+    /// Launches answered with throttling or an unknown outcome and retried with the same token.
+    pub launch_retries: u64,
     pub insufficient_capacity_fallthroughs: u64,
     pub interruptions_handled: u64,
     pub rebalance_recommendations: u64,
     pub policy_fallbacks: Vec<String>,
     pub orphans_collected: u64,
+    /// Evictions refused (a PDB's 429, or the API server) and backed off.
+    pub evictions_refused: u64,
+    /// Disruptions aborted because their replacement could not be launched.
+    pub disruptions_aborted: u64,
+    /// Garbage-collection passes skipped because the listing failed or was incomplete.
+    pub listings_failed: u64,
+    /// Spot price reads that failed (the previous prices, or on-demand only, stay in use).
+    pub price_reads_failed: u64,
+    /// Times the controller lost its memory and resumed from the cluster (simulated restarts).
+    pub restarts: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -276,6 +363,13 @@ impl Default for ControllerConfig {
     }
 }
 
+/// What one [`Controller::tick`] wants: the commands to execute, and when to be ticked again.
+#[derive(Debug, Default)]
+pub struct Tick {
+    pub commands: Vec<Command>,
+    pub wake: Option<Millis>,
+}
+
 pub struct Controller {
     config: ControllerConfig,
     pools: Vec<PoolSpec>,
@@ -295,21 +389,34 @@ pub struct Controller {
     next_disruption_at: Millis,
     next_gc_at: Millis,
     claims: BTreeMap<String, ClaimState>,
+    /// The durable claim records as last written (every claim, registered or not).
+    records: BTreeMap<String, ClaimRecord>,
     next_claim: u64,
     node_by_instance: HashMap<String, String>,
     draining: BTreeMap<String, Drain>,
+    /// Evictions of pods on draining nodes, by (node, pod).
+    evictions: HashMap<(String, PodKey), Retry>,
+    /// Instances the controller asked to terminate and has not seen gone from a listing yet.
+    terminating: BTreeMap<String, Retry>,
     unavailable: BTreeMap<(String, String, CapacityType), Millis>,
     /// Bumped whenever `unavailable` gains or loses an entry.
     unavailable_revision: u64,
     notices: Vec<Notice>,
     offerings: Vec<Offering>,
-    /// When the spot price list was last read, what it said, and a revision bumped when it changed.
+    /// When the spot price list was last read (the read's issue time), what it said, and a
+    /// revision bumped when it changed (0: never read, nothing is decided yet).
     prices_read_at: Option<Millis>,
+    prices_in_flight: bool,
     spot_prices: Vec<crate::cloud::SpotPrice>,
     prices_revision: u64,
+    listing_in_flight: bool,
+    /// Owned nodes whose instance the complete listings have missed, since (issue time) when.
+    nodes_missing_since: HashMap<String, Millis>,
     /// The launchable offerings, keyed by the price list's and the unavailable set's revisions, with
     /// their own revision (bumped only when the list's content changes).
     available: Option<(OfferingsKey, u64, Arc<[Offering]>)>,
+    /// Commands decided since the last tick returned (completions decide some too).
+    outbox: Vec<Command>,
     /// Pods the last plan could not place, with the reason.
     pub unplaceable: BTreeMap<PodKey, String>,
     pub log: Vec<Decided>,
@@ -322,12 +429,19 @@ pub type DaemonOverhead = Box<dyn Fn(&PoolSpec, &InstanceTypeInfo) -> ResourceLi
 /// How long a launched claim may take to register its node.
 const REGISTRATION_TTL_MS: Millis = 15 * 60_000;
 
+/// How many times a throttled (or unanswered) launch is retried with the same token before the claim
+/// is given up.
+const MAX_LAUNCH_ATTEMPTS: u32 = 5;
+
 /// What the launchable offerings were computed from: the price list's and the unavailable set's
 /// revisions.
 type OfferingsKey = (u64, u64);
 
 /// How long a price list is trusted before it is read again.
 const OFFERINGS_REFRESH_MS: Millis = 300_000;
+
+/// After a failed price read, how long until the next try.
+const PRICE_RETRY_MS: Millis = 30_000;
 
 impl Controller {
     #[allow(clippy::too_many_arguments)]
@@ -365,17 +479,24 @@ impl Controller {
             next_disruption_at: 0,
             next_gc_at: 0,
             claims: BTreeMap::new(),
+            records: BTreeMap::new(),
             next_claim: 1,
             node_by_instance: HashMap::new(),
             draining: BTreeMap::new(),
+            evictions: HashMap::new(),
+            terminating: BTreeMap::new(),
             unavailable: BTreeMap::new(),
             unavailable_revision: 0,
             notices: Vec::new(),
             offerings: Vec::new(),
             prices_read_at: None,
+            prices_in_flight: false,
             spot_prices: Vec::new(),
             prices_revision: 0,
+            listing_in_flight: false,
+            nodes_missing_since: HashMap::new(),
             available: None,
+            outbox: Vec::new(),
             unplaceable: BTreeMap::new(),
             log: Vec::new(),
             stats: ControllerStats::default(),
@@ -397,6 +518,11 @@ impl Controller {
     /// An interruption notice arrived (SQS in production, the virtual cloud in the simulator).
     pub fn notify(&mut self, notice: Notice) {
         self.notices.push(notice);
+    }
+
+    /// Notices received and not handled yet (a queue would deliver them again after a restart).
+    pub fn take_notices(&mut self) -> Vec<Notice> {
+        std::mem::take(&mut self.notices)
     }
 
     /// The Node object a claim's instance registers as (labels and taints from its NodePool).
@@ -450,29 +576,92 @@ impl Controller {
         self.draining.len()
     }
 
-    /// Runs whatever is due at `now`; returns when the loop wants to run next.
-    pub fn tick(
-        &mut self,
-        now: Millis,
-        cluster: &mut dyn ClusterState,
-        cloud: &mut dyn CloudProvider,
-    ) -> Option<Millis> {
+    /// Whether Kestrel launched this node (a claim of one of its NodePools, labelled so): the only
+    /// nodes it ever deletes. A managed node group's node, or another autoscaler's, is never touched.
+    pub fn owns(&self, node: &NodeState) -> bool {
+        !node.claim.is_empty()
+            && node.labels.get(NODEPOOL_LABEL) == Some(&node.node_pool)
+            && self.pools.iter().any(|p| p.name == node.node_pool)
+    }
+
+    /// Decides what is due at `now` from the snapshot `cluster`: the commands to execute (including
+    /// those decided by completions since the last tick) and when to be ticked again.
+    pub fn tick(&mut self, now: Millis, cluster: &dyn ClusterState) -> Tick {
         let before = self.unavailable.len();
         self.unavailable.retain(|_, until| *until > now);
         if self.unavailable.len() != before {
             self.unavailable_revision += 1;
         }
-        self.handle_notices(now, cluster, cloud);
-        self.progress_drains(now, cluster, cloud);
-        self.provision(now, cluster, cloud);
-        if now >= self.next_disruption_at {
-            self.next_disruption_at = now.saturating_add(self.disruption.interval_ms());
-            self.disrupt(now, cluster, cloud);
+        self.request_prices_if_stale(now);
+        self.retry_launches(now);
+        self.retry_terminations(now);
+        // Nothing is decided before the first price list has answered (success or failure).
+        if self.prices_known() {
+            self.handle_notices(now, cluster);
+            self.progress_drains(now, cluster);
+            self.provision(now, cluster);
+            if now >= self.next_disruption_at {
+                self.next_disruption_at = now.saturating_add(self.disruption.interval_ms());
+                self.disrupt(now, cluster);
+            }
         }
         if now >= self.next_gc_at {
             self.next_gc_at = now + self.config.gc_interval_ms;
-            self.collect_garbage(now, cluster, cloud);
+            self.collect_garbage(now);
         }
+        Tick {
+            commands: std::mem::take(&mut self.outbox),
+            wake: self.wake(now, cluster),
+        }
+    }
+
+    /// Applies a command's answer, whenever it arrives. Commands it decides come out of the next tick.
+    pub fn complete(&mut self, now: Millis, cluster: &dyn ClusterState, completion: Completion) {
+        let Completion {
+            command,
+            issued_at,
+            outcome,
+        } = completion;
+        match (command, outcome) {
+            (Command::Launch(request), Outcome::Launched(result)) => {
+                self.launch_answered(now, &request.claim, result)
+            }
+            (Command::Terminate { instance_id }, Outcome::Cloud(result)) => {
+                self.terminate_answered(now, &instance_id, result)
+            }
+            (Command::ListInstances, Outcome::Listed(result)) => {
+                self.listing_answered(now, issued_at, cluster, result)
+            }
+            (Command::ReadSpotPrices { .. }, Outcome::SpotPrices(result)) => {
+                self.prices_answered(now, issued_at, result)
+            }
+            (Command::Evict { pod, node, .. }, Outcome::Cluster(result)) => {
+                self.eviction_answered(now, pod, node, result)
+            }
+            (Command::Cordon { node }, Outcome::Cluster(Err(err))) => {
+                tracing::warn!(%node, %err, "cordon failed; the drain goes on and retries evictions");
+            }
+            (Command::Uncordon { node }, Outcome::Cluster(Err(err))) => {
+                tracing::warn!(%node, %err, "uncordon after an aborted disruption failed");
+            }
+            (Command::DeleteNode { node }, Outcome::Cluster(Err(err))) => {
+                // An owned node whose instance is gone is deleted by garbage collection later.
+                tracing::warn!(%node, %err, "node delete failed; garbage collection retries it");
+            }
+            (Command::WriteClaim(record), Outcome::Cluster(result)) => {
+                self.claim_written(now, &record.name, result)
+            }
+            (Command::Nominate { .. }, Outcome::Cluster(_)) => {}
+            (_, Outcome::Cluster(Ok(()))) => {}
+            (command, outcome) => {
+                tracing::error!(?command, ?outcome, "completion does not answer its command");
+            }
+        }
+    }
+
+    /// When the loop wants to run next: the batch window, retries and backoffs, the periodic steps.
+    /// Never "at once": a drain blocked by a PDB waits for its pods' backoff, not for the next tick.
+    fn wake(&self, now: Millis, cluster: &dyn ClusterState) -> Option<Millis> {
         let mut wake = [
             self.batcher.closes_at(),
             self.retry_at,
@@ -481,9 +670,29 @@ impl Controller {
         ]
         .into_iter()
         .flatten()
+        .chain(self.claims.values().filter_map(|c| c.retry_at))
+        .chain(
+            self.terminating
+                .values()
+                .filter(|r| !r.in_flight)
+                .map(|r| r.next_at),
+        )
         .min();
-        for d in self.draining.values() {
-            wake = wake.map(|w| w.min(d.drain_by)).or(Some(d.drain_by));
+        for (node, d) in &self.draining {
+            let at = if self.replacements_ready(d) || now >= d.drain_by {
+                cluster
+                    .pods_on(node)
+                    .iter()
+                    .filter_map(|p| self.evictions.get(&(node.clone(), p.key.clone())))
+                    .filter(|r| !r.in_flight)
+                    .map(|r| r.next_at)
+                    .min()
+            } else {
+                Some(d.drain_by)
+            };
+            if let Some(at) = at {
+                wake = Some(wake.map_or(at, |w| w.min(at)));
+            }
         }
         wake.map(|w| w.max(now + 1))
     }
@@ -496,287 +705,11 @@ impl Controller {
         });
     }
 
-    /// The offerings launchable now: the price list (re-read every 5 minutes) minus the unavailable
-    /// cache. Shared and rebuilt only when either changes, since every pass reads it.
-    fn offerings(&mut self, now: Millis, cloud: &dyn CloudProvider) -> (u64, Arc<[Offering]>) {
-        let stale_prices = self
-            .prices_read_at
-            .is_none_or(|at| now - at >= OFFERINGS_REFRESH_MS);
-        if stale_prices {
-            let names: Vec<&str> = self
-                .instance_types
-                .iter()
-                .map(|t| t.name.as_str())
-                .collect();
-            let spot = cloud.spot_prices(&names, now);
-            self.prices_read_at = Some(now);
-            // Rebuilt only when the list changed (prices usually move less often than they are read).
-            if self.offerings.is_empty() || spot != self.spot_prices {
-                self.spot_prices = spot;
-                self.prices_revision += 1;
-                self.offerings = self.price_list();
-            }
-        }
-        let key = (self.prices_revision, self.unavailable_revision);
-        if let Some((k, revision, cached)) = &self.available
-            && *k == key
-        {
-            return (*revision, cached.clone());
-        }
-        let available: Arc<[Offering]> = self
-            .offerings
+    fn replacements_ready(&self, drain: &Drain) -> bool {
+        drain
+            .waiting_for
             .iter()
-            .filter(|o| {
-                !self.unavailable.contains_key(&(
-                    o.instance_type.clone(),
-                    o.zone.clone(),
-                    o.capacity_type,
-                ))
-            })
-            .cloned()
-            .collect();
-        let revision = match &self.available {
-            Some((_, revision, previous)) if *previous == available => *revision,
-            Some((_, revision, _)) => revision + 1,
-            None => 0,
-        };
-        self.available = Some((key, revision, available.clone()));
-        (revision, available)
-    }
-
-    /// Every offering of the catalog's types and zones: on-demand at list price, spot where the last
-    /// price list quotes it.
-    fn price_list(&self) -> Vec<Offering> {
-        let spot: HashMap<(&str, &str), f64> = self
-            .spot_prices
-            .iter()
-            .map(|p| ((p.instance_type.as_str(), p.zone.as_str()), p.price))
-            .collect();
-        let mut offerings = Vec::new();
-        for t in &self.instance_types {
-            for zone in &self.zones {
-                offerings.push(Offering {
-                    instance_type: t.name.clone(),
-                    zone: zone.clone(),
-                    capacity_type: CapacityType::OnDemand,
-                    price: t.on_demand_price,
-                });
-                if let Some(&price) = spot.get(&(t.name.as_str(), zone.as_str())) {
-                    offerings.push(Offering {
-                        instance_type: t.name.clone(),
-                        zone: zone.clone(),
-                        capacity_type: CapacityType::Spot,
-                        price,
-                    });
-                }
-            }
-        }
-        offerings
-    }
-
-    fn handle_notices(
-        &mut self,
-        now: Millis,
-        cluster: &mut dyn ClusterState,
-        cloud: &mut dyn CloudProvider,
-    ) {
-        for notice in std::mem::take(&mut self.notices) {
-            let node = self.node_by_instance.get(&notice.instance_id).cloned();
-            let offering = cloud
-                .list()
-                .into_iter()
-                .find(|i| i.id == notice.instance_id)
-                .map(|i| i.offering);
-            match interruption::respond(&notice, now) {
-                Response::Replace {
-                    drain_by,
-                    avoid_offering,
-                    reason,
-                    ..
-                } => {
-                    let why = if reason.starts_with("spot") {
-                        Reason::SpotInterruption
-                    } else {
-                        Reason::ScheduledChange
-                    };
-                    if avoid_offering && let Some(o) = &offering {
-                        self.avoid(now, o, now + interruption::AVOID_OFFERING_MS, why, reason);
-                    }
-                    self.stats.interruptions_handled += 1;
-                    match node {
-                        Some(node) if !self.draining.contains_key(&node) => {
-                            self.begin_replacement(
-                                now,
-                                cluster,
-                                cloud,
-                                &node,
-                                why,
-                                drain_by,
-                                true,
-                                reason.to_string(),
-                            );
-                        }
-                        Some(_) => {}
-                        None => {
-                            // Not registered yet: give up the claim, its pods are provisioned again.
-                            let _ = cloud.delete(&notice.instance_id, now);
-                            self.claims.retain(|_, c| {
-                                c.instance_id.as_deref() != Some(notice.instance_id.as_str())
-                            });
-                            self.seen_revision = None;
-                            self.record(
-                                now,
-                                Action::Terminate {
-                                    node: None,
-                                    instance_id: notice.instance_id.clone(),
-                                },
-                                why,
-                                format!("{reason} before the node registered"),
-                            );
-                        }
-                    }
-                }
-                Response::AvoidOffering { until, reason } => {
-                    self.stats.rebalance_recommendations += 1;
-                    if let Some(o) = &offering {
-                        self.avoid(now, o, until, Reason::Rebalance, reason);
-                    }
-                }
-                Response::Forget { reason } => {
-                    if let Some(node) = node {
-                        let _ = cluster.delete_node(&node, now);
-                        self.draining.remove(&node);
-                        self.record(
-                            now,
-                            Action::Terminate {
-                                node: Some(node),
-                                instance_id: notice.instance_id.clone(),
-                            },
-                            Reason::InstanceGone,
-                            reason.into(),
-                        );
-                    }
-                    self.node_by_instance.remove(&notice.instance_id);
-                }
-            }
-        }
-    }
-
-    fn avoid(&mut self, now: Millis, o: &Offering, until: Millis, reason: Reason, why: &str) {
-        self.unavailable_revision += 1;
-        self.unavailable.insert(
-            (o.instance_type.clone(), o.zone.clone(), o.capacity_type),
-            until,
-        );
-        self.record(
-            now,
-            Action::AvoidOffering {
-                instance_type: o.instance_type.clone(),
-                zone: o.zone.clone(),
-                capacity_type: o.capacity_type,
-                until,
-            },
-            reason,
-            why.to_string(),
-        );
-    }
-
-    /// Cordons the node, launches capacity for its pods now, and drains once that capacity is ready
-    /// (or at `drain_by`).
-    #[allow(clippy::too_many_arguments)]
-    fn begin_replacement(
-        &mut self,
-        now: Millis,
-        cluster: &mut dyn ClusterState,
-        cloud: &mut dyn CloudProvider,
-        node: &str,
-        reason: Reason,
-        drain_by: Millis,
-        forceful: bool,
-        detail: String,
-    ) {
-        let Some(state) = cluster.nodes().into_iter().find(|n| &*n.name == node) else {
-            return;
-        };
-        let _ = cluster.cordon(node);
-        self.record(
-            now,
-            Action::Cordon {
-                node: node.to_string(),
-            },
-            reason,
-            detail.clone(),
-        );
-        let displaced: Vec<PodState> = cluster
-            .pods_on(node)
-            .into_iter()
-            .filter(|p| p.facts.owner != crate::cluster::OwnerKind::DaemonSet)
-            .collect();
-        let plan = self.plan(now, &displaced, cluster, cloud);
-        let waiting_for = self.launch(now, plan.claims, cluster, cloud, reason, false);
-        self.draining.insert(
-            node.to_string(),
-            Drain {
-                instance_id: state.instance_id.clone(),
-                reason,
-                drain_by,
-                waiting_for,
-                forceful,
-            },
-        );
-    }
-
-    fn progress_drains(
-        &mut self,
-        now: Millis,
-        cluster: &mut dyn ClusterState,
-        cloud: &mut dyn CloudProvider,
-    ) {
-        let names: Vec<String> = self.draining.keys().cloned().collect();
-        for name in names {
-            let drain = self.draining[&name].clone();
-            let replacements_ready = drain
-                .waiting_for
-                .iter()
-                .all(|c| !self.claims.contains_key(c));
-            if !(replacements_ready || now >= drain.drain_by) {
-                continue;
-            }
-            let mut blocked = false;
-            for pod in cluster.pods_on(&name) {
-                if pod.facts.owner == crate::cluster::OwnerKind::DaemonSet {
-                    continue;
-                }
-                match cluster.evict(&pod.key, drain.forceful, now) {
-                    Ok(()) => self.record(
-                        now,
-                        Action::Evict {
-                            pod: pod.key.to_string(),
-                            node: name.clone(),
-                        },
-                        drain.reason,
-                        "draining".into(),
-                    ),
-                    Err(_) => blocked = true,
-                }
-            }
-            if blocked {
-                continue;
-            }
-            let _ = cloud.delete(&drain.instance_id, now);
-            let _ = cluster.delete_node(&name, now);
-            self.node_by_instance.remove(&drain.instance_id);
-            self.draining.remove(&name);
-            self.record(
-                now,
-                Action::Terminate {
-                    node: Some(name.clone()),
-                    instance_id: drain.instance_id.clone(),
-                },
-                drain.reason,
-                "drained".into(),
-            );
-        }
+            .all(|c| !self.claims.contains_key(c))
     }
 
     fn plan(
@@ -784,10 +717,9 @@ impl Controller {
         now: Millis,
         pods: &[PodState],
         cluster: &dyn ClusterState,
-        cloud: &dyn CloudProvider,
     ) -> provision::ProvisionPlan {
-        let (offerings_revision, offerings) = self.offerings(now, cloud);
-        let nodes = cluster.nodes();
+        let (offerings_revision, offerings) = self.offerings(now);
+        let nodes = self.nodes_as_decided(cluster);
         let bound = if self.provisioner.needs_bound_pods() {
             cluster.bound_pods()
         } else {
@@ -796,6 +728,7 @@ impl Controller {
         let in_flight: Vec<crate::model::NodeClaim> = self
             .claims
             .values()
+            .filter(|c| c.phase == ClaimPhase::Launched)
             .filter_map(|c| c.core.clone())
             .collect();
         let input = ProvisionInput {
@@ -819,123 +752,21 @@ impl Controller {
         plan
     }
 
-    /// Launches planned claims; returns the names of those launched.
-    fn launch(
-        &mut self,
-        now: Millis,
-        claims: Vec<PlannedClaim>,
-        cluster: &mut dyn ClusterState,
-        cloud: &mut dyn CloudProvider,
-        reason: Reason,
-        nominate: bool,
-    ) -> Vec<String> {
-        let mut launched = Vec::new();
-        for planned in claims {
-            let name = format!("{}-{:05}", planned.node_pool, self.next_claim);
-            self.next_claim += 1;
-            let request = LaunchRequest {
-                claim: name.clone(),
-                node_pool: planned.node_pool.clone(),
-                offerings: planned.offerings.clone(),
-            };
-            match cloud.create(&request, now) {
-                Ok(result) => {
-                    for skipped in &result.skipped {
-                        self.stats.insufficient_capacity_fallthroughs += 1;
-                        let o = skipped.offering.clone();
-                        self.avoid(
-                            now,
-                            &o,
-                            now + interruption::AVOID_OFFERING_MS,
-                            reason,
-                            "insufficient capacity",
-                        );
-                    }
-                    let taints = self
-                        .pools
-                        .iter()
-                        .find(|p| p.name == planned.node_pool)
-                        .map(|p| p.taints.clone())
-                        .unwrap_or_default();
-                    let core = planned.core.clone().map(|mut c| {
-                        let o = &result.instance.offering;
-                        c.name = name.clone();
-                        c.launched = Some(crate::model::Launched {
-                            instance_type: o.instance_type.clone(),
-                            zone: o.zone.clone(),
-                            capacity_type: convert::capacity_type(o.capacity_type),
-                            price: o.price,
-                            provider_id: format!("aws:///{}/{}", o.zone, result.instance.id),
-                        });
-                        c
-                    });
-                    self.claims.insert(
-                        name.clone(),
-                        ClaimState {
-                            node_pool: planned.node_pool.clone(),
-                            created_at: now,
-                            instance_id: Some(result.instance.id.clone()),
-                            taints,
-                            core,
-                        },
-                    );
-                    if nominate {
-                        for pod in &planned.pods {
-                            cluster.nominate(pod, &name);
-                        }
-                    }
-                    self.stats.claims_launched += 1;
-                    self.record(
-                        now,
-                        Action::LaunchClaim {
-                            claim: name.clone(),
-                            node_pool: planned.node_pool,
-                            offering: Some(result.instance.offering.clone()),
-                            pods: planned.pods.len(),
-                        },
-                        reason,
-                        planned.explanation,
-                    );
-                    launched.push(name);
-                }
-                Err(err) => {
-                    self.stats.launch_failures += 1;
-                    if let CloudError::NoCapacity { failures, .. } = &err {
-                        for f in failures.clone() {
-                            self.avoid(
-                                now,
-                                &f.offering,
-                                now + interruption::AVOID_OFFERING_MS,
-                                reason,
-                                "insufficient capacity",
-                            );
-                        }
-                    }
-                    self.record(
-                        now,
-                        Action::LaunchClaim {
-                            claim: name,
-                            node_pool: planned.node_pool,
-                            offering: None,
-                            pods: planned.pods.len(),
-                        },
-                        reason,
-                        format!("launch failed: {err}"),
-                    );
-                    // The pods stay pending and are planned again.
-                    self.retry_at = Some(now + self.config.batch_max_ms);
+    /// The snapshot's nodes as the controller has decided them: a node it is draining is cordoned
+    /// even if the cordon command has not been carried out yet, so no plan counts on its room.
+    fn nodes_as_decided(&self, cluster: &dyn ClusterState) -> Vec<Arc<NodeState>> {
+        let mut nodes = cluster.nodes();
+        if !self.draining.is_empty() {
+            for node in &mut nodes {
+                if !node.cordoned && self.draining.contains_key(&*node.name) {
+                    Arc::make_mut(node).cordoned = true;
                 }
             }
         }
-        launched
+        nodes
     }
 
-    fn provision(
-        &mut self,
-        now: Millis,
-        cluster: &mut dyn ClusterState,
-        cloud: &mut dyn CloudProvider,
-    ) {
+    fn provision(&mut self, now: Millis, cluster: &dyn ClusterState) {
         // Only look at pending pods when some became pending, a batch is due, or a retry is.
         let revision = cluster.pending_revision();
         let new_pods = self.seen_revision != Some(revision);
@@ -971,33 +802,28 @@ impl Controller {
             return;
         }
         self.stats.batches += 1;
-        let plan = self.plan(now, &pending, cluster, cloud);
+        let plan = self.plan(now, &pending, cluster);
         self.unplaceable = plan.unplaceable.iter().cloned().collect();
-        for (pod, claim) in &plan.nominations {
-            if self.claims.contains_key(claim) {
-                cluster.nominate(pod, claim);
+        for (pod, claim) in plan.nominations {
+            if self.claims.contains_key(&claim) {
+                self.outbox.push(Command::Nominate { pod, claim });
             }
         }
         if !plan.unplaceable.is_empty() {
             self.retry_at = Some(now + self.config.retry_unplaced_ms);
         }
-        self.launch(now, plan.claims, cluster, cloud, Reason::Provisioning, true);
+        self.launch(now, plan.claims, Reason::Provisioning, true);
     }
 
-    fn disrupt(
-        &mut self,
-        now: Millis,
-        cluster: &mut dyn ClusterState,
-        cloud: &mut dyn CloudProvider,
-    ) {
-        let (offerings_revision, offerings) = self.offerings(now, cloud);
-        let nodes = cluster.nodes();
+    fn disrupt(&mut self, now: Millis, cluster: &dyn ClusterState) {
+        let (offerings_revision, offerings) = self.offerings(now);
+        let nodes = self.nodes_as_decided(cluster);
         let disrupting: BTreeSet<String> = self.draining.keys().cloned().collect();
         let commands = {
             let input = DisruptionInput {
                 now,
                 nodes: &nodes,
-                cluster: &*cluster,
+                cluster,
                 pools: &self.pools,
                 instance_types: &self.instance_types,
                 offerings: &offerings,
@@ -1012,7 +838,7 @@ impl Controller {
         self.stats.policy_fallbacks.extend(fallbacks);
         for command in commands {
             let waiting_for = match command.replacement {
-                Some(claim) => self.launch(now, vec![claim], cluster, cloud, command.reason, false),
+                Some(claim) => self.launch(now, vec![claim], command.reason, false),
                 None => Vec::new(),
             };
             for node in &command.nodes {
@@ -1021,23 +847,21 @@ impl Controller {
                     if command.forceful && !drain.forceful {
                         drain.forceful = true;
                         drain.drain_by = drain.drain_by.min(now);
+                        let drain = drain.clone();
+                        self.write_drain(&drain.claim.clone(), Some(&drain));
                     }
                     continue;
                 }
                 let Some(state) = nodes.iter().find(|n| &*n.name == node.as_str()) else {
                     continue;
                 };
-                let _ = cluster.cordon(node);
-                self.record(
+                self.begin_drain(
                     now,
-                    Action::Cordon { node: node.clone() },
-                    command.reason,
-                    command.explanation.clone(),
-                );
-                self.draining.insert(
-                    node.clone(),
+                    node,
                     Drain {
                         instance_id: state.instance_id.clone(),
+                        claim: state.claim.clone(),
+                        detail: command.explanation.clone(),
                         reason: command.reason,
                         drain_by: if waiting_for.is_empty() {
                             now
@@ -1046,96 +870,10 @@ impl Controller {
                         },
                         waiting_for: waiting_for.clone(),
                         forceful: command.forceful,
+                        abort_without_replacement: !command.forceful,
                     },
                 );
             }
-        }
-        self.progress_drains(now, cluster, cloud);
-    }
-
-    fn collect_garbage(
-        &mut self,
-        now: Millis,
-        cluster: &mut dyn ClusterState,
-        cloud: &mut dyn CloudProvider,
-    ) {
-        // Claims whose instance vanished before registering: their pods get planned again.
-        // Karpenter gives a launched claim 15 minutes to register before it gives up on it.
-        let stale: Vec<String> = self
-            .claims
-            .iter()
-            .filter(|(_, c)| now - c.created_at > REGISTRATION_TTL_MS)
-            .filter_map(|(_, c)| c.instance_id.clone())
-            .collect();
-        for id in stale {
-            let _ = cloud.delete(&id, now);
-            self.record(
-                now,
-                Action::Terminate {
-                    node: None,
-                    instance_id: id,
-                },
-                Reason::InstanceGone,
-                "claim did not register within 15 minutes".into(),
-            );
-        }
-        let instances = cloud.list();
-        let live: BTreeSet<&str> = instances.iter().map(|i| i.id.as_str()).collect();
-        let before = self.claims.len();
-        self.claims
-            .retain(|_, c| c.instance_id.as_deref().is_none_or(|id| live.contains(id)));
-        if self.claims.len() != before {
-            // Their nominated pods are pending again: look at them on the next tick.
-            self.seen_revision = None;
-        }
-        let nodes: BTreeSet<String> = cluster
-            .nodes()
-            .iter()
-            .map(|n| n.instance_id.clone())
-            .collect();
-        let claimed: BTreeSet<&str> = self
-            .claims
-            .values()
-            .filter_map(|c| c.instance_id.as_deref())
-            .collect();
-        let orphans: Vec<String> = instances
-            .iter()
-            .filter(|i| !nodes.contains(&i.id) && !claimed.contains(i.id.as_str()))
-            .map(|i| i.id.clone())
-            .collect();
-        for id in orphans {
-            let _ = cloud.delete(&id, now);
-            self.stats.orphans_collected += 1;
-            self.record(
-                now,
-                Action::Terminate {
-                    node: None,
-                    instance_id: id,
-                },
-                Reason::Orphan,
-                "instance has neither a NodeClaim nor a Node".into(),
-            );
-        }
-        // Nodes whose instance is gone (reclaimed without us noticing): delete them.
-        let gone: Vec<(String, String)> = cluster
-            .nodes()
-            .iter()
-            .filter(|n| !live.contains(n.instance_id.as_str()))
-            .map(|n| (n.name.to_string(), n.instance_id.clone()))
-            .collect();
-        for (node, id) in gone {
-            let _ = cluster.delete_node(&node, now);
-            self.draining.remove(&node);
-            self.node_by_instance.remove(&id);
-            self.record(
-                now,
-                Action::Terminate {
-                    node: Some(node),
-                    instance_id: id,
-                },
-                Reason::InstanceGone,
-                "instance no longer exists".into(),
-            );
         }
     }
 }

@@ -68,4 +68,6 @@ pub trait Provisioner {
     fn needs_bound_pods(&self) -> bool {
         false
     }
+    /// The process restarted: drop any state beyond derived caches.
+    fn forget(&mut self) {}
 }

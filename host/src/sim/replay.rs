@@ -8,15 +8,15 @@ use rand::Rng;
 
 use super::catalog;
 use super::clock::{EventQueue, VirtualClock};
+use super::deferred::ApiLatency;
 use super::scenario::{RunFor, Scenario, WorkloadKind, parse_ms};
 use super::workload::{facts_of, replicas_at};
 use crate::clock::{Clock, Millis};
 use crate::cloud::sim::{CapacityOutage, CloudEvent, LatencyRange, SimCloud, SimCloudConfig};
-use crate::cloud::{CapacityType, CloudProvider, InstanceState};
+use crate::cloud::{CapacityType, InstanceState};
 use crate::cluster::sim::SimCluster;
-use crate::cluster::{
-    ClusterState, DisruptionBudget, OwnerKind, PodKey, PodSpecFacts, ResourceList, Taint,
-};
+use crate::cluster::{DisruptionBudget, OwnerKind, PodKey, PodSpecFacts, ResourceList, Taint};
+use crate::controller::command::{self, Command, Completion};
 use crate::controller::disruption::Disruptor;
 use crate::controller::planner::CorePlanner;
 use crate::controller::provision::Provisioner;
@@ -41,7 +41,15 @@ enum SimEvent {
     Storm(usize),
     Sample,
     Wake,
+    /// A deferred command's answer arrives (to the controller generation that asked).
+    Completion(Box<Completion>, u32),
+    /// The controller restarts.
+    Restart,
 }
+
+/// A tick whose commands keep deciding more commands at one instant stops after this many rounds
+/// (the rest are issued at the next wake).
+const MAX_ROUNDS_PER_INSTANT: usize = 16;
 
 /// One pod that got a node.
 #[derive(Debug, Clone, PartialEq)]
@@ -127,6 +135,10 @@ pub struct Replay {
     peak_pods: usize,
     /// A timeline sample is due once the current instant settles.
     sample_due: bool,
+    /// The deferred mode's API latencies; None carries commands out inline.
+    api_latency: Option<ApiLatency>,
+    /// Bumped at each controller restart (answers to an older generation are dropped).
+    generation: u32,
 }
 
 /// The provisioning core for `scenario`, each NodePool ranking with its ranker from `registry` (the
@@ -264,6 +276,16 @@ impl Replay {
         if let Some(r) = &scenario.cloud.spot_price_ratio {
             cloud_config.spot_price_ratio = (r.min, r.max);
         }
+        let (api_latency, faults) = scenario
+            .cloud
+            .api
+            .as_ref()
+            .map(|api| {
+                api.resolve(start)
+                    .expect("checked when the scenario was parsed")
+            })
+            .unwrap_or_default();
+        cloud_config.faults = faults;
         let cloud = SimCloud::new(cloud_config, prices);
         let budgets = scenario
             .workloads
@@ -391,6 +413,8 @@ impl Replay {
             peak_nodes: 0,
             peak_pods: 0,
             sample_due: false,
+            api_latency,
+            generation: 0,
         };
         replay.schedule_scenario();
         replay
@@ -428,9 +452,12 @@ impl Replay {
             }
         }
         for (i, e) in self.scenario.events.iter().enumerate() {
+            let at = start + parse_ms(&e.at).unwrap_or(0);
             if e.spot_interruption.is_some() {
-                self.queue
-                    .push(start + parse_ms(&e.at).unwrap_or(0), SimEvent::Storm(i));
+                self.queue.push(at, SimEvent::Storm(i));
+            }
+            if e.controller_restart.is_some() {
+                self.queue.push(at, SimEvent::Restart);
             }
         }
         let mut t = start;
@@ -442,10 +469,18 @@ impl Replay {
 
     /// Replays to the end; `progress` gets the fraction of virtual time done.
     pub fn run(mut self, progress: &mut dyn FnMut(f64)) -> SimOutcome {
+        self.advance(self.end, progress);
+        progress(1.0);
+        self.finish()
+    }
+
+    /// Replays every event up to and including `until` (at most the scenario's end).
+    pub fn advance(&mut self, until: Millis, progress: &mut dyn FnMut(f64)) {
+        let until = until.min(self.end);
         let total = (self.end - self.start).max(1) as f64;
         let mut last_reported = -1.0;
         while let Some(t) = self.queue.peek_time() {
-            if t > self.end {
+            if t > until {
                 break;
             }
             self.clock.advance_to(t);
@@ -463,8 +498,11 @@ impl Replay {
                 progress(done);
             }
         }
-        progress(1.0);
-        self.clock.advance_to(self.end);
+        self.clock.advance_to(until);
+    }
+
+    /// What the replay produced (call after [`Self::run`] or [`Self::advance`] to the end).
+    pub fn finish(self) -> SimOutcome {
         SimOutcome {
             scenario: self.scenario.name.clone(),
             seed: self.seed,
@@ -510,6 +548,20 @@ impl Replay {
             SimEvent::Wake => {
                 if self.scheduled_wake.is_some_and(|w| w <= now) {
                     self.scheduled_wake = None;
+                }
+            }
+            SimEvent::Completion(completion, generation) => {
+                // An answer to a process that died is lost with it.
+                if generation == self.generation {
+                    self.controller.complete(now, &self.cluster, *completion)
+                }
+            }
+            SimEvent::Restart => {
+                self.generation += 1;
+                let unhandled = self.controller.take_notices();
+                self.controller.restart(now, &self.cluster);
+                for notice in unhandled {
+                    self.controller.notify(notice);
                 }
             }
         }
@@ -676,11 +728,23 @@ impl Replay {
     }
 
     /// After the events of an instant: bind, let the controller act, bind what its actions freed.
+    ///
+    /// The controller's commands are carried out by [`Self::execute`]; in the inline mode their
+    /// completions are applied at once and the controller is ticked again at the same instant (until it
+    /// has nothing more to do), so a decision and its consequences happen in one instant as before.
     fn settle(&mut self, now: Millis) {
         self.bind_and_recreate(now);
-        let wake = self
-            .controller
-            .tick(now, &mut self.cluster, &mut self.cloud);
+        let mut wake = None;
+        for _ in 0..MAX_ROUNDS_PER_INSTANT {
+            let tick = self.controller.tick(now, &self.cluster);
+            wake = tick.wake;
+            if tick.commands.is_empty() {
+                break;
+            }
+            for command in tick.commands {
+                self.execute(command, now);
+            }
+        }
         self.bind_and_recreate(now);
         for (at, e) in self.cloud.drain_events() {
             self.queue.push(at.max(now), SimEvent::Cloud(e));
@@ -694,6 +758,28 @@ impl Replay {
         }
         self.peak_nodes = self.peak_nodes.max(self.cluster.node_count());
         self.peak_pods = self.peak_pods.max(self.cluster.pod_count());
+    }
+
+    /// Carries out one command against the simulated cluster and cloud. Inline: the completion is
+    /// applied now. Deferred: the call takes effect now but its answer reaches the controller after
+    /// the API's latency, as an event of the virtual clock.
+    fn execute(&mut self, command: Command, now: Millis) {
+        let outcome = command::execute(&command, now, &mut self.cluster, &mut self.cloud);
+        let completion = Completion {
+            command,
+            issued_at: now,
+            outcome,
+        };
+        match self.api_latency {
+            None => self.controller.complete(now, &self.cluster, completion),
+            Some(latency) => {
+                let delay = latency.draw(&completion.command, self.cloud.rng());
+                self.queue.push(
+                    now + delay,
+                    SimEvent::Completion(Box::new(completion), self.generation),
+                );
+            }
+        }
     }
 
     fn bind_and_recreate(&mut self, now: Millis) {
@@ -762,5 +848,5 @@ pub fn simulate(
     Replay::new(scenario, options).run(progress)
 }
 
-#[allow(dead_code)]
-fn unused(_: &dyn ClusterState, _: &dyn CloudProvider) {}
+#[cfg(test)]
+mod safety_tests;

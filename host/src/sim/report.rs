@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use super::replay::{Sample, SimOutcome};
 use crate::clock::Millis;
-use crate::cloud::{CapacityType, CloudProvider, InstanceState};
+use crate::cloud::{CapacityType, InstanceState};
 use crate::controller::{Action, Reason};
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -177,10 +177,10 @@ impl Report {
         }
         let live: Vec<String> = o
             .cloud
-            .list()
-            .into_iter()
-            .filter(|i| i.state != InstanceState::Terminated)
-            .map(|i| i.id)
+            .records()
+            .iter()
+            .filter(|r| r.instance.state != InstanceState::Terminated)
+            .map(|r| r.instance.id.clone())
             .collect();
         let node_instances: Vec<&str> = o
             .cluster

@@ -73,6 +73,9 @@ pub struct CloudSpec {
     /// Only these instance types (names or families) exist; default every priced type.
     #[serde(default)]
     pub instance_types: Vec<String>,
+    /// The deferred mode: API latencies and faults (`sim::deferred`); default inline, no faults.
+    #[serde(default)]
+    pub api: Option<super::deferred::ApiSpec>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -178,6 +181,9 @@ pub struct Event {
     pub capacity_outage: Option<Outage>,
     #[serde(default)]
     pub ami_release: Option<AmiRelease>,
+    /// The controller restarts (`controllerRestart: {}`), see `sim::deferred::ControllerRestart`.
+    #[serde(default)]
+    pub controller_restart: Option<super::deferred::ControllerRestart>,
 }
 
 /// A new image is released for an EC2NodeClass: from the event's `at` on, the class's
@@ -305,6 +311,14 @@ impl Scenario {
             if dur(&path, &l.min)? > dur(&path, &l.max)? {
                 return Err(invalid(&path, "min is above max".into()));
             }
+        }
+        if let Some(api) = &self.cloud.api
+            && let Err(e) = api.resolve(0)
+        {
+            return Err(invalid(
+                &[Seg::Key("cloud"), Seg::Key("api"), Seg::Key(&e.field)],
+                e.message,
+            ));
         }
         if let Some(r) = &self.cloud.spot_price_ratio
             && !(0.0 < r.min && r.min <= r.max && r.max <= 1.5)
@@ -511,7 +525,15 @@ impl Scenario {
         for (i, e) in self.events.iter().enumerate() {
             let at = |key: &'static str| [Seg::Key("events"), Seg::Index(i), Seg::Key(key)];
             dur(&at("at"), &e.at)?;
+            let restart = e.controller_restart.is_some();
             match (&e.spot_interruption, &e.capacity_outage, &e.ami_release) {
+                (None, None, None) if restart => {}
+                _ if restart => {
+                    return Err(invalid(
+                        &at("controllerRestart"),
+                        "an event needs exactly one kind".into(),
+                    ));
+                }
                 (Some(s), None, None) => {
                     if s.count.is_some() == s.fraction.is_some() {
                         return Err(invalid(
@@ -572,7 +594,8 @@ impl Scenario {
                 _ => {
                     return Err(invalid(
                         &at("at"),
-                        "an event needs exactly one of spotInterruption, capacityOutage, amiRelease"
+                        "an event needs exactly one of spotInterruption, capacityOutage, amiRelease, \
+                         controllerRestart"
                             .into(),
                     ));
                 }

@@ -1,0 +1,352 @@
+//! Drains and terminations: interruption notices, cordon, evictions with per-pod backoff, terminate.
+//!
+//! A drain starts once its replacement claims have registered (or at its deadline). Each pod is
+//! evicted through the Eviction API; a refusal (a PDB's 429, the API server unavailable) backs that pod
+//! off exponentially (`command::backoff_ms`) instead of re-evicting every pod on every tick. When no
+//! pod but DaemonSet pods is left, the instance is terminated and the Node deleted. A termination that
+//! is throttled is retried until the cloud confirms it.
+
+use std::sync::Arc;
+
+use super::{Action, Command, Controller, Drain, Reason};
+use crate::clock::Millis;
+use crate::cloud::{CloudError, Offering};
+use crate::cluster::{ClusterError, ClusterState, NodeState, OwnerKind, PodKey, PodState};
+use crate::interruption::{self, Response};
+
+impl Controller {
+    /// Cordons the node, records the drain in its claim record and starts tracking it.
+    pub(super) fn begin_drain(&mut self, now: Millis, node: &str, drain: Drain) {
+        let reason = drain.reason;
+        let detail = drain.detail.clone();
+        self.write_drain(&drain.claim.clone(), Some(&drain));
+        self.draining.insert(node.to_string(), drain);
+        self.outbox.push(Command::Cordon {
+            node: node.to_string(),
+        });
+        self.record(
+            now,
+            Action::Cordon {
+                node: node.to_string(),
+            },
+            reason,
+            detail,
+        );
+    }
+
+    pub(super) fn progress_drains(&mut self, now: Millis, cluster: &dyn ClusterState) {
+        let names: Vec<String> = self.draining.keys().cloned().collect();
+        for name in names {
+            let drain = &self.draining[&name];
+            if !(self.replacements_ready(drain) || now >= drain.drain_by) {
+                continue;
+            }
+            let force = drain.forceful;
+            let pods: Vec<PodState> = cluster
+                .pods_on(&name)
+                .into_iter()
+                .filter(|p| p.facts.owner != OwnerKind::DaemonSet)
+                .collect();
+            let in_flight = self
+                .evictions
+                .iter()
+                .any(|((n, _), r)| *n == name && r.in_flight);
+            if pods.is_empty() && !in_flight {
+                self.finish_drain(now, &name);
+                continue;
+            }
+            for pod in pods {
+                let retry = self
+                    .evictions
+                    .entry((name.clone(), pod.key.clone()))
+                    .or_default();
+                if retry.due(now) {
+                    retry.in_flight = true;
+                    self.outbox.push(Command::Evict {
+                        pod: pod.key.clone(),
+                        node: name.clone(),
+                        force,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Every evictable pod is gone: terminate the instance and delete the Node.
+    fn finish_drain(&mut self, now: Millis, node: &str) {
+        let Some(drain) = self.draining.remove(node) else {
+            return;
+        };
+        self.evictions.retain(|(n, _), _| n != node);
+        self.node_by_instance.remove(&drain.instance_id);
+        self.terminate(&drain.instance_id);
+        self.delete_record(&drain.claim);
+        self.outbox.push(Command::DeleteNode {
+            node: node.to_string(),
+        });
+        self.record(
+            now,
+            Action::Terminate {
+                node: Some(node.to_string()),
+                instance_id: drain.instance_id,
+            },
+            drain.reason,
+            "drained".into(),
+        );
+    }
+
+    pub(super) fn eviction_answered(
+        &mut self,
+        now: Millis,
+        pod: PodKey,
+        node: String,
+        result: Result<(), ClusterError>,
+    ) {
+        let key = (node, pod);
+        let reason = self.draining.get(&key.0).map(|d| d.reason);
+        match result {
+            Ok(()) | Err(ClusterError::PodNotFound(_)) => {
+                self.evictions.remove(&key);
+                if result.is_ok() {
+                    let (node, pod) = key;
+                    self.record(
+                        now,
+                        Action::Evict {
+                            pod: pod.to_string(),
+                            node,
+                        },
+                        reason.unwrap_or(Reason::InstanceGone),
+                        "draining".into(),
+                    );
+                }
+            }
+            Err(err) => {
+                self.stats.evictions_refused += 1;
+                tracing::debug!(pod = %key.1, %err, "eviction refused; backing off");
+                if let Some(retry) = self.evictions.get_mut(&key) {
+                    retry.refused(now);
+                }
+            }
+        }
+    }
+
+    /// Issues a termination and tracks it until the cloud confirms it (or a listing shows it gone).
+    pub(super) fn terminate(&mut self, instance_id: &str) {
+        let retry = self.terminating.entry(instance_id.to_string()).or_default();
+        if !retry.in_flight {
+            retry.in_flight = true;
+            self.outbox.push(Command::Terminate {
+                instance_id: instance_id.to_string(),
+            });
+        }
+    }
+
+    pub(super) fn retry_terminations(&mut self, now: Millis) {
+        let due: Vec<String> = self
+            .terminating
+            .iter()
+            .filter(|(_, r)| r.due(now) && r.attempts > 0)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            self.terminate(&id);
+        }
+    }
+
+    pub(super) fn terminate_answered(
+        &mut self,
+        now: Millis,
+        instance_id: &str,
+        result: Result<(), CloudError>,
+    ) {
+        match result {
+            // Terminating a terminated (or unknown) instance is done, not an error.
+            Ok(()) | Err(CloudError::NotFound { .. }) => {
+                if let Some(retry) = self.terminating.get_mut(instance_id) {
+                    // Kept (not in flight) until a listing no longer shows the instance, so garbage
+                    // collection does not count it as an orphan meanwhile.
+                    retry.in_flight = false;
+                    retry.attempts = 0;
+                    retry.next_at = Millis::MAX;
+                }
+            }
+            Err(err) => {
+                tracing::warn!(instance_id, %err, "terminate failed; retrying with backoff");
+                if let Some(retry) = self.terminating.get_mut(instance_id) {
+                    retry.refused(now);
+                }
+            }
+        }
+    }
+
+    pub(super) fn handle_notices(&mut self, now: Millis, cluster: &dyn ClusterState) {
+        if self.notices.is_empty() {
+            return;
+        }
+        let nodes = cluster.nodes();
+        for notice in std::mem::take(&mut self.notices) {
+            let node: Option<&Arc<NodeState>> = self
+                .node_by_instance
+                .get(&notice.instance_id)
+                .and_then(|name| nodes.iter().find(|n| &*n.name == name.as_str()));
+            // The offering: from the node, or from the claim if the node has not registered yet.
+            let offering = node
+                .map(|n| Offering {
+                    instance_type: n.instance_type.clone(),
+                    zone: n.zone.clone(),
+                    capacity_type: n.capacity_type,
+                    price: n.price,
+                })
+                .or_else(|| {
+                    self.claims
+                        .values()
+                        .find(|c| c.instance_id.as_deref() == Some(notice.instance_id.as_str()))
+                        .and_then(|c| c.offering.clone())
+                });
+            let node_claim = node.map(|n| n.claim.clone());
+            let node = node.map(|n| n.name.to_string());
+            match interruption::respond(&notice, now) {
+                Response::Replace {
+                    drain_by,
+                    avoid_offering,
+                    reason,
+                    ..
+                } => {
+                    let why = if reason.starts_with("spot") {
+                        Reason::SpotInterruption
+                    } else {
+                        Reason::ScheduledChange
+                    };
+                    if avoid_offering && let Some(o) = &offering {
+                        self.avoid(now, o, now + interruption::AVOID_OFFERING_MS, why, reason);
+                    }
+                    self.stats.interruptions_handled += 1;
+                    match node {
+                        Some(node) if !self.draining.contains_key(&node) => {
+                            self.begin_replacement(
+                                now,
+                                cluster,
+                                &node,
+                                why,
+                                drain_by,
+                                reason.to_string(),
+                            );
+                        }
+                        Some(_) => {}
+                        None => {
+                            // Not registered yet: give up the claim, its pods are provisioned again.
+                            let lost: Vec<String> = self
+                                .claims
+                                .iter()
+                                .filter(|(_, c)| {
+                                    c.instance_id.as_deref() == Some(notice.instance_id.as_str())
+                                })
+                                .map(|(name, _)| name.clone())
+                                .collect();
+                            if lost.is_empty() {
+                                // Not an instance of ours (or already forgotten): nothing to do.
+                                continue;
+                            }
+                            for name in lost {
+                                self.claim_lost(now, &name);
+                            }
+                            self.terminate(&notice.instance_id);
+                            self.seen_revision = None;
+                            self.record(
+                                now,
+                                Action::Terminate {
+                                    node: None,
+                                    instance_id: notice.instance_id.clone(),
+                                },
+                                why,
+                                format!("{reason} before the node registered"),
+                            );
+                        }
+                    }
+                }
+                Response::AvoidOffering { until, reason } => {
+                    self.stats.rebalance_recommendations += 1;
+                    if let Some(o) = &offering {
+                        self.avoid(now, o, until, Reason::Rebalance, reason);
+                    }
+                }
+                Response::Forget { reason } => {
+                    // An unregistered claim's instance stopped: give the claim up now.
+                    let lost: Vec<String> = self
+                        .claims
+                        .iter()
+                        .filter(|(_, c)| {
+                            c.instance_id.as_deref() == Some(notice.instance_id.as_str())
+                        })
+                        .map(|(name, _)| name.clone())
+                        .collect();
+                    for name in lost {
+                        self.seen_revision = None;
+                        self.claim_lost(now, &name);
+                    }
+                    if let Some(claim) = &node_claim {
+                        self.delete_record(claim);
+                    }
+                    if let Some(node) = node {
+                        self.outbox.push(Command::DeleteNode { node: node.clone() });
+                        self.draining.remove(&node);
+                        self.evictions.retain(|(n, _), _| *n != node);
+                        self.record(
+                            now,
+                            Action::Terminate {
+                                node: Some(node),
+                                instance_id: notice.instance_id.clone(),
+                            },
+                            Reason::InstanceGone,
+                            reason.into(),
+                        );
+                    }
+                    self.node_by_instance.remove(&notice.instance_id);
+                }
+            }
+        }
+    }
+
+    /// Cordons the node, launches capacity for its pods now, and drains once that capacity is ready
+    /// (or at `drain_by`).
+    fn begin_replacement(
+        &mut self,
+        now: Millis,
+        cluster: &dyn ClusterState,
+        node: &str,
+        reason: Reason,
+        drain_by: Millis,
+        detail: String,
+    ) {
+        let Some(state) = cluster.nodes().into_iter().find(|n| &*n.name == node) else {
+            return;
+        };
+        // Tracked (and so cordoned for the plan below) before planning its pods elsewhere.
+        self.begin_drain(
+            now,
+            node,
+            Drain {
+                instance_id: state.instance_id.clone(),
+                claim: state.claim.clone(),
+                detail,
+                reason,
+                drain_by,
+                waiting_for: Vec::new(),
+                forceful: true,
+                abort_without_replacement: false,
+            },
+        );
+        let displaced: Vec<PodState> = cluster
+            .pods_on(node)
+            .into_iter()
+            .filter(|p| p.facts.owner != OwnerKind::DaemonSet)
+            .collect();
+        let plan = self.plan(now, &displaced, cluster);
+        let waiting_for = self.launch(now, plan.claims, reason, false);
+        if let Some(drain) = self.draining.get_mut(node) {
+            drain.waiting_for = waiting_for;
+            let drain = drain.clone();
+            self.write_drain(&drain.claim, Some(&drain));
+        }
+    }
+}
