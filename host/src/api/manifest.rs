@@ -434,6 +434,45 @@ spec:
     }
 
     #[test]
+    fn old_versions_are_explained_with_what_convert_changes() {
+        let text = "apiVersion: karpenter.sh/v1beta1\nkind: NodePool\nmetadata: {name: p}\nspec:\n  template:\n    spec:\n      nodeClassRef: {name: default}\n  disruption:\n    consolidationPolicy: WhenUnderutilized\n    expireAfter: 720h\n---\napiVersion: karpenter.k8s.aws/v1alpha1\nkind: AWSNodeTemplate\nmetadata: {name: t}\nspec:\n  subnetSelector: {a: b}\n";
+        let reports = check_manifests(text);
+        let Outcome::Invalid { problems, .. } = &reports[0].outcome else {
+            panic!("{reports:?}")
+        };
+        assert!(
+            problems[0].reason.contains("`kestrel convert FILE`"),
+            "{problems:?}"
+        );
+        let expire = problems
+            .iter()
+            .find(|p| p.path == "spec.disruption.expireAfter")
+            .expect("the expireAfter move is explained");
+        assert!(expire.reason.contains("spec.template.spec.expireAfter"));
+        assert_eq!(expire.line, Some(10));
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.reason.contains("WhenEmptyOrUnderutilized"))
+        );
+        // An AWSNodeTemplate is an older Karpenter resource, not a foreign one.
+        let Outcome::Invalid { problems, .. } = &reports[1].outcome else {
+            panic!("{reports:?}")
+        };
+        assert!(
+            problems[0]
+                .reason
+                .contains("karpenter.k8s.aws/v1 EC2NodeClass"),
+            "{problems:?}"
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.path == "spec.role" && p.reason.contains("review"))
+        );
+    }
+
+    #[test]
     fn type_errors_carry_path_and_line() {
         let text = POOL.replace("operator: In", "operator: Inn");
         let reports = check_manifests(&text);

@@ -146,3 +146,85 @@ pub fn explain_old_scenario(path: Option<&Path>) -> anyhow::Result<()> {
         String::from_utf8_lossy(&explanation).trim_end()
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api/testdata/migrate")
+    }
+
+    /// Each input in `src/api/testdata/migrate/` converts to `golden/NAME.v1.yaml` with the report in
+    /// `golden/NAME.report`; `KESTREL_BLESS=1` rewrites them (review the diff).
+    #[test]
+    fn conversions_match_their_golden_files() {
+        let bless = std::env::var_os("KESTREL_BLESS").is_some();
+        let mut inputs: Vec<PathBuf> = std::fs::read_dir(dir())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+            .collect();
+        inputs.sort();
+        assert!(inputs.len() >= 3, "{inputs:?}");
+        let mut stale = Vec::new();
+        for input in inputs {
+            let name = input.file_stem().unwrap().to_str().unwrap().to_string();
+            let results = convert_files(&[InputFile {
+                name: format!("{name}.yaml"),
+                text: std::fs::read_to_string(&input).unwrap(),
+            }]);
+            let mut report_text = Vec::new();
+            report(&results, &mut report_text).unwrap();
+            for (ext, got) in [
+                ("v1.yaml", results[0].text.clone()),
+                ("report", String::from_utf8(report_text).unwrap()),
+            ] {
+                let golden = dir().join("golden").join(format!("{name}.{ext}"));
+                if bless {
+                    std::fs::create_dir_all(golden.parent().unwrap()).unwrap();
+                    std::fs::write(&golden, &got).unwrap();
+                } else if std::fs::read_to_string(&golden).ok().as_deref() != Some(got.as_str()) {
+                    stale.push(format!("{}:\n{got}", golden.display()));
+                }
+            }
+        }
+        assert!(
+            stale.is_empty(),
+            "differs from the golden file (KESTREL_BLESS=1 cargo test -p kestrel --lib cli::convert rewrites them):\n{}",
+            stale.join("\n")
+        );
+    }
+
+    #[test]
+    fn simulate_explains_a_scenario_with_old_node_pools() {
+        let path =
+            std::env::temp_dir().join(format!("kestrel-old-scenario-{}.yaml", std::process::id()));
+        std::fs::write(
+            &path,
+            "name: old\nduration: 10m\nnodePools:\n  - apiVersion: karpenter.sh/v1beta1\n    kind: NodePool\n    metadata: {name: default}\n    spec:\n      template: {spec: {nodeClassRef: {name: default}}}\n      disruption: {consolidationPolicy: WhenUnderutilized, expireAfter: 24h}\nworkloads: []\n",
+        )
+        .unwrap();
+        let err = explain_old_scenario(Some(&path)).unwrap_err().to_string();
+        let _ = std::fs::remove_file(&path);
+        assert!(err.contains("kestrel convert"), "{err}");
+        assert!(err.contains("(nodePools[0])"), "{err}");
+        assert!(err.contains("WhenEmptyOrUnderutilized"), "{err}");
+        assert!(err.contains("spec.template.spec.expireAfter"), "{err}");
+        // A v1 scenario (the built-in examples) passes untouched.
+        let example = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples/scenarios/spot-interruption-storm.yaml");
+        explain_old_scenario(Some(&example)).unwrap();
+        explain_old_scenario(None).unwrap();
+    }
+
+    #[test]
+    fn inputs_are_bounded() {
+        let path = std::env::temp_dir().join(format!("kestrel-big-{}.yaml", std::process::id()));
+        std::fs::write(&path, vec![b'a'; 2048]).unwrap();
+        let err = read_bounded(&path, 1024).unwrap_err().to_string();
+        assert!(err.contains("larger than"), "{err}");
+        assert_eq!(read_bounded(&path, 4096).unwrap().len(), 2048);
+        let _ = std::fs::remove_file(&path);
+    }
+}
