@@ -1462,19 +1462,32 @@ pub fn convert_files(files: &[InputFile]) -> Vec<FileConversion> {
     for (fi, file) in files.iter().enumerate() {
         let mut file_docs = Vec::new();
         for (di, d) in split_documents(&file.text).into_iter().enumerate() {
-            let (value, error) = match serde_yaml_ng::from_str::<Value>(&d.text) {
+            let (value, mut error) = match serde_yaml_ng::from_str::<Value>(&d.text) {
                 Ok(v) => (Some(v), None),
                 Err(e) => (None, Some(e.to_string())),
             };
             if let Some(v) = &value {
-                if let Ok(c) = convert_object(v) {
-                    slots.push(Slot {
-                        file: fi,
-                        doc: di,
-                        entry: None,
-                        scope: 0,
-                        converted: c,
-                    });
+                // An older kind that cannot be read is reported on its document, not skipped.
+                let old = |v: &Value| {
+                    let field =
+                        |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+                    Source::of(&field("apiVersion"), &field("kind"))
+                        .map(|_| format!("{} {}", field("apiVersion"), field("kind")))
+                };
+                let mut failed = |what: String, e: MigrateError| {
+                    error.get_or_insert_with(|| format!("{what} could not be converted: {e}"));
+                };
+                if let Some(what) = old(v) {
+                    match convert_object(v) {
+                        Ok(c) => slots.push(Slot {
+                            file: fi,
+                            doc: di,
+                            entry: None,
+                            scope: 0,
+                            converted: c,
+                        }),
+                        Err(e) => failed(what, e),
+                    }
                 } else if v.get("apiVersion").is_none() && v.get("nodePools").is_some() {
                     let scope = scope_count;
                     scope_count += 1;
@@ -1486,14 +1499,16 @@ pub fn convert_files(files: &[InputFile]) -> Vec<FileConversion> {
                             .flatten()
                             .enumerate()
                         {
-                            if let Ok(c) = convert_object(entry) {
-                                slots.push(Slot {
+                            let Some(what) = old(entry) else { continue };
+                            match convert_object(entry) {
+                                Ok(c) => slots.push(Slot {
                                     file: fi,
                                     doc: di,
                                     entry: Some((list, i)),
                                     scope,
                                     converted: c,
-                                });
+                                }),
+                                Err(e) => failed(format!("{list}[{i}] ({what})"), e),
                             }
                         }
                     }
@@ -2087,6 +2102,41 @@ mod tests {
             problems[0].reason.contains("budgets: [{nodes: \"5%\"}]"),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn objects_that_cannot_be_read_are_reported_not_skipped() {
+        let text =
+            "apiVersion: karpenter.sh/v1beta1\nkind: NodePool\nmetadata: {name: p}\nspec: 5\n";
+        let out = convert_files(&[InputFile {
+            name: "p.yaml".into(),
+            text: text.into(),
+        }]);
+        let e = out[0].documents[0].error.as_deref().unwrap_or("");
+        assert!(
+            e.contains(
+                "karpenter.sh/v1beta1 NodePool could not be converted: `spec` is not a mapping"
+            ),
+            "{e}"
+        );
+        assert_eq!(out[0].text, text);
+    }
+
+    proptest::proptest! {
+        /// Whatever is spliced into a real manifest, conversion answers (converted, or an error on the
+        /// document) and never panics.
+        #[test]
+        fn conversion_never_panics(at in 0usize..4000, junk in "[ -~\n]{0,40}", which in 0usize..3) {
+            let name = ["v1beta1-nodepool.yaml", "awsnodetemplate.yaml", "v1beta1-when-empty.yaml"][which];
+            let mut text = testdata(name).text;
+            let mut at = at % (text.len() + 1);
+            while !text.is_char_boundary(at) {
+                at -= 1;
+            }
+            text.insert_str(at, &junk);
+            let out = convert_files(&[InputFile { name: name.into(), text }]);
+            proptest::prop_assert_eq!(out.len(), 1);
+        }
     }
 
     #[test]

@@ -78,9 +78,10 @@ pub fn report(results: &[FileConversion], out: &mut dyn std::io::Write) -> anyho
     for file in results {
         for doc in &file.documents {
             if let Some(e) = &doc.error {
+                attention += 1;
                 writeln!(
                     out,
-                    "{}:{}: document {}: not YAML, left as it is: {e}",
+                    "{}:{}: document {}: left as it is: {e}",
                     file.name,
                     doc.first_line,
                     doc.index + 1
