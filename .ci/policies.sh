@@ -10,11 +10,16 @@ rustup target add wasm32-unknown-unknown
 # The example policy is its own workspace (what a policy team's repository looks like): its native tests.
 cargo test --manifest-path examples/policies/prefer-graviton/Cargo.toml
 
+# The SDK packages for the registry (its README, the contract it generates bindings from, metadata).
+cargo package -q -p kestrel-policy-sdk --no-verify --allow-dirty
+
 # The README's "write your own policy" steps, through the CLI.
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 cargo run -q -p kestrel -- policy build examples/policies/prefer-graviton -o "$out/prefer-graviton.wasm"
 cargo run -q -p kestrel -- policy test "$out/prefer-graviton.wasm" examples/policies/prefer-graviton/fixtures.yaml
-cargo run -q -p kestrel -- policy new --kind ranker "$out/my-ranker"
+# The SDK is not on the package registry yet: the scaffold depends on this checkout's SDK (by default it
+# depends on the SDK's version, for teams with only the `kestrel` binary).
+cargo run -q -p kestrel -- policy new --kind ranker --sdk-path sdk "$out/my-ranker"
 cargo run -q -p kestrel -- policy build "$out/my-ranker" -o "$out/my-ranker.wasm"
 cargo run -q -p kestrel -- policy test "$out/my-ranker.wasm" "$out/my-ranker/fixtures.yaml"

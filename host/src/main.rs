@@ -15,6 +15,8 @@ enum Command {
     Simulate(cli::simulate::Args),
     /// Check NodePool / EC2NodeClass manifests; exits non-zero if any is invalid.
     Validate(cli::validate::Args),
+    /// Rewrite older Karpenter manifests (v1beta1, v1alpha5 Provisioner, v1alpha1 AWSNodeTemplate) as v1.
+    Convert(cli::convert::Args),
     /// Benchmarks, printed as one JSON line per case.
     #[command(subcommand)]
     Bench(cli::bench::Command),
@@ -32,7 +34,11 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Simulate(args) => cli::simulate::run(args),
+        Command::Simulate(args) => {
+            cli::convert::explain_old_scenario(args.scenario.as_deref())?;
+            cli::simulate::run(args)
+        }
+        Command::Convert(args) => cli::convert::run(args),
         Command::Validate(args) => cli::validate::run(args),
         Command::Bench(command) => cli::bench::run(command),
         Command::Policy(command) => cli::policy::run(command),

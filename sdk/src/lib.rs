@@ -5,14 +5,19 @@
 //! `#[cfg(target_arch = "wasm32")]`, and call the trait's functions from plain `#[test]`s: that is the
 //! native test harness (see `docs/policies.md`). Feature `serde` derives `Serialize`/`Deserialize` on the
 //! contract types (used by the host's fixture files).
+//!
+#![doc = include_str!("../README.md")]
 
 /// The contract version this SDK implements; policies report it from `info()`.
 pub const CONTRACT: &str = "kestrel:policy@0.1.0";
 
+/// This crate's version: what `kestrel policy new` writes as the scaffold's dependency.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 pub mod ranker {
     #[cfg(not(feature = "serde"))]
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         world: "ranker",
         pub_export_macro: true,
         export_macro_name: "export_ranker",
@@ -21,7 +26,7 @@ pub mod ranker {
     });
     #[cfg(feature = "serde")]
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         world: "ranker",
         pub_export_macro: true,
         export_macro_name: "export_ranker",
@@ -34,7 +39,7 @@ pub mod ranker {
 pub mod consolidator {
     #[cfg(not(feature = "serde"))]
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         world: "consolidator",
         pub_export_macro: true,
         export_macro_name: "export_consolidator",
@@ -43,7 +48,7 @@ pub mod consolidator {
     });
     #[cfg(feature = "serde")]
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         world: "consolidator",
         pub_export_macro: true,
         export_macro_name: "export_consolidator",
@@ -56,7 +61,7 @@ pub mod consolidator {
 pub mod budgeter {
     #[cfg(not(feature = "serde"))]
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         world: "budgeter",
         pub_export_macro: true,
         export_macro_name: "export_budgeter",
@@ -65,7 +70,7 @@ pub mod budgeter {
     });
     #[cfg(feature = "serde")]
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         world: "budgeter",
         pub_export_macro: true,
         export_macro_name: "export_budgeter",
@@ -142,6 +147,32 @@ pub mod helpers {
     }
 
     /// Iterates the offerings (checks the columns first).
+    ///
+    /// ```
+    /// use kestrel_policy_sdk::helpers::offerings;
+    /// use kestrel_policy_sdk::ranker::Offerings;
+    ///
+    /// let columns = Offerings {
+    ///     instance_type: vec![0, 1],
+    ///     zone: vec![0, 0],
+    ///     capacity_type: vec![kestrel_policy_sdk::capacity_type::ON_DEMAND, kestrel_policy_sdk::capacity_type::SPOT],
+    ///     price: vec![0.096, 0.031],
+    ///     interruption: vec![0.0, -1.0], // negative: unknown
+    ///     capacity_score: vec![-1.0, 0.8],
+    ///     pods_per_node: vec![4, 4],
+    /// };
+    /// let cheapest = offerings(&columns)?
+    ///     .min_by(|a, b| a.price.total_cmp(&b.price))
+    ///     .unwrap();
+    /// assert_eq!(cheapest.index, 1);
+    /// assert_eq!(cheapest.interruption, None);
+    /// assert_eq!(cheapest.capacity_score, Some(0.8));
+    ///
+    /// let mut ragged = columns.clone();
+    /// ragged.price.pop();
+    /// assert!(offerings(&ragged).is_err());
+    /// # Ok::<(), String>(())
+    /// ```
     pub fn offerings(o: &Offerings) -> Result<impl Iterator<Item = Offering> + '_, String> {
         let n = offerings_len(o)?;
         Ok((0..n).map(move |i| offering(o, i)))
@@ -229,6 +260,28 @@ pub mod helpers {
     }
 
     /// The string value of label `key` on instance type `it`.
+    ///
+    /// ```
+    /// use kestrel_policy_sdk::helpers::label;
+    /// use kestrel_policy_sdk::ranker::{Catalog, InstanceType};
+    ///
+    /// let catalog = Catalog {
+    ///     revision: 1,
+    ///     label_keys: vec!["kubernetes.io/arch".into()],
+    ///     label_values: vec!["amd64".into(), "arm64".into()],
+    ///     zones: vec!["us-east-1a".into()],
+    ///     instance_types: vec![InstanceType {
+    ///         name: "m7g.large".into(),
+    ///         cpu_millis: 1930,
+    ///         memory_mib: 7134,
+    ///         pods: 29,
+    ///         gpus: 0,
+    ///         labels: vec![(0, 1)], // (key index, value index)
+    ///     }],
+    /// };
+    /// assert_eq!(label(&catalog, 0, "kubernetes.io/arch"), Some("arm64"));
+    /// assert_eq!(label(&catalog, 0, "karpenter.k8s.aws/instance-family"), None);
+    /// ```
     pub fn label<'c>(catalog: &'c Catalog, it: u32, key: &str) -> Option<&'c str> {
         let k = label_key(catalog, key)?;
         let v = label_value(catalog, it, k)?;

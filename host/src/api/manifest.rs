@@ -4,6 +4,7 @@
 use serde::de::DeserializeOwned;
 
 use super::crd::schema_for_kind;
+use super::migrate::{self, NoteKind};
 use super::validate::{FieldError, unknown_fields};
 use super::{EC2NodeClass, NodeClaim, NodePool};
 
@@ -119,13 +120,16 @@ pub fn check_document(doc: &Document) -> DocumentReport {
         .unwrap_or("")
         .to_string();
     let problems = match (api_version.as_str(), kind.as_str()) {
-        ("karpenter.sh/v1", "NodePool") => check::<NodePool>(doc, &value, &kind, |o| o.validate()),
+        ("karpenter.sh/v1", "NodePool") => {
+            with_hints(check::<NodePool>(doc, &value, &kind, |o| o.validate()))
+        }
         ("karpenter.sh/v1", "NodeClaim") => {
-            check::<NodeClaim>(doc, &value, &kind, |o| o.validate())
+            with_hints(check::<NodeClaim>(doc, &value, &kind, |o| o.validate()))
         }
         ("karpenter.k8s.aws/v1", "EC2NodeClass") => {
-            check::<EC2NodeClass>(doc, &value, &kind, |o| o.validate())
+            with_hints(check::<EC2NodeClass>(doc, &value, &kind, |o| o.validate()))
         }
+        (v, k) if migrate::Source::of(v, k).is_some() => explain_old_version(doc),
         (v, "NodePool" | "NodeClaim" | "EC2NodeClass") => vec![Problem {
             line: Some(doc.first_line),
             path: "apiVersion".into(),
@@ -166,6 +170,66 @@ pub fn check_document(doc: &Document) -> DocumentReport {
             problems,
         }
     })
+}
+
+/// A field v1 does not have, or a value it renamed, gets the v1 spelling (`maxUnavailable` → budgets).
+fn with_hints(problems: Vec<Problem>) -> Vec<Problem> {
+    problems
+        .into_iter()
+        .map(|mut p| {
+            if let Some(hint) = migrate::field_hint(&p.path, &p.reason) {
+                p.reason = format!("{} ({hint})", p.reason);
+            }
+            p
+        })
+        .collect()
+}
+
+/// An older Karpenter object (v1beta1, a Provisioner, an AWSNodeTemplate): not served; what
+/// `kestrel convert` would change, one problem per change at the field it concerns.
+fn explain_old_version(doc: &Document) -> Vec<Problem> {
+    let converted = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&doc.text)
+        .map_err(|e| e.to_string())
+        .and_then(|v| migrate::convert_object(&v).map_err(|e| e.to_string()));
+    let c = match converted {
+        Ok(c) => c,
+        Err(e) => {
+            return vec![Problem {
+                line: Some(doc.first_line),
+                path: "apiVersion".into(),
+                reason: format!("an older Karpenter version, not served, and not convertible: {e}"),
+            }];
+        }
+    };
+    let mut problems = vec![Problem {
+        line: locate(doc, "apiVersion").or(Some(doc.first_line)),
+        path: "apiVersion".into(),
+        reason: format!(
+            "{} is not served (Kestrel serves {}); `kestrel convert FILE` writes the v1 equivalent — what it changes follows",
+            c.from,
+            c.source.target()
+        ),
+    }];
+    for n in c.notes.iter().filter(|n| n.path != "apiVersion") {
+        let prefix = match n.kind {
+            NoteKind::Changed => "convert",
+            NoteKind::Review => "convert (review)",
+            NoteKind::Dropped => "convert cannot carry this over",
+        };
+        // A field the conversion adds is found by its nearest written parent.
+        let mut at = n.path.as_str();
+        let mut line = locate(doc, at);
+        while line.is_none() && !at.is_empty() {
+            at = at.rfind('.').map_or("", |i| &at[..i]);
+            line = locate(doc, at);
+        }
+        problems.push(Problem {
+            line: line.or(Some(doc.first_line)),
+            path: n.path.clone(),
+            reason: format!("{prefix}: {}", n.message),
+        });
+    }
+    problems
 }
 
 /// Unknown fields first (all of them, from the schema), then the strict parse, then semantic rules.
@@ -367,6 +431,45 @@ spec:
             panic!("{reports:?}")
         };
         assert_eq!(problems[0].path, "apiVersion");
+    }
+
+    #[test]
+    fn old_versions_are_explained_with_what_convert_changes() {
+        let text = "apiVersion: karpenter.sh/v1beta1\nkind: NodePool\nmetadata: {name: p}\nspec:\n  template:\n    spec:\n      nodeClassRef: {name: default}\n  disruption:\n    consolidationPolicy: WhenUnderutilized\n    expireAfter: 720h\n---\napiVersion: karpenter.k8s.aws/v1alpha1\nkind: AWSNodeTemplate\nmetadata: {name: t}\nspec:\n  subnetSelector: {a: b}\n";
+        let reports = check_manifests(text);
+        let Outcome::Invalid { problems, .. } = &reports[0].outcome else {
+            panic!("{reports:?}")
+        };
+        assert!(
+            problems[0].reason.contains("`kestrel convert FILE`"),
+            "{problems:?}"
+        );
+        let expire = problems
+            .iter()
+            .find(|p| p.path == "spec.disruption.expireAfter")
+            .expect("the expireAfter move is explained");
+        assert!(expire.reason.contains("spec.template.spec.expireAfter"));
+        assert_eq!(expire.line, Some(10));
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.reason.contains("WhenEmptyOrUnderutilized"))
+        );
+        // An AWSNodeTemplate is an older Karpenter resource, not a foreign one.
+        let Outcome::Invalid { problems, .. } = &reports[1].outcome else {
+            panic!("{reports:?}")
+        };
+        assert!(
+            problems[0]
+                .reason
+                .contains("karpenter.k8s.aws/v1 EC2NodeClass"),
+            "{problems:?}"
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.path == "spec.role" && p.reason.contains("review"))
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod duration;
 pub mod ec2nodeclass;
 pub mod labels;
 pub mod manifest;
+pub mod migrate;
 pub mod nodeclaim;
 pub mod nodepool;
 pub mod validate;

@@ -3,6 +3,7 @@ pub mod bench;
 pub mod bench_pack;
 pub mod bench_policy;
 pub mod bench_sim;
+pub mod convert;
 pub mod policy;
 pub mod simulate;
 pub mod validate;

@@ -23,14 +23,16 @@ pub enum Command {
         /// YAML or JSON fixture file (see docs/policies.md).
         fixtures: PathBuf,
     },
-    /// Scaffold a new policy crate.
+    /// Scaffold a new policy crate; its name is the directory's name (letters, digits, `-` and `_`,
+    /// starting with a letter).
     New {
         #[arg(long, value_parser = clap::value_parser!(PolicyKind))]
         kind: PolicyKind,
         dir: PathBuf,
-        /// The Kestrel SDK's directory (default: the one this binary was built from).
-        #[arg(long)]
-        sdk: Option<PathBuf>,
+        /// Depend on the SDK in this directory (a Kestrel checkout's `sdk/`) instead of the
+        /// `kestrel-policy-sdk` version this binary implements.
+        #[arg(long, alias = "sdk", value_name = "DIR")]
+        sdk_path: Option<PathBuf>,
     },
     /// Check that policies/prebuilt/*.wasm equal a fresh build of policies/ byte for byte.
     VerifyPrebuilt {
@@ -72,8 +74,15 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::New { kind, dir, sdk } => {
-            let sdk = sdk.unwrap_or_else(|| repo_root().join("sdk"));
+        Command::New {
+            kind,
+            dir,
+            sdk_path,
+        } => {
+            let sdk = match sdk_path {
+                Some(path) => SdkSource::Path(path),
+                None => SdkSource::default(),
+            };
             scaffold(kind, &dir, &sdk)?;
             println!(
                 "created {} ({kind} policy); next: kestrel policy build {}",
@@ -102,11 +111,58 @@ fn wasm_target_dir(fallback: &Path) -> PathBuf {
         .join("wasm-policy-build")
 }
 
+/// Checks that `rustc` can build for the wasm target before cargo is started, and says exactly what is
+/// missing and how to add it: no `rustc` at all, or no `wasm32-unknown-unknown` standard library in the
+/// toolchain's sysroot.
+pub fn check_wasm_target(rustc: &Path) -> anyhow::Result<()> {
+    let run = |args: &[&str]| {
+        std::process::Command::new(rustc)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let Some(sysroot) = run(&["--print", "sysroot"]) else {
+        bail!(
+            "cannot run `{} --print sysroot`: building a policy needs a Rust toolchain (install one with rustup, https://rustup.rs, then `rustup target add {WASM_TARGET}`)",
+            rustc.display()
+        );
+    };
+    let lib = Path::new(&sysroot)
+        .join("lib/rustlib")
+        .join(WASM_TARGET)
+        .join("lib");
+    if !lib.is_dir() {
+        let version = run(&["--version"]).unwrap_or_else(|| "rustc".into());
+        let toolchain = Path::new(&sysroot)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .filter(|_| sysroot.contains("/toolchains/") || sysroot.contains("\\toolchains\\"));
+        let add = match toolchain {
+            Some(t) => format!("rustup target add {WASM_TARGET} --toolchain {t}"),
+            None => format!("rustup target add {WASM_TARGET}"),
+        };
+        bail!(
+            "the Rust target {WASM_TARGET} is not installed for {version} (no {}): add it with `{add}`",
+            lib.display()
+        );
+    }
+    Ok(())
+}
+
 /// Builds the policy crate at `crate_dir` to a component; returns where it was written.
 pub fn build(crate_dir: &Path, out: Option<&Path>) -> anyhow::Result<PathBuf> {
     let crate_dir = crate_dir
         .canonicalize()
         .with_context(|| format!("policy crate {}", crate_dir.display()))?;
+    if !crate_dir.join("Cargo.toml").is_file() {
+        bail!(
+            "{} is not a policy crate: it has no Cargo.toml (scaffold one with `kestrel policy new`)",
+            crate_dir.display()
+        );
+    }
+    check_wasm_target(&build_component::toolchain().0)?;
     let bytes =
         build_component::build_component(&crate_dir, &wasm_target_dir(&crate_dir), &crate_dir)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -225,17 +281,160 @@ fn verify_prebuilt(repo: &Path, update: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes a new policy crate at `dir`.
-pub fn scaffold(kind: PolicyKind, dir: &Path, sdk: &Path) -> anyhow::Result<()> {
+/// Where a scaffolded crate gets `kestrel-policy-sdk` from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SdkSource {
+    /// A version requirement on the package registry (the default: the SDK version this binary
+    /// implements, so the crate builds anywhere, without a Kestrel checkout).
+    Version(String),
+    /// A directory holding the SDK crate (a Kestrel checkout's `sdk/`); written as an absolute path.
+    Path(PathBuf),
+}
+
+impl Default for SdkSource {
+    fn default() -> Self {
+        SdkSource::Version(kestrel_policy_sdk::VERSION.to_string())
+    }
+}
+
+/// Rust keywords and the names of the standard crates: a package of that name cannot be depended on or
+/// built as a library.
+const RESERVED_NAMES: &[&str] = &[
+    "abstract",
+    "alloc",
+    "as",
+    "async",
+    "await",
+    "become",
+    "box",
+    "break",
+    "const",
+    "continue",
+    "core",
+    "crate",
+    "do",
+    "dyn",
+    "else",
+    "enum",
+    "extern",
+    "false",
+    "final",
+    "fn",
+    "for",
+    "gen",
+    "if",
+    "impl",
+    "in",
+    "let",
+    "loop",
+    "macro",
+    "match",
+    "mod",
+    "move",
+    "mut",
+    "override",
+    "priv",
+    "proc_macro",
+    "pub",
+    "ref",
+    "return",
+    "self",
+    "Self",
+    "static",
+    "std",
+    "struct",
+    "super",
+    "test",
+    "trait",
+    "true",
+    "try",
+    "type",
+    "typeof",
+    "unsafe",
+    "unsized",
+    "use",
+    "virtual",
+    "where",
+    "while",
+    "yield",
+];
+
+/// Checks that `name` makes a valid crate (package) name: 1 to 64 ASCII letters, digits, `-` or `_`,
+/// starting with a letter, and not a keyword or a standard crate's name.
+pub fn check_crate_name(name: &str) -> anyhow::Result<()> {
+    let why = if name.is_empty() {
+        Some("it is empty".to_string())
+    } else if name.len() > 64 {
+        Some(format!(
+            "it has {} characters, at most 64 are allowed",
+            name.len()
+        ))
+    } else if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+    {
+        Some(format!(
+            "it contains {c:?}; only ASCII letters, digits, `-` and `_` are allowed"
+        ))
+    } else if !name.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        Some("it must start with a letter".to_string())
+    } else if RESERVED_NAMES.contains(&name.replace('-', "_").as_str()) {
+        Some("it is a Rust keyword or a standard crate's name".to_string())
+    } else {
+        None
+    };
+    match why {
+        Some(why) => bail!(
+            "{name:?} is not a valid crate name ({why}); the policy crate is named after its directory, choose another directory name"
+        ),
+        None => Ok(()),
+    }
+}
+
+/// A TOML basic string holding `s` (quotes, backslashes and control characters escaped).
+fn toml_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Writes a new policy crate at `dir`, named after the directory.
+pub fn scaffold(kind: PolicyKind, dir: &Path, sdk: &SdkSource) -> anyhow::Result<()> {
+    let name = std::path::absolute(dir)?
+        .file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_string)
+        .with_context(|| format!("{}: the directory needs a UTF-8 name", dir.display()))?;
+    check_crate_name(&name)?;
     if dir.join("Cargo.toml").exists() {
         bail!("{} already holds a crate", dir.display());
     }
-    std::fs::create_dir_all(dir.join("src"))?;
-    let name = dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .context("the directory needs a name")?;
-    let sdk = std::path::absolute(sdk)?;
+    let dependency = match sdk {
+        SdkSource::Version(v) => toml_string(v),
+        SdkSource::Path(path) => {
+            let path = std::path::absolute(path)?;
+            if !path.join("Cargo.toml").is_file() {
+                bail!(
+                    "--sdk-path {}: no Cargo.toml there (give the `sdk` directory of a Kestrel checkout)",
+                    path.display()
+                );
+            }
+            let path = path
+                .to_str()
+                .with_context(|| format!("--sdk-path {}: not UTF-8", path.display()))?;
+            format!("{{ path = {} }}", toml_string(path))
+        }
+    };
+    std::fs::create_dir_all(dir.join("src"))
+        .with_context(|| format!("creating {}", dir.display()))?;
     let cargo_toml = format!(
         r#"[package]
 name = "{name}"
@@ -247,15 +446,14 @@ publish = false
 crate-type = ["cdylib", "rlib"]
 
 [dependencies]
-kestrel-policy-sdk = {{ path = "{}" }}
+kestrel-policy-sdk = {dependency}
 
 # A policy crate is its own workspace.
 [workspace]
-"#,
-        sdk.display()
+"#
     );
     std::fs::write(dir.join("Cargo.toml"), cargo_toml)?;
-    std::fs::write(dir.join("src/lib.rs"), template(kind, name))?;
+    std::fs::write(dir.join("src/lib.rs"), template(kind, &name))?;
     std::fs::write(dir.join("fixtures.yaml"), fixture_template(kind))?;
     Ok(())
 }
@@ -373,4 +571,151 @@ fn fixture_template(kind: PolicyKind) -> String {
         }),
     };
     serde_yaml_ng::to_string(&file).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "kestrel-policy-cli-{tag}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn names_that_make_no_crate_are_refused_before_anything_is_written() {
+        let root = temp_dir("names");
+        for bad in [
+            "my ranker",
+            "my\"ranker",
+            "1ranker",
+            "-x",
+            "std",
+            "self",
+            "r@nk",
+            "ü",
+        ] {
+            let dir = root.join(bad);
+            let err = scaffold(PolicyKind::Ranker, &dir, &SdkSource::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("not a valid crate name"), "{bad}: {err}");
+            assert!(!dir.exists(), "{bad}: nothing may be written");
+        }
+        let long = "a".repeat(65);
+        assert!(check_crate_name(&long).is_err());
+        for good in ["my-ranker", "my_ranker2", "R", &"a".repeat(64)] {
+            check_crate_name(good).unwrap();
+        }
+        let _ = std::fs::remove_dir_all(root);
+    }
+
+    #[test]
+    fn the_scaffold_depends_on_the_sdk_version_by_default_and_on_a_path_when_asked() {
+        let root = temp_dir("scaffold");
+        scaffold(
+            PolicyKind::Budgeter,
+            &root.join("by-version"),
+            &SdkSource::default(),
+        )
+        .unwrap();
+        let toml = std::fs::read_to_string(root.join("by-version/Cargo.toml")).unwrap();
+        let expected = format!("kestrel-policy-sdk = \"{}\"", kestrel_policy_sdk::VERSION);
+        assert!(toml.contains(&expected), "{toml}");
+        assert!(!toml.contains("path ="), "{toml}");
+
+        let sdk = root.join("checkout \"with\" quotes/sdk");
+        std::fs::create_dir_all(&sdk).unwrap();
+        std::fs::write(sdk.join("Cargo.toml"), "").unwrap();
+        scaffold(
+            PolicyKind::Ranker,
+            &root.join("by-path"),
+            &SdkSource::Path(sdk.clone()),
+        )
+        .unwrap();
+        let toml = std::fs::read_to_string(root.join("by-path/Cargo.toml")).unwrap();
+        let parsed: toml_check::Dependency = toml_check::dependency(&toml);
+        assert_eq!(parsed.path.as_deref(), sdk.to_str(), "{toml}");
+
+        let err = scaffold(
+            PolicyKind::Ranker,
+            &root.join("no-sdk"),
+            &SdkSource::Path(root.join("nowhere")),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("no Cargo.toml there"), "{err}");
+        let _ = std::fs::remove_dir_all(root);
+    }
+
+    /// Reads the `kestrel-policy-sdk = { path = "..." }` line back the way TOML does (basic string escapes).
+    mod toml_check {
+        pub struct Dependency {
+            pub path: Option<String>,
+        }
+        pub fn dependency(toml: &str) -> Dependency {
+            let line = toml
+                .lines()
+                .find(|l| l.starts_with("kestrel-policy-sdk = "))
+                .expect("a dependency line");
+            let Some(rest) = line.split_once("path = \"").map(|(_, r)| r) else {
+                return Dependency { path: None };
+            };
+            let mut out = String::new();
+            let mut chars = rest.chars();
+            while let Some(c) = chars.next() {
+                match c {
+                    '"' => return Dependency { path: Some(out) },
+                    '\\' => match chars.next() {
+                        Some('"') => out.push('"'),
+                        Some('\\') => out.push('\\'),
+                        other => panic!("unexpected escape {other:?}"),
+                    },
+                    c => out.push(c),
+                }
+            }
+            panic!("unterminated string in {line}")
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_missing_wasm_target_is_named_with_the_command_that_adds_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = temp_dir("target");
+        let sysroot = root.join("toolchains/1.95.0-x86_64-unknown-linux-gnu");
+        std::fs::create_dir_all(sysroot.join("lib/rustlib/x86_64-unknown-linux-gnu/lib")).unwrap();
+        let rustc = root.join("rustc");
+        std::fs::write(
+            &rustc,
+            format!(
+                "#!/bin/sh\nif [ \"$1\" = --version ]; then echo 'rustc 1.95.0 (fake)'; else echo '{}'; fi\n",
+                sysroot.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&rustc, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let err = check_wasm_target(&rustc).unwrap_err().to_string();
+        assert!(
+            err.contains("wasm32-unknown-unknown is not installed for rustc 1.95.0 (fake)"),
+            "{err}"
+        );
+        assert!(
+            err.contains("rustup target add wasm32-unknown-unknown --toolchain 1.95.0-x86_64-unknown-linux-gnu"),
+            "{err}"
+        );
+        std::fs::create_dir_all(sysroot.join("lib/rustlib/wasm32-unknown-unknown/lib")).unwrap();
+        check_wasm_target(&rustc).unwrap();
+        let err = check_wasm_target(&root.join("no-such-rustc"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("needs a Rust toolchain"), "{err}");
+        let _ = std::fs::remove_dir_all(root);
+    }
 }
