@@ -1,5 +1,6 @@
 //! The one integration-test binary: cross-crate tests, real wasm, real servers, the simulator end to end.
 mod api;
+mod deferred;
 mod disruption;
 mod policy;
 mod provisioning;

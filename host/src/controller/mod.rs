@@ -563,6 +563,9 @@ impl Controller {
     /// The claim's node registered.
     pub fn observe_node_registered(&mut self, node: &NodeState) {
         self.claims.remove(&node.claim);
+        // Pods nominated to it that it did not take (another pod got the room first) are pending
+        // with nothing coming for them: look at them again.
+        self.seen_revision = None;
         self.node_by_instance
             .insert(node.instance_id.clone(), node.name.to_string());
     }
