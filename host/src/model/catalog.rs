@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 use serde::Deserialize;
 
 use super::labels;
-use super::quantity::QuantityError;
+use super::quantity::{Quantity, QuantityError};
 use super::requirements::Requirements;
 use super::resources::ResourceList;
 
@@ -70,6 +70,35 @@ impl InstanceType {
         self.labels.get(key).map(String::as_str)
     }
 
+    /// What the machine has, before kubelet/system reservations and eviction thresholds: what NodePool
+    /// limits count, as Karpenter does. CPU is the vCPU count (`instance-cpu`); memory is the instance
+    /// memory (`instance-memory`, less the 64 MiB Graviton reserves) minus Karpenter's default VM
+    /// overhead of 7.5 % (rounded up to a MiB); the other resources (pods, GPUs, ENIs, ephemeral
+    /// storage) are as allocatable. Where a label is missing or smaller, allocatable stands in.
+    pub fn capacity(&self) -> ResourceList {
+        let mut capacity = self.allocatable.clone();
+        if let Some(vcpus) = self
+            .label(labels::INSTANCE_CPU)
+            .and_then(|v| v.parse::<i64>().ok())
+        {
+            capacity.cpu = capacity.cpu.max(Quantity::from_units(vcpus));
+        }
+        if let Some(mib) = self
+            .label(labels::INSTANCE_MEMORY)
+            .and_then(|v| v.parse::<i64>().ok())
+        {
+            let mib = if self.label(labels::ARCH) == Some("arm64") {
+                mib - 64
+            } else {
+                mib
+            };
+            let overhead = (mib.max(0) * VM_MEMORY_OVERHEAD_PERMILLE + 999) / 1000;
+            let bytes = i128::from(mib - overhead) << 20;
+            capacity.memory = capacity.memory.max(Quantity::from_millis(bytes * 1000));
+        }
+        capacity
+    }
+
     /// NVIDIA + AMD GPUs + Neuron devices, as the policy contract counts accelerators.
     pub fn gpus(&self) -> u32 {
         ["nvidia.com/gpu", "amd.com/gpu", "aws.amazon.com/neuron"]
@@ -78,6 +107,9 @@ impl InstanceType {
             .sum()
     }
 }
+
+/// Karpenter's default `vmMemoryOverheadPercent` (7.5 %), in thousandths.
+const VM_MEMORY_OVERHEAD_PERMILLE: i64 = 75;
 
 /// One way to buy an instance type: in a zone, with a capacity type, at a price.
 #[derive(Debug, Clone, PartialEq)]
@@ -192,6 +224,19 @@ pub fn ec2_instance_types() -> Result<&'static [InstanceType], &'static CatalogE
         })
         .as_ref()
         .map(Vec::as_slice)
+}
+
+/// One embedded EC2 instance type by name (e.g. for a node whose type a narrowed catalog left out).
+pub fn ec2_instance_type(name: &str) -> Option<&'static InstanceType> {
+    static BY_NAME: OnceLock<HashMap<&'static str, usize>> = OnceLock::new();
+    let all = ec2_instance_types().ok()?;
+    let index = BY_NAME.get_or_init(|| {
+        all.iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.as_str(), i))
+            .collect()
+    });
+    index.get(name).map(|&i| &all[i])
 }
 
 /// The embedded on-demand prices for us-east-1, USD per hour by instance type name.
@@ -399,6 +444,25 @@ mod tests {
         assert_eq!(m5.label(labels::INSTANCE_CATEGORY), Some("m"));
         assert!(m5.allocatable.cpu.millis() > 1000);
         assert_eq!(cat.zones(), vec!["us-east-1a", "us-east-1b"]);
+    }
+
+    #[test]
+    fn capacity_is_the_machine_not_allocatable() {
+        // (type, cpu millis, memory MiB): vCPUs; memory less 7.5 % VM overhead (and 64 MiB on Graviton).
+        let cases = [
+            ("m5.xlarge", 4000, 16384 - 1229),
+            ("m5.large", 2000, 8192 - 615),
+            ("m6g.xlarge", 4000, 16320 - 1224),
+        ];
+        let all = ec2_instance_types().unwrap();
+        for (name, cpu, mib) in cases {
+            let t = all.iter().find(|t| t.name == name).unwrap();
+            let c = t.capacity();
+            assert_eq!(c.cpu.millis(), cpu, "{name}");
+            assert_eq!(c.memory.units_ceil(), i128::from(mib) << 20, "{name}");
+            assert_eq!(c.pods, t.allocatable.pods, "{name}");
+            assert!(t.allocatable.fits_in(&c), "{name}");
+        }
     }
 
     #[test]

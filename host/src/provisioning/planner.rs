@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use crate::model::requirements::{Operator, Requirement};
 use crate::model::{
-    CapacityType, Catalog, Node, NodeClaim, NodePool, Pod, PodSpec, Requirements, ResourceList,
-    Snapshot, WhenUnsatisfiable, labels,
+    CapacityType, Catalog, HostPort, Node, NodeClaim, NodePool, Pod, PodSpec, Requirements,
+    ResourceList, Snapshot, WhenUnsatisfiable, labels,
 };
 use crate::policy::contract::rank;
 use crate::scheduling::fit::{self, Failure, NewDomains, Slot};
@@ -81,6 +81,8 @@ struct PoolOffering {
     /// Allocatable minus the daemonsets that would land on it.
     capacity: ResourceList,
     overhead: ResourceList,
+    /// Host ports the daemonsets that would land on it use, with the daemonset's name.
+    daemon_ports: Vec<(HostPort, String)>,
 }
 
 struct PoolView<'a> {
@@ -254,6 +256,9 @@ fn plan_with(
             let mut nd = NewDomains::new();
             for (v, r) in views.iter().zip(&class_pool[c]) {
                 if let Ok(cp) = r {
+                    if !cp.allowed.is_empty() {
+                        fit::new_hosts_possible(&mut nd);
+                    }
                     for &i in &cp.allowed {
                         let o = &catalog.offerings[v.offerings[i].offering];
                         nd.entry(labels::ZONE.into())
@@ -369,6 +374,21 @@ fn plan_with(
             &mut out.rankings,
         );
         let mut used = pool_usage(snapshot, view.pool);
+        // Offerings whose node alone would break the NodePool's limits are not launched (Karpenter's
+        // `filterByRemainingResources`, on capacity); the ranker's scores stay for the reasons.
+        let ranker_scores = scores;
+        let mut scores = ranker_scores.clone();
+        let mut over_limit: HashMap<usize, String> = HashMap::new();
+        if !view.pool.limits.is_empty() {
+            for &i in &ranked {
+                let ty = &catalog.instance_types
+                    [catalog.offerings[view.offerings[i].offering].instance_type];
+                if let Some(why) = view.pool.exceeds_limits(&used, &limit_footprint(ty)) {
+                    scores[i] = f64::INFINITY;
+                    over_limit.insert(i, why);
+                }
+            }
+        }
         let mut pool_claims: Vec<PlannedClaim> = Vec::new();
 
         // Bulk: pods without inter-pod constraints, grouped by the offerings they may use.
@@ -384,13 +404,21 @@ fn plan_with(
                 .filter(|i| scores[*i].is_finite())
                 .collect();
             if allowed.is_empty() {
-                reasons.entry(pod).or_default().push((
-                    view.pool.name.clone(),
-                    Failure::NoOfferings(
+                let limit = cp
+                    .allowed
+                    .iter()
+                    .find(|i| ranker_scores[**i].is_finite())
+                    .and_then(|i| over_limit.get(i));
+                let failure = match limit {
+                    Some(why) => Failure::Limits(why.clone()),
+                    None => Failure::NoOfferings(
                         "the ranker left out every offering this pod may use".into(),
-                    )
-                    .to_string(),
-                ));
+                    ),
+                };
+                reasons
+                    .entry(pod)
+                    .or_default()
+                    .push((view.pool.name.clone(), failure.to_string()));
                 later.push(pod);
                 continue;
             }
@@ -432,22 +460,24 @@ fn plan_with(
             &mut reasons,
         );
 
-        // NodePool limits: claims beyond them are dropped and their pods try the next pool.
+        // NodePool limits: a claim keeps the offerings the limits still allow; one left with none is
+        // dropped and its pods try the next pool.
         for claim in pool_claims {
-            let ty = &catalog.instance_types
-                [catalog.offerings[claim.offerings[0].offering].instance_type];
-            if let Some(why) = view.pool.exceeds_limits(&used, &ty.allocatable) {
-                for &pod in &claim.pods {
-                    reasons.entry(pod).or_default().push((
-                        view.pool.name.clone(),
-                        Failure::Limits(why.clone()).to_string(),
-                    ));
-                    later.push(pod);
+            match within_limits(catalog, view.pool, &used, claim) {
+                Ok((claim, counted)) => {
+                    used.add(&counted);
+                    out.claims.push(claim);
                 }
-                continue;
+                Err((claim, why)) => {
+                    for &pod in &claim.pods {
+                        reasons.entry(pod).or_default().push((
+                            view.pool.name.clone(),
+                            Failure::Limits(why.clone()).to_string(),
+                        ));
+                        later.push(pod);
+                    }
+                }
             }
-            used.add(&ty.allocatable);
-            out.claims.push(claim);
         }
         later.sort_by_key(|p| pending.iter().position(|q| q == p));
         remaining = later;
@@ -563,13 +593,28 @@ fn claim_slot(snapshot: &Snapshot, claim: &NodeClaim) -> Option<Slot> {
     );
     labels.insert(labels::NODE_POOL.into(), claim.node_pool.clone());
     let overhead = daemonset_overhead(snapshot, &labels, &claim.taints);
-    Some(Slot::new(
+    let ports = daemonset_ports(snapshot, &labels, &claim.taints);
+    let mut slot = Slot::new(
         claim.name.clone(),
         Arc::new(labels),
         claim.taints.clone(),
         ty.allocatable.minus(&overhead),
         true,
-    ))
+    );
+    slot.host_ports.extend(ports.into_iter().map(|(p, _)| p));
+    Some(slot)
+}
+
+/// The daemonsets that would run on a node with these labels and taints.
+fn daemonsets_on<'a>(
+    snapshot: &'a Snapshot,
+    node_labels: &'a BTreeMap<String, String>,
+    taints: &'a [crate::model::Taint],
+) -> impl Iterator<Item = &'a crate::model::DaemonSet> {
+    snapshot
+        .daemonsets
+        .iter()
+        .filter(move |ds| fit::check_static(&ds.pod, node_labels, taints).is_ok())
 }
 
 /// Requests of the daemonsets that would run on a node with these labels and taints.
@@ -579,12 +624,27 @@ fn daemonset_overhead(
     taints: &[crate::model::Taint],
 ) -> ResourceList {
     let mut total = ResourceList::new();
-    for ds in &snapshot.daemonsets {
-        if fit::check_static(&ds.pod, node_labels, taints).is_ok() {
-            total.add(&ds.pod.requests);
-        }
+    for ds in daemonsets_on(snapshot, node_labels, taints) {
+        total.add(&ds.pod.requests);
     }
     total
+}
+
+/// Host ports of the daemonsets that would run on a node with these labels and taints, with the
+/// daemonset's name (Karpenter reserves them on every new node before placing pods).
+fn daemonset_ports(
+    snapshot: &Snapshot,
+    node_labels: &BTreeMap<String, String>,
+    taints: &[crate::model::Taint],
+) -> Vec<(HostPort, String)> {
+    daemonsets_on(snapshot, node_labels, taints)
+        .flat_map(|ds| {
+            ds.pod
+                .host_ports
+                .iter()
+                .map(move |p| (p.clone(), format!("{}/{}", ds.namespace, ds.name)))
+        })
+        .collect()
 }
 
 /// The offerings `pool` allows, as the nodes they would make.
@@ -627,10 +687,12 @@ fn pool_offerings(snapshot: &Snapshot, pool: &NodePool) -> Vec<PoolOffering> {
         let mut node_labels = catalog.offering_labels(o);
         node_labels.extend(base_labels.clone());
         let overhead = daemonset_overhead(snapshot, &node_labels, &pool.taints);
+        let daemon_ports = daemonset_ports(snapshot, &node_labels, &pool.taints);
         offerings.push(PoolOffering {
             offering: i,
             capacity: ty.allocatable.minus(&overhead),
             overhead,
+            daemon_ports,
             labels: node_labels,
         });
     }
@@ -684,13 +746,25 @@ fn class_in_pool(
                     }
                 }
             }
+            let mut port_failure = None;
             let allowed: Vec<usize> = label_ok
                 .iter()
                 .copied()
                 .filter(|&i| spec.requests.fits_in(&view.offerings[i].capacity))
+                .filter(|&i| match daemon_port_conflict(spec, &view.offerings[i]) {
+                    Some(f) => {
+                        port_failure.get_or_insert(f);
+                        false
+                    }
+                    None => true,
+                })
                 .collect();
             if !allowed.is_empty() {
                 return Ok(ClassInPool { term: t, allowed });
+            }
+            if let Some(f) = port_failure {
+                first_failure.get_or_insert(f);
+                continue;
             }
             if !label_ok.is_empty() {
                 let biggest = label_ok
@@ -720,12 +794,53 @@ fn class_in_pool(
     Err(first_failure.unwrap_or_else(|| Failure::NoOfferings("nothing matched".into())))
 }
 
-/// Capacity of the pool's existing nodes and in-flight claims (for limits).
+/// A host port of the pod that a daemonset on this offering's node already uses.
+fn daemon_port_conflict(spec: &PodSpec, po: &PoolOffering) -> Option<Failure> {
+    spec.host_ports.iter().find_map(|p| {
+        po.daemon_ports
+            .iter()
+            .find(|(used, _)| used.conflicts(p))
+            .map(|(_, ds)| Failure::DaemonSetHostPort {
+                port: p.clone(),
+                daemonset: ds.clone(),
+            })
+    })
+}
+
+/// The resource NodePool limits use to count nodes (`spec.limits.nodes`).
+const NODES_LIMIT: &str = "nodes";
+
+/// What one node of this type counts against NodePool limits: its capacity (as Karpenter counts, not
+/// allocatable) and one `nodes`.
+fn limit_footprint(ty: &crate::model::InstanceType) -> ResourceList {
+    ty.capacity()
+        .with(NODES_LIMIT, crate::model::Quantity::from_units(1))
+}
+
+/// The instance type `name`, from the snapshot's catalog or else the embedded one.
+fn instance_type_named<'a>(
+    catalog: &'a Catalog,
+    name: &str,
+) -> Option<&'a crate::model::InstanceType> {
+    catalog
+        .instance_type(name)
+        .or_else(|| crate::model::catalog::ec2_instance_type(name))
+}
+
+/// What the pool's existing nodes and in-flight claims count against its limits: capacity (allocatable
+/// when the type is unknown; an unlaunched claim's requests) and one `nodes` each.
 fn pool_usage(snapshot: &Snapshot, pool: &NodePool) -> ResourceList {
     let mut used = ResourceList::new();
+    if pool.limits.is_empty() {
+        return used;
+    }
+    let one = ResourceList::new().with(NODES_LIMIT, crate::model::Quantity::from_units(1));
     for n in &snapshot.nodes {
         if n.node_pool.as_deref() == Some(pool.name.as_str()) {
-            used.add(&n.allocatable);
+            match instance_type_named(&snapshot.catalog, &n.instance_type) {
+                Some(t) => used.add(&limit_footprint(t)),
+                None => used.add(&n.allocatable.plus(&one)),
+            }
         }
     }
     for c in &snapshot.node_claims {
@@ -733,14 +848,81 @@ fn pool_usage(snapshot: &Snapshot, pool: &NodePool) -> ResourceList {
             match c
                 .launched
                 .as_ref()
-                .and_then(|l| snapshot.catalog.instance_type(&l.instance_type))
+                .and_then(|l| instance_type_named(&snapshot.catalog, &l.instance_type))
             {
-                Some(t) => used.add(&t.allocatable),
-                None => used.add(&c.requests),
+                Some(t) => used.add(&limit_footprint(t)),
+                None => used.add(&c.requests.plus(&one)),
             }
         }
     }
     used
+}
+
+/// The claim with only the offerings whose instance type stays within the pool's limits after `used`
+/// (Karpenter's `filterByRemainingResources`), and what it counts against them: the largest footprint
+/// among those offerings, so whichever one launches the limits hold. `Err` when no offering does.
+fn within_limits(
+    catalog: &Catalog,
+    pool: &NodePool,
+    used: &ResourceList,
+    mut claim: PlannedClaim,
+) -> Result<(PlannedClaim, ResourceList), (PlannedClaim, String)> {
+    if pool.limits.is_empty() {
+        return Ok((claim, ResourceList::new()));
+    }
+    let footprint = |o: &RankedOffering| {
+        limit_footprint(&catalog.instance_types[catalog.offerings[o.offering].instance_type])
+    };
+    let mut first_refusal: Option<String> = None;
+    let before = claim.offerings.len();
+    claim
+        .offerings
+        .retain(|o| match pool.exceeds_limits(used, &footprint(o)) {
+            Some(why) => {
+                first_refusal.get_or_insert(why);
+                false
+            }
+            None => true,
+        });
+    if claim.offerings.is_empty() {
+        return Err((claim, first_refusal.unwrap_or_default()));
+    }
+    let mut counted = ResourceList::new();
+    for o in &claim.offerings {
+        counted.max_with(&footprint(o));
+    }
+    if claim.offerings.len() < before {
+        narrow_to_offerings(&mut claim.requirements, &claim.offerings);
+        claim.explanation.push_str(&format!(
+            "; {} of {before} offerings left out by the NodePool limits ({})",
+            before - claim.offerings.len(),
+            first_refusal.unwrap_or_default()
+        ));
+    }
+    Ok((claim, counted))
+}
+
+/// Narrows a claim's requirements to the instance types, zones and capacity types of its offerings.
+fn narrow_to_offerings(reqs: &mut Requirements, offerings: &[RankedOffering]) {
+    let set_of = |f: &dyn Fn(&RankedOffering) -> String| -> Vec<String> {
+        let s: BTreeSet<String> = offerings.iter().map(f).collect();
+        s.into_iter().collect()
+    };
+    for (key, values) in [
+        (labels::INSTANCE_TYPE, set_of(&|o| o.instance_type.clone())),
+        (labels::ZONE, set_of(&|o| o.zone.clone())),
+        (
+            labels::CAPACITY_TYPE,
+            set_of(&|o| o.capacity_type.as_str().to_string()),
+        ),
+    ] {
+        reqs.add(&Requirement {
+            key: key.into(),
+            operator: Operator::In,
+            values,
+            min_values: None,
+        });
+    }
 }
 
 /// Asks the pool's ranker once; returns a score per pool offering (infinite = not to be launched).
@@ -1036,25 +1218,7 @@ fn build_claim(
             reqs = reqs.intersect(&cp.term);
         }
     }
-    let set_of = |f: &dyn Fn(&RankedOffering) -> String| -> Vec<String> {
-        let s: BTreeSet<String> = offerings.iter().map(f).collect();
-        s.into_iter().collect()
-    };
-    for (key, values) in [
-        (labels::INSTANCE_TYPE, set_of(&|o| o.instance_type.clone())),
-        (labels::ZONE, set_of(&|o| o.zone.clone())),
-        (
-            labels::CAPACITY_TYPE,
-            set_of(&|o| o.capacity_type.as_str().to_string()),
-        ),
-    ] {
-        reqs.add(&Requirement {
-            key: key.into(),
-            operator: Operator::In,
-            values,
-            min_values: None,
-        });
-    }
+    narrow_to_offerings(&mut reqs, &offerings);
     let mut requests = load.clone();
     requests.add(&view.offerings[chosen].overhead);
     let first = &offerings[0];
@@ -1686,6 +1850,141 @@ mod tests {
     }
 
     #[test]
+    fn limits_count_capacity_and_nodes() {
+        // (limits, existing nodes, pods of 1.5 CPU with hostname anti-affinity, claims, unschedulable)
+        let m5 = || {
+            pool(
+                "general",
+                &[(
+                    labels::INSTANCE_TYPE,
+                    Operator::In,
+                    &["m5.large", "m5.xlarge"],
+                )],
+            )
+        };
+        let mut anti = spec("api", "1500m", "1Gi");
+        anti.pod_anti_affinity.push(PodAffinityTerm {
+            selector: LabelSelector::from_labels(&BTreeMap::from([("app".into(), "api".into())])),
+            namespaces: vec![],
+            topology_key: labels::HOSTNAME.into(),
+        });
+        let cases: Vec<(&[(&str, &str)], usize, PodSpec, usize, usize, usize)> = vec![
+            // A 4-vCPU m5.xlarge (allocatable 3920m) is over a 3950m limit: two m5.large would be
+            // 4 vCPUs too, so one pod waits.
+            (&[("cpu", "3950m")], 0, spec("w", "1500m", "1Gi"), 2, 1, 1),
+            (&[("cpu", "4")], 0, spec("w", "1500m", "1Gi"), 2, 1, 0),
+            (&[("nodes", "2")], 0, anti.clone(), 5, 2, 3),
+            (&[("nodes", "2")], 1, anti.clone(), 3, 1, 2),
+            (&[("nodes", "0")], 0, anti, 1, 0, 1),
+        ];
+        for (limits, existing, pod, n, claims, unschedulable) in cases {
+            let mut pool = m5();
+            for (k, v) in limits {
+                pool.limits
+                    .insert(k.to_string(), Quantity::parse(v).unwrap());
+            }
+            let mut s = snapshot(vec![pool.clone()], vec![(pod, n)]);
+            for e in 0..existing {
+                let mut node = existing_m5_xlarge(&format!("n{e}"));
+                node.allocatable = ResourceList::new();
+                s.nodes.push(node);
+            }
+            let p = run(&s);
+            assert_valid(&s, &p);
+            let what = format!("{limits:?}, {existing} nodes, {n} pods");
+            assert_eq!(p.claims.len(), claims, "{what}");
+            assert_eq!(p.unschedulable.len(), unschedulable, "{what}");
+            for u in &p.unschedulable {
+                assert!(u.to_string().contains("limit"), "{what}: {u}");
+            }
+            // Whichever offering each claim launches, the capacity stays within every limit.
+            let mut worst = pool_usage(&s, &pool);
+            for c in &p.claims {
+                let mut largest = ResourceList::new();
+                for o in &c.offerings {
+                    largest.max_with(&limit_footprint(
+                        catalog().instance_type(&o.instance_type).unwrap(),
+                    ));
+                }
+                worst.add(&largest);
+            }
+            for (k, limit) in &pool.limits {
+                assert!(
+                    worst.get(k) <= *limit,
+                    "{what}: {k} {} > {limit}",
+                    worst.get(k)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn daemonset_host_ports_are_taken_on_new_nodes() {
+        let port = |p: i32| HostPort {
+            port: p,
+            protocol: "TCP".into(),
+            ip: String::new(),
+        };
+        let mut ds = spec("agent", "100m", "64Mi");
+        ds.host_ports.push(port(8080));
+        let mut pod = spec("web", "500m", "512Mi");
+        pod.host_ports.push(port(8080));
+        let mut other = spec("api", "500m", "512Mi");
+        other.host_ports.push(port(9090));
+        let mut arm_only = ds.clone();
+        arm_only.node_terms = vec![Requirements::from_labels(&BTreeMap::from([(
+            labels::ARCH.to_string(),
+            "arm64".to_string(),
+        )]))];
+        // (daemonset, expected: the 8080 pod launches, and then on amd64)
+        for (ds, launches) in [(ds, false), (arm_only, true)] {
+            let mut s = snapshot(vec![general()], vec![(pod.clone(), 1), (other.clone(), 1)]);
+            s.daemonsets.push(crate::model::DaemonSet {
+                namespace: "kube-system".into(),
+                name: "agent".into(),
+                pod: Arc::new(ds),
+            });
+            let p = run(&s);
+            assert_valid(&s, &p);
+            let web_claims: Vec<&PlannedClaim> = p
+                .claims
+                .iter()
+                .filter(|c| {
+                    c.pods
+                        .iter()
+                        .any(|&i| s.pods[i].spec.labels["app"] == "web")
+                })
+                .collect();
+            assert!(
+                p.claims.iter().any(|c| c
+                    .pods
+                    .iter()
+                    .any(|&i| s.pods[i].spec.labels["app"] == "api")),
+                "a pod on another port still launches"
+            );
+            if launches {
+                assert_eq!(web_claims.len(), 1);
+                for o in &web_claims[0].offerings {
+                    let cat = catalog();
+                    let arch = cat
+                        .instance_type(&o.instance_type)
+                        .unwrap()
+                        .label(labels::ARCH);
+                    assert_eq!(arch, Some("amd64"), "{}", o.instance_type);
+                }
+            } else {
+                assert!(web_claims.is_empty(), "{:?}", web_claims);
+                assert_eq!(p.unschedulable.len(), 1);
+                let why = p.unschedulable[0].to_string();
+                assert!(
+                    why.contains("host port 8080/TCP") && why.contains("kube-system/agent"),
+                    "{why}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn existing_nodes_first_then_new() {
         let mut s = snapshot(vec![general()], vec![(spec("w", "1", "1Gi"), 6)]);
         s.nodes.push(existing_m5_xlarge("n1"));
@@ -1693,6 +1992,43 @@ mod tests {
         assert_valid(&s, &p);
         assert_eq!(p.bindings.len(), 3, "m5.xlarge holds 3 one-cpu pods");
         assert_eq!(p.claims.iter().map(|c| c.pods.len()).sum::<usize>(), 3);
+    }
+
+    fn hostname_spread(app: &str) -> PodSpec {
+        let mut s = spec(app, "250m", "256Mi");
+        s.topology_spread.push(TopologySpread {
+            max_skew: 1,
+            topology_key: labels::HOSTNAME.into(),
+            when_unsatisfiable: WhenUnsatisfiable::DoNotSchedule,
+            selector: LabelSelector::from_labels(&BTreeMap::from([("app".into(), app.into())])),
+            min_domains: None,
+        });
+        s
+    }
+
+    #[test]
+    fn hostname_spread_opens_one_node_per_replica() {
+        // (replicas, existing nodes, expected bindings, expected claims): Karpenter counts every new
+        // node as an empty hostname domain, so maxSkew 1 allows one replica per node.
+        let cases: [(usize, usize, usize, usize); 5] = [
+            (2, 0, 0, 2),
+            (4, 0, 0, 4),
+            (8, 0, 0, 8),
+            (3, 1, 1, 2),
+            (2, 2, 2, 0),
+        ];
+        for (n, existing, bound, claims) in cases {
+            let mut s = snapshot(vec![general()], vec![(hostname_spread("web"), n)]);
+            for e in 0..existing {
+                s.nodes.push(existing_m5_xlarge(&format!("n{e}")));
+            }
+            let p = run(&s);
+            assert_valid(&s, &p);
+            assert!(p.unschedulable.is_empty(), "{n}: {:?}", p.unschedulable);
+            assert_eq!(p.bindings.len(), bound, "{n} replicas, {existing} nodes");
+            assert_eq!(p.claims.len(), claims, "{n} replicas, {existing} nodes");
+            assert!(p.claims.iter().all(|c| c.pods.len() == 1), "{n}");
+        }
     }
 
     #[test]
