@@ -88,6 +88,59 @@ struct PoolOffering {
 struct PoolView<'a> {
     pool: &'a NodePool,
     offerings: Arc<Vec<PoolOffering>>,
+    /// The NodePool's `minValues` (key, minimum): every claim keeps at least that many distinct values
+    /// of the key among its offerings, or the pods are not placed that way.
+    min_values: Vec<(String, u32)>,
+}
+
+impl<'a> PoolView<'a> {
+    fn new(pool: &'a NodePool, offerings: Arc<Vec<PoolOffering>>) -> PoolView<'a> {
+        let min_values = pool
+            .compiled_requirements()
+            .min_values_entries()
+            .map(|(k, m)| (k.to_string(), m))
+            .collect();
+        PoolView {
+            pool,
+            offerings,
+            min_values,
+        }
+    }
+
+    /// The first `minValues` the pool offerings `options` (indexes into `offerings`) cannot keep.
+    fn min_values_failure(&self, options: &[usize]) -> Option<Failure> {
+        min_values_failure(&self.min_values, options.iter(), |&i, key| {
+            self.offerings[i].labels.get(key).map(String::as_str)
+        })
+    }
+}
+
+/// The first of `min_values` that fewer than its minimum of distinct values among `options` meet
+/// (`value(option, key)` is the option's label value), as Karpenter's `SatisfiesMinValues`.
+fn min_values_failure<'a, T>(
+    min_values: &[(String, u32)],
+    options: impl Iterator<Item = T> + Clone,
+    value: impl Fn(T, &str) -> Option<&'a str>,
+) -> Option<Failure> {
+    for (key, min) in min_values {
+        let mut seen: BTreeSet<&str> = BTreeSet::new();
+        for o in options.clone() {
+            if let Some(v) = value(o, key) {
+                seen.insert(v);
+                if seen.len() >= *min as usize {
+                    break;
+                }
+            }
+        }
+        if seen.len() < *min as usize {
+            return Some(Failure::MinValues {
+                key: key.clone(),
+                min: *min,
+                found: seen.len(),
+            });
+        }
+    }
+    None
 }
 
 /// How a class of pods (one shared spec) may use a NodePool.
@@ -235,10 +288,7 @@ fn plan_with(
     let mut views: Vec<PoolView> = Vec::with_capacity(pools.len());
     for p in &pools {
         let cached = cache.cached_pool(snapshot, p);
-        let view = PoolView {
-            pool: p,
-            offerings: cached.offerings.clone(),
-        };
+        let view = PoolView::new(p, cached.offerings.clone());
         if cached.classes.len() + classes.len() > MAX_CACHED_CLASSES {
             cached.classes.clear();
         }
@@ -403,6 +453,19 @@ fn plan_with(
                 .copied()
                 .filter(|i| scores[*i].is_finite())
                 .collect();
+            let short = if allowed.is_empty() {
+                None
+            } else {
+                view.min_values_failure(&allowed)
+            };
+            if let Some(f) = short {
+                reasons.entry(pod).or_default().push((
+                    view.pool.name.clone(),
+                    format!("{f} (after ranking and limits)"),
+                ));
+                later.push(pod);
+                continue;
+            }
             if allowed.is_empty() {
                 let limit = cp
                     .allowed
@@ -462,18 +525,27 @@ fn plan_with(
 
         // NodePool limits: a claim keeps the offerings the limits still allow; one left with none is
         // dropped and its pods try the next pool.
+        // Last, whatever happened above: a claim whose offerings do not keep the pool's `minValues`
+        // is not launched.
         for claim in pool_claims {
-            match within_limits(catalog, view.pool, &used, claim) {
+            let checked =
+                within_limits(catalog, view.pool, &used, claim).and_then(|(claim, counted)| {
+                    match claim_min_values_failure(catalog, view, &claim) {
+                        Some(f) => Err((claim, f)),
+                        None => Ok((claim, counted)),
+                    }
+                });
+            match checked {
                 Ok((claim, counted)) => {
                     used.add(&counted);
                     out.claims.push(claim);
                 }
                 Err((claim, why)) => {
                     for &pod in &claim.pods {
-                        reasons.entry(pod).or_default().push((
-                            view.pool.name.clone(),
-                            Failure::Limits(why.clone()).to_string(),
-                        ));
+                        reasons
+                            .entry(pod)
+                            .or_default()
+                            .push((view.pool.name.clone(), why.to_string()));
                         later.push(pod);
                     }
                 }
@@ -760,6 +832,10 @@ fn class_in_pool(
                 })
                 .collect();
             if !allowed.is_empty() {
+                if let Some(f) = view.min_values_failure(&allowed) {
+                    first_failure.get_or_insert(f);
+                    continue;
+                }
                 return Ok(ClassInPool { term: t, allowed });
             }
             if let Some(f) = port_failure {
@@ -866,7 +942,7 @@ fn within_limits(
     pool: &NodePool,
     used: &ResourceList,
     mut claim: PlannedClaim,
-) -> Result<(PlannedClaim, ResourceList), (PlannedClaim, String)> {
+) -> Result<(PlannedClaim, ResourceList), (PlannedClaim, Failure)> {
     if pool.limits.is_empty() {
         return Ok((claim, ResourceList::new()));
     }
@@ -885,7 +961,7 @@ fn within_limits(
             None => true,
         });
     if claim.offerings.is_empty() {
-        return Err((claim, first_refusal.unwrap_or_default()));
+        return Err((claim, Failure::Limits(first_refusal.unwrap_or_default())));
     }
     let mut counted = ResourceList::new();
     for o in &claim.offerings {
@@ -1137,11 +1213,29 @@ fn pack_group(
     } else {
         "LP-priced greedy + merge"
     };
+    // Pods of nodes that would keep too few values for the pool's `minValues` (too few of the allowed
+    // types hold them all), placed again first-fit below.
+    let mut spilled: Vec<usize> = Vec::new();
     for node in &packing.nodes {
         let mut node_pods = Vec::new();
         for (s, &n) in node.counts.iter().enumerate() {
             node_pods.extend_from_slice(&queues[s][cursor[s]..cursor[s] + n as usize]);
             cursor[s] += n as usize;
+        }
+        if !view.min_values.is_empty() {
+            let mut load = ResourceList::new();
+            for &p in &node_pods {
+                load.add(&snapshot.pods[p].spec.requests);
+            }
+            let options: Vec<usize> = allowed
+                .iter()
+                .copied()
+                .filter(|&i| scores[i].is_finite() && load.fits_in(&view.offerings[i].capacity))
+                .collect();
+            if view.min_values_failure(&options).is_some() {
+                spilled.extend(node_pods);
+                continue;
+            }
         }
         let chosen = type_offering[node.bin_type];
         let claim = build_claim(
@@ -1151,6 +1245,84 @@ fn pack_group(
     }
     // Pods the packer could not place cannot happen (every class holds alone in some allowed offering).
     debug_assert!(packing.unplaced.iter().all(|u| *u == 0));
+    if !spilled.is_empty() {
+        spilled.sort_by_key(|p| pods.iter().position(|q| q == p));
+        pack_keeping_min_values(
+            snapshot, view, class_at, class_pool, pi, allowed, scores, &spilled, claims,
+        );
+    }
+}
+
+/// Karpenter's way with `minValues`: pods largest first, each joins the first claim whose options
+/// (the allowed offerings that still hold all its pods) keep the pool's `minValues`, else opens a new
+/// claim. Every pod holds alone in the allowed offerings and those keep `minValues` (checked before),
+/// so every pod is placed.
+#[allow(clippy::too_many_arguments)]
+fn pack_keeping_min_values(
+    snapshot: &Snapshot,
+    view: &PoolView,
+    class_at: &HashMap<usize, usize>,
+    class_pool: &[Vec<Result<ClassInPool, Failure>>],
+    pi: usize,
+    allowed: &[usize],
+    scores: &[f64],
+    pods: &[usize],
+    claims: &mut Vec<PlannedClaim>,
+) {
+    let all: Vec<usize> = allowed
+        .iter()
+        .copied()
+        .filter(|&i| scores[i].is_finite())
+        .collect();
+    // (options, load, pods) per open claim.
+    let mut open: Vec<(Vec<usize>, ResourceList, Vec<usize>)> = Vec::new();
+    for &pod in pods {
+        let requests = &snapshot.pods[pod].spec.requests;
+        let mut placed = false;
+        for (options, load, members) in open.iter_mut() {
+            let after = load.plus(requests);
+            let narrowed: Vec<usize> = options
+                .iter()
+                .copied()
+                .filter(|&i| after.fits_in(&view.offerings[i].capacity))
+                .collect();
+            if !narrowed.is_empty() && view.min_values_failure(&narrowed).is_none() {
+                *options = narrowed;
+                *load = after;
+                members.push(pod);
+                placed = true;
+                break;
+            }
+        }
+        if !placed {
+            let options: Vec<usize> = all
+                .iter()
+                .copied()
+                .filter(|&i| requests.fits_in(&view.offerings[i].capacity))
+                .collect();
+            open.push((options, requests.clone(), vec![pod]));
+        }
+    }
+    for (options, _, members) in open {
+        let Some(&chosen) = options
+            .iter()
+            .min_by(|a, b| scores[**a].total_cmp(&scores[**b]).then(a.cmp(b)))
+        else {
+            continue;
+        };
+        claims.push(build_claim(
+            snapshot,
+            view,
+            class_at,
+            class_pool,
+            pi,
+            &options,
+            scores,
+            chosen,
+            members,
+            "first-fit keeping minValues",
+        ));
+    }
 }
 
 /// A claim for `pods`, launched preferably as `chosen`, with fallbacks that also hold them.
@@ -1187,10 +1359,16 @@ fn build_claim(
             .then(scores[a].total_cmp(&scores[b]))
             .then(a.cmp(&b))
     };
-    // Only the first few are kept: select them, then sort just those (the order is total).
+    // Only the first few are kept: select them, then sort just those (the order is total). With
+    // `minValues`, the kept ones must still carry them (Karpenter's `Truncate`).
     if options.len() > MAX_OFFERINGS_PER_CLAIM {
-        options.select_nth_unstable_by(MAX_OFFERINGS_PER_CLAIM, order);
-        options.truncate(MAX_OFFERINGS_PER_CLAIM);
+        if view.min_values.is_empty() {
+            options.select_nth_unstable_by(MAX_OFFERINGS_PER_CLAIM, order);
+            options.truncate(MAX_OFFERINGS_PER_CLAIM);
+        } else {
+            options.sort_by(order);
+            options = truncate_keeping_min_values(view, options, MAX_OFFERINGS_PER_CLAIM);
+        }
     }
     options.sort_by(order);
     let offerings: Vec<RankedOffering> = options
@@ -1274,6 +1452,73 @@ fn build_claim(
     }
 }
 
+/// The first `max` of `sorted` (pool offering indexes, best first), except that offerings bringing a
+/// value the pool's `minValues` still lack are taken first, best first per value.
+fn truncate_keeping_min_values(view: &PoolView, sorted: Vec<usize>, max: usize) -> Vec<usize> {
+    if view.min_values_failure(&sorted[..max]).is_none() {
+        let mut sorted = sorted;
+        sorted.truncate(max);
+        return sorted;
+    }
+    let mut taken = vec![false; sorted.len()];
+    let mut count = 0;
+    for (key, min) in &view.min_values {
+        let mut seen: BTreeSet<&str> = BTreeSet::new();
+        for (k, &i) in sorted.iter().enumerate() {
+            if taken[k] {
+                if let Some(v) = view.offerings[i].labels.get(key) {
+                    seen.insert(v);
+                }
+            }
+        }
+        for (k, &i) in sorted.iter().enumerate() {
+            if seen.len() >= *min as usize || count >= max {
+                break;
+            }
+            if let Some(v) = view.offerings[i].labels.get(key)
+                && !taken[k]
+                && seen.insert(v)
+            {
+                taken[k] = true;
+                count += 1;
+            }
+        }
+    }
+    for t in taken.iter_mut() {
+        if count >= max {
+            break;
+        }
+        if !*t {
+            *t = true;
+            count += 1;
+        }
+    }
+    sorted
+        .into_iter()
+        .zip(taken)
+        .filter_map(|(i, t)| t.then_some(i))
+        .collect()
+}
+
+/// The first `minValues` of the pool a planned claim's offerings do not keep.
+fn claim_min_values_failure(
+    catalog: &Catalog,
+    view: &PoolView,
+    claim: &PlannedClaim,
+) -> Option<Failure> {
+    min_values_failure(
+        &view.min_values,
+        claim.offerings.iter(),
+        |o, key| match key {
+            labels::ZONE => Some(o.zone.as_str()),
+            labels::CAPACITY_TYPE => Some(o.capacity_type.as_str()),
+            _ => catalog.instance_types[catalog.offerings[o.offering].instance_type]
+                .label(key)
+                .or_else(|| view.pool.labels.get(key).map(String::as_str)),
+        },
+    )
+}
+
 /// A claim `place_constrained` is filling: its slot in the inter-pod view and the offerings that still
 /// hold its pods.
 struct OpenClaim {
@@ -1314,7 +1559,7 @@ fn place_one(
             .copied()
             .filter(|&i| is_allowed[i] && load.fits_in(&view.offerings[i].capacity))
             .collect();
-        if cands.is_empty() {
+        if cands.is_empty() || view.min_values_failure(&cands).is_some() {
             continue;
         }
         // Check against the room the narrowed candidates leave, in place instead of on a copy.
@@ -1386,6 +1631,11 @@ fn place_one(
                 o.zone == zone && (!spreads_on_ct || o.capacity_type.as_str() == ct)
             })
             .collect();
+        if let Some(f) = view.min_values_failure(&cands) {
+            *claim_seq -= 1;
+            best.get_or_insert(f);
+            continue;
+        }
         let slot = Slot::new(
             name.clone(),
             Arc::new(node_labels),
@@ -1984,6 +2234,176 @@ mod tests {
         }
     }
 
+    /// A pool of `types` whose instance-type key carries `minValues: min` (through an `Exists` term, so
+    /// `min` may exceed the listed types).
+    fn min_values_pool(types: &[&str], min: u32) -> NodePool {
+        let mut p = pool("general", &[(labels::INSTANCE_TYPE, Operator::In, types)]);
+        p.requirements.push(
+            Requirement::new(
+                labels::INSTANCE_TYPE,
+                Operator::Exists,
+                Vec::<String>::new(),
+            )
+            .unwrap()
+            .with_min_values(min)
+            .unwrap(),
+        );
+        p
+    }
+
+    /// Distinct instance types among a claim's offerings.
+    fn claim_types(c: &PlannedClaim) -> BTreeSet<&str> {
+        c.offerings
+            .iter()
+            .map(|o| o.instance_type.as_str())
+            .collect()
+    }
+
+    /// The native ranker, with every offering of other instance types than `keep` left out.
+    struct OnlyType {
+        inner: NativeRanker,
+        keep: u32,
+    }
+
+    impl crate::policy::Ranker for OnlyType {
+        fn set_catalog(&mut self, catalog: &rank::Catalog) {
+            self.inner.set_catalog(catalog);
+        }
+        fn rank(&mut self, input: &rank::RankInput) -> crate::policy::Verdict<rank::Ranking> {
+            let mut v = self.inner.rank(input);
+            let (order, scores): (Vec<u32>, Vec<f64>) = v
+                .value
+                .order
+                .iter()
+                .zip(&v.value.scores)
+                .filter(|(k, _)| input.offerings.instance_type[**k as usize] == self.keep)
+                .map(|(k, s)| (*k, *s))
+                .unzip();
+            v.value.order = order;
+            v.value.scores = scores;
+            v
+        }
+    }
+
+    #[test]
+    fn min_values_hold_on_every_claim() {
+        let pair = || min_values_pool(&["m5.large", "c5.xlarge"], 2);
+        let mut together = spec("api", "1500m", "1Gi");
+        together.pod_affinity.push(PodAffinityTerm {
+            selector: LabelSelector::from_labels(&BTreeMap::from([("app".into(), "api".into())])),
+            namespaces: vec![],
+            topology_key: labels::ZONE.into(),
+        });
+        let nine = [
+            "m5.large",
+            "m5.xlarge",
+            "m5.2xlarge",
+            "m5.4xlarge",
+            "m5.8xlarge",
+            "c5.large",
+            "c5.xlarge",
+            "c5.2xlarge",
+            "c5.4xlarge",
+        ];
+        // (case, pool, pods, claims expected, unschedulable expected)
+        let cases: Vec<(&str, NodePool, PodSpec, usize, usize, usize)> = vec![
+            // One c5.xlarge would hold both and is cheaper than two m5.large, but keeps one type.
+            ("bulk", pair(), spec("w", "1500m", "1Gi"), 2, 2, 0),
+            // The same through the one-at-a-time path (zone affinity to its own replicas).
+            ("one at a time", pair(), together, 2, 2, 0),
+            (
+                "a pod only one type holds",
+                pair(),
+                spec("big", "3", "1Gi"),
+                1,
+                0,
+                1,
+            ),
+            (
+                "ten values of nine types",
+                min_values_pool(&nine, 10),
+                spec("w", "1", "1Gi"),
+                3,
+                0,
+                3,
+            ),
+            (
+                "nine of nine",
+                min_values_pool(&nine, 9),
+                spec("w", "500m", "1Gi"),
+                3,
+                1,
+                0,
+            ),
+        ];
+        for (name, pool, pod, n, claims, unschedulable) in cases {
+            let s = snapshot(vec![pool], vec![(pod, n)]);
+            let p = run(&s);
+            assert_valid(&s, &p);
+            assert_eq!(p.claims.len(), claims, "{name}: {:?}", p.claims);
+            assert_eq!(p.unschedulable.len(), unschedulable, "{name}");
+            for u in &p.unschedulable {
+                assert!(u.to_string().contains("minValues"), "{name}: {u}");
+            }
+            let min = s.node_pools[0]
+                .compiled_requirements()
+                .min_values(labels::INSTANCE_TYPE)
+                .unwrap() as usize;
+            for c in &p.claims {
+                assert!(claim_types(c).len() >= min, "{name}: {:?}", claim_types(c));
+                assert_eq!(
+                    c.requirements.min_values(labels::INSTANCE_TYPE),
+                    Some(min as u32),
+                    "{name}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn min_values_survive_truncation_and_the_ranker() {
+        // 40 distinct types among at most 60 offerings (three zones each): the cheapest 60 would be 20.
+        let mut wide = general();
+        wide.requirements.push(
+            Requirement::new(
+                labels::INSTANCE_TYPE,
+                Operator::Exists,
+                Vec::<String>::new(),
+            )
+            .unwrap()
+            .with_min_values(40)
+            .unwrap(),
+        );
+        let s = snapshot(vec![wide], vec![(spec("w", "1", "1Gi"), 3)]);
+        let p = run(&s);
+        assert_valid(&s, &p);
+        assert!(p.unschedulable.is_empty(), "{:?}", p.unschedulable);
+        for c in &p.claims {
+            assert!(c.offerings.len() <= MAX_OFFERINGS_PER_CLAIM);
+            assert!(claim_types(c).len() >= 40, "{}", claim_types(c).len());
+        }
+        // A ranker that leaves one type: nothing launches, and the reason says why.
+        let s = snapshot(
+            vec![min_values_pool(&["m5.large", "c5.xlarge"], 2)],
+            vec![(spec("w", "1", "1Gi"), 2)],
+        );
+        let keep = catalog().instance_type_index("c5.xlarge").unwrap() as u32;
+        let p = plan(
+            &s,
+            &mut SingleRanker::new(OnlyType {
+                inner: NativeRanker::new(),
+                keep,
+            }),
+        );
+        assert!(p.claims.is_empty(), "{:?}", p.claims);
+        assert_eq!(p.unschedulable.len(), 2);
+        assert!(
+            p.unschedulable[0].to_string().contains("minValues"),
+            "{}",
+            p.unschedulable[0]
+        );
+    }
+
     #[test]
     fn existing_nodes_first_then_new() {
         let mut s = snapshot(vec![general()], vec![(spec("w", "1", "1Gi"), 6)]);
@@ -2281,10 +2701,7 @@ mod tests {
             let p = run(&s);
             assert_valid(&s, &p);
             // Any pod that fits some allowed offering alone is placed.
-            let view = PoolView {
-                pool: &s.node_pools[0],
-                offerings: Arc::new(pool_offerings(&s, &s.node_pools[0])),
-            };
+            let view = PoolView::new(&s.node_pools[0], Arc::new(pool_offerings(&s, &s.node_pools[0])));
             for u in &p.unschedulable {
                 let spec = &s.pods[u.pod].spec;
                 prop_assert!(class_in_pool(&s.catalog, &view, spec).is_err(), "placeable pod left out: {}", u);
