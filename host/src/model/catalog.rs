@@ -168,6 +168,9 @@ pub struct Catalog {
     pub instance_types: Vec<InstanceType>,
     pub offerings: Vec<Offering>,
     by_name: HashMap<String, usize>,
+    /// Zone name → zone ID as the cloud reports it (`topology.k8s.aws/zone-id`); zones missing here get
+    /// the conventional ID ([`labels::conventional_zone_id`]).
+    zone_ids: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -214,9 +217,13 @@ pub fn ec2_instance_types() -> Result<&'static [InstanceType], &'static CatalogE
                         })?;
                         allocatable.set(resource, q);
                     }
+                    let mut type_labels = t.labels;
+                    type_labels
+                        .entry(labels::INSTANCE_TENANCY.to_string())
+                        .or_insert_with(|| labels::TENANCY_DEFAULT.to_string());
                     Ok(InstanceType {
                         name: t.name,
-                        labels: t.labels,
+                        labels: type_labels,
                         allocatable,
                     })
                 })
@@ -280,7 +287,30 @@ impl Catalog {
             instance_types,
             offerings,
             by_name,
+            zone_ids: BTreeMap::new(),
         })
+    }
+
+    /// The catalog with the zone IDs the cloud reported (zone name → ID).
+    pub fn with_zone_ids(mut self, zone_ids: BTreeMap<String, String>) -> Catalog {
+        let mut h = self.revision;
+        for (zone, id) in &zone_ids {
+            for b in zone.bytes().chain(id.bytes()) {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x100000001b3);
+            }
+        }
+        self.revision = h;
+        self.zone_ids = zone_ids;
+        self
+    }
+
+    /// The zone ID of `zone`: the one the cloud reported, else the conventional one.
+    pub fn zone_id(&self, zone: &str) -> Option<String> {
+        self.zone_ids
+            .get(zone)
+            .cloned()
+            .or_else(|| labels::conventional_zone_id(zone))
     }
 
     /// The embedded EC2 catalog in `zones`: an on-demand offering per priced type and zone, plus a spot
@@ -345,15 +375,27 @@ impl Catalog {
         zones.into_iter().map(str::to_string).collect()
     }
 
-    /// The labels a node launched from this offering carries (instance type labels + zone + capacity type).
+    /// The labels a node launched from this offering carries (instance type labels + zone, its region
+    /// and zone ID + capacity type).
     pub fn offering_labels(&self, offering: &Offering) -> BTreeMap<String, String> {
         let mut l = self.instance_types[offering.instance_type].labels.clone();
-        l.insert(labels::ZONE.into(), offering.zone.clone());
+        l.extend(self.zone_labels(&offering.zone));
         l.insert(
             labels::CAPACITY_TYPE.into(),
             offering.capacity_type.as_str().into(),
         );
         l
+    }
+
+    /// The labels a node in `zone` carries for it: the zone, its region and its zone ID (the last two
+    /// when known).
+    pub fn zone_labels(&self, zone: &str) -> Vec<(String, String)> {
+        let mut out = labels::zone_labels(zone);
+        if let Some(id) = self.zone_ids.get(zone) {
+            out.retain(|(k, _)| k != labels::ZONE_ID);
+            out.push((labels::ZONE_ID.to_string(), id.clone()));
+        }
+        out
     }
 
     /// The offering's labels as requirements (for the algebra).
@@ -371,7 +413,9 @@ impl Catalog {
                 ..o.clone()
             })
             .collect();
-        Catalog::new(self.instance_types.clone(), offerings).expect("same instance types")
+        Catalog::new(self.instance_types.clone(), offerings)
+            .expect("same instance types")
+            .with_zone_ids(self.zone_ids.clone())
     }
 }
 
@@ -463,6 +507,31 @@ mod tests {
             assert_eq!(c.pods, t.allocatable.pods, "{name}");
             assert!(t.allocatable.fits_in(&c), "{name}");
         }
+    }
+
+    #[test]
+    fn offerings_carry_region_zone_id_and_tenancy() {
+        let cat = Catalog::ec2_on_demand(&["us-east-1b"]).unwrap();
+        let l = cat.offering_labels(&cat.offerings[0]);
+        assert_eq!(l[labels::REGION], "us-east-1");
+        assert_eq!(l[labels::ZONE_ID], "use1-az2");
+        assert_eq!(l[labels::INSTANCE_TENANCY], "default");
+        // A zone ID the cloud reported wins over the conventional one, and changes the revision.
+        let reported = cat
+            .clone()
+            .with_zone_ids(BTreeMap::from([("us-east-1b".into(), "use1-az6".into())]));
+        assert_eq!(
+            reported.offering_labels(&reported.offerings[0])[labels::ZONE_ID],
+            "use1-az6"
+        );
+        assert_ne!(reported.revision, cat.revision);
+        assert_eq!(
+            reported
+                .with_availability(|_| true)
+                .zone_id("us-east-1b")
+                .as_deref(),
+            Some("use1-az6")
+        );
     }
 
     #[test]

@@ -608,15 +608,20 @@ fn existing_slots(snapshot: &Snapshot) -> Vec<Slot> {
 fn node_slot(snapshot: &Snapshot, node: &Node, pods: &[&Pod]) -> Slot {
     // Shared with the node unless a well-known label is missing (registered nodes carry them all).
     let mut labels = node.labels.clone();
-    let defaults = [
-        (labels::HOSTNAME, node.name.as_str()),
-        (labels::ZONE, node.zone.as_str()),
-        (labels::CAPACITY_TYPE, node.capacity_type.as_str()),
+    let mut defaults: Vec<(String, String)> = vec![
+        (labels::HOSTNAME.into(), node.name.clone()),
+        (
+            labels::CAPACITY_TYPE.into(),
+            node.capacity_type.as_str().into(),
+        ),
     ];
-    if defaults.iter().any(|(k, _)| !labels.contains_key(*k)) {
+    if !labels.contains_key(labels::ZONE) || !labels.contains_key(labels::REGION) {
+        defaults.extend(snapshot.catalog.zone_labels(&node.zone));
+    }
+    if defaults.iter().any(|(k, _)| !labels.contains_key(k)) {
         let l = Arc::make_mut(&mut labels);
         for (k, v) in defaults {
-            l.entry(k.into()).or_insert_with(|| v.to_string());
+            l.entry(k).or_insert(v);
         }
     }
     let startup: Vec<_> = node
@@ -658,7 +663,7 @@ fn claim_slot(snapshot: &Snapshot, claim: &NodeClaim) -> Option<Slot> {
     let mut labels = ty.labels.clone();
     labels.extend(claim.labels.clone());
     labels.insert(labels::HOSTNAME.into(), claim.name.clone());
-    labels.insert(labels::ZONE.into(), launched.zone.clone());
+    labels.extend(snapshot.catalog.zone_labels(&launched.zone));
     labels.insert(
         labels::CAPACITY_TYPE.into(),
         launched.capacity_type.as_str().into(),
@@ -738,14 +743,17 @@ fn pool_offerings(snapshot: &Snapshot, pool: &NodePool) -> Vec<PoolOffering> {
             continue;
         }
         let ty = &catalog.instance_types[o.instance_type];
+        let zone_labels = catalog.zone_labels(&o.zone);
         let allowed = reqs.keys().all(|key| {
             let set = reqs.get(key).expect("own key");
             let value = match key {
-                labels::ZONE => Some(o.zone.as_str()),
                 labels::CAPACITY_TYPE => Some(o.capacity_type.as_str()),
                 labels::NODE_POOL => Some(pool.name.as_str()),
-                _ => ty
-                    .label(key)
+                _ => zone_labels
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, v)| v.as_str())
+                    .or_else(|| ty.label(key))
                     .or_else(|| base_labels.get(key).map(String::as_str)),
             };
             match value {
@@ -2402,6 +2410,70 @@ mod tests {
             "{}",
             p.unschedulable[0]
         );
+    }
+
+    #[test]
+    fn pods_selecting_region_zone_id_tenancy_and_deprecated_keys_schedule() {
+        // (selector key, value, the stable label every offering must carry)
+        let cases = [
+            (labels::REGION, "us-east-1", (labels::REGION, "us-east-1")),
+            (labels::ZONE_ID, "use1-az2", (labels::ZONE, "us-east-1b")),
+            (
+                labels::INSTANCE_TENANCY,
+                "default",
+                (labels::INSTANCE_TENANCY, "default"),
+            ),
+            ("beta.kubernetes.io/arch", "arm64", (labels::ARCH, "arm64")),
+            ("beta.kubernetes.io/os", "linux", (labels::OS, "linux")),
+            (
+                "beta.kubernetes.io/instance-type",
+                "m5.large",
+                (labels::INSTANCE_TYPE, "m5.large"),
+            ),
+            (
+                "failure-domain.beta.kubernetes.io/zone",
+                "us-east-1c",
+                (labels::ZONE, "us-east-1c"),
+            ),
+            (
+                "failure-domain.beta.kubernetes.io/region",
+                "us-east-1",
+                (labels::REGION, "us-east-1"),
+            ),
+            (
+                "topology.ebs.csi.aws.com/zone",
+                "us-east-1a",
+                (labels::ZONE, "us-east-1a"),
+            ),
+        ];
+        for (key, value, (stable, expected)) in cases {
+            let mut pod = spec("w", "1", "1Gi");
+            pod.node_terms = vec![Requirements::from_labels(&BTreeMap::from([(
+                key.to_string(),
+                value.to_string(),
+            )]))];
+            let s = snapshot(vec![general()], vec![(pod.clone(), 2)]);
+            let p = run(&s);
+            assert_valid(&s, &p);
+            assert!(p.unschedulable.is_empty(), "{key}: {:?}", p.unschedulable);
+            assert!(!p.claims.is_empty(), "{key}");
+            for c in &p.claims {
+                for o in &c.offerings {
+                    let l = s.catalog.offering_labels(&s.catalog.offerings[o.offering]);
+                    assert_eq!(l.get(stable).map(String::as_str), Some(expected), "{key}");
+                }
+            }
+            // A node that registered without the region and zone-id labels still counts as in them.
+            if key == labels::REGION || key == labels::ZONE_ID {
+                let mut s = snapshot(vec![general()], vec![(pod, 1)]);
+                let mut node = existing_m5_xlarge("n1");
+                node.zone = "us-east-1b".into();
+                Arc::make_mut(&mut node.labels).insert(labels::ZONE.into(), "us-east-1b".into());
+                s.nodes.push(node);
+                let p = run(&s);
+                assert_eq!(p.bindings.len(), 1, "{key}: {:?}", p.unschedulable);
+            }
+        }
     }
 
     #[test]
