@@ -528,19 +528,20 @@ fn plan_with(
         // Last, whatever happened above: a claim whose offerings do not keep the pool's `minValues`
         // is not launched.
         for claim in pool_claims {
+            let (claim, checked) = within_limits(catalog, view.pool, &used, claim);
             let checked =
-                within_limits(catalog, view.pool, &used, claim).and_then(|(claim, counted)| {
-                    match claim_min_values_failure(catalog, view, &claim) {
-                        Some(f) => Err((claim, f)),
-                        None => Ok((claim, counted)),
-                    }
-                });
+                checked.and_then(
+                    |counted| match claim_min_values_failure(catalog, view, &claim) {
+                        Some(f) => Err(f),
+                        None => Ok(counted),
+                    },
+                );
             match checked {
-                Ok((claim, counted)) => {
+                Ok(counted) => {
                     used.add(&counted);
                     out.claims.push(claim);
                 }
-                Err((claim, why)) => {
+                Err(why) => {
                     for &pod in &claim.pods {
                         reasons
                             .entry(pod)
@@ -950,9 +951,9 @@ fn within_limits(
     pool: &NodePool,
     used: &ResourceList,
     mut claim: PlannedClaim,
-) -> Result<(PlannedClaim, ResourceList), (PlannedClaim, Failure)> {
+) -> (PlannedClaim, Result<ResourceList, Failure>) {
     if pool.limits.is_empty() {
-        return Ok((claim, ResourceList::new()));
+        return (claim, Ok(ResourceList::new()));
     }
     let footprint = |o: &RankedOffering| {
         limit_footprint(&catalog.instance_types[catalog.offerings[o.offering].instance_type])
@@ -969,7 +970,8 @@ fn within_limits(
             None => true,
         });
     if claim.offerings.is_empty() {
-        return Err((claim, Failure::Limits(first_refusal.unwrap_or_default())));
+        let why = Failure::Limits(first_refusal.unwrap_or_default());
+        return (claim, Err(why));
     }
     let mut counted = ResourceList::new();
     for o in &claim.offerings {
@@ -983,7 +985,7 @@ fn within_limits(
             first_refusal.unwrap_or_default()
         ));
     }
-    Ok((claim, counted))
+    (claim, Ok(counted))
 }
 
 /// Narrows a claim's requirements to the instance types, zones and capacity types of its offerings.
@@ -1473,10 +1475,10 @@ fn truncate_keeping_min_values(view: &PoolView, sorted: Vec<usize>, max: usize) 
     for (key, min) in &view.min_values {
         let mut seen: BTreeSet<&str> = BTreeSet::new();
         for (k, &i) in sorted.iter().enumerate() {
-            if taken[k] {
-                if let Some(v) = view.offerings[i].labels.get(key) {
-                    seen.insert(v);
-                }
+            if taken[k]
+                && let Some(v) = view.offerings[i].labels.get(key)
+            {
+                seen.insert(v);
             }
         }
         for (k, &i) in sorted.iter().enumerate() {
@@ -2126,7 +2128,15 @@ mod tests {
             namespaces: vec![],
             topology_key: labels::HOSTNAME.into(),
         });
-        let cases: Vec<(&[(&str, &str)], usize, PodSpec, usize, usize, usize)> = vec![
+        type Case<'a> = (
+            &'a [(&'a str, &'a str)],
+            usize,
+            PodSpec,
+            usize,
+            usize,
+            usize,
+        );
+        let cases: Vec<Case> = vec![
             // A 4-vCPU m5.xlarge (allocatable 3920m) is over a 3950m limit: two m5.large would be
             // 4 vCPUs too, so one pod waits.
             (&[("cpu", "3950m")], 0, spec("w", "1500m", "1Gi"), 2, 1, 1),
@@ -2763,6 +2773,36 @@ mod tests {
                 s.node_terms = vec![Requirements::from_labels(&term)];
                 (s, n)
             })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 16, .. ProptestConfig::default() })]
+        #[test]
+        fn every_claim_keeps_min_values(
+            specs in prop::collection::vec(arb_spec(), 1..4),
+            min in 1u32..12,
+            key in prop::sample::select(vec![labels::INSTANCE_TYPE, labels::INSTANCE_FAMILY, labels::INSTANCE_SIZE]),
+        ) {
+            let mut p = general();
+            p.requirements.push(
+                Requirement::new(key, Operator::Exists, Vec::<String>::new())
+                    .unwrap()
+                    .with_min_values(min)
+                    .unwrap(),
+            );
+            let s = snapshot(vec![p], specs);
+            let plan = run(&s);
+            assert_valid(&s, &plan);
+            let cat = &s.catalog;
+            for c in &plan.claims {
+                let values: BTreeSet<&str> = c
+                    .offerings
+                    .iter()
+                    .filter_map(|o| cat.instance_types[cat.offerings[o.offering].instance_type].label(key))
+                    .collect();
+                prop_assert!(values.len() >= min as usize, "{key}: {} < {min}: {}", values.len(), c.explanation);
+            }
+        }
     }
 
     proptest! {
