@@ -40,3 +40,217 @@ fn bench_workloads_meet_the_cost_goals() {
         }
     }
 }
+
+/// A ten-minute scenario on three zones with one on-demand NodePool that never consolidates (`limits`:
+/// the YAML lines under `spec.limits`) and `workloads` (YAML list items, indented by two spaces).
+fn scenario(name: &str, limits: &str, workloads: &str) -> kestrel::sim::scenario::Scenario {
+    let text = format!(
+        r#"name: {name}
+seed: 7
+duration: 10m
+zones: [us-east-1a, us-east-1b, us-east-1c]
+nodeClasses:
+  - apiVersion: karpenter.k8s.aws/v1
+    kind: EC2NodeClass
+    metadata:
+      name: default
+    spec:
+      role: KarpenterNodeRole-demo
+      amiSelectorTerms:
+        - alias: al2023@latest
+      subnetSelectorTerms:
+        - tags:
+            karpenter.sh/discovery: demo
+      securityGroupSelectorTerms:
+        - tags:
+            karpenter.sh/discovery: demo
+nodePools:
+  - apiVersion: karpenter.sh/v1
+    kind: NodePool
+    metadata:
+      name: default
+    spec:
+      template:
+        spec:
+          nodeClassRef:
+            group: karpenter.k8s.aws
+            kind: EC2NodeClass
+            name: default
+          requirements:
+            - key: karpenter.sh/capacity-type
+              operator: In
+              values: [on-demand]
+            - key: karpenter.k8s.aws/instance-category
+              operator: In
+              values: [c, m, r]
+            - key: karpenter.k8s.aws/instance-generation
+              operator: Gt
+              values: ["5"]
+      disruption:
+        consolidateAfter: Never
+      limits:
+{limits}
+workloads:
+{workloads}
+"#
+    );
+    kestrel::sim::scenario::Scenario::parse(&text, name).unwrap_or_else(|e| panic!("{e}"))
+}
+
+const CPU_1000: &str = "        cpu: \"1000\"";
+
+fn deployment(
+    name: &str,
+    replicas: u32,
+    cpu: &str,
+    spec_extra: &str,
+    container_extra: &str,
+) -> String {
+    format!(
+        r#"  - name: {name}
+    kind: Deployment
+    replicas: {replicas}
+    template:
+      metadata:
+        labels:
+          app: {name}
+      spec:
+{spec_extra}
+        containers:
+          - name: {name}
+            image: nginx
+{container_extra}
+            resources:
+              requests:
+                cpu: {cpu}
+                memory: 256Mi
+"#
+    )
+}
+
+#[test]
+fn simulated_cluster_spreads_by_hostname_and_binds_pods_selecting_region_zone_id_and_beta_labels() {
+    let spread = deployment(
+        "spread",
+        4,
+        "250m",
+        r#"        topologySpreadConstraints:
+          - maxSkew: 1
+            topologyKey: kubernetes.io/hostname
+            whenUnsatisfiable: DoNotSchedule
+            labelSelector:
+              matchLabels:
+                app: spread"#,
+        "",
+    );
+    let selective = deployment(
+        "selective",
+        3,
+        "250m",
+        r#"        nodeSelector:
+          topology.kubernetes.io/region: us-east-1
+          topology.k8s.aws/zone-id: use1-az2
+          karpenter.k8s.aws/instance-tenancy: default
+          beta.kubernetes.io/arch: amd64
+          failure-domain.beta.kubernetes.io/zone: us-east-1b"#,
+        "",
+    );
+    let s = scenario(
+        "labels-and-spread",
+        CPU_1000,
+        &format!("{spread}{selective}"),
+    );
+    let o = kestrel::sim::replay::simulate(&s, Default::default(), &mut |_| {});
+    let pending: Vec<String> = o
+        .cluster
+        .pending_iter()
+        .map(|p| format!("{}: {:?}", p.key, o.controller.unplaceable.get(&p.key)))
+        .collect();
+    assert!(pending.is_empty(), "{pending:?}");
+    // One node per spread replica (Karpenter), whatever else the selective pods needed.
+    assert!(
+        o.cluster.node_count() >= 4,
+        "{} nodes",
+        o.cluster.node_count()
+    );
+    for n in o.cluster.nodes_iter() {
+        assert_eq!(
+            n.labels
+                .get("topology.kubernetes.io/region")
+                .map(String::as_str),
+            Some("us-east-1")
+        );
+    }
+}
+
+#[test]
+fn simulated_cluster_launches_nothing_for_a_host_port_a_daemonset_holds() {
+    let web = deployment(
+        "web",
+        1,
+        "500m",
+        "",
+        r#"            ports:
+              - containerPort: 8080
+                hostPort: 8080"#,
+    );
+    let agent = r#"  - name: agent
+    kind: DaemonSet
+    template:
+      spec:
+        containers:
+          - name: agent
+            image: agent
+            ports:
+              - containerPort: 8080
+                hostPort: 8080
+            resources:
+              requests:
+                cpu: 50m
+                memory: 64Mi
+"#;
+    let s = scenario("daemonset-port", CPU_1000, &format!("{web}{agent}"));
+    let o = kestrel::sim::replay::simulate(&s, Default::default(), &mut |_| {});
+    assert_eq!(o.cluster.node_count(), 0, "a node the pod could never use");
+    let reasons: Vec<&String> = o.controller.unplaceable.values().collect();
+    assert_eq!(o.cluster.pending_count(), 1);
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("host port 8080/TCP") && r.contains("agent")),
+        "{reasons:?}"
+    );
+}
+
+#[test]
+fn simulated_cluster_keeps_to_node_and_capacity_limits() {
+    // 1.5-CPU pods that must not share a node; `cpu: 3950m` keeps every 4-vCPU type out, `nodes: 2`
+    // stops at two nodes.
+    let anti = r#"        affinity:
+          podAntiAffinity:
+            requiredDuringSchedulingIgnoredDuringExecution:
+              - topologyKey: kubernetes.io/hostname
+                labelSelector:
+                  matchLabels:
+                    app: api"#;
+    let api = deployment("api", 4, "1500m", anti, "");
+    let s = scenario("limits", "        nodes: \"2\"", &api);
+    let o = kestrel::sim::replay::simulate(&s, Default::default(), &mut |_| {});
+    assert_eq!(o.cluster.node_count(), 2);
+    assert_eq!(o.cluster.pending_count(), 2);
+    let s = scenario(
+        "limits-cpu",
+        "        cpu: 3950m",
+        &deployment("w", 2, "1500m", "", ""),
+    );
+    let o = kestrel::sim::replay::simulate(&s, Default::default(), &mut |_| {});
+    assert_eq!(o.cluster.node_count(), 1);
+    assert_eq!(o.cluster.pending_count(), 1);
+    for n in o.cluster.nodes_iter() {
+        assert!(
+            n.allocatable.cpu.millis() < 2000,
+            "{} launched",
+            n.instance_type
+        );
+    }
+}

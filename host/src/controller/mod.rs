@@ -97,7 +97,7 @@ impl PoolSpec {
     ) -> BTreeMap<String, String> {
         let mut labels = it.labels.clone();
         labels.extend(self.labels.clone());
-        labels.insert(ZONE_LABEL.into(), zone.into());
+        labels.extend(crate::model::labels::zone_labels(zone));
         labels.insert(CAPACITY_TYPE_LABEL.into(), ct.label().into());
         labels.insert(NODEPOOL_LABEL.into(), self.name.clone());
         labels

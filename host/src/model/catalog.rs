@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 use serde::Deserialize;
 
 use super::labels;
-use super::quantity::QuantityError;
+use super::quantity::{Quantity, QuantityError};
 use super::requirements::Requirements;
 use super::resources::ResourceList;
 
@@ -70,6 +70,35 @@ impl InstanceType {
         self.labels.get(key).map(String::as_str)
     }
 
+    /// What the machine has, before kubelet/system reservations and eviction thresholds: what NodePool
+    /// limits count, as Karpenter does. CPU is the vCPU count (`instance-cpu`); memory is the instance
+    /// memory (`instance-memory`, less the 64 MiB Graviton reserves) minus Karpenter's default VM
+    /// overhead of 7.5 % (rounded up to a MiB); the other resources (pods, GPUs, ENIs, ephemeral
+    /// storage) are as allocatable. Where a label is missing or smaller, allocatable stands in.
+    pub fn capacity(&self) -> ResourceList {
+        let mut capacity = self.allocatable.clone();
+        if let Some(vcpus) = self
+            .label(labels::INSTANCE_CPU)
+            .and_then(|v| v.parse::<i64>().ok())
+        {
+            capacity.cpu = capacity.cpu.max(Quantity::from_units(vcpus));
+        }
+        if let Some(mib) = self
+            .label(labels::INSTANCE_MEMORY)
+            .and_then(|v| v.parse::<i64>().ok())
+        {
+            let mib = if self.label(labels::ARCH) == Some("arm64") {
+                mib - 64
+            } else {
+                mib
+            };
+            let overhead = (mib.max(0) * VM_MEMORY_OVERHEAD_PERMILLE + 999) / 1000;
+            let bytes = i128::from(mib - overhead) << 20;
+            capacity.memory = capacity.memory.max(Quantity::from_millis(bytes * 1000));
+        }
+        capacity
+    }
+
     /// NVIDIA + AMD GPUs + Neuron devices, as the policy contract counts accelerators.
     pub fn gpus(&self) -> u32 {
         ["nvidia.com/gpu", "amd.com/gpu", "aws.amazon.com/neuron"]
@@ -78,6 +107,9 @@ impl InstanceType {
             .sum()
     }
 }
+
+/// Karpenter's default `vmMemoryOverheadPercent` (7.5 %), in thousandths.
+const VM_MEMORY_OVERHEAD_PERMILLE: i64 = 75;
 
 /// One way to buy an instance type: in a zone, with a capacity type, at a price.
 #[derive(Debug, Clone, PartialEq)]
@@ -136,6 +168,9 @@ pub struct Catalog {
     pub instance_types: Vec<InstanceType>,
     pub offerings: Vec<Offering>,
     by_name: HashMap<String, usize>,
+    /// Zone name → zone ID as the cloud reports it (`topology.k8s.aws/zone-id`); zones missing here get
+    /// the conventional ID ([`labels::conventional_zone_id`]).
+    zone_ids: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -182,9 +217,13 @@ pub fn ec2_instance_types() -> Result<&'static [InstanceType], &'static CatalogE
                         })?;
                         allocatable.set(resource, q);
                     }
+                    let mut type_labels = t.labels;
+                    type_labels
+                        .entry(labels::INSTANCE_TENANCY.to_string())
+                        .or_insert_with(|| labels::TENANCY_DEFAULT.to_string());
                     Ok(InstanceType {
                         name: t.name,
-                        labels: t.labels,
+                        labels: type_labels,
                         allocatable,
                     })
                 })
@@ -192,6 +231,19 @@ pub fn ec2_instance_types() -> Result<&'static [InstanceType], &'static CatalogE
         })
         .as_ref()
         .map(Vec::as_slice)
+}
+
+/// One embedded EC2 instance type by name (e.g. for a node whose type a narrowed catalog left out).
+pub fn ec2_instance_type(name: &str) -> Option<&'static InstanceType> {
+    static BY_NAME: OnceLock<HashMap<&'static str, usize>> = OnceLock::new();
+    let all = ec2_instance_types().ok()?;
+    let index = BY_NAME.get_or_init(|| {
+        all.iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.as_str(), i))
+            .collect()
+    });
+    index.get(name).map(|&i| &all[i])
 }
 
 /// The embedded on-demand prices for us-east-1, USD per hour by instance type name.
@@ -235,7 +287,30 @@ impl Catalog {
             instance_types,
             offerings,
             by_name,
+            zone_ids: BTreeMap::new(),
         })
+    }
+
+    /// The catalog with the zone IDs the cloud reported (zone name → ID).
+    pub fn with_zone_ids(mut self, zone_ids: BTreeMap<String, String>) -> Catalog {
+        let mut h = self.revision;
+        for (zone, id) in &zone_ids {
+            for b in zone.bytes().chain(id.bytes()) {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x100000001b3);
+            }
+        }
+        self.revision = h;
+        self.zone_ids = zone_ids;
+        self
+    }
+
+    /// The zone ID of `zone`: the one the cloud reported, else the conventional one.
+    pub fn zone_id(&self, zone: &str) -> Option<String> {
+        self.zone_ids
+            .get(zone)
+            .cloned()
+            .or_else(|| labels::conventional_zone_id(zone))
     }
 
     /// The embedded EC2 catalog in `zones`: an on-demand offering per priced type and zone, plus a spot
@@ -300,15 +375,27 @@ impl Catalog {
         zones.into_iter().map(str::to_string).collect()
     }
 
-    /// The labels a node launched from this offering carries (instance type labels + zone + capacity type).
+    /// The labels a node launched from this offering carries (instance type labels + zone, its region
+    /// and zone ID + capacity type).
     pub fn offering_labels(&self, offering: &Offering) -> BTreeMap<String, String> {
         let mut l = self.instance_types[offering.instance_type].labels.clone();
-        l.insert(labels::ZONE.into(), offering.zone.clone());
+        l.extend(self.zone_labels(&offering.zone));
         l.insert(
             labels::CAPACITY_TYPE.into(),
             offering.capacity_type.as_str().into(),
         );
         l
+    }
+
+    /// The labels a node in `zone` carries for it: the zone, its region and its zone ID (the last two
+    /// when known).
+    pub fn zone_labels(&self, zone: &str) -> Vec<(String, String)> {
+        let mut out = labels::zone_labels(zone);
+        if let Some(id) = self.zone_ids.get(zone) {
+            out.retain(|(k, _)| k != labels::ZONE_ID);
+            out.push((labels::ZONE_ID.to_string(), id.clone()));
+        }
+        out
     }
 
     /// The offering's labels as requirements (for the algebra).
@@ -326,7 +413,9 @@ impl Catalog {
                 ..o.clone()
             })
             .collect();
-        Catalog::new(self.instance_types.clone(), offerings).expect("same instance types")
+        Catalog::new(self.instance_types.clone(), offerings)
+            .expect("same instance types")
+            .with_zone_ids(self.zone_ids.clone())
     }
 }
 
@@ -399,6 +488,50 @@ mod tests {
         assert_eq!(m5.label(labels::INSTANCE_CATEGORY), Some("m"));
         assert!(m5.allocatable.cpu.millis() > 1000);
         assert_eq!(cat.zones(), vec!["us-east-1a", "us-east-1b"]);
+    }
+
+    #[test]
+    fn capacity_is_the_machine_not_allocatable() {
+        // (type, cpu millis, memory MiB): vCPUs; memory less 7.5 % VM overhead (and 64 MiB on Graviton).
+        let cases = [
+            ("m5.xlarge", 4000, 16384 - 1229),
+            ("m5.large", 2000, 8192 - 615),
+            ("m6g.xlarge", 4000, 16320 - 1224),
+        ];
+        let all = ec2_instance_types().unwrap();
+        for (name, cpu, mib) in cases {
+            let t = all.iter().find(|t| t.name == name).unwrap();
+            let c = t.capacity();
+            assert_eq!(c.cpu.millis(), cpu, "{name}");
+            assert_eq!(c.memory.units_ceil(), i128::from(mib) << 20, "{name}");
+            assert_eq!(c.pods, t.allocatable.pods, "{name}");
+            assert!(t.allocatable.fits_in(&c), "{name}");
+        }
+    }
+
+    #[test]
+    fn offerings_carry_region_zone_id_and_tenancy() {
+        let cat = Catalog::ec2_on_demand(&["us-east-1b"]).unwrap();
+        let l = cat.offering_labels(&cat.offerings[0]);
+        assert_eq!(l[labels::REGION], "us-east-1");
+        assert_eq!(l[labels::ZONE_ID], "use1-az2");
+        assert_eq!(l[labels::INSTANCE_TENANCY], "default");
+        // A zone ID the cloud reported wins over the conventional one, and changes the revision.
+        let reported = cat
+            .clone()
+            .with_zone_ids(BTreeMap::from([("us-east-1b".into(), "use1-az6".into())]));
+        assert_eq!(
+            reported.offering_labels(&reported.offerings[0])[labels::ZONE_ID],
+            "use1-az6"
+        );
+        assert_ne!(reported.revision, cat.revision);
+        assert_eq!(
+            reported
+                .with_availability(|_| true)
+                .zone_id("us-east-1b")
+                .as_deref(),
+            Some("use1-az6")
+        );
     }
 
     #[test]

@@ -9,6 +9,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use super::labels;
+
 /// The operator of a node selector requirement.
 #[derive(
     Debug,
@@ -398,13 +400,15 @@ impl Requirements {
     pub fn add(&mut self, requirement: &Requirement) {
         self.add_set(&requirement.key, requirement.value_set());
         if let Some(min) = requirement.min_values
-            && let Some(entry) = self.entries.get_mut(&requirement.key)
+            && let Some(entry) = self.entries.get_mut(labels::normalize(&requirement.key))
         {
             entry.min_values = Some(entry.min_values.map_or(min, |m| m.max(min)));
         }
     }
 
+    /// Adds `key`'s set (a deprecated key is read as its stable one, [`labels::normalize`]).
     pub fn add_set(&mut self, key: &str, set: ValueSet) {
+        let key = labels::normalize(key);
         match self.entries.get_mut(key) {
             Some(entry) => entry.set = entry.set.intersect(&set),
             None => {
@@ -425,7 +429,10 @@ impl Requirements {
         for (key, entry) in &other.entries {
             out.add_set(key, entry.set.clone());
             if let Some(min) = entry.min_values {
-                let e = out.entries.get_mut(key).expect("just added");
+                let e = out
+                    .entries
+                    .get_mut(labels::normalize(key))
+                    .expect("just added");
                 e.min_values = Some(e.min_values.map_or(min, |m| m.max(min)));
             }
         }
@@ -433,11 +440,13 @@ impl Requirements {
     }
 
     pub fn get(&self, key: &str) -> Option<&ValueSet> {
-        self.entries.get(key).map(|e| &e.set)
+        self.entries.get(labels::normalize(key)).map(|e| &e.set)
     }
 
     pub fn min_values(&self, key: &str) -> Option<u32> {
-        self.entries.get(key).and_then(|e| e.min_values)
+        self.entries
+            .get(labels::normalize(key))
+            .and_then(|e| e.min_values)
     }
 
     pub fn keys(&self) -> impl Iterator<Item = &str> {
@@ -637,6 +646,65 @@ mod tests {
         assert!(pool.compatible(&custom, |k| k == "team").is_ok());
         let absent = Requirements::from_requirements(&[req("team", Operator::DoesNotExist, &[])]);
         assert!(pool.compatible(&absent, |_| false).is_ok());
+    }
+
+    #[test]
+    fn deprecated_keys_are_read_as_stable_ones() {
+        // (deprecated key, value, node label it must match)
+        let cases = [
+            (
+                "beta.kubernetes.io/arch",
+                "arm64",
+                ("kubernetes.io/arch", "arm64"),
+            ),
+            (
+                "beta.kubernetes.io/os",
+                "linux",
+                ("kubernetes.io/os", "linux"),
+            ),
+            (
+                "beta.kubernetes.io/instance-type",
+                "m5.large",
+                ("node.kubernetes.io/instance-type", "m5.large"),
+            ),
+            (
+                "failure-domain.beta.kubernetes.io/zone",
+                "z1",
+                ("topology.kubernetes.io/zone", "z1"),
+            ),
+            (
+                "failure-domain.beta.kubernetes.io/region",
+                "r1",
+                ("topology.kubernetes.io/region", "r1"),
+            ),
+            (
+                "topology.ebs.csi.aws.com/zone",
+                "z1",
+                ("topology.kubernetes.io/zone", "z1"),
+            ),
+        ];
+        for (key, value, (stable, v)) in cases {
+            let r = Requirements::from_requirements(&[req(key, Operator::In, &[value])]);
+            assert_eq!(r.keys().collect::<Vec<_>>(), vec![stable], "{key}");
+            assert!(r.matches_labels(&labels(&[(stable, v)])).is_ok(), "{key}");
+            assert!(
+                r.matches_labels(&labels(&[(stable, "other")])).is_err(),
+                "{key}"
+            );
+            assert!(r.get(key).is_some(), "{key}");
+        }
+        // Both spellings in one term intersect.
+        let both = Requirements::from_requirements(&[
+            req("beta.kubernetes.io/arch", Operator::In, &["arm64", "amd64"]),
+            req("kubernetes.io/arch", Operator::In, &["amd64"]),
+        ]);
+        assert_eq!(
+            both.get("kubernetes.io/arch")
+                .unwrap()
+                .finite_values()
+                .unwrap(),
+            &BTreeSet::from(["amd64".to_string()])
+        );
     }
 
     #[test]

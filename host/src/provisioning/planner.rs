@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use crate::model::requirements::{Operator, Requirement};
 use crate::model::{
-    CapacityType, Catalog, Node, NodeClaim, NodePool, Pod, PodSpec, Requirements, ResourceList,
-    Snapshot, WhenUnsatisfiable, labels,
+    CapacityType, Catalog, HostPort, Node, NodeClaim, NodePool, Pod, PodSpec, Requirements,
+    ResourceList, Snapshot, WhenUnsatisfiable, labels,
 };
 use crate::policy::contract::rank;
 use crate::scheduling::fit::{self, Failure, NewDomains, Slot};
@@ -81,11 +81,66 @@ struct PoolOffering {
     /// Allocatable minus the daemonsets that would land on it.
     capacity: ResourceList,
     overhead: ResourceList,
+    /// Host ports the daemonsets that would land on it use, with the daemonset's name.
+    daemon_ports: Vec<(HostPort, String)>,
 }
 
 struct PoolView<'a> {
     pool: &'a NodePool,
     offerings: Arc<Vec<PoolOffering>>,
+    /// The NodePool's `minValues` (key, minimum): every claim keeps at least that many distinct values
+    /// of the key among its offerings, or the pods are not placed that way.
+    min_values: Vec<(String, u32)>,
+}
+
+impl<'a> PoolView<'a> {
+    fn new(pool: &'a NodePool, offerings: Arc<Vec<PoolOffering>>) -> PoolView<'a> {
+        let min_values = pool
+            .compiled_requirements()
+            .min_values_entries()
+            .map(|(k, m)| (k.to_string(), m))
+            .collect();
+        PoolView {
+            pool,
+            offerings,
+            min_values,
+        }
+    }
+
+    /// The first `minValues` the pool offerings `options` (indexes into `offerings`) cannot keep.
+    fn min_values_failure(&self, options: &[usize]) -> Option<Failure> {
+        min_values_failure(&self.min_values, options.iter(), |&i, key| {
+            self.offerings[i].labels.get(key).map(String::as_str)
+        })
+    }
+}
+
+/// The first of `min_values` that fewer than its minimum of distinct values among `options` meet
+/// (`value(option, key)` is the option's label value), as Karpenter's `SatisfiesMinValues`.
+fn min_values_failure<'a, T>(
+    min_values: &[(String, u32)],
+    options: impl Iterator<Item = T> + Clone,
+    value: impl Fn(T, &str) -> Option<&'a str>,
+) -> Option<Failure> {
+    for (key, min) in min_values {
+        let mut seen: BTreeSet<&str> = BTreeSet::new();
+        for o in options.clone() {
+            if let Some(v) = value(o, key) {
+                seen.insert(v);
+                if seen.len() >= *min as usize {
+                    break;
+                }
+            }
+        }
+        if seen.len() < *min as usize {
+            return Some(Failure::MinValues {
+                key: key.clone(),
+                min: *min,
+                found: seen.len(),
+            });
+        }
+    }
+    None
 }
 
 /// How a class of pods (one shared spec) may use a NodePool.
@@ -233,10 +288,7 @@ fn plan_with(
     let mut views: Vec<PoolView> = Vec::with_capacity(pools.len());
     for p in &pools {
         let cached = cache.cached_pool(snapshot, p);
-        let view = PoolView {
-            pool: p,
-            offerings: cached.offerings.clone(),
-        };
+        let view = PoolView::new(p, cached.offerings.clone());
         if cached.classes.len() + classes.len() > MAX_CACHED_CLASSES {
             cached.classes.clear();
         }
@@ -254,6 +306,9 @@ fn plan_with(
             let mut nd = NewDomains::new();
             for (v, r) in views.iter().zip(&class_pool[c]) {
                 if let Ok(cp) = r {
+                    if !cp.allowed.is_empty() {
+                        fit::new_hosts_possible(&mut nd);
+                    }
                     for &i in &cp.allowed {
                         let o = &catalog.offerings[v.offerings[i].offering];
                         nd.entry(labels::ZONE.into())
@@ -369,6 +424,21 @@ fn plan_with(
             &mut out.rankings,
         );
         let mut used = pool_usage(snapshot, view.pool);
+        // Offerings whose node alone would break the NodePool's limits are not launched (Karpenter's
+        // `filterByRemainingResources`, on capacity); the ranker's scores stay for the reasons.
+        let ranker_scores = scores;
+        let mut scores = ranker_scores.clone();
+        let mut over_limit: HashMap<usize, String> = HashMap::new();
+        if !view.pool.limits.is_empty() {
+            for &i in &ranked {
+                let ty = &catalog.instance_types
+                    [catalog.offerings[view.offerings[i].offering].instance_type];
+                if let Some(why) = view.pool.exceeds_limits(&used, &limit_footprint(ty)) {
+                    scores[i] = f64::INFINITY;
+                    over_limit.insert(i, why);
+                }
+            }
+        }
         let mut pool_claims: Vec<PlannedClaim> = Vec::new();
 
         // Bulk: pods without inter-pod constraints, grouped by the offerings they may use.
@@ -383,14 +453,35 @@ fn plan_with(
                 .copied()
                 .filter(|i| scores[*i].is_finite())
                 .collect();
-            if allowed.is_empty() {
+            let short = if allowed.is_empty() {
+                None
+            } else {
+                view.min_values_failure(&allowed)
+            };
+            if let Some(f) = short {
                 reasons.entry(pod).or_default().push((
                     view.pool.name.clone(),
-                    Failure::NoOfferings(
-                        "the ranker left out every offering this pod may use".into(),
-                    )
-                    .to_string(),
+                    format!("{f} (after ranking and limits)"),
                 ));
+                later.push(pod);
+                continue;
+            }
+            if allowed.is_empty() {
+                let limit = cp
+                    .allowed
+                    .iter()
+                    .find(|i| ranker_scores[**i].is_finite())
+                    .and_then(|i| over_limit.get(i));
+                let failure = match limit {
+                    Some(why) => Failure::Limits(why.clone()),
+                    None => Failure::NoOfferings(
+                        "the ranker left out every offering this pod may use".into(),
+                    ),
+                };
+                reasons
+                    .entry(pod)
+                    .or_default()
+                    .push((view.pool.name.clone(), failure.to_string()));
                 later.push(pod);
                 continue;
             }
@@ -432,22 +523,34 @@ fn plan_with(
             &mut reasons,
         );
 
-        // NodePool limits: claims beyond them are dropped and their pods try the next pool.
+        // NodePool limits: a claim keeps the offerings the limits still allow; one left with none is
+        // dropped and its pods try the next pool.
+        // Last, whatever happened above: a claim whose offerings do not keep the pool's `minValues`
+        // is not launched.
         for claim in pool_claims {
-            let ty = &catalog.instance_types
-                [catalog.offerings[claim.offerings[0].offering].instance_type];
-            if let Some(why) = view.pool.exceeds_limits(&used, &ty.allocatable) {
-                for &pod in &claim.pods {
-                    reasons.entry(pod).or_default().push((
-                        view.pool.name.clone(),
-                        Failure::Limits(why.clone()).to_string(),
-                    ));
-                    later.push(pod);
+            let (claim, checked) = within_limits(catalog, view.pool, &used, claim);
+            let checked =
+                checked.and_then(
+                    |counted| match claim_min_values_failure(catalog, view, &claim) {
+                        Some(f) => Err(f),
+                        None => Ok(counted),
+                    },
+                );
+            match checked {
+                Ok(counted) => {
+                    used.add(&counted);
+                    out.claims.push(claim);
                 }
-                continue;
+                Err(why) => {
+                    for &pod in &claim.pods {
+                        reasons
+                            .entry(pod)
+                            .or_default()
+                            .push((view.pool.name.clone(), why.to_string()));
+                        later.push(pod);
+                    }
+                }
             }
-            used.add(&ty.allocatable);
-            out.claims.push(claim);
         }
         later.sort_by_key(|p| pending.iter().position(|q| q == p));
         remaining = later;
@@ -506,15 +609,20 @@ fn existing_slots(snapshot: &Snapshot) -> Vec<Slot> {
 fn node_slot(snapshot: &Snapshot, node: &Node, pods: &[&Pod]) -> Slot {
     // Shared with the node unless a well-known label is missing (registered nodes carry them all).
     let mut labels = node.labels.clone();
-    let defaults = [
-        (labels::HOSTNAME, node.name.as_str()),
-        (labels::ZONE, node.zone.as_str()),
-        (labels::CAPACITY_TYPE, node.capacity_type.as_str()),
+    let mut defaults: Vec<(String, String)> = vec![
+        (labels::HOSTNAME.into(), node.name.clone()),
+        (
+            labels::CAPACITY_TYPE.into(),
+            node.capacity_type.as_str().into(),
+        ),
     ];
-    if defaults.iter().any(|(k, _)| !labels.contains_key(*k)) {
+    if !labels.contains_key(labels::ZONE) || !labels.contains_key(labels::REGION) {
+        defaults.extend(snapshot.catalog.zone_labels(&node.zone));
+    }
+    if defaults.iter().any(|(k, _)| !labels.contains_key(k)) {
         let l = Arc::make_mut(&mut labels);
         for (k, v) in defaults {
-            l.entry(k.into()).or_insert_with(|| v.to_string());
+            l.entry(k).or_insert(v);
         }
     }
     let startup: Vec<_> = node
@@ -556,20 +664,35 @@ fn claim_slot(snapshot: &Snapshot, claim: &NodeClaim) -> Option<Slot> {
     let mut labels = ty.labels.clone();
     labels.extend(claim.labels.clone());
     labels.insert(labels::HOSTNAME.into(), claim.name.clone());
-    labels.insert(labels::ZONE.into(), launched.zone.clone());
+    labels.extend(snapshot.catalog.zone_labels(&launched.zone));
     labels.insert(
         labels::CAPACITY_TYPE.into(),
         launched.capacity_type.as_str().into(),
     );
     labels.insert(labels::NODE_POOL.into(), claim.node_pool.clone());
     let overhead = daemonset_overhead(snapshot, &labels, &claim.taints);
-    Some(Slot::new(
+    let ports = daemonset_ports(snapshot, &labels, &claim.taints);
+    let mut slot = Slot::new(
         claim.name.clone(),
         Arc::new(labels),
         claim.taints.clone(),
         ty.allocatable.minus(&overhead),
         true,
-    ))
+    );
+    slot.host_ports.extend(ports.into_iter().map(|(p, _)| p));
+    Some(slot)
+}
+
+/// The daemonsets that would run on a node with these labels and taints.
+fn daemonsets_on<'a>(
+    snapshot: &'a Snapshot,
+    node_labels: &'a BTreeMap<String, String>,
+    taints: &'a [crate::model::Taint],
+) -> impl Iterator<Item = &'a crate::model::DaemonSet> {
+    snapshot
+        .daemonsets
+        .iter()
+        .filter(move |ds| fit::check_static(&ds.pod, node_labels, taints).is_ok())
 }
 
 /// Requests of the daemonsets that would run on a node with these labels and taints.
@@ -579,12 +702,27 @@ fn daemonset_overhead(
     taints: &[crate::model::Taint],
 ) -> ResourceList {
     let mut total = ResourceList::new();
-    for ds in &snapshot.daemonsets {
-        if fit::check_static(&ds.pod, node_labels, taints).is_ok() {
-            total.add(&ds.pod.requests);
-        }
+    for ds in daemonsets_on(snapshot, node_labels, taints) {
+        total.add(&ds.pod.requests);
     }
     total
+}
+
+/// Host ports of the daemonsets that would run on a node with these labels and taints, with the
+/// daemonset's name (Karpenter reserves them on every new node before placing pods).
+fn daemonset_ports(
+    snapshot: &Snapshot,
+    node_labels: &BTreeMap<String, String>,
+    taints: &[crate::model::Taint],
+) -> Vec<(HostPort, String)> {
+    daemonsets_on(snapshot, node_labels, taints)
+        .flat_map(|ds| {
+            ds.pod
+                .host_ports
+                .iter()
+                .map(move |p| (p.clone(), format!("{}/{}", ds.namespace, ds.name)))
+        })
+        .collect()
 }
 
 /// The offerings `pool` allows, as the nodes they would make.
@@ -606,14 +744,17 @@ fn pool_offerings(snapshot: &Snapshot, pool: &NodePool) -> Vec<PoolOffering> {
             continue;
         }
         let ty = &catalog.instance_types[o.instance_type];
+        let zone_labels = catalog.zone_labels(&o.zone);
         let allowed = reqs.keys().all(|key| {
             let set = reqs.get(key).expect("own key");
             let value = match key {
-                labels::ZONE => Some(o.zone.as_str()),
                 labels::CAPACITY_TYPE => Some(o.capacity_type.as_str()),
                 labels::NODE_POOL => Some(pool.name.as_str()),
-                _ => ty
-                    .label(key)
+                _ => zone_labels
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, v)| v.as_str())
+                    .or_else(|| ty.label(key))
                     .or_else(|| base_labels.get(key).map(String::as_str)),
             };
             match value {
@@ -627,10 +768,12 @@ fn pool_offerings(snapshot: &Snapshot, pool: &NodePool) -> Vec<PoolOffering> {
         let mut node_labels = catalog.offering_labels(o);
         node_labels.extend(base_labels.clone());
         let overhead = daemonset_overhead(snapshot, &node_labels, &pool.taints);
+        let daemon_ports = daemonset_ports(snapshot, &node_labels, &pool.taints);
         offerings.push(PoolOffering {
             offering: i,
             capacity: ty.allocatable.minus(&overhead),
             overhead,
+            daemon_ports,
             labels: node_labels,
         });
     }
@@ -684,13 +827,29 @@ fn class_in_pool(
                     }
                 }
             }
+            let mut port_failure = None;
             let allowed: Vec<usize> = label_ok
                 .iter()
                 .copied()
                 .filter(|&i| spec.requests.fits_in(&view.offerings[i].capacity))
+                .filter(|&i| match daemon_port_conflict(spec, &view.offerings[i]) {
+                    Some(f) => {
+                        port_failure.get_or_insert(f);
+                        false
+                    }
+                    None => true,
+                })
                 .collect();
             if !allowed.is_empty() {
+                if let Some(f) = view.min_values_failure(&allowed) {
+                    first_failure.get_or_insert(f);
+                    continue;
+                }
                 return Ok(ClassInPool { term: t, allowed });
+            }
+            if let Some(f) = port_failure {
+                first_failure.get_or_insert(f);
+                continue;
             }
             if !label_ok.is_empty() {
                 let biggest = label_ok
@@ -720,12 +879,53 @@ fn class_in_pool(
     Err(first_failure.unwrap_or_else(|| Failure::NoOfferings("nothing matched".into())))
 }
 
-/// Capacity of the pool's existing nodes and in-flight claims (for limits).
+/// A host port of the pod that a daemonset on this offering's node already uses.
+fn daemon_port_conflict(spec: &PodSpec, po: &PoolOffering) -> Option<Failure> {
+    spec.host_ports.iter().find_map(|p| {
+        po.daemon_ports
+            .iter()
+            .find(|(used, _)| used.conflicts(p))
+            .map(|(_, ds)| Failure::DaemonSetHostPort {
+                port: p.clone(),
+                daemonset: ds.clone(),
+            })
+    })
+}
+
+/// The resource NodePool limits use to count nodes (`spec.limits.nodes`).
+const NODES_LIMIT: &str = "nodes";
+
+/// What one node of this type counts against NodePool limits: its capacity (as Karpenter counts, not
+/// allocatable) and one `nodes`.
+fn limit_footprint(ty: &crate::model::InstanceType) -> ResourceList {
+    ty.capacity()
+        .with(NODES_LIMIT, crate::model::Quantity::from_units(1))
+}
+
+/// The instance type `name`, from the snapshot's catalog or else the embedded one.
+fn instance_type_named<'a>(
+    catalog: &'a Catalog,
+    name: &str,
+) -> Option<&'a crate::model::InstanceType> {
+    catalog
+        .instance_type(name)
+        .or_else(|| crate::model::catalog::ec2_instance_type(name))
+}
+
+/// What the pool's existing nodes and in-flight claims count against its limits: capacity (allocatable
+/// when the type is unknown; an unlaunched claim's requests) and one `nodes` each.
 fn pool_usage(snapshot: &Snapshot, pool: &NodePool) -> ResourceList {
     let mut used = ResourceList::new();
+    if pool.limits.is_empty() {
+        return used;
+    }
+    let one = ResourceList::new().with(NODES_LIMIT, crate::model::Quantity::from_units(1));
     for n in &snapshot.nodes {
         if n.node_pool.as_deref() == Some(pool.name.as_str()) {
-            used.add(&n.allocatable);
+            match instance_type_named(&snapshot.catalog, &n.instance_type) {
+                Some(t) => used.add(&limit_footprint(t)),
+                None => used.add(&n.allocatable.plus(&one)),
+            }
         }
     }
     for c in &snapshot.node_claims {
@@ -733,14 +933,82 @@ fn pool_usage(snapshot: &Snapshot, pool: &NodePool) -> ResourceList {
             match c
                 .launched
                 .as_ref()
-                .and_then(|l| snapshot.catalog.instance_type(&l.instance_type))
+                .and_then(|l| instance_type_named(&snapshot.catalog, &l.instance_type))
             {
-                Some(t) => used.add(&t.allocatable),
-                None => used.add(&c.requests),
+                Some(t) => used.add(&limit_footprint(t)),
+                None => used.add(&c.requests.plus(&one)),
             }
         }
     }
     used
+}
+
+/// The claim with only the offerings whose instance type stays within the pool's limits after `used`
+/// (Karpenter's `filterByRemainingResources`), and what it counts against them: the largest footprint
+/// among those offerings, so whichever one launches the limits hold. `Err` when no offering does.
+fn within_limits(
+    catalog: &Catalog,
+    pool: &NodePool,
+    used: &ResourceList,
+    mut claim: PlannedClaim,
+) -> (PlannedClaim, Result<ResourceList, Failure>) {
+    if pool.limits.is_empty() {
+        return (claim, Ok(ResourceList::new()));
+    }
+    let footprint = |o: &RankedOffering| {
+        limit_footprint(&catalog.instance_types[catalog.offerings[o.offering].instance_type])
+    };
+    let mut first_refusal: Option<String> = None;
+    let before = claim.offerings.len();
+    claim
+        .offerings
+        .retain(|o| match pool.exceeds_limits(used, &footprint(o)) {
+            Some(why) => {
+                first_refusal.get_or_insert(why);
+                false
+            }
+            None => true,
+        });
+    if claim.offerings.is_empty() {
+        let why = Failure::Limits(first_refusal.unwrap_or_default());
+        return (claim, Err(why));
+    }
+    let mut counted = ResourceList::new();
+    for o in &claim.offerings {
+        counted.max_with(&footprint(o));
+    }
+    if claim.offerings.len() < before {
+        narrow_to_offerings(&mut claim.requirements, &claim.offerings);
+        claim.explanation.push_str(&format!(
+            "; {} of {before} offerings left out by the NodePool limits ({})",
+            before - claim.offerings.len(),
+            first_refusal.unwrap_or_default()
+        ));
+    }
+    (claim, Ok(counted))
+}
+
+/// Narrows a claim's requirements to the instance types, zones and capacity types of its offerings.
+fn narrow_to_offerings(reqs: &mut Requirements, offerings: &[RankedOffering]) {
+    let set_of = |f: &dyn Fn(&RankedOffering) -> String| -> Vec<String> {
+        let s: BTreeSet<String> = offerings.iter().map(f).collect();
+        s.into_iter().collect()
+    };
+    for (key, values) in [
+        (labels::INSTANCE_TYPE, set_of(&|o| o.instance_type.clone())),
+        (labels::ZONE, set_of(&|o| o.zone.clone())),
+        (
+            labels::CAPACITY_TYPE,
+            set_of(&|o| o.capacity_type.as_str().to_string()),
+        ),
+    ] {
+        reqs.add(&Requirement {
+            key: key.into(),
+            operator: Operator::In,
+            values,
+            min_values: None,
+        });
+    }
 }
 
 /// Asks the pool's ranker once; returns a score per pool offering (infinite = not to be launched).
@@ -955,11 +1223,29 @@ fn pack_group(
     } else {
         "LP-priced greedy + merge"
     };
+    // Pods of nodes that would keep too few values for the pool's `minValues` (too few of the allowed
+    // types hold them all), placed again first-fit below.
+    let mut spilled: Vec<usize> = Vec::new();
     for node in &packing.nodes {
         let mut node_pods = Vec::new();
         for (s, &n) in node.counts.iter().enumerate() {
             node_pods.extend_from_slice(&queues[s][cursor[s]..cursor[s] + n as usize]);
             cursor[s] += n as usize;
+        }
+        if !view.min_values.is_empty() {
+            let mut load = ResourceList::new();
+            for &p in &node_pods {
+                load.add(&snapshot.pods[p].spec.requests);
+            }
+            let options: Vec<usize> = allowed
+                .iter()
+                .copied()
+                .filter(|&i| scores[i].is_finite() && load.fits_in(&view.offerings[i].capacity))
+                .collect();
+            if view.min_values_failure(&options).is_some() {
+                spilled.extend(node_pods);
+                continue;
+            }
         }
         let chosen = type_offering[node.bin_type];
         let claim = build_claim(
@@ -969,6 +1255,84 @@ fn pack_group(
     }
     // Pods the packer could not place cannot happen (every class holds alone in some allowed offering).
     debug_assert!(packing.unplaced.iter().all(|u| *u == 0));
+    if !spilled.is_empty() {
+        spilled.sort_by_key(|p| pods.iter().position(|q| q == p));
+        pack_keeping_min_values(
+            snapshot, view, class_at, class_pool, pi, allowed, scores, &spilled, claims,
+        );
+    }
+}
+
+/// Karpenter's way with `minValues`: pods largest first, each joins the first claim whose options
+/// (the allowed offerings that still hold all its pods) keep the pool's `minValues`, else opens a new
+/// claim. Every pod holds alone in the allowed offerings and those keep `minValues` (checked before),
+/// so every pod is placed.
+#[allow(clippy::too_many_arguments)]
+fn pack_keeping_min_values(
+    snapshot: &Snapshot,
+    view: &PoolView,
+    class_at: &HashMap<usize, usize>,
+    class_pool: &[Vec<Result<ClassInPool, Failure>>],
+    pi: usize,
+    allowed: &[usize],
+    scores: &[f64],
+    pods: &[usize],
+    claims: &mut Vec<PlannedClaim>,
+) {
+    let all: Vec<usize> = allowed
+        .iter()
+        .copied()
+        .filter(|&i| scores[i].is_finite())
+        .collect();
+    // (options, load, pods) per open claim.
+    let mut open: Vec<(Vec<usize>, ResourceList, Vec<usize>)> = Vec::new();
+    for &pod in pods {
+        let requests = &snapshot.pods[pod].spec.requests;
+        let mut placed = false;
+        for (options, load, members) in open.iter_mut() {
+            let after = load.plus(requests);
+            let narrowed: Vec<usize> = options
+                .iter()
+                .copied()
+                .filter(|&i| after.fits_in(&view.offerings[i].capacity))
+                .collect();
+            if !narrowed.is_empty() && view.min_values_failure(&narrowed).is_none() {
+                *options = narrowed;
+                *load = after;
+                members.push(pod);
+                placed = true;
+                break;
+            }
+        }
+        if !placed {
+            let options: Vec<usize> = all
+                .iter()
+                .copied()
+                .filter(|&i| requests.fits_in(&view.offerings[i].capacity))
+                .collect();
+            open.push((options, requests.clone(), vec![pod]));
+        }
+    }
+    for (options, _, members) in open {
+        let Some(&chosen) = options
+            .iter()
+            .min_by(|a, b| scores[**a].total_cmp(&scores[**b]).then(a.cmp(b)))
+        else {
+            continue;
+        };
+        claims.push(build_claim(
+            snapshot,
+            view,
+            class_at,
+            class_pool,
+            pi,
+            &options,
+            scores,
+            chosen,
+            members,
+            "first-fit keeping minValues",
+        ));
+    }
 }
 
 /// A claim for `pods`, launched preferably as `chosen`, with fallbacks that also hold them.
@@ -1005,10 +1369,16 @@ fn build_claim(
             .then(scores[a].total_cmp(&scores[b]))
             .then(a.cmp(&b))
     };
-    // Only the first few are kept: select them, then sort just those (the order is total).
+    // Only the first few are kept: select them, then sort just those (the order is total). With
+    // `minValues`, the kept ones must still carry them (Karpenter's `Truncate`).
     if options.len() > MAX_OFFERINGS_PER_CLAIM {
-        options.select_nth_unstable_by(MAX_OFFERINGS_PER_CLAIM, order);
-        options.truncate(MAX_OFFERINGS_PER_CLAIM);
+        if view.min_values.is_empty() {
+            options.select_nth_unstable_by(MAX_OFFERINGS_PER_CLAIM, order);
+            options.truncate(MAX_OFFERINGS_PER_CLAIM);
+        } else {
+            options.sort_by(order);
+            options = truncate_keeping_min_values(view, options, MAX_OFFERINGS_PER_CLAIM);
+        }
     }
     options.sort_by(order);
     let offerings: Vec<RankedOffering> = options
@@ -1036,25 +1406,7 @@ fn build_claim(
             reqs = reqs.intersect(&cp.term);
         }
     }
-    let set_of = |f: &dyn Fn(&RankedOffering) -> String| -> Vec<String> {
-        let s: BTreeSet<String> = offerings.iter().map(f).collect();
-        s.into_iter().collect()
-    };
-    for (key, values) in [
-        (labels::INSTANCE_TYPE, set_of(&|o| o.instance_type.clone())),
-        (labels::ZONE, set_of(&|o| o.zone.clone())),
-        (
-            labels::CAPACITY_TYPE,
-            set_of(&|o| o.capacity_type.as_str().to_string()),
-        ),
-    ] {
-        reqs.add(&Requirement {
-            key: key.into(),
-            operator: Operator::In,
-            values,
-            min_values: None,
-        });
-    }
+    narrow_to_offerings(&mut reqs, &offerings);
     let mut requests = load.clone();
     requests.add(&view.offerings[chosen].overhead);
     let first = &offerings[0];
@@ -1110,6 +1462,73 @@ fn build_claim(
     }
 }
 
+/// The first `max` of `sorted` (pool offering indexes, best first), except that offerings bringing a
+/// value the pool's `minValues` still lack are taken first, best first per value.
+fn truncate_keeping_min_values(view: &PoolView, sorted: Vec<usize>, max: usize) -> Vec<usize> {
+    if view.min_values_failure(&sorted[..max]).is_none() {
+        let mut sorted = sorted;
+        sorted.truncate(max);
+        return sorted;
+    }
+    let mut taken = vec![false; sorted.len()];
+    let mut count = 0;
+    for (key, min) in &view.min_values {
+        let mut seen: BTreeSet<&str> = BTreeSet::new();
+        for (k, &i) in sorted.iter().enumerate() {
+            if taken[k]
+                && let Some(v) = view.offerings[i].labels.get(key)
+            {
+                seen.insert(v);
+            }
+        }
+        for (k, &i) in sorted.iter().enumerate() {
+            if seen.len() >= *min as usize || count >= max {
+                break;
+            }
+            if let Some(v) = view.offerings[i].labels.get(key)
+                && !taken[k]
+                && seen.insert(v)
+            {
+                taken[k] = true;
+                count += 1;
+            }
+        }
+    }
+    for t in taken.iter_mut() {
+        if count >= max {
+            break;
+        }
+        if !*t {
+            *t = true;
+            count += 1;
+        }
+    }
+    sorted
+        .into_iter()
+        .zip(taken)
+        .filter_map(|(i, t)| t.then_some(i))
+        .collect()
+}
+
+/// The first `minValues` of the pool a planned claim's offerings do not keep.
+fn claim_min_values_failure(
+    catalog: &Catalog,
+    view: &PoolView,
+    claim: &PlannedClaim,
+) -> Option<Failure> {
+    min_values_failure(
+        &view.min_values,
+        claim.offerings.iter(),
+        |o, key| match key {
+            labels::ZONE => Some(o.zone.as_str()),
+            labels::CAPACITY_TYPE => Some(o.capacity_type.as_str()),
+            _ => catalog.instance_types[catalog.offerings[o.offering].instance_type]
+                .label(key)
+                .or_else(|| view.pool.labels.get(key).map(String::as_str)),
+        },
+    )
+}
+
 /// A claim `place_constrained` is filling: its slot in the inter-pod view and the offerings that still
 /// hold its pods.
 struct OpenClaim {
@@ -1150,7 +1569,7 @@ fn place_one(
             .copied()
             .filter(|&i| is_allowed[i] && load.fits_in(&view.offerings[i].capacity))
             .collect();
-        if cands.is_empty() {
+        if cands.is_empty() || view.min_values_failure(&cands).is_some() {
             continue;
         }
         // Check against the room the narrowed candidates leave, in place instead of on a copy.
@@ -1222,6 +1641,11 @@ fn place_one(
                 o.zone == zone && (!spreads_on_ct || o.capacity_type.as_str() == ct)
             })
             .collect();
+        if let Some(f) = view.min_values_failure(&cands) {
+            *claim_seq -= 1;
+            best.get_or_insert(f);
+            continue;
+        }
         let slot = Slot::new(
             name.clone(),
             Arc::new(node_labels),
@@ -1686,6 +2110,383 @@ mod tests {
     }
 
     #[test]
+    fn limits_count_capacity_and_nodes() {
+        // (limits, existing nodes, pods of 1.5 CPU with hostname anti-affinity, claims, unschedulable)
+        let m5 = || {
+            pool(
+                "general",
+                &[(
+                    labels::INSTANCE_TYPE,
+                    Operator::In,
+                    &["m5.large", "m5.xlarge"],
+                )],
+            )
+        };
+        let mut anti = spec("api", "1500m", "1Gi");
+        anti.pod_anti_affinity.push(PodAffinityTerm {
+            selector: LabelSelector::from_labels(&BTreeMap::from([("app".into(), "api".into())])),
+            namespaces: vec![],
+            topology_key: labels::HOSTNAME.into(),
+        });
+        type Case<'a> = (
+            &'a [(&'a str, &'a str)],
+            usize,
+            PodSpec,
+            usize,
+            usize,
+            usize,
+        );
+        let cases: Vec<Case> = vec![
+            // A 4-vCPU m5.xlarge (allocatable 3920m) is over a 3950m limit: two m5.large would be
+            // 4 vCPUs too, so one pod waits.
+            (&[("cpu", "3950m")], 0, spec("w", "1500m", "1Gi"), 2, 1, 1),
+            (&[("cpu", "4")], 0, spec("w", "1500m", "1Gi"), 2, 1, 0),
+            (&[("nodes", "2")], 0, anti.clone(), 5, 2, 3),
+            (&[("nodes", "2")], 1, anti.clone(), 3, 1, 2),
+            (&[("nodes", "0")], 0, anti, 1, 0, 1),
+        ];
+        for (limits, existing, pod, n, claims, unschedulable) in cases {
+            let mut pool = m5();
+            for (k, v) in limits {
+                pool.limits
+                    .insert(k.to_string(), Quantity::parse(v).unwrap());
+            }
+            let mut s = snapshot(vec![pool.clone()], vec![(pod, n)]);
+            for e in 0..existing {
+                let mut node = existing_m5_xlarge(&format!("n{e}"));
+                node.allocatable = ResourceList::new();
+                s.nodes.push(node);
+            }
+            let p = run(&s);
+            assert_valid(&s, &p);
+            let what = format!("{limits:?}, {existing} nodes, {n} pods");
+            assert_eq!(p.claims.len(), claims, "{what}");
+            assert_eq!(p.unschedulable.len(), unschedulable, "{what}");
+            for u in &p.unschedulable {
+                assert!(u.to_string().contains("limit"), "{what}: {u}");
+            }
+            // Whichever offering each claim launches, the capacity stays within every limit.
+            let mut worst = pool_usage(&s, &pool);
+            for c in &p.claims {
+                let mut largest = ResourceList::new();
+                for o in &c.offerings {
+                    largest.max_with(&limit_footprint(
+                        catalog().instance_type(&o.instance_type).unwrap(),
+                    ));
+                }
+                worst.add(&largest);
+            }
+            for (k, limit) in &pool.limits {
+                assert!(
+                    worst.get(k) <= *limit,
+                    "{what}: {k} {} > {limit}",
+                    worst.get(k)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn daemonset_host_ports_are_taken_on_new_nodes() {
+        let port = |p: i32| HostPort {
+            port: p,
+            protocol: "TCP".into(),
+            ip: String::new(),
+        };
+        let mut ds = spec("agent", "100m", "64Mi");
+        ds.host_ports.push(port(8080));
+        let mut pod = spec("web", "500m", "512Mi");
+        pod.host_ports.push(port(8080));
+        let mut other = spec("api", "500m", "512Mi");
+        other.host_ports.push(port(9090));
+        let mut arm_only = ds.clone();
+        arm_only.node_terms = vec![Requirements::from_labels(&BTreeMap::from([(
+            labels::ARCH.to_string(),
+            "arm64".to_string(),
+        )]))];
+        // (daemonset, expected: the 8080 pod launches, and then on amd64)
+        for (ds, launches) in [(ds, false), (arm_only, true)] {
+            let mut s = snapshot(vec![general()], vec![(pod.clone(), 1), (other.clone(), 1)]);
+            s.daemonsets.push(crate::model::DaemonSet {
+                namespace: "kube-system".into(),
+                name: "agent".into(),
+                pod: Arc::new(ds),
+            });
+            let p = run(&s);
+            assert_valid(&s, &p);
+            let web_claims: Vec<&PlannedClaim> = p
+                .claims
+                .iter()
+                .filter(|c| {
+                    c.pods
+                        .iter()
+                        .any(|&i| s.pods[i].spec.labels["app"] == "web")
+                })
+                .collect();
+            assert!(
+                p.claims.iter().any(|c| c
+                    .pods
+                    .iter()
+                    .any(|&i| s.pods[i].spec.labels["app"] == "api")),
+                "a pod on another port still launches"
+            );
+            if launches {
+                assert_eq!(web_claims.len(), 1);
+                for o in &web_claims[0].offerings {
+                    let cat = catalog();
+                    let arch = cat
+                        .instance_type(&o.instance_type)
+                        .unwrap()
+                        .label(labels::ARCH);
+                    assert_eq!(arch, Some("amd64"), "{}", o.instance_type);
+                }
+            } else {
+                assert!(web_claims.is_empty(), "{:?}", web_claims);
+                assert_eq!(p.unschedulable.len(), 1);
+                let why = p.unschedulable[0].to_string();
+                assert!(
+                    why.contains("host port 8080/TCP") && why.contains("kube-system/agent"),
+                    "{why}"
+                );
+            }
+        }
+    }
+
+    /// A pool of `types` whose instance-type key carries `minValues: min` (through an `Exists` term, so
+    /// `min` may exceed the listed types).
+    fn min_values_pool(types: &[&str], min: u32) -> NodePool {
+        let mut p = pool("general", &[(labels::INSTANCE_TYPE, Operator::In, types)]);
+        p.requirements.push(
+            Requirement::new(
+                labels::INSTANCE_TYPE,
+                Operator::Exists,
+                Vec::<String>::new(),
+            )
+            .unwrap()
+            .with_min_values(min)
+            .unwrap(),
+        );
+        p
+    }
+
+    /// Distinct instance types among a claim's offerings.
+    fn claim_types(c: &PlannedClaim) -> BTreeSet<&str> {
+        c.offerings
+            .iter()
+            .map(|o| o.instance_type.as_str())
+            .collect()
+    }
+
+    /// The native ranker, with every offering of other instance types than `keep` left out.
+    struct OnlyType {
+        inner: NativeRanker,
+        keep: u32,
+    }
+
+    impl crate::policy::Ranker for OnlyType {
+        fn set_catalog(&mut self, catalog: &rank::Catalog) {
+            self.inner.set_catalog(catalog);
+        }
+        fn rank(&mut self, input: &rank::RankInput) -> crate::policy::Verdict<rank::Ranking> {
+            let mut v = self.inner.rank(input);
+            let (order, scores): (Vec<u32>, Vec<f64>) = v
+                .value
+                .order
+                .iter()
+                .zip(&v.value.scores)
+                .filter(|(k, _)| input.offerings.instance_type[**k as usize] == self.keep)
+                .map(|(k, s)| (*k, *s))
+                .unzip();
+            v.value.order = order;
+            v.value.scores = scores;
+            v
+        }
+    }
+
+    #[test]
+    fn min_values_hold_on_every_claim() {
+        let pair = || min_values_pool(&["m5.large", "c5.xlarge"], 2);
+        let mut together = spec("api", "1500m", "1Gi");
+        together.pod_affinity.push(PodAffinityTerm {
+            selector: LabelSelector::from_labels(&BTreeMap::from([("app".into(), "api".into())])),
+            namespaces: vec![],
+            topology_key: labels::ZONE.into(),
+        });
+        let nine = [
+            "m5.large",
+            "m5.xlarge",
+            "m5.2xlarge",
+            "m5.4xlarge",
+            "m5.8xlarge",
+            "c5.large",
+            "c5.xlarge",
+            "c5.2xlarge",
+            "c5.4xlarge",
+        ];
+        // (case, pool, pods, claims expected, unschedulable expected)
+        let cases: Vec<(&str, NodePool, PodSpec, usize, usize, usize)> = vec![
+            // One c5.xlarge would hold both and is cheaper than two m5.large, but keeps one type.
+            ("bulk", pair(), spec("w", "1500m", "1Gi"), 2, 2, 0),
+            // The same through the one-at-a-time path (zone affinity to its own replicas).
+            ("one at a time", pair(), together, 2, 2, 0),
+            (
+                "a pod only one type holds",
+                pair(),
+                spec("big", "3", "1Gi"),
+                1,
+                0,
+                1,
+            ),
+            (
+                "ten values of nine types",
+                min_values_pool(&nine, 10),
+                spec("w", "1", "1Gi"),
+                3,
+                0,
+                3,
+            ),
+            (
+                "nine of nine",
+                min_values_pool(&nine, 9),
+                spec("w", "500m", "1Gi"),
+                3,
+                1,
+                0,
+            ),
+        ];
+        for (name, pool, pod, n, claims, unschedulable) in cases {
+            let s = snapshot(vec![pool], vec![(pod, n)]);
+            let p = run(&s);
+            assert_valid(&s, &p);
+            assert_eq!(p.claims.len(), claims, "{name}: {:?}", p.claims);
+            assert_eq!(p.unschedulable.len(), unschedulable, "{name}");
+            for u in &p.unschedulable {
+                assert!(u.to_string().contains("minValues"), "{name}: {u}");
+            }
+            let min = s.node_pools[0]
+                .compiled_requirements()
+                .min_values(labels::INSTANCE_TYPE)
+                .unwrap() as usize;
+            for c in &p.claims {
+                assert!(claim_types(c).len() >= min, "{name}: {:?}", claim_types(c));
+                assert_eq!(
+                    c.requirements.min_values(labels::INSTANCE_TYPE),
+                    Some(min as u32),
+                    "{name}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn min_values_survive_truncation_and_the_ranker() {
+        // 40 distinct types among at most 60 offerings (three zones each): the cheapest 60 would be 20.
+        let mut wide = general();
+        wide.requirements.push(
+            Requirement::new(
+                labels::INSTANCE_TYPE,
+                Operator::Exists,
+                Vec::<String>::new(),
+            )
+            .unwrap()
+            .with_min_values(40)
+            .unwrap(),
+        );
+        let s = snapshot(vec![wide], vec![(spec("w", "1", "1Gi"), 3)]);
+        let p = run(&s);
+        assert_valid(&s, &p);
+        assert!(p.unschedulable.is_empty(), "{:?}", p.unschedulable);
+        for c in &p.claims {
+            assert!(c.offerings.len() <= MAX_OFFERINGS_PER_CLAIM);
+            assert!(claim_types(c).len() >= 40, "{}", claim_types(c).len());
+        }
+        // A ranker that leaves one type: nothing launches, and the reason says why.
+        let s = snapshot(
+            vec![min_values_pool(&["m5.large", "c5.xlarge"], 2)],
+            vec![(spec("w", "1", "1Gi"), 2)],
+        );
+        let keep = catalog().instance_type_index("c5.xlarge").unwrap() as u32;
+        let p = plan(
+            &s,
+            &mut SingleRanker::new(OnlyType {
+                inner: NativeRanker::new(),
+                keep,
+            }),
+        );
+        assert!(p.claims.is_empty(), "{:?}", p.claims);
+        assert_eq!(p.unschedulable.len(), 2);
+        assert!(
+            p.unschedulable[0].to_string().contains("minValues"),
+            "{}",
+            p.unschedulable[0]
+        );
+    }
+
+    #[test]
+    fn pods_selecting_region_zone_id_tenancy_and_deprecated_keys_schedule() {
+        // (selector key, value, the stable label every offering must carry)
+        let cases = [
+            (labels::REGION, "us-east-1", (labels::REGION, "us-east-1")),
+            (labels::ZONE_ID, "use1-az2", (labels::ZONE, "us-east-1b")),
+            (
+                labels::INSTANCE_TENANCY,
+                "default",
+                (labels::INSTANCE_TENANCY, "default"),
+            ),
+            ("beta.kubernetes.io/arch", "arm64", (labels::ARCH, "arm64")),
+            ("beta.kubernetes.io/os", "linux", (labels::OS, "linux")),
+            (
+                "beta.kubernetes.io/instance-type",
+                "m5.large",
+                (labels::INSTANCE_TYPE, "m5.large"),
+            ),
+            (
+                "failure-domain.beta.kubernetes.io/zone",
+                "us-east-1c",
+                (labels::ZONE, "us-east-1c"),
+            ),
+            (
+                "failure-domain.beta.kubernetes.io/region",
+                "us-east-1",
+                (labels::REGION, "us-east-1"),
+            ),
+            (
+                "topology.ebs.csi.aws.com/zone",
+                "us-east-1a",
+                (labels::ZONE, "us-east-1a"),
+            ),
+        ];
+        for (key, value, (stable, expected)) in cases {
+            let mut pod = spec("w", "1", "1Gi");
+            pod.node_terms = vec![Requirements::from_labels(&BTreeMap::from([(
+                key.to_string(),
+                value.to_string(),
+            )]))];
+            let s = snapshot(vec![general()], vec![(pod.clone(), 2)]);
+            let p = run(&s);
+            assert_valid(&s, &p);
+            assert!(p.unschedulable.is_empty(), "{key}: {:?}", p.unschedulable);
+            assert!(!p.claims.is_empty(), "{key}");
+            for c in &p.claims {
+                for o in &c.offerings {
+                    let l = s.catalog.offering_labels(&s.catalog.offerings[o.offering]);
+                    assert_eq!(l.get(stable).map(String::as_str), Some(expected), "{key}");
+                }
+            }
+            // A node that registered without the region and zone-id labels still counts as in them.
+            if key == labels::REGION || key == labels::ZONE_ID {
+                let mut s = snapshot(vec![general()], vec![(pod, 1)]);
+                let mut node = existing_m5_xlarge("n1");
+                node.zone = "us-east-1b".into();
+                Arc::make_mut(&mut node.labels).insert(labels::ZONE.into(), "us-east-1b".into());
+                s.nodes.push(node);
+                let p = run(&s);
+                assert_eq!(p.bindings.len(), 1, "{key}: {:?}", p.unschedulable);
+            }
+        }
+    }
+
+    #[test]
     fn existing_nodes_first_then_new() {
         let mut s = snapshot(vec![general()], vec![(spec("w", "1", "1Gi"), 6)]);
         s.nodes.push(existing_m5_xlarge("n1"));
@@ -1693,6 +2494,43 @@ mod tests {
         assert_valid(&s, &p);
         assert_eq!(p.bindings.len(), 3, "m5.xlarge holds 3 one-cpu pods");
         assert_eq!(p.claims.iter().map(|c| c.pods.len()).sum::<usize>(), 3);
+    }
+
+    fn hostname_spread(app: &str) -> PodSpec {
+        let mut s = spec(app, "250m", "256Mi");
+        s.topology_spread.push(TopologySpread {
+            max_skew: 1,
+            topology_key: labels::HOSTNAME.into(),
+            when_unsatisfiable: WhenUnsatisfiable::DoNotSchedule,
+            selector: LabelSelector::from_labels(&BTreeMap::from([("app".into(), app.into())])),
+            min_domains: None,
+        });
+        s
+    }
+
+    #[test]
+    fn hostname_spread_opens_one_node_per_replica() {
+        // (replicas, existing nodes, expected bindings, expected claims): Karpenter counts every new
+        // node as an empty hostname domain, so maxSkew 1 allows one replica per node.
+        let cases: [(usize, usize, usize, usize); 5] = [
+            (2, 0, 0, 2),
+            (4, 0, 0, 4),
+            (8, 0, 0, 8),
+            (3, 1, 1, 2),
+            (2, 2, 2, 0),
+        ];
+        for (n, existing, bound, claims) in cases {
+            let mut s = snapshot(vec![general()], vec![(hostname_spread("web"), n)]);
+            for e in 0..existing {
+                s.nodes.push(existing_m5_xlarge(&format!("n{e}")));
+            }
+            let p = run(&s);
+            assert_valid(&s, &p);
+            assert!(p.unschedulable.is_empty(), "{n}: {:?}", p.unschedulable);
+            assert_eq!(p.bindings.len(), bound, "{n} replicas, {existing} nodes");
+            assert_eq!(p.claims.len(), claims, "{n} replicas, {existing} nodes");
+            assert!(p.claims.iter().all(|c| c.pods.len() == 1), "{n}");
+        }
     }
 
     #[test]
@@ -1938,6 +2776,36 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig { cases: 16, .. ProptestConfig::default() })]
+        #[test]
+        fn every_claim_keeps_min_values(
+            specs in prop::collection::vec(arb_spec(), 1..4),
+            min in 1u32..12,
+            key in prop::sample::select(vec![labels::INSTANCE_TYPE, labels::INSTANCE_FAMILY, labels::INSTANCE_SIZE]),
+        ) {
+            let mut p = general();
+            p.requirements.push(
+                Requirement::new(key, Operator::Exists, Vec::<String>::new())
+                    .unwrap()
+                    .with_min_values(min)
+                    .unwrap(),
+            );
+            let s = snapshot(vec![p], specs);
+            let plan = run(&s);
+            assert_valid(&s, &plan);
+            let cat = &s.catalog;
+            for c in &plan.claims {
+                let values: BTreeSet<&str> = c
+                    .offerings
+                    .iter()
+                    .filter_map(|o| cat.instance_types[cat.offerings[o.offering].instance_type].label(key))
+                    .collect();
+                prop_assert!(values.len() >= min as usize, "{key}: {} < {min}: {}", values.len(), c.explanation);
+            }
+        }
+    }
+
+    proptest! {
         #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
         #[test]
         fn plans_are_valid_complete_and_deterministic(specs in prop::collection::vec(arb_spec(), 1..5)) {
@@ -1945,10 +2813,7 @@ mod tests {
             let p = run(&s);
             assert_valid(&s, &p);
             // Any pod that fits some allowed offering alone is placed.
-            let view = PoolView {
-                pool: &s.node_pools[0],
-                offerings: Arc::new(pool_offerings(&s, &s.node_pools[0])),
-            };
+            let view = PoolView::new(&s.node_pools[0], Arc::new(pool_offerings(&s, &s.node_pools[0])));
             for u in &p.unschedulable {
                 let spec = &s.pods[u.pod].spec;
                 prop_assert!(class_in_pool(&s.catalog, &view, spec).is_err(), "placeable pod left out: {}", u);

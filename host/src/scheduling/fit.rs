@@ -31,6 +31,18 @@ pub enum Failure {
         node_zone: Option<String>,
     },
     HostPort(HostPort),
+    /// A daemonset on every node that could be launched already uses the host port.
+    DaemonSetHostPort {
+        port: HostPort,
+        daemonset: String,
+    },
+    /// A NodePool's `minValues` cannot be kept: fewer distinct values of `key` than `min` among the
+    /// instance-type options that would hold the pods.
+    MinValues {
+        key: String,
+        min: u32,
+        found: usize,
+    },
     PodAffinity {
         topology_key: String,
     },
@@ -64,6 +76,15 @@ impl fmt::Display for Failure {
                 node_zone.as_deref().unwrap_or("no zone")
             ),
             Failure::HostPort(p) => write!(f, "host port {}/{} already in use", p.port, p.protocol),
+            Failure::DaemonSetHostPort { port, daemonset } => write!(
+                f,
+                "host port {}/{} is used by daemonset {daemonset} on every node this NodePool would launch",
+                port.port, port.protocol
+            ),
+            Failure::MinValues { key, min, found } => write!(
+                f,
+                "minValues requirement not met: {key} needs at least {min} values among the instance types that hold the pods, {found} do"
+            ),
             Failure::PodAffinity { topology_key } => {
                 write!(
                     f,
@@ -208,8 +229,16 @@ pub fn repels_beyond_its_node(spec: &PodSpec) -> bool {
 }
 
 /// Domains a pod could still open new capacity in, per topology key (e.g. the zones its NodePools can
-/// launch into); used for topology spread minimums. `hostname` is always open when any new node can be.
+/// launch into); used for topology spread minimums. A `kubernetes.io/hostname` entry (its set may be
+/// empty) says a new node can be opened: every new node is a new hostname domain holding no pod, so the
+/// minimum of a hostname spread is then 0 (Karpenter's `domainMinCount`), and a `maxSkew: 1` spread
+/// puts one matching pod per node.
 pub type NewDomains = BTreeMap<String, BTreeSet<String>>;
+
+/// The [`NewDomains`] entry that says new nodes (new hostname domains) can be opened.
+pub fn new_hosts_possible(new_domains: &mut NewDomains) {
+    new_domains.entry(labels::HOSTNAME.to_string()).or_default();
+}
 
 /// Resources, host ports, pod (anti-)affinity (both directions for hostname) and topology spread.
 /// `eligible(i, slot)` says whether `slots[i]` counts as a topology domain for the pod (its static rules
@@ -322,7 +351,8 @@ pub fn check_dynamic(
         };
         let counts = spread_counts(spec, c, slots, eligible, new_domains);
         let domains = counts.len() as u32;
-        let min = if c.min_domains.is_some_and(|m| domains < m) {
+        let opens_hosts = key == labels::HOSTNAME && new_domains.contains_key(labels::HOSTNAME);
+        let min = if opens_hosts || c.min_domains.is_some_and(|m| domains < m) {
             0
         } else {
             counts.values().copied().min().unwrap_or(0)
