@@ -32,7 +32,23 @@ pub struct Report {
     pub insufficient_capacity_fallthroughs: u64,
     pub policy_fallbacks: Vec<String>,
     pub accounting: Accounting,
+    /// How the controller coped with the edge's answers (retries, refusals, skipped passes).
+    pub edge: EdgeCounters,
     pub timeline: Vec<Sample>,
+}
+
+/// What the cluster's and the cloud's answers cost the controller (see docs/simulator.md, deferred
+/// mode): throttled launches retried, evictions refused, disruptions aborted for want of a
+/// replacement, garbage-collection passes skipped on a failed or incomplete listing, restarts.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EdgeCounters {
+    pub launch_retries: u64,
+    pub evictions_refused: u64,
+    pub disruptions_aborted: u64,
+    pub listings_failed: u64,
+    pub price_reads_failed: u64,
+    pub restarts: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -248,6 +264,14 @@ impl Report {
                 launching_claims: launching,
                 orphans_collected: stats.orphans_collected,
                 leaked_instances: leaked,
+            },
+            edge: EdgeCounters {
+                launch_retries: stats.launch_retries,
+                evictions_refused: stats.evictions_refused,
+                disruptions_aborted: stats.disruptions_aborted,
+                listings_failed: stats.listings_failed,
+                price_reads_failed: stats.price_reads_failed,
+                restarts: stats.restarts,
             },
             timeline: o.samples.clone(),
         }
