@@ -251,7 +251,6 @@ impl Controller {
                                 self.claim_lost(now, &name);
                             }
                             self.terminate(&notice.instance_id);
-                            self.seen_revision = None;
                             self.record(
                                 now,
                                 Action::Terminate {
@@ -281,7 +280,6 @@ impl Controller {
                         .map(|(name, _)| name.clone())
                         .collect();
                     for name in lost {
-                        self.seen_revision = None;
                         self.claim_lost(now, &name);
                     }
                     if let Some(claim) = &node_claim {

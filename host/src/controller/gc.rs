@@ -42,7 +42,6 @@ impl Controller {
             .collect();
         for name in stale {
             let claim = self.claims.remove(&name).expect("listed above");
-            self.seen_revision = None;
             self.claim_lost(now, &name);
             if let Some(id) = claim.instance_id {
                 self.terminate(&id);
@@ -110,7 +109,6 @@ impl Controller {
             }
         }
         for name in vanished {
-            self.seen_revision = None;
             self.claim_lost(now, &name);
         }
 

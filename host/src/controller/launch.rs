@@ -279,8 +279,7 @@ impl Controller {
                     reason,
                     format!("launch failed: {err}"),
                 );
-                // The pods stay pending and are planned again.
-                self.seen_revision = None;
+                // The pods stay pending and are planned again (`claim_lost`).
                 self.retry_at = Some(now + self.config.batch_max_ms);
                 self.claim_lost(now, name);
             }
@@ -293,6 +292,8 @@ impl Controller {
     pub(super) fn claim_lost(&mut self, now: Millis, name: &str) {
         self.claims.remove(name);
         self.delete_record(name);
+        // Its nominated pods are pending with nothing coming for them: plan them again.
+        self.seen_revision = None;
         let waiting: Vec<String> = self
             .draining
             .iter()
