@@ -235,14 +235,7 @@ impl Controller {
                         Some(_) => {}
                         None => {
                             // Not registered yet: give up the claim, its pods are provisioned again.
-                            let lost: Vec<String> = self
-                                .claims
-                                .iter()
-                                .filter(|(_, c)| {
-                                    c.instance_id.as_deref() == Some(notice.instance_id.as_str())
-                                })
-                                .map(|(name, _)| name.clone())
-                                .collect();
+                            let lost = self.claims_of_instance(&notice.instance_id);
                             if lost.is_empty() {
                                 // Not an instance of ours (or already forgotten): nothing to do.
                                 continue;
@@ -271,14 +264,7 @@ impl Controller {
                 }
                 Response::Forget { reason } => {
                     // An unregistered claim's instance stopped: give the claim up now.
-                    let lost: Vec<String> = self
-                        .claims
-                        .iter()
-                        .filter(|(_, c)| {
-                            c.instance_id.as_deref() == Some(notice.instance_id.as_str())
-                        })
-                        .map(|(name, _)| name.clone())
-                        .collect();
+                    let lost = self.claims_of_instance(&notice.instance_id);
                     for name in lost {
                         self.claim_lost(now, &name);
                     }
@@ -303,6 +289,15 @@ impl Controller {
                 }
             }
         }
+    }
+
+    /// The unregistered claims whose launch answered with this instance.
+    fn claims_of_instance(&self, instance_id: &str) -> Vec<String> {
+        self.claims
+            .iter()
+            .filter(|(_, c)| c.instance_id.as_deref() == Some(instance_id))
+            .map(|(name, _)| name.clone())
+            .collect()
     }
 
     /// Cordons the node, launches capacity for its pods now, and drains once that capacity is ready

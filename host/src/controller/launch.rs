@@ -34,12 +34,7 @@ impl Controller {
                 node_pool: planned.node_pool.clone(),
                 offerings: planned.offerings.clone(),
             };
-            let taints = self
-                .pools
-                .iter()
-                .find(|p| p.name == planned.node_pool)
-                .map(|p| p.taints.clone())
-                .unwrap_or_default();
+            let taints = self.pool_taints(&planned.node_pool);
             let core = planned.core.map(|mut c| {
                 c.name = name.clone();
                 c
@@ -89,6 +84,15 @@ impl Controller {
             names.push(name);
         }
         names
+    }
+
+    /// The taints a new node of the pool carries.
+    fn pool_taints(&self, pool: &str) -> Vec<crate::cluster::Taint> {
+        self.pools
+            .iter()
+            .find(|p| p.name == pool)
+            .map(|p| p.taints.clone())
+            .unwrap_or_default()
     }
 
     /// A claim name no claim of this controller has had (the launch's idempotency token).
@@ -420,12 +424,7 @@ impl Controller {
                         self.outbox.push(Command::Launch(request.clone()));
                         ClaimPhase::Launching
                     };
-                    let taints = self
-                        .pools
-                        .iter()
-                        .find(|p| p.name == record.node_pool)
-                        .map(|p| p.taints.clone())
-                        .unwrap_or_default();
+                    let taints = self.pool_taints(&record.node_pool);
                     self.claims.insert(
                         record.name.clone(),
                         ClaimState {
