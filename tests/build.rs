@@ -1,6 +1,6 @@
 //! Builds the test policies (tests/policies/*) to wasm components with the same builder as the host
-//! (`host/src/policy/build_component.rs`), into OUT_DIR; the sandbox tests `include_bytes!` them.
-#[path = "../host/src/policy/build_component.rs"]
+//! (`host/policy/src/build_component.rs`), into OUT_DIR; the sandbox tests `include_bytes!` them.
+#[path = "../host/policy/src/build_component.rs"]
 #[allow(dead_code)]
 mod build_component;
 
@@ -17,7 +17,7 @@ fn main() {
     for path in ["tests/policies", "sdk", "wit"] {
         println!("cargo:rerun-if-changed=../{path}");
     }
-    println!("cargo:rerun-if-changed=../host/src/policy/build_component.rs");
+    println!("cargo:rerun-if-changed=../host/policy/src/build_component.rs");
     let target_dir = out_dir
         .ancestors()
         .nth(4)

@@ -153,7 +153,7 @@ mod tests {
     use super::*;
 
     fn dir() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api/testdata/migrate")
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("core/src/api/testdata/migrate")
     }
 
     /// Each input in `src/api/testdata/migrate/` converts to `golden/NAME.v1.yaml` with the report in

@@ -4,6 +4,7 @@ use crate::policy::contract::{budget, consolidate, rank};
 use crate::policy::fixtures::{FixtureCase, FixtureFile, matches};
 use crate::policy::{Budgeter, Consolidator, PolicyKind, Ranker, Verdict, defaults};
 use anyhow::{Context, bail};
+use clap::builder::TypedValueParser as _;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, clap::Subcommand)]
@@ -26,7 +27,7 @@ pub enum Command {
     /// Scaffold a new policy crate; its name is the directory's name (letters, digits, `-` and `_`,
     /// starting with a letter).
     New {
-        #[arg(long, value_parser = clap::value_parser!(PolicyKind))]
+        #[arg(long, value_parser = kind_parser())]
         kind: PolicyKind,
         dir: PathBuf,
         /// Depend on the SDK in this directory (a Kestrel checkout's `sdk/`) instead of the
@@ -45,13 +46,12 @@ pub enum Command {
     },
 }
 
-impl clap::ValueEnum for PolicyKind {
-    fn value_variants<'a>() -> &'a [Self] {
-        &PolicyKind::ALL
-    }
-    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
-        Some(clap::builder::PossibleValue::new(self.as_str()))
-    }
+/// `--kind`: one of the policy kinds, by name (listed in `--help`).
+fn kind_parser() -> impl clap::builder::TypedValueParser<Value = PolicyKind> {
+    clap::builder::PossibleValuesParser::new(PolicyKind::ALL.map(PolicyKind::as_str)).map(|name| {
+        name.parse::<PolicyKind>()
+            .expect("one of the possible values")
+    })
 }
 
 pub fn run(command: Command) -> anyhow::Result<()> {

@@ -192,8 +192,8 @@ struct PricesFile {
     on_demand: BTreeMap<String, f64>,
 }
 
-const TYPES_JSON: &str = include_str!("../../data/ec2-instance-types.json");
-const PRICES_JSON: &str = include_str!("../../data/ec2-on-demand-prices-us-east-1.json");
+const TYPES_JSON: &str = include_str!("../../../data/ec2-instance-types.json");
+const PRICES_JSON: &str = include_str!("../../../data/ec2-on-demand-prices-us-east-1.json");
 
 /// The embedded EC2 instance types (parsed once per process).
 pub fn ec2_instance_types() -> Result<&'static [InstanceType], &'static CatalogError> {

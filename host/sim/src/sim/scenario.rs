@@ -15,7 +15,7 @@ use crate::clock::Millis;
 
 /// The built-in scenario `kestrel simulate` runs without an argument.
 pub const DEFAULT_SCENARIO: &str =
-    include_str!("../../../examples/scenarios/burst-scale-down.yaml");
+    include_str!("../../../../examples/scenarios/burst-scale-down.yaml");
 pub const DEFAULT_SCENARIO_NAME: &str = "examples/scenarios/burst-scale-down.yaml (built in)";
 
 #[derive(Debug, Clone, Deserialize)]
@@ -748,6 +748,30 @@ mod tests {
 
     const DOC: &str = "name: x\nworkloads:\n  - name: a\n    kind: Deployment\n  - name: b\n    kind: Job\n    runFor: 5q\nevents:\n  - at: 1m\n";
 
+    /// Moved from `api::migrate` (the scenario format lives here).
+    #[test]
+    fn a_scenario_gets_its_node_pools_and_classes_converted_and_then_loads() {
+        let scenario = "name: old\nduration: 10m\nnodePools:\n  - apiVersion: karpenter.sh/v1beta1\n    kind: NodePool\n    metadata: {name: default}\n    spec:\n      template:\n        spec:\n          nodeClassRef: {name: default}\n          kubelet: {maxPods: 20}\n      disruption: {consolidationPolicy: WhenUnderutilized, expireAfter: 24h}\nnodeClasses:\n  - apiVersion: karpenter.k8s.aws/v1beta1\n    kind: EC2NodeClass\n    metadata: {name: default}\n    spec:\n      amiFamily: AL2023\n      role: R\n      subnetSelectorTerms: [{tags: {a: b}}]\n      securityGroupSelectorTerms: [{tags: {a: b}}]\nworkloads: []\n";
+        assert!(Scenario::parse(scenario, "old.yaml").is_err());
+        let out = crate::api::migrate::convert_files(&[crate::api::migrate::InputFile {
+            name: "old.yaml".into(),
+            text: scenario.into(),
+        }]);
+        assert!(out[0].changed());
+        let s = Scenario::parse(&out[0].text, "old.yaml").expect(&out[0].text);
+        assert_eq!(
+            s.node_pools[0].spec.template.spec.expire_after.as_deref(),
+            Some("24h")
+        );
+        let d: serde_yaml_ng::Value = serde_yaml_ng::from_str(&out[0].text).unwrap();
+        assert_eq!(
+            d["nodeClasses"][0]["spec"]["kubelet"]["maxPods"],
+            serde_yaml_ng::Value::Number(20.into())
+        );
+        let subjects = &out[0].documents[0].subjects;
+        assert_eq!(subjects[0].at, "nodePools[0]");
+    }
+
     #[test]
     fn locates_nested_fields() {
         assert_eq!(
@@ -777,7 +801,7 @@ mod tests {
         );
     }
 
-    const RELEASE: &str = include_str!("../../../examples/scenarios/drift-ami-change.yaml");
+    const RELEASE: &str = include_str!("../../../../examples/scenarios/drift-ami-change.yaml");
 
     #[test]
     fn ami_release_events_reach_the_node_class() {

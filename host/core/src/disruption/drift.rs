@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::{NodeView, PoolSettings};
 use crate::api::{EC2NodeClass, NodePool};
-use crate::sim::fit::requirement_matches;
+use crate::label_fit::requirement_matches;
 
 /// What a node was launched with, or what a pool resolves to now.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

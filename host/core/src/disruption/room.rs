@@ -15,9 +15,9 @@ use std::sync::Arc;
 use crate::cloud::{CapacityType, Offering};
 use crate::cluster::{NodeState, PodState, ResourceList};
 use crate::controller::{InstanceTypeInfo, PoolSpec};
+use crate::label_fit;
 use crate::model::{self, HostPort};
 use crate::scheduling::fit::{self, NewDomains, Slot};
-use crate::sim::fit as label_fit;
 
 /// The nodes pods may move to, with their free room as pods are placed.
 #[derive(Debug, Default)]

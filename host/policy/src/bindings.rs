@@ -4,17 +4,17 @@
 use super::contract::{budget, consolidate, rank};
 
 pub mod ranker {
-    wasmtime::component::bindgen!({ path: "../wit", world: "ranker", ownership: Borrowing { duplicate_if_necessary: true } });
+    wasmtime::component::bindgen!({ path: "../../wit", world: "ranker", ownership: Borrowing { duplicate_if_necessary: true } });
     pub use exports::kestrel::policy::ranking as api;
 }
 
 pub mod consolidator {
-    wasmtime::component::bindgen!({ path: "../wit", world: "consolidator" });
+    wasmtime::component::bindgen!({ path: "../../wit", world: "consolidator" });
     pub use exports::kestrel::policy::consolidation as api;
 }
 
 pub mod budgeter {
-    wasmtime::component::bindgen!({ path: "../wit", world: "budgeter" });
+    wasmtime::component::bindgen!({ path: "../../wit", world: "budgeter" });
     pub use exports::kestrel::policy::budgeting as api;
 }
 

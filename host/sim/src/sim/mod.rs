@@ -4,7 +4,6 @@ pub mod catalog;
 pub mod chart;
 pub mod clock;
 pub mod deferred;
-pub mod fit;
 pub mod replay;
 pub mod report;
 pub mod scenario;

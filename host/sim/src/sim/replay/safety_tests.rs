@@ -519,7 +519,7 @@ fn a_restart_during_a_drain_resumes_the_drain_and_honours_the_pdb() {
 fn restarts_during_consolidation_lose_nothing_and_do_not_consolidate_early() {
     let yaml = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../examples/scenarios/burst-scale-down.yaml"
+        "/../../examples/scenarios/burst-scale-down.yaml"
     ))
     .expect("example exists");
     // The scale-down is at 40m with consolidateAfter 1m: restart while consolidation is under way.

@@ -107,7 +107,7 @@ impl PoolSpec {
     pub fn allows(&self, it: &InstanceTypeInfo, zone: &str, ct: CapacityType) -> bool {
         self.requirements
             .iter()
-            .all(|r| crate::sim::fit::requirement_matches(r, |k| self.label(it, zone, ct, k)))
+            .all(|r| crate::label_fit::requirement_matches(r, |k| self.label(it, zone, ct, k)))
     }
 }
 
@@ -538,7 +538,7 @@ impl Controller {
         );
         let mut labels =
             pool.node_labels(it, &instance.offering.zone, instance.offering.capacity_type);
-        labels.insert(crate::sim::fit::HOSTNAME.into(), name.clone());
+        labels.insert(crate::label_fit::HOSTNAME.into(), name.clone());
         Some(NodeState {
             name: name.into(),
             instance_id: instance.id.clone(),

@@ -325,7 +325,7 @@ impl Replay {
                     crate::scheduling::fit::check_taints(&ds.compiled, &pool.taints).is_ok()
                 })
                 .filter(|ds| {
-                    super::fit::labels_fit(&ds.spec, |k| {
+                    crate::label_fit::labels_fit(&ds.spec, |k| {
                         pool.label(it, "", CapacityType::OnDemand, k)
                     })
                     .is_ok()

@@ -2155,28 +2155,4 @@ mod tests {
         assert!(out[0].documents[0].error.is_some());
         assert_eq!(out[0].text, "a: [\n");
     }
-
-    #[test]
-    fn a_scenario_gets_its_node_pools_and_classes_converted_and_then_loads() {
-        let scenario = "name: old\nduration: 10m\nnodePools:\n  - apiVersion: karpenter.sh/v1beta1\n    kind: NodePool\n    metadata: {name: default}\n    spec:\n      template:\n        spec:\n          nodeClassRef: {name: default}\n          kubelet: {maxPods: 20}\n      disruption: {consolidationPolicy: WhenUnderutilized, expireAfter: 24h}\nnodeClasses:\n  - apiVersion: karpenter.k8s.aws/v1beta1\n    kind: EC2NodeClass\n    metadata: {name: default}\n    spec:\n      amiFamily: AL2023\n      role: R\n      subnetSelectorTerms: [{tags: {a: b}}]\n      securityGroupSelectorTerms: [{tags: {a: b}}]\nworkloads: []\n";
-        assert!(crate::sim::scenario::Scenario::parse(scenario, "old.yaml").is_err());
-        let out = convert_files(&[InputFile {
-            name: "old.yaml".into(),
-            text: scenario.into(),
-        }]);
-        assert!(out[0].changed());
-        let s =
-            crate::sim::scenario::Scenario::parse(&out[0].text, "old.yaml").expect(&out[0].text);
-        assert_eq!(
-            s.node_pools[0].spec.template.spec.expire_after.as_deref(),
-            Some("24h")
-        );
-        let d = docs(&out[0].text);
-        assert_eq!(
-            d[0]["nodeClasses"][0]["spec"]["kubelet"]["maxPods"],
-            Value::Number(20.into())
-        );
-        let subjects = &out[0].documents[0].subjects;
-        assert_eq!(subjects[0].at, "nodePools[0]");
-    }
 }

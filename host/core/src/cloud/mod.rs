@@ -4,7 +4,6 @@
 //! ranked offerings as overrides, TerminateInstances, DescribeInstances filtered by Kestrel's tags,
 //! DescribeSpotPriceHistory) implements it without the controller changing. The simulator implements it in
 //! [`sim`]. Every launch is idempotent by its NodeClaim name (EC2's client token).
-pub mod sim;
 
 use crate::clock::Millis;
 

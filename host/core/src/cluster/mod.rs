@@ -5,7 +5,6 @@
 //! cordon/delete with finalizers) implements it without the controller changing. Binding pods to nodes is
 //! the kube-scheduler's job, not the controller's: in production the real scheduler does it, in the
 //! simulator [`sim::SimCluster`] stands in for it.
-pub mod sim;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

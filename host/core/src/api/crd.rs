@@ -1,7 +1,7 @@
 //! The CustomResourceDefinitions Kestrel installs, generated from the types in this module.
 //!
 //! `deploy/crds/` holds the generated YAML; a test checks it matches the code. Regenerate with
-//! `KESTREL_BLESS=1 cargo test -p kestrel --lib api::crd`.
+//! `KESTREL_BLESS=1 cargo test -p kestrel-core --lib api::crd`.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -21,7 +21,7 @@ pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
 pub fn to_yaml(crd: &CustomResourceDefinition) -> String {
     let body = serde_yaml_ng::to_string(crd).expect("a CRD always serializes");
     format!(
-        "# Generated from host/src/api by `KESTREL_BLESS=1 cargo test -p kestrel --lib api::crd`; do not edit.\n{body}"
+        "# Generated from host/core/src/api by `KESTREL_BLESS=1 cargo test -p kestrel-core --lib api::crd`; do not edit.\n{body}"
     )
 }
 
@@ -45,7 +45,7 @@ mod tests {
     use std::path::PathBuf;
 
     fn crd_dir() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/crds")
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/crds")
     }
 
     #[test]
@@ -64,8 +64,8 @@ mod tests {
         }
         assert!(
             stale.is_empty(),
-            "CRDs out of date with host/src/api: {stale:?}\n\
-             regenerate with: KESTREL_BLESS=1 cargo test -p kestrel --lib api::crd"
+            "CRDs out of date with host/core/src/api: {stale:?}\n\
+             regenerate with: KESTREL_BLESS=1 cargo test -p kestrel-core --lib api::crd"
         );
     }
 

@@ -529,7 +529,18 @@ pub fn is_recreated(owner: OwnerKind) -> bool {
 mod tests {
     use super::*;
     use crate::cloud::CapacityType;
-    use crate::cluster::capacity;
+
+    /// Test capacities: CPU in millicores, memory in bytes, pod slots.
+    fn capacity(cpu_millis: i64, memory_bytes: i64, pods: i64) -> ResourceList {
+        use crate::model::{Quantity, resources};
+        ResourceList::new()
+            .with(
+                resources::CPU,
+                Quantity::from_millis(i128::from(cpu_millis)),
+            )
+            .with(resources::MEMORY, Quantity::from_units(memory_bytes))
+            .with(resources::PODS, Quantity::from_units(pods))
+    }
     use crate::model::labels;
 
     const GIB: i64 = 1 << 30;

@@ -1,10 +1,10 @@
 //! Builds the default policies (policies/{ranker,consolidator,budgeter}) to wasm components and embeds
-//! them (`include_bytes!` from OUT_DIR, see `src/policy/defaults.rs`).
+//! them (`include_bytes!` from OUT_DIR, see `src/defaults.rs`).
 //!
 //! On a machine without the `wasm32-unknown-unknown` target the committed components in
 //! `policies/prebuilt/` are embedded instead, with a warning; `kestrel policy verify-prebuilt` (run by CI)
 //! proves those equal a fresh build byte for byte. `KESTREL_USE_PREBUILT_POLICIES=1` forces them.
-#[path = "src/policy/build_component.rs"]
+#[path = "src/build_component.rs"]
 #[allow(dead_code)]
 mod build_component;
 
@@ -17,10 +17,11 @@ fn main() {
         PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let root = manifest_dir
         .parent()
-        .expect("host/ has a parent")
+        .and_then(Path::parent)
+        .expect("host/policy/ is two levels below the workspace root")
         .to_path_buf();
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
-    // Relative to host/ (cargo resolves them against the package being built), so that a target dir
+    // Relative to host/policy/ (cargo resolves them against the package being built), so that a target dir
     // shared by several clones checks the files of the clone being built.
     for path in [
         "policies/ranker",
@@ -31,9 +32,9 @@ fn main() {
         "wit",
         "Cargo.lock",
     ] {
-        println!("cargo:rerun-if-changed=../{path}");
+        println!("cargo:rerun-if-changed=../../{path}");
     }
-    println!("cargo:rerun-if-changed=src/policy/build_component.rs");
+    println!("cargo:rerun-if-changed=src/build_component.rs");
     println!("cargo:rerun-if-env-changed=KESTREL_USE_PREBUILT_POLICIES");
 
     let (rustc, _) = build_component::toolchain();
