@@ -7,6 +7,40 @@ use super::crd::schema_for_kind;
 use super::validate::{FieldError, unknown_fields};
 use super::{EC2NodeClass, NodeClaim, NodePool};
 
+/// The most bytes `kestrel validate` reads from one file unless told otherwise (`--max-bytes`).
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Why a bounded read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("larger than the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("not UTF-8 text (byte {valid_up_to})")]
+    NotUtf8 { valid_up_to: usize },
+}
+
+/// Reads at most `limit` bytes of `path` as UTF-8: a larger file (or an endless one such as
+/// `/dev/zero`) is an error after `limit + 1` bytes, never an unbounded allocation.
+pub fn read_bounded(path: &std::path::Path, limit: u64) -> Result<Vec<u8>, ReadError> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(ReadError::TooLarge { limit });
+    }
+    Ok(bytes)
+}
+
+/// [`read_bounded`], as text.
+pub fn read_bounded_text(path: &std::path::Path, limit: u64) -> Result<String, ReadError> {
+    String::from_utf8(read_bounded(path, limit)?).map_err(|e| ReadError::NotUtf8 {
+        valid_up_to: e.utf8_error().valid_up_to(),
+    })
+}
+
 /// One YAML document of a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Document {
@@ -95,6 +129,15 @@ pub fn check_document(doc: &Document) -> DocumentReport {
         first_line: doc.first_line,
         outcome,
     };
+    // Duplicate mapping keys are an error, as the API server and kubectl make them (a JSON value keeps
+    // the last one silently; a YAML value refuses them, with the line).
+    if let Err(err) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&doc.text) {
+        return report(Outcome::Invalid {
+            kind: String::new(),
+            name: String::new(),
+            problems: vec![yaml_problem(doc, &err)],
+        });
+    }
     let value: serde_json::Value = match serde_yaml_ng::from_str(&doc.text) {
         Ok(v) => v,
         Err(err) => {
@@ -168,6 +211,24 @@ pub fn check_document(doc: &Document) -> DocumentReport {
     })
 }
 
+/// The CRD schema of a served kind, built once per process (building it costs milliseconds, and a
+/// file may hold thousands of documents).
+fn cached_schema(kind: &str) -> &'static serde_json::Value {
+    static SCHEMAS: std::sync::OnceLock<Vec<(&'static str, serde_json::Value)>> =
+        std::sync::OnceLock::new();
+    let schemas = SCHEMAS.get_or_init(|| {
+        ["NodePool", "NodeClaim", "EC2NodeClass"]
+            .into_iter()
+            .map(|k| (k, schema_for_kind(k).expect("served kinds have a schema")))
+            .collect()
+    });
+    &schemas
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .expect("served kinds have a schema")
+        .1
+}
+
 /// Unknown fields first (all of them, from the schema), then the strict parse, then semantic rules.
 fn check<T: DeserializeOwned>(
     doc: &Document,
@@ -175,8 +236,8 @@ fn check<T: DeserializeOwned>(
     kind: &str,
     validate: impl Fn(&T) -> Result<(), super::validate::ValidationErrors>,
 ) -> Vec<Problem> {
-    let schema = schema_for_kind(kind).expect("served kinds have a schema");
-    let unknown = unknown_fields(value, &schema);
+    let schema = cached_schema(kind);
+    let unknown = unknown_fields(value, schema);
     if !unknown.is_empty() {
         return unknown.into_iter().map(|e| field_problem(doc, e)).collect();
     }

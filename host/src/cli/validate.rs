@@ -1,7 +1,7 @@
 //! `kestrel validate FILE...`: checks NodePool / NodeClaim / EC2NodeClass manifests.
 use std::path::PathBuf;
 
-use crate::api::manifest::{Outcome, check_manifests};
+use crate::api::manifest::{Outcome, ReadError, check_manifests, read_bounded_text};
 use anyhow::Context;
 
 #[derive(Debug, clap::Args)]
@@ -9,15 +9,30 @@ pub struct Args {
     /// YAML files (multi-document allowed); other kinds in them are skipped with a note.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
+    /// The most bytes read from one file (a larger file is refused before it is parsed).
+    #[arg(long, default_value_t = crate::api::manifest::DEFAULT_MAX_FILE_BYTES)]
+    pub max_bytes: u64,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let mut invalid = 0;
     for file in &args.files {
-        let text =
-            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
         let f = file.display();
-        for report in check_manifests(&text) {
+        let text = match read_bounded_text(file, args.max_bytes) {
+            Ok(text) => text,
+            Err(ReadError::TooLarge { limit }) => {
+                println!("{f}: larger than the limit of {limit} bytes (raise it with --max-bytes)");
+                invalid += 1;
+                continue;
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {f}")),
+        };
+        let reports = check_manifests(&text);
+        if reports.is_empty() {
+            println!("{f}: no YAML document in the file (nothing to check)");
+            invalid += 1;
+        }
+        for report in reports {
             let what = |kind: &str, name: &str| {
                 if kind.is_empty() {
                     format!("document {}", report.index + 1)

@@ -221,6 +221,56 @@ pub struct Outage {
     pub capacity_type: Option<String>,
 }
 
+/// What a scenario may ask for: every input is bounded before the replay starts, so a careless or
+/// hostile scenario gets an error naming the field and the limit, never a hang or all the memory.
+/// `kestrel simulate --max-pods` and `--max-bytes` raise the two a real scenario may outgrow; the table
+/// is in `docs/simulator.md`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    /// Bytes read from the scenario file.
+    pub max_bytes: u64,
+    /// `duration`, and every other duration in the scenario.
+    pub max_duration_ms: Millis,
+    /// Timeline samples (`duration / sampleEvery`).
+    pub max_samples: u64,
+    /// The smallest `sampleEvery` and diurnal `every`.
+    pub min_step_ms: Millis,
+    /// Pods the workloads may ask for at once: every Deployment's highest replica count plus every
+    /// Job's parallelism.
+    pub max_pods: u64,
+    /// Job pods over the whole replay (the sum of `completions`).
+    pub max_job_pods: u64,
+    /// Replica changes over the whole replay (`scale` steps plus diurnal adjustments).
+    pub max_replica_changes: u64,
+    pub max_zones: usize,
+    pub max_node_pools: usize,
+    pub max_node_classes: usize,
+    pub max_workloads: usize,
+    pub max_events: usize,
+    /// The dearest explicit spot price, USD per hour.
+    pub max_spot_price: f64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bytes: 16 * 1024 * 1024,
+            max_duration_ms: 366 * 86_400_000,
+            max_samples: 100_000,
+            min_step_ms: 1_000,
+            max_pods: 100_000,
+            max_job_pods: 1_000_000,
+            max_replica_changes: 1_000_000,
+            max_zones: 32,
+            max_node_pools: 100,
+            max_node_classes: 100,
+            max_workloads: 10_000,
+            max_events: 10_000,
+            max_spot_price: 1_000.0,
+        }
+    }
+}
+
 /// A scenario that could not be read, with where.
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
@@ -229,6 +279,12 @@ pub enum ScenarioError {
         file: String,
         source: std::io::Error,
     },
+    #[error(
+        "{file}: larger than the limit of {limit} bytes for a scenario (kestrel simulate --max-bytes raises it)"
+    )]
+    TooLarge { file: String, limit: u64 },
+    #[error("{file}: not UTF-8 text (byte {valid_up_to})")]
+    NotUtf8 { file: String, valid_up_to: usize },
     #[error("{file}:{line}:{column}: {message}")]
     Syntax {
         file: String,
@@ -247,17 +303,38 @@ pub enum ScenarioError {
 
 impl Scenario {
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        Scenario::load_with(path, &Limits::default())
+    }
+
+    /// Reads (at most `limits.max_bytes`), parses and checks a scenario file.
+    pub fn load_with(path: &Path, limits: &Limits) -> Result<Scenario, ScenarioError> {
+        use crate::api::manifest::{ReadError, read_bounded_text};
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Io {
-            file: file.clone(),
-            source,
+        let text = read_bounded_text(path, limits.max_bytes).map_err(|e| match e {
+            ReadError::Io(source) => ScenarioError::Io {
+                file: file.clone(),
+                source,
+            },
+            ReadError::TooLarge { limit } => ScenarioError::TooLarge {
+                file: file.clone(),
+                limit,
+            },
+            ReadError::NotUtf8 { valid_up_to } => ScenarioError::NotUtf8 {
+                file: file.clone(),
+                valid_up_to,
+            },
         })?;
-        Scenario::parse(&text, &file)
+        Scenario::parse_with(&text, &file, limits)
     }
 
     /// Parses and checks a scenario; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
-        let scenario: Scenario = serde_yaml_ng::from_str(text).map_err(|e| {
+        Scenario::parse_with(text, file, &Limits::default())
+    }
+
+    /// Parses and checks a scenario within `limits`; `file` names it in errors.
+    pub fn parse_with(text: &str, file: &str, limits: &Limits) -> Result<Scenario, ScenarioError> {
+        let syntax = |e: serde_yaml_ng::Error| {
             let (line, column) = e
                 .location()
                 .map(|l| (l.line(), l.column()))
@@ -275,30 +352,92 @@ impl Scenario {
                 column,
                 message,
             }
-        })?;
-        let mut scenario = scenario;
-        scenario.check(text, file)?;
+        };
+        if text.len() as u64 > limits.max_bytes {
+            return Err(ScenarioError::TooLarge {
+                file: file.to_string(),
+                limit: limits.max_bytes,
+            });
+        }
+        // Duplicate mapping keys are an error (as for the API server and kubectl): a YAML value refuses
+        // them with their line, where the typed parse would keep the last one silently.
+        serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text).map_err(syntax)?;
+        let mut scenario: Scenario = serde_yaml_ng::from_str(text).map_err(syntax)?;
+        scenario.check(text, file, limits)?;
         scenario.hand_ami_releases_to_node_classes();
         Ok(scenario)
     }
 
-    fn check(&self, text: &str, file: &str) -> Result<(), ScenarioError> {
+    fn check(&self, text: &str, file: &str, limits: &Limits) -> Result<(), ScenarioError> {
         let invalid = |path: &[Seg<'_>], message: String| ScenarioError::Invalid {
             file: file.to_string(),
             line: locate(text, path),
             field: render(path),
             message,
         };
-        let dur = |path: &[Seg<'_>], value: &str| parse_ms(value).map_err(|m| invalid(path, m));
-        if dur(&[Seg::Key("duration")], &self.duration)? <= 0 {
+        let max_ms = limits.max_duration_ms;
+        // Every duration: Go syntax, and at most the duration limit (so sums of times never overflow).
+        let dur = |path: &[Seg<'_>], value: &str| {
+            let ms = parse_ms(value).map_err(|m| invalid(path, m))?;
+            if ms > max_ms {
+                return Err(invalid(
+                    path,
+                    format!(
+                        "{value:?} is longer than the limit of {}h",
+                        max_ms / 3_600_000
+                    ),
+                ));
+            }
+            Ok(ms)
+        };
+        let count = |path: &[Seg<'_>], what: &str, n: usize, max: usize| {
+            if n > max {
+                Err(invalid(
+                    path,
+                    format!("{n} {what}, over the limit of {max}"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        let duration = dur(&[Seg::Key("duration")], &self.duration)?;
+        if duration <= 0 {
             return Err(invalid(&[Seg::Key("duration")], "must be positive".into()));
         }
         if let Some(start) = &self.start {
-            chrono::DateTime::parse_from_rfc3339(start)
+            let t = chrono::DateTime::parse_from_rfc3339(start)
                 .map_err(|e| invalid(&[Seg::Key("start")], format!("not RFC 3339: {e}")))?;
+            // Keeps start + duration far from the ends of the millisecond clock.
+            if !(0..=253_402_300_799_000).contains(&t.timestamp_millis()) {
+                return Err(invalid(
+                    &[Seg::Key("start")],
+                    "must be between 1970 and 9999".into(),
+                ));
+            }
         }
         if self.zones.is_empty() {
             return Err(invalid(&[Seg::Key("zones")], "at least one zone".into()));
+        }
+        count(
+            &[Seg::Key("zones")],
+            "zones",
+            self.zones.len(),
+            limits.max_zones,
+        )?;
+        for (i, z) in self.zones.iter().enumerate() {
+            let path = [Seg::Key("zones"), Seg::Index(i)];
+            if z.is_empty() {
+                return Err(invalid(&path, "a zone name must not be empty".into()));
+            }
+            if let Err(reason) = crate::api::labels::check_value(z) {
+                return Err(invalid(
+                    &path,
+                    format!("zone names are topology.kubernetes.io/zone values: {reason}"),
+                ));
+            }
+            if self.zones[..i].contains(z) {
+                return Err(invalid(&path, format!("duplicate zone {z}")));
+            }
         }
         if let Some(l) = &self.cloud.launch_latency {
             let path = [Seg::Key("cloud"), Seg::Key("launchLatency")];
@@ -314,13 +453,50 @@ impl Scenario {
                 "need 0 < min <= max <= 1.5".into(),
             ));
         }
+        for (name, zones) in &self.cloud.spot_prices {
+            for (zone, price) in zones {
+                if !(price.is_finite() && *price > 0.0 && *price <= limits.max_spot_price) {
+                    return Err(invalid(
+                        &[
+                            Seg::Key("cloud"),
+                            Seg::Key("spotPrices"),
+                            Seg::Key(name),
+                            Seg::Key(zone),
+                        ],
+                        format!(
+                            "a spot price must be a number above 0 and at most {} USD/hour, got {price:?}",
+                            limits.max_spot_price
+                        ),
+                    ));
+                }
+            }
+        }
         for (k, v) in [
             ("batchIdle", &self.controller.batch_idle),
             ("batchMax", &self.controller.batch_max),
-            ("sampleEvery", &self.controller.sample_every),
         ] {
             if let Some(v) = v {
                 dur(&[Seg::Key("controller"), Seg::Key(k)], v)?;
+            }
+        }
+        if let Some(v) = &self.controller.sample_every {
+            let path = [Seg::Key("controller"), Seg::Key("sampleEvery")];
+            let every = dur(&path, v)?;
+            if every < limits.min_step_ms {
+                return Err(invalid(
+                    &path,
+                    format!("{v:?} is below the limit of {}s", limits.min_step_ms / 1000),
+                ));
+            }
+            let samples = duration as u64 / every as u64 + 1;
+            if samples > limits.max_samples {
+                return Err(invalid(
+                    &path,
+                    format!(
+                        "{v:?} over {} gives {samples} samples, over the limit of {}",
+                        self.duration, limits.max_samples
+                    ),
+                ));
             }
         }
         if self.node_pools.is_empty() {
@@ -329,11 +505,52 @@ impl Scenario {
                 "at least one NodePool".into(),
             ));
         }
-        let classes: Vec<&str> = self
-            .node_classes
-            .iter()
-            .filter_map(|c| c.metadata.name.as_deref())
-            .collect();
+        count(
+            &[Seg::Key("nodePools")],
+            "NodePools",
+            self.node_pools.len(),
+            limits.max_node_pools,
+        )?;
+        count(
+            &[Seg::Key("nodeClasses")],
+            "EC2NodeClasses",
+            self.node_classes.len(),
+            limits.max_node_classes,
+        )?;
+        count(
+            &[Seg::Key("workloads")],
+            "workloads",
+            self.workloads.len(),
+            limits.max_workloads,
+        )?;
+        count(
+            &[Seg::Key("events")],
+            "events",
+            self.events.len(),
+            limits.max_events,
+        )?;
+        // The manifests go through the same checks as `kestrel validate` (metadata as the API server
+        // checks it, then Karpenter's schema and CEL rules).
+        let manifest_error = |prefix: &[Seg<'static>], e: &crate::api::validate::FieldError| {
+            let mut path = prefix.to_vec();
+            path.extend(field_segments(&e.path));
+            invalid(&path, e.reason.clone())
+        };
+        let mut classes: Vec<&str> = Vec::new();
+        for (i, class) in self.node_classes.iter().enumerate() {
+            let at = [Seg::Key("nodeClasses"), Seg::Index(i)];
+            if let Err(errors) = class.validate() {
+                return Err(manifest_error(&at, &errors.0[0]));
+            }
+            let name = class.metadata.name.as_deref().unwrap_or_default();
+            if classes.contains(&name) {
+                return Err(invalid(
+                    &[Seg::Key("nodeClasses"), Seg::Index(i), Seg::Key("metadata")],
+                    format!("duplicate EC2NodeClass {name}"),
+                ));
+            }
+            classes.push(name);
+        }
         let mut pool_names = Vec::new();
         for (i, pool) in self.node_pools.iter().enumerate() {
             let at = |rest: &[Seg<'static>]| {
@@ -341,12 +558,10 @@ impl Scenario {
                 p.extend_from_slice(rest);
                 p
             };
-            let Some(name) = pool.metadata.name.as_deref() else {
-                return Err(invalid(
-                    &at(&[Seg::Key("metadata")]),
-                    "NodePool needs metadata.name".into(),
-                ));
-            };
+            if let Err(errors) = pool.validate() {
+                return Err(manifest_error(&at(&[]), &errors.0[0]));
+            }
+            let name = pool.metadata.name.as_deref().unwrap_or_default();
             if pool_names.contains(&name) {
                 return Err(invalid(
                     &at(&[Seg::Key("metadata")]),
@@ -366,53 +581,8 @@ impl Scenario {
                     format!("EC2NodeClass {class} is not defined in nodeClasses"),
                 ));
             }
-            if let Err(e) = crate::controller::convert::node_pool(pool) {
-                // The field path (e.g. `spec.template.spec.requirements[2]`) borrows from the error.
-                let mut path = at(&[]);
-                for part in e.field.split('.') {
-                    let (key, index) = match part.split_once('[') {
-                        Some((k, i)) => (k, i.trim_end_matches(']').parse::<usize>().ok()),
-                        None => (part, None),
-                    };
-                    path.push(Seg::Key(key));
-                    if let Some(i) = index {
-                        path.push(Seg::Index(i));
-                    }
-                }
-                return Err(invalid(&path, e.reason.clone()));
-            }
-            if let Err(e) = pool.spec.template.spec.expire_after() {
-                return Err(invalid(
-                    &at(&[
-                        Seg::Key("spec"),
-                        Seg::Key("template"),
-                        Seg::Key("spec"),
-                        Seg::Key("expireAfter"),
-                    ]),
-                    e.to_string(),
-                ));
-            }
-            if let Some(d) = &pool.spec.disruption
-                && let Err(e) = d.consolidate_after()
-            {
-                return Err(invalid(
-                    &at(&[
-                        Seg::Key("spec"),
-                        Seg::Key("disruption"),
-                        Seg::Key("consolidateAfter"),
-                    ]),
-                    e.to_string(),
-                ));
-            }
             for (j, r) in pool.spec.template.spec.requirements.iter().enumerate() {
-                let needs_values = matches!(
-                    r.operator,
-                    crate::api::common::Operator::In
-                        | crate::api::common::Operator::NotIn
-                        | crate::api::common::Operator::Gt
-                        | crate::api::common::Operator::Lt
-                );
-                if needs_values && r.values.is_empty() {
+                if r.operator == crate::api::common::Operator::NotIn && r.values.is_empty() {
                     return Err(invalid(
                         &at(&[
                             Seg::Key("spec"),
@@ -425,8 +595,27 @@ impl Scenario {
                     ));
                 }
             }
+            if let Err(e) = crate::controller::convert::node_pool(pool) {
+                let mut path = at(&[]);
+                path.extend(field_segments(&e.field));
+                return Err(invalid(&path, e.reason.clone()));
+            }
         }
         let mut names = Vec::new();
+        // Pods at once (each Deployment's highest replica count, each Job's parallelism), Job pods and
+        // replica changes over the replay: summed as the workloads are read, refused past the limit.
+        let mut pods_at_once = 0u64;
+        let mut job_pods = 0u64;
+        let mut replica_changes = 0u64;
+        let over_pods = |path: &[Seg<'_>], total: u64| {
+            invalid(
+                path,
+                format!(
+                    "the workloads ask for {total} pods at once, over the limit of {} (kestrel simulate --max-pods raises it)",
+                    limits.max_pods
+                ),
+            )
+        };
         for (i, w) in self.workloads.iter().enumerate() {
             let at = |key: &'static str| [Seg::Key("workloads"), Seg::Index(i), Seg::Key(key)];
             if names.contains(&w.name.as_str()) {
@@ -435,9 +624,61 @@ impl Scenario {
                     format!("duplicate workload {}", w.name),
                 ));
             }
+            if w.name.is_empty() {
+                return Err(invalid(&at("name"), "must not be empty".into()));
+            }
+            if let Err(reason) = crate::api::labels::check_value(&w.name) {
+                return Err(invalid(
+                    &at("name"),
+                    format!("a workload's name is its pods' app label: {reason}"),
+                ));
+            }
             names.push(&w.name);
-            if w.template.spec.is_none() {
+            let Some(spec) = &w.template.spec else {
                 return Err(invalid(&at("template"), "template needs a spec".into()));
+            };
+            let containers = spec.containers.iter().map(|c| ("containers", c)).chain(
+                spec.init_containers
+                    .iter()
+                    .flatten()
+                    .map(|c| ("initContainers", c)),
+            );
+            let mut index: BTreeMap<&str, usize> = BTreeMap::new();
+            for (list, c) in containers {
+                let j = *index.entry(list).and_modify(|j| *j += 1).or_insert(0);
+                let Some(resources) = &c.resources else {
+                    continue;
+                };
+                for (which, map) in [
+                    ("requests", &resources.requests),
+                    ("limits", &resources.limits),
+                ] {
+                    for (name, q) in map.iter().flatten() {
+                        let path = [
+                            Seg::Key("workloads"),
+                            Seg::Index(i),
+                            Seg::Key("template"),
+                            Seg::Key("spec"),
+                            Seg::Key(list),
+                            Seg::Index(j),
+                            Seg::Key("resources"),
+                            Seg::Key(which),
+                            Seg::Key(name),
+                        ];
+                        match crate::model::quantity::Quantity::parse(&q.0) {
+                            Err(e) => {
+                                return Err(invalid(&path, format!("{:?}: {}", q.0, e.reason)));
+                            }
+                            Ok(v) if v < crate::model::quantity::Quantity::ZERO => {
+                                return Err(invalid(
+                                    &path,
+                                    format!("must not be negative, got {:?}", q.0),
+                                ));
+                            }
+                            Ok(_) => {}
+                        }
+                    }
+                }
             }
             if let Err(e) = crate::sim::workload::facts_of(w) {
                 return Err(invalid(
@@ -445,6 +686,14 @@ impl Scenario {
                     format!("{}: {}", e.field, e.reason),
                 ));
             }
+            let add_pods = |total: &mut u64, n: u32, path: &[Seg<'_>]| {
+                *total = total.saturating_add(u64::from(n));
+                if *total > limits.max_pods {
+                    Err(over_pods(path, *total))
+                } else {
+                    Ok(())
+                }
+            };
             match w.kind {
                 WorkloadKind::Deployment => {
                     if w.replicas.is_none() && w.diurnal.is_none() {
@@ -453,35 +702,96 @@ impl Scenario {
                             "a Deployment needs replicas or diurnal".into(),
                         ));
                     }
+                    // The highest replica count this Deployment reaches, and where it is written.
+                    let mut peak: (u32, Vec<Seg<'_>>) =
+                        (w.replicas.unwrap_or(0), at("replicas").to_vec());
                     for (j, s) in w.scale.iter().enumerate() {
-                        dur(
-                            &[
+                        let step = |key| {
+                            vec![
                                 Seg::Key("workloads"),
                                 Seg::Index(i),
                                 Seg::Key("scale"),
                                 Seg::Index(j),
-                                Seg::Key("at"),
-                            ],
-                            &s.at,
-                        )?;
+                                Seg::Key(key),
+                            ]
+                        };
+                        dur(&step("at"), &s.at)?;
+                        if s.replicas > peak.0 {
+                            peak = (s.replicas, step("replicas"));
+                        }
                     }
+                    replica_changes = replica_changes.saturating_add(w.scale.len() as u64);
                     if let Some(d) = &w.diurnal {
                         if d.min > d.max {
                             return Err(invalid(&at("diurnal"), "min is above max".into()));
                         }
                         dur(&at("diurnal"), &d.peak_at)?;
-                        if let Some(e) = &d.every {
-                            dur(&at("diurnal"), e)?;
+                        let every = match &d.every {
+                            Some(e) => dur(&at("diurnal"), e)?,
+                            None => 600_000,
+                        };
+                        if every < limits.min_step_ms {
+                            return Err(invalid(
+                                &at("diurnal"),
+                                format!(
+                                    "every {:?} is below the limit of {}s",
+                                    d.every.as_deref().unwrap_or_default(),
+                                    limits.min_step_ms / 1000
+                                ),
+                            ));
                         }
+                        replica_changes =
+                            replica_changes.saturating_add(duration as u64 / every as u64);
+                        if d.max > peak.0 {
+                            peak = (d.max, at("diurnal").to_vec());
+                        }
+                    }
+                    add_pods(&mut pods_at_once, peak.0, &peak.1)?;
+                    if replica_changes > limits.max_replica_changes {
+                        return Err(invalid(
+                            &at(if w.diurnal.is_some() {
+                                "diurnal"
+                            } else {
+                                "scale"
+                            }),
+                            format!(
+                                "{replica_changes} replica changes over the replay, over the limit of {}",
+                                limits.max_replica_changes
+                            ),
+                        ));
                     }
                 }
                 WorkloadKind::Job => {
-                    if w.completions.unwrap_or(0) == 0 {
+                    let completions = w.completions.unwrap_or(0);
+                    if completions == 0 {
                         return Err(invalid(
                             &at("completions"),
                             "a Job needs completions >= 1".into(),
                         ));
                     }
+                    if w.parallelism == Some(0) {
+                        return Err(invalid(
+                            &at("parallelism"),
+                            "a Job needs parallelism >= 1".into(),
+                        ));
+                    }
+                    job_pods = job_pods.saturating_add(u64::from(completions));
+                    if job_pods > limits.max_job_pods {
+                        return Err(invalid(
+                            &at("completions"),
+                            format!(
+                                "{job_pods} Job pods over the replay, over the limit of {}",
+                                limits.max_job_pods
+                            ),
+                        ));
+                    }
+                    let parallel = w.parallelism.unwrap_or(completions).min(completions);
+                    let path = if w.parallelism.is_some() {
+                        at("parallelism")
+                    } else {
+                        at("completions")
+                    };
+                    add_pods(&mut pods_at_once, parallel, &path)?;
                     match &w.run_for {
                         None => return Err(invalid(&at("kind"), "a Job needs runFor".into())),
                         Some(RunFor::Fixed(d)) => {
@@ -499,13 +809,29 @@ impl Scenario {
                 }
                 WorkloadKind::DaemonSet => {}
             }
-            if let Some(p) = &w.pod_disruption_budget
-                && p.min_available.is_some() == p.max_unavailable.is_some()
-            {
-                return Err(invalid(
-                    &at("podDisruptionBudget"),
-                    "set exactly one of minAvailable, maxUnavailable".into(),
-                ));
+            if let Some(p) = &w.pod_disruption_budget {
+                if p.min_available.is_some() == p.max_unavailable.is_some() {
+                    return Err(invalid(
+                        &at("podDisruptionBudget"),
+                        "set exactly one of minAvailable, maxUnavailable".into(),
+                    ));
+                }
+                for (key, v) in [
+                    ("minAvailable", p.min_available),
+                    ("maxUnavailable", p.max_unavailable),
+                ] {
+                    if let Some(v) = v.filter(|v| !(0..=i64::from(i32::MAX)).contains(v)) {
+                        return Err(invalid(
+                            &[
+                                Seg::Key("workloads"),
+                                Seg::Index(i),
+                                Seg::Key("podDisruptionBudget"),
+                                Seg::Key(key),
+                            ],
+                            format!("must be between 0 and {}, got {v}", i32::MAX),
+                        ));
+                    }
+                }
             }
         }
         for (i, e) in self.events.iter().enumerate() {
@@ -621,11 +947,38 @@ impl Scenario {
     }
 }
 
-/// A Go duration in milliseconds.
+/// A Go duration in milliseconds (saturating at `Millis::MAX`; the checker bounds every duration).
 pub fn parse_ms(value: &str) -> Result<Millis, String> {
     crate::api::parse_duration(value)
-        .map(|d| d.as_millis() as Millis)
+        .map(|d| Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX))
         .map_err(|e| e.to_string())
+}
+
+/// The segments of a field path as validation reports it (`spec.limits["nvidia.com/gpu"]`,
+/// `spec.template.spec.requirements[2].values`).
+fn field_segments(path: &str) -> Vec<Seg<'_>> {
+    let mut out = Vec::new();
+    let mut rest = path;
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix('.') {
+            rest = r;
+        } else if let Some(r) = rest.strip_prefix("[\"") {
+            let end = r.find("\"]").unwrap_or(r.len());
+            out.push(Seg::Key(&r[..end]));
+            rest = r.get(end + 2..).unwrap_or("");
+        } else if let Some(r) = rest.strip_prefix('[') {
+            let end = r.find(']').unwrap_or(r.len());
+            if let Ok(n) = r[..end].parse() {
+                out.push(Seg::Index(n));
+            }
+            rest = r.get(end + 1..).unwrap_or("");
+        } else {
+            let end = rest.find(['.', '[']).unwrap_or(rest.len());
+            out.push(Seg::Key(&rest[..end]));
+            rest = &rest[end..];
+        }
+    }
+    out
 }
 
 /// One step of a path into the YAML document.
