@@ -274,3 +274,29 @@ fn replay(scenario: &Scenario, options: SimOptions) -> Report {
     }
     Report::from_outcome(&outcome)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: super::Args,
+    }
+
+    #[test]
+    fn the_chart_never_overwrites_the_scenario() {
+        let dir = std::env::temp_dir().join(format!("kestrel-chart-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let scenario = dir.join("s.yaml");
+        std::fs::write(&scenario, crate::sim::scenario::DEFAULT_SCENARIO).unwrap();
+        let path = scenario.to_str().unwrap();
+        let cli = Cli::parse_from(["simulate", path, "--chart", path, "--json"]);
+        let result = super::run(cli.args);
+        let after = std::fs::read_to_string(&scenario).unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(result.is_err(), "the chart was written over the scenario");
+        assert_eq!(after, crate::sim::scenario::DEFAULT_SCENARIO);
+    }
+}

@@ -15,6 +15,18 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let invalid = check_files(&args)?;
+    if invalid > 0 {
+        eprintln!("{invalid} invalid object(s)");
+        // A verdict, not a failure of the command: no error chain or backtrace to print.
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// Checks every file, printing a line per object; the number of invalid objects (an empty or
+/// oversized file counts as one).
+pub fn check_files(args: &Args) -> anyhow::Result<usize> {
     let mut invalid = 0;
     for file in &args.files {
         let f = file.display();
@@ -75,10 +87,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     }
-    if invalid > 0 {
-        eprintln!("{invalid} invalid object(s)");
-        // A verdict, not a failure of the command: no error chain or backtrace to print.
-        std::process::exit(1);
+    Ok(invalid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_is_not_a_success() {
+        let path = std::env::temp_dir().join(format!("kestrel-empty-{}.yaml", std::process::id()));
+        std::fs::write(&path, "# nothing here\n").unwrap();
+        let args = Args {
+            files: vec![path.clone()],
+            max_bytes: crate::api::manifest::DEFAULT_MAX_FILE_BYTES,
+        };
+        let invalid = check_files(&args);
+        std::fs::remove_file(&path).ok();
+        assert_eq!(invalid.unwrap(), 1);
     }
-    Ok(())
 }

@@ -337,7 +337,17 @@ impl Scenario {
         let syntax = |e: serde_yaml_ng::Error| {
             let (line, column) = e
                 .location()
-                .map(|l| (l.line(), l.column()))
+                .map(|l| {
+                    match crate::api::manifest::duplicate_key_line(
+                        text,
+                        l.line(),
+                        l.column(),
+                        &e.to_string(),
+                    ) {
+                        Some(dup) => (dup, l.column()),
+                        None => (l.line(), l.column()),
+                    }
+                })
                 .unwrap_or((0, 0));
             // The parser's message repeats the location at its end; the prefix already says it.
             let mut message = e.to_string();
@@ -1105,6 +1115,288 @@ mod tests {
             ),
             5
         );
+    }
+
+    /// The built-in scenario with one edit; the edit's text must be there.
+    fn edited(from: &str, to: &str) -> String {
+        assert!(
+            DEFAULT_SCENARIO.contains(from),
+            "{from:?} not in the default scenario"
+        );
+        DEFAULT_SCENARIO.replacen(from, to, 1)
+    }
+
+    /// Parses `text` expecting a semantic error on `field` whose message contains `reason`.
+    fn refused(text: &str, field: &str, reason: &str) {
+        match Scenario::parse(text, "s.yaml") {
+            Err(ScenarioError::Invalid {
+                field: f, message, ..
+            }) => {
+                assert_eq!(f, field, "{message}");
+                assert!(message.contains(reason), "{f}: {message}");
+            }
+            Err(other) => panic!("{field}: expected a field error, got {other}"),
+            Ok(_) => panic!("{field}: accepted"),
+        }
+    }
+
+    const ZONES: &str = "zones: [us-east-1a, us-east-1b, us-east-1c]";
+    const CONSOLIDATE: &str = "        consolidateAfter: 1m\n";
+    const CPU: &str = "                cpu: 500m\n";
+
+    #[test]
+    fn unbounded_inputs_are_refused_naming_the_field_and_the_limit() {
+        let controller =
+            |v: &str| edited(ZONES, &format!("{ZONES}\ncontroller: {{sampleEvery: {v}}}"));
+        refused(
+            &controller("0s"),
+            "controller.sampleEvery",
+            "below the limit of 1s",
+        );
+        refused(
+            &controller("1ns"),
+            "controller.sampleEvery",
+            "below the limit of 1s",
+        );
+        refused(
+            &edited(
+                "duration: 1h30m",
+                "duration: 8760h\ncontroller: {sampleEvery: 1s}",
+            ),
+            "controller.sampleEvery",
+            "over the limit of 100000",
+        );
+        refused(
+            &edited("duration: 1h30m", "duration: 100000h"),
+            "duration",
+            "longer than the limit of 8784h",
+        );
+        refused(
+            &edited("replicas: 200", "replicas: 1000000000"),
+            "workloads[0].scale[0].replicas",
+            "over the limit of 100000",
+        );
+        refused(
+            &edited("replicas: 200", "replicas: 4294967295"),
+            "workloads[0].scale[0].replicas",
+            "--max-pods",
+        );
+        let diurnal = |spec: &str| {
+            edited(
+                "    replicas: 10\n    scale:\n      - at: 10m\n        replicas: 200\n      - at: 40m\n        replicas: 20\n",
+                &format!("    diurnal: {spec}\n"),
+            )
+        };
+        refused(
+            &diurnal("{min: 1, max: 4294967295, peakAt: 1h}"),
+            "workloads[0].diurnal",
+            "over the limit of 100000",
+        );
+        refused(
+            &diurnal("{min: 1, max: 5, peakAt: 1h, every: 1ms}"),
+            "workloads[0].diurnal",
+            "below the limit of 1s",
+        );
+        let zones: Vec<String> = (0..10_000).map(|i| format!("z{i}")).collect();
+        refused(
+            &edited(ZONES, &format!("zones: [{}]", zones.join(", "))),
+            "zones",
+            "over the limit of 32",
+        );
+    }
+
+    #[test]
+    fn a_raised_limit_lets_a_bigger_scenario_through() {
+        let big = edited("replicas: 200", "replicas: 150000");
+        assert!(Scenario::parse(&big, "s.yaml").is_err());
+        let limits = Limits {
+            max_pods: 200_000,
+            ..Limits::default()
+        };
+        assert!(Scenario::parse_with(&big, "s.yaml", &limits).is_ok());
+    }
+
+    #[test]
+    fn the_scenario_checks_what_validate_checks() {
+        let spec = "    spec:\n      template:\n        spec:";
+        let pool = |field: &str| {
+            edited(
+                spec,
+                &format!("    spec:\n      {field}\n      template:\n        spec:"),
+            )
+        };
+        refused(
+            &pool("weight: 0"),
+            "nodePools[0].spec.weight",
+            "between 1 and 100",
+        );
+        refused(
+            &pool("weight: 101"),
+            "nodePools[0].spec.weight",
+            "between 1 and 100",
+        );
+        refused(
+            &edited("        cpu: \"1000\"", "        cpu: \"-1\""),
+            "nodePools[0].spec.limits.cpu",
+            "must not be negative",
+        );
+        refused(
+            &edited(
+                CONSOLIDATE,
+                &format!(
+                    "{CONSOLIDATE}        budgets:\n          - nodes: '0'\n            schedule: '61 * * * *'\n            duration: 1h\n"
+                ),
+            ),
+            "nodePools[0].spec.disruption.budgets[0].schedule",
+            "cron",
+        );
+        refused(
+            &edited("      role: KarpenterNodeRole-demo\n", ""),
+            "nodeClasses[0].spec",
+            "exactly one of role and instanceProfile",
+        );
+        let class_start = DEFAULT_SCENARIO
+            .find("  - apiVersion: karpenter.k8s.aws/v1")
+            .unwrap();
+        let class_end = DEFAULT_SCENARIO.find("nodePools:").unwrap();
+        let class = &DEFAULT_SCENARIO[class_start..class_end];
+        refused(
+            &edited(class, &format!("{class}{class}")),
+            "nodeClasses[1].metadata",
+            "duplicate EC2NodeClass default",
+        );
+        refused(
+            &edited(
+                "      name: default\n    spec:\n      template",
+                "      name: My_Pool!/x\n    spec:\n      template",
+            ),
+            "nodePools[0].metadata.name",
+            "DNS-1123",
+        );
+        refused(
+            &edited(CPU, "                cpu: -500m\n"),
+            "workloads[0].template.spec.containers[0].resources.requests.cpu",
+            "must not be negative",
+        );
+        for price in [".nan", "-0.1", ".inf", "1e308", "0"] {
+            refused(
+                &edited(
+                    ZONES,
+                    &format!(
+                        "{ZONES}\ncloud:\n  spotPrices:\n    m6i.large: {{us-east-1a: {price}}}"
+                    ),
+                ),
+                "cloud.spotPrices.m6i.large.us-east-1a",
+                "spot price",
+            );
+        }
+        refused(
+            &edited("maxUnavailable: 10", "maxUnavailable: -1"),
+            "workloads[0].podDisruptionBudget.maxUnavailable",
+            "between 0",
+        );
+        refused(
+            &edited(ZONES, "zones: ['', us-east-1a]"),
+            "zones[0]",
+            "must not be empty",
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_with_their_line() {
+        let text = edited(CPU, &format!("{CPU}                cpu: 64\n"));
+        let line = text.lines().position(|l| l.contains("cpu: 64")).unwrap() + 1;
+        match Scenario::parse(&text, "s.yaml") {
+            Err(ScenarioError::Syntax {
+                line: at, message, ..
+            }) => {
+                assert!(
+                    message.contains("duplicate entry with key \"cpu\""),
+                    "{message}"
+                );
+                assert_eq!(at, line, "{message}");
+            }
+            other => panic!("expected a syntax error, got {:?}", other.map(|s| s.name)),
+        }
+    }
+
+    #[test]
+    fn an_endless_file_is_refused_after_the_byte_limit() {
+        let limits = Limits {
+            max_bytes: 4096,
+            ..Limits::default()
+        };
+        let err = Scenario::load_with(Path::new("/dev/zero"), &limits).unwrap_err();
+        assert!(
+            matches!(err, ScenarioError::TooLarge { limit: 4096, .. }),
+            "{err}"
+        );
+        // The default limit applies to `load` too (the old reader never returned on /dev/zero).
+        let err = Scenario::load(Path::new("/dev/zero")).unwrap_err();
+        assert!(matches!(err, ScenarioError::TooLarge { .. }), "{err}");
+    }
+
+    /// Values a careless or hostile user might put in any field.
+    fn hostile_value() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just("0".to_string()),
+            Just("-1".to_string()),
+            Just("4294967295".to_string()),
+            Just("18446744073709551616".to_string()),
+            Just("1e308".to_string()),
+            Just(".nan".to_string()),
+            Just("-.inf".to_string()),
+            Just("0s".to_string()),
+            Just("1ns".to_string()),
+            Just("9999999999h".to_string()),
+            Just("''".to_string()),
+            Just("[]".to_string()),
+            Just("{}".to_string()),
+            Just("~".to_string()),
+            Just("\"-500m\"".to_string()),
+            Just("\"1e30\"".to_string()),
+            Just("\"* * * * * *\"".to_string()),
+            "[a-z0-9@./*-]{0,12}".prop_map(|s| format!("{s:?}")),
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<f64>().prop_map(|x| format!("{x:?}")),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            cases: 256,
+            failure_persistence: None,
+            ..Default::default()
+        })]
+
+        /// Any scalar of any line of the built-in scenario replaced by a hostile value: the checker
+        /// answers (ok or an error), never panics, and never accepts what the replay cannot bound.
+        #[test]
+        fn the_checker_never_panics_on_a_hostile_value(
+            line in 0usize..200,
+            value in hostile_value(),
+        ) {
+            let lines: Vec<&str> = DEFAULT_SCENARIO.lines().collect();
+            let i = line % lines.len();
+            let mut text = String::new();
+            for (k, l) in lines.iter().enumerate() {
+                match (k == i, l.split_once(": ")) {
+                    (true, Some((key, _))) => text.push_str(&format!("{key}: {value}")),
+                    _ => text.push_str(l),
+                }
+                text.push('\n');
+            }
+            if let Ok(s) = Scenario::parse(&text, "p.yaml") {
+                proptest::prop_assert!(s.duration_ms() <= Limits::default().max_duration_ms);
+            }
+        }
+
+        /// Arbitrary bytes as a scenario: an error, never a panic.
+        #[test]
+        fn arbitrary_text_never_panics(text in "[ -~\n]{0,400}") {
+            let _ = Scenario::parse(&text, "p.yaml");
+        }
     }
 
     const RELEASE: &str = include_str!("../../../examples/scenarios/drift-ami-change.yaml");
