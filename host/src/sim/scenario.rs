@@ -1392,6 +1392,34 @@ mod tests {
             }
         }
 
+        /// Whatever replica count, sample step and number of zones a scenario asks for, what the
+        /// checker accepts is within the limits the replay's memory and time depend on.
+        #[test]
+        fn what_the_checker_accepts_is_bounded(
+            replicas in proptest::prelude::any::<u32>(),
+            every_ms in 0u64..5_000,
+            duration_h in 1u64..10_000,
+            zones in 1usize..80,
+        ) {
+            let zone_list: Vec<String> = (0..zones).map(|i| format!("z{i}")).collect();
+            let text = edited("replicas: 200", &format!("replicas: {replicas}"))
+                .replacen("duration: 1h30m", &format!("duration: {duration_h}h"), 1)
+                .replacen(
+                    ZONES,
+                    &format!("zones: [{}]\ncontroller: {{sampleEvery: {every_ms}ms}}", zone_list.join(", ")),
+                    1,
+                );
+            let limits = Limits::default();
+            if let Ok(s) = Scenario::parse(&text, "p.yaml") {
+                let every = parse_ms(s.controller.sample_every.as_deref().unwrap()).unwrap();
+                proptest::prop_assert!(every >= limits.min_step_ms);
+                proptest::prop_assert!((s.duration_ms() / every) as u64 <= limits.max_samples);
+                proptest::prop_assert!(s.duration_ms() <= limits.max_duration_ms);
+                proptest::prop_assert!(u64::from(replicas) <= limits.max_pods);
+                proptest::prop_assert!(s.zones.len() <= limits.max_zones);
+            }
+        }
+
         /// Arbitrary bytes as a scenario: an error, never a panic.
         #[test]
         fn arbitrary_text_never_panics(text in "[ -~\n]{0,400}") {
