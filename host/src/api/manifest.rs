@@ -327,7 +327,13 @@ fn yaml_problem(doc: &Document, err: &serde_yaml_ng::Error) -> Problem {
 /// (list indices count the `- ` items of that list only, not those of lists nested in its items).
 /// When the path goes further than the block layout (flow style, a default), the deepest field found.
 fn locate(doc: &Document, path: &str) -> Option<usize> {
-    let lines: Vec<&str> = doc.text.lines().collect();
+    locate_in(&doc.text, &path_segments(path)).map(|line| doc.first_line + line - 1)
+}
+
+/// The 1-based line of `path` in the YAML `text` (the deepest field of it found), by the rules of
+/// [`locate`]; the scenario checker locates its fields with it too.
+pub fn locate_in(text: &str, path: &[Segment]) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
     let content = |l: &str| {
         let t = l.trim_start();
         !t.is_empty() && !t.starts_with('#')
@@ -338,7 +344,7 @@ fn locate(doc: &Document, path: &str) -> Option<usize> {
     // The line of the list item the current node starts on, if any (its keys follow its `- `).
     let mut item_line: Option<usize> = None;
     let mut found = None;
-    for segment in path_segments(path) {
+    for segment in path {
         let hit = match segment {
             Segment::Key(key) => {
                 let quoted = [
@@ -392,7 +398,7 @@ fn locate(doc: &Document, path: &str) -> Option<usize> {
                         Some(ii) if indent > ii || !is_item => continue,
                         Some(_) => {}
                     }
-                    if seen == n {
+                    if seen == *n {
                         hit = Some((i, indent));
                         break;
                     }
@@ -411,10 +417,12 @@ fn locate(doc: &Document, path: &str) -> Option<usize> {
             None => break,
         }
     }
-    found.map(|i| doc.first_line + i)
+    found.map(|i| i + 1)
 }
 
-enum Segment {
+/// One step of a field path: a mapping key or a list index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
     Key(String),
     Index(usize),
 }

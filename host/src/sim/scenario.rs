@@ -1014,66 +1014,19 @@ fn render(path: &[Seg<'_>]) -> String {
     s
 }
 
-/// The 1-based line where `path` is written, found by walking block-style YAML by indentation; the
-/// deepest segment found wins when the path goes further than the text (flow style, defaults).
+/// The 1-based line where `path` is written: the same locator as `kestrel validate`'s
+/// ([`crate::api::manifest::locate_in`]); the deepest segment found wins when the path goes further
+/// than the text (flow style, defaults), line 1 when not even the first is there.
 pub fn locate(text: &str, path: &[Seg<'_>]) -> usize {
-    let lines: Vec<&str> = text.lines().collect();
-    let indent = |l: &str| l.len() - l.trim_start().len();
-    let content = |l: &str| {
-        let t = l.trim_start();
-        !(t.is_empty() || t.starts_with('#'))
-    };
-    // (line index of the current node, its indentation; the root has none)
-    let mut pos = 0usize;
-    let mut parent_indent: Option<usize> = None;
-    let mut found = 0usize;
-    let mut on_item_line = false;
-    for seg in path {
-        // The block of the current node runs until a line at or left of the parent's indentation.
-        let end = (pos + usize::from(parent_indent.is_some())..lines.len())
-            .find(|&i| {
-                content(lines[i]) && parent_indent.is_some_and(|p| indent(lines[i]) <= p) && i > pos
-            })
-            .unwrap_or(lines.len());
-        let start = match (parent_indent, on_item_line) {
-            (None, _) => 0,
-            (Some(_), true) => pos,
-            (Some(_), false) => pos + 1,
-        };
-        let hit = match seg {
-            Seg::Key(k) => (start..end).find(|&i| {
-                let t = lines[i].trim_start().trim_start_matches("- ");
-                t.starts_with(&format!("{k}:"))
-                    && lines[i]
-                        .find(&format!("{k}:"))
-                        .is_some_and(|col| parent_indent.map_or(col == 0, |p| col > p))
-            }),
-            Seg::Index(n) => {
-                let items: Vec<usize> = (start..end)
-                    .filter(|&i| lines[i].trim_start().starts_with("- ") || lines[i].trim() == "-")
-                    .collect();
-                let item_indent = items.iter().map(|&i| indent(lines[i])).min();
-                items
-                    .into_iter()
-                    .filter(|&i| Some(indent(lines[i])) == item_indent)
-                    .nth(*n)
-            }
-        };
-        match hit {
-            Some(i) => {
-                found = i + 1;
-                pos = i;
-                on_item_line = matches!(seg, Seg::Index(_));
-                let col = match seg {
-                    Seg::Index(_) => indent(lines[i]),
-                    Seg::Key(k) => lines[i].find(&format!("{k}:")).unwrap_or(0),
-                };
-                parent_indent = Some(col);
-            }
-            None => break,
-        }
-    }
-    found.max(1)
+    use crate::api::manifest::{Segment, locate_in};
+    let segments: Vec<Segment> = path
+        .iter()
+        .map(|s| match s {
+            Seg::Key(k) => Segment::Key(k.to_string()),
+            Seg::Index(i) => Segment::Index(*i),
+        })
+        .collect();
+    locate_in(text, &segments).unwrap_or(1)
 }
 
 /// Every example scenario bundled with the binary, by file name.
@@ -1424,6 +1377,46 @@ mod tests {
         #[test]
         fn arbitrary_text_never_panics(text in "[ -~\n]{0,400}") {
             let _ = Scenario::parse(&text, "p.yaml");
+        }
+    }
+
+    #[test]
+    fn errors_in_compact_lists_point_at_the_item() {
+        // kubectl's layout: list items at the indentation of their key.
+        let block: String = DEFAULT_SCENARIO
+            .lines()
+            .skip_while(|l| !l.contains("requirements:"))
+            .take_while(|l| !l.contains("disruption:"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let compact = block
+            .lines()
+            .map(|l| match l.strip_prefix("  ") {
+                Some(rest) if !l.contains("requirements:") => format!("{rest}\n"),
+                _ => format!("{l}\n"),
+            })
+            .collect::<String>();
+        let mut compact: Vec<String> = compact.lines().map(str::to_string).collect();
+        let at = compact
+            .iter()
+            .position(|l| l.contains("values: [c, m, r]"))
+            .unwrap();
+        compact[at] = compact[at].replace("[c, m, r]", "[]");
+        compact[at - 1] = compact[at - 1].replace("operator: In", "operator: NotIn");
+        let compact = compact.join("\n") + "\n";
+        let text = edited(&block, &compact);
+        let line = text
+            .lines()
+            .position(|l| l.contains("operator: NotIn"))
+            .unwrap();
+        match Scenario::parse(&text, "s.yaml") {
+            Err(ScenarioError::Invalid {
+                line: at, field, ..
+            }) => {
+                assert_eq!(field, "nodePools[0].spec.template.spec.requirements[1]");
+                assert_eq!(at, line, "{field}"); // the item's `- key:` line, just above
+            }
+            other => panic!("expected a field error, got {:?}", other.map(|s| s.name)),
         }
     }
 
