@@ -16,17 +16,27 @@ use std::time::{Duration, Instant};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Offering counts for the rank case.
-    #[arg(long, value_delimiter = ',', default_value = "800,4000")]
-    offerings: Vec<usize>,
+    #[arg(long, value_delimiter = ',', default_value = "800,4000",
+          value_parser = clap::value_parser!(u32).range(1..=MAX_OFFERINGS))]
+    offerings: Vec<u32>,
     /// Timed calls per rank case.
-    #[arg(long, default_value_t = 2000)]
-    iterations: usize,
+    #[arg(long, default_value_t = 2000,
+          value_parser = clap::value_parser!(u32).range(1..=MAX_ITERATIONS))]
+    iterations: u32,
     /// Time this ranker component instead of the embedded default (its answers are not compared).
     #[arg(long)]
     ranker: Option<std::path::PathBuf>,
 }
 
+/// The most offerings one rank case may have (the largest catalogs have a few thousand).
+pub const MAX_OFFERINGS: i64 = 100_000;
+/// The most timed calls per case.
+pub const MAX_ITERATIONS: i64 = 1_000_000;
+
 fn median(mut samples: Vec<Duration>) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
     samples.sort_unstable();
     samples[samples.len() / 2].as_secs_f64() * 1e6
 }
@@ -124,10 +134,15 @@ pub fn synthetic(n: usize) -> (rank::Catalog, rank::RankInput) {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let engine = PolicyEngine::shared();
     let limits = Limits::default();
-    let custom = args.ranker.as_ref().map(std::fs::read).transpose()?;
+    let custom = args
+        .ranker
+        .as_deref()
+        .map(super::simulate::read_policy)
+        .transpose()?;
     let ranker_bytes = custom.as_deref().unwrap_or(defaults::RANKER_WASM);
     let ranker = prepare_wasm(engine, PolicyKind::Ranker, ranker_bytes, None, &limits)?;
-    for &n in &args.offerings {
+    let iterations = args.iterations as usize;
+    for n in args.offerings.iter().map(|&n| n as usize) {
         let (catalog, input) = synthetic(n);
         let mut wasm = WasmRanker::new(ranker.clone(), limits, Arc::default());
         wasm.set_catalog(&catalog);
@@ -142,11 +157,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             custom.is_some() || native == check.value,
             "wasm and native rankings differ"
         );
-        let warm = args.iterations / 10 + 1;
+        let warm = iterations / 10 + 1;
         time(warm, || wasm.rank(&input));
-        let wasm_us = time(args.iterations, || wasm.rank(&input));
+        let wasm_us = time(iterations, || wasm.rank(&input));
         time(warm, || kestrel_default_ranker::rank(&catalog, &input));
-        let native_us = time(args.iterations, || {
+        let native_us = time(iterations, || {
             kestrel_default_ranker::rank(&catalog, &input)
         });
         // Written by hand to keep the documented key order.

@@ -15,7 +15,7 @@ use crate::policy::{PolicyKind, PolicyRegistry};
 use crate::sim::chart;
 use crate::sim::replay::{SimOptions, simulate};
 use crate::sim::report::Report;
-use crate::sim::scenario::Scenario;
+use crate::sim::scenario::{Limits, Scenario};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -43,12 +43,75 @@ pub struct Args {
     /// Run the default and the candidate policy on the same scenario and seed, side by side.
     #[arg(long)]
     pub compare: bool,
+    /// Raise (or lower) the limit on pods the workloads may ask for at once (docs/simulator.md).
+    #[arg(long, value_name = "N")]
+    pub max_pods: Option<u64>,
+    /// Raise (or lower) the limit on the scenario file's size in bytes.
+    #[arg(long, value_name = "BYTES")]
+    pub max_bytes: Option<u64>,
+}
+
+/// The largest policy component `--policy` reads (a default policy is well under 1 MiB).
+pub const MAX_POLICY_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Reads a policy component, at most [`MAX_POLICY_BYTES`] (so `/dev/zero` is an error, not a hang).
+pub fn read_policy(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    crate::api::manifest::read_bounded(path, MAX_POLICY_BYTES).map_err(|e| match e {
+        crate::api::manifest::ReadError::TooLarge { limit } => anyhow::anyhow!(
+            "{}: larger than the limit of {limit} bytes for a policy component",
+            path.display()
+        ),
+        other => anyhow::Error::new(other).context(format!("reading {}", path.display())),
+    })
+}
+
+/// The chart must not overwrite an input: the scenario or a policy file.
+fn check_chart_path(args: &Args) -> anyhow::Result<()> {
+    let Ok(chart) = std::fs::canonicalize(&args.chart) else {
+        return Ok(()); // not there yet: nothing to overwrite
+    };
+    let inputs = args.scenario.iter().cloned().chain(
+        args.policy
+            .iter()
+            .filter_map(|p| p.split_once('=').map(|(_, f)| PathBuf::from(f))),
+    );
+    for input in inputs {
+        if std::fs::canonicalize(&input).is_ok_and(|i| i == chart) {
+            bail!(
+                "--chart {} is an input of this run ({}); choose another path for the chart",
+                args.chart.display(),
+                input.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let mut limits = Limits::default();
+    if let Some(n) = args.max_pods {
+        limits.max_pods = n;
+    }
+    if let Some(n) = args.max_bytes {
+        limits.max_bytes = n;
+    }
     let scenario = match &args.scenario {
-        Some(path) => Scenario::load(path)?,
+        Some(path) => Scenario::load_with(path, &limits)?,
         None => crate::sim::scenario::load_default(),
+    };
+    // The chart file is checked (not an input, writable) before the replay, not after it.
+    let chart_file = if args.no_chart {
+        None
+    } else {
+        check_chart_path(&args)?;
+        Some(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&args.chart)
+                .with_context(|| format!("opening the chart file {}", args.chart.display()))?,
+        )
     };
     if args.compare && args.policy.is_empty() {
         bail!(
@@ -83,10 +146,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(options) => (replay(&scenario, options), None),
         None => (base, None),
     };
-    if !args.no_chart {
-        std::fs::write(&args.chart, chart::html(&report))
-            .with_context(|| format!("writing the chart to {}", args.chart.display()))?;
-    }
     if args.json {
         match &compared {
             Some((a, b)) => println!(
@@ -101,7 +160,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             None => print!("{}", report.table()),
         }
     }
-    if !args.no_chart {
+    // After the report, so a chart that cannot be written does not lose it.
+    if let Some(mut file) = chart_file {
+        use std::io::Write;
+        file.set_len(0)
+            .and_then(|()| file.write_all(chart::html(&report).as_bytes()))
+            .with_context(|| format!("writing the chart to {}", args.chart.display()))?;
         eprintln!("chart written to {}", args.chart.display());
     }
     Ok(())
@@ -129,7 +193,8 @@ pub fn candidate_options(
         if files.insert(kind.as_str(), file.to_string()).is_some() {
             bail!("--policy {spec:?}: a second {kind} candidate (one per kind)");
         }
-        let bytes = std::fs::read(file).with_context(|| format!("reading {kind} policy {file}"))?;
+        let bytes =
+            read_policy(std::path::Path::new(file)).with_context(|| format!("{kind} policy"))?;
         // Every NodePool gets its own instance of the candidate (compiled once, cached by hash).
         for pool in &scenario.node_pools {
             let name = pool.metadata.name.clone().unwrap_or_default();
@@ -208,4 +273,30 @@ fn replay(scenario: &Scenario, options: SimOptions) -> Report {
         bar.finish_and_clear();
     }
     Report::from_outcome(&outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: super::Args,
+    }
+
+    #[test]
+    fn the_chart_never_overwrites_the_scenario() {
+        let dir = std::env::temp_dir().join(format!("kestrel-chart-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let scenario = dir.join("s.yaml");
+        std::fs::write(&scenario, crate::sim::scenario::DEFAULT_SCENARIO).unwrap();
+        let path = scenario.to_str().unwrap();
+        let cli = Cli::parse_from(["simulate", path, "--chart", path, "--json"]);
+        let result = super::run(cli.args);
+        let after = std::fs::read_to_string(&scenario).unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(result.is_err(), "the chart was written over the scenario");
+        assert_eq!(after, crate::sim::scenario::DEFAULT_SCENARIO);
+    }
 }

@@ -8,6 +8,40 @@ use super::migrate::{self, NoteKind};
 use super::validate::{FieldError, unknown_fields};
 use super::{EC2NodeClass, NodeClaim, NodePool};
 
+/// The most bytes `kestrel validate` reads from one file unless told otherwise (`--max-bytes`).
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Why a bounded read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("larger than the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("not UTF-8 text (byte {valid_up_to})")]
+    NotUtf8 { valid_up_to: usize },
+}
+
+/// Reads at most `limit` bytes of `path` as UTF-8: a larger file (or an endless one such as
+/// `/dev/zero`) is an error after `limit + 1` bytes, never an unbounded allocation.
+pub fn read_bounded(path: &std::path::Path, limit: u64) -> Result<Vec<u8>, ReadError> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(ReadError::TooLarge { limit });
+    }
+    Ok(bytes)
+}
+
+/// [`read_bounded`], as text.
+pub fn read_bounded_text(path: &std::path::Path, limit: u64) -> Result<String, ReadError> {
+    String::from_utf8(read_bounded(path, limit)?).map_err(|e| ReadError::NotUtf8 {
+        valid_up_to: e.utf8_error().valid_up_to(),
+    })
+}
+
 /// One YAML document of a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Document {
@@ -96,6 +130,15 @@ pub fn check_document(doc: &Document) -> DocumentReport {
         first_line: doc.first_line,
         outcome,
     };
+    // Duplicate mapping keys are an error, as the API server and kubectl make them (a JSON value keeps
+    // the last one silently; a YAML value refuses them, with the line).
+    if let Err(err) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&doc.text) {
+        return report(Outcome::Invalid {
+            kind: String::new(),
+            name: String::new(),
+            problems: vec![yaml_problem(doc, &err)],
+        });
+    }
     let value: serde_json::Value = match serde_yaml_ng::from_str(&doc.text) {
         Ok(v) => v,
         Err(err) => {
@@ -232,6 +275,24 @@ fn explain_old_version(doc: &Document) -> Vec<Problem> {
     problems
 }
 
+/// The CRD schema of a served kind, built once per process (building it costs milliseconds, and a
+/// file may hold thousands of documents).
+fn cached_schema(kind: &str) -> &'static serde_json::Value {
+    static SCHEMAS: std::sync::OnceLock<Vec<(&'static str, serde_json::Value)>> =
+        std::sync::OnceLock::new();
+    let schemas = SCHEMAS.get_or_init(|| {
+        ["NodePool", "NodeClaim", "EC2NodeClass"]
+            .into_iter()
+            .map(|k| (k, schema_for_kind(k).expect("served kinds have a schema")))
+            .collect()
+    });
+    &schemas
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .expect("served kinds have a schema")
+        .1
+}
+
 /// Unknown fields first (all of them, from the schema), then the strict parse, then semantic rules.
 fn check<T: DeserializeOwned>(
     doc: &Document,
@@ -239,8 +300,8 @@ fn check<T: DeserializeOwned>(
     kind: &str,
     validate: impl Fn(&T) -> Result<(), super::validate::ValidationErrors>,
 ) -> Vec<Problem> {
-    let schema = schema_for_kind(kind).expect("served kinds have a schema");
-    let unknown = unknown_fields(value, &schema);
+    let schema = cached_schema(kind);
+    let unknown = unknown_fields(value, schema);
     if !unknown.is_empty() {
         return unknown.into_iter().map(|e| field_problem(doc, e)).collect();
     }
@@ -266,10 +327,55 @@ fn field_problem(doc: &Document, e: FieldError) -> Problem {
     }
 }
 
+/// The parser places a duplicate-key error at the start of its mapping (`line`, `column`, both 1-based);
+/// this finds the line of the key's second occurrence in that block mapping, when it is block style.
+pub fn duplicate_key_line(text: &str, line: usize, column: usize, message: &str) -> Option<usize> {
+    let key = message
+        .split_once("duplicate entry with key \"")?
+        .1
+        .split_once('"')?
+        .0;
+    let col = column.checked_sub(1)?;
+    let mut seen = 0;
+    for (i, l) in text.lines().enumerate().skip(line.checked_sub(1)?) {
+        let t = l.trim_start();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let mut body = t;
+        while let Some(rest) = body.strip_prefix("- ") {
+            body = rest.trim_start();
+        }
+        let indent = l.len() - body.len();
+        if i + 1 > line && l.len() - t.len() < col {
+            break; // left of the mapping (or the next item of its list): its block has ended
+        }
+        if indent == col
+            && [
+                format!("{key}:"),
+                format!("\"{key}\":"),
+                format!("'{key}':"),
+            ]
+            .iter()
+            .any(|q| body.starts_with(q.as_str()))
+        {
+            seen += 1;
+            if seen == 2 {
+                return Some(i + 1);
+            }
+        }
+    }
+    None
+}
+
 /// A parse error: serde_yaml_ng reports `path: message at line L column C`; keep the path and the
 /// message, and turn the line into a file line.
 fn yaml_problem(doc: &Document, err: &serde_yaml_ng::Error) -> Problem {
-    let line = err.location().map(|l| doc.first_line + l.line() - 1);
+    let line = err.location().map(|l| {
+        let in_doc = duplicate_key_line(&doc.text, l.line(), l.column(), &err.to_string())
+            .unwrap_or(l.line());
+        doc.first_line + in_doc - 1
+    });
     let mut message = err.to_string();
     if let Some(at) = message.rfind(" at line ") {
         message.truncate(at);
@@ -282,52 +388,105 @@ fn yaml_problem(doc: &Document, err: &serde_yaml_ng::Error) -> Problem {
 }
 
 /// Best-effort line of a field path in the document: follows the path's keys down the indentation
-/// (list indices count `- ` items). `None` when the layout is not the plain block style.
+/// (list indices count the `- ` items of that list only, not those of lists nested in its items).
+/// When the path goes further than the block layout (flow style, a default), the deepest field found.
 fn locate(doc: &Document, path: &str) -> Option<usize> {
-    let lines: Vec<&str> = doc.text.lines().collect();
+    locate_in(&doc.text, &path_segments(path)).map(|line| doc.first_line + line - 1)
+}
+
+/// The 1-based line of `path` in the YAML `text` (the deepest field of it found), by the rules of
+/// [`locate`]; the scenario checker locates its fields with it too.
+pub fn locate_in(text: &str, path: &[Segment]) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let content = |l: &str| {
+        let t = l.trim_start();
+        !t.is_empty() && !t.starts_with('#')
+    };
+    let raw_indent = |l: &str| l.len() - l.trim_start().len();
     let mut from = 0;
     let mut min_indent = 0usize;
+    // The line of the list item the current node starts on, if any (its keys follow its `- `).
+    let mut item_line: Option<usize> = None;
     let mut found = None;
-    for segment in path_segments(path) {
-        match segment {
+    for segment in path {
+        let hit = match segment {
             Segment::Key(key) => {
                 let quoted = [
                     format!("{key}:"),
                     format!("\"{key}\":"),
                     format!("'{key}':"),
                 ];
-                let (i, indent) = lines.iter().enumerate().skip(from).find_map(|(i, l)| {
-                    let body = l.trim_start().trim_start_matches("- ");
+                let mut hit = None;
+                for (i, l) in lines.iter().enumerate().skip(from) {
+                    if !content(l) {
+                        continue;
+                    }
+                    // The node's block ends at the first line left of its children (its item line
+                    // excepted, whose first key follows the dash).
+                    if Some(i) != item_line && raw_indent(l) < min_indent {
+                        break;
+                    }
+                    let mut body = l.trim_start();
+                    while let Some(rest) = body.strip_prefix("- ") {
+                        body = rest.trim_start();
+                    }
                     let indent = l.len() - body.len();
-                    (indent >= min_indent && quoted.iter().any(|q| body.starts_with(q.as_str())))
-                        .then_some((i, indent))
-                })?;
-                found = Some(i);
-                from = i + 1;
-                min_indent = indent + 1;
+                    if indent >= min_indent && quoted.iter().any(|q| body.starts_with(q.as_str())) {
+                        hit = Some((i, indent));
+                        break;
+                    }
+                }
+                hit.map(|(i, indent)| {
+                    from = i + 1;
+                    min_indent = indent + 1;
+                    item_line = None;
+                    i
+                })
             }
             Segment::Index(n) => {
+                let mut item_indent = None;
                 let mut seen = 0;
-                let (i, indent) = lines.iter().enumerate().skip(from).find_map(|(i, l)| {
+                let mut hit = None;
+                for (i, l) in lines.iter().enumerate().skip(from) {
+                    if !content(l) {
+                        continue;
+                    }
                     let body = l.trim_start();
                     let indent = l.len() - body.len();
-                    if indent + 1 >= min_indent && body.starts_with("- ") {
-                        seen += 1;
-                        (seen == n + 1).then_some((i, indent))
-                    } else {
-                        None
+                    let is_item = body.starts_with("- ") || body == "-";
+                    match item_indent {
+                        // The first line of the list must be an item (else the list is flow style).
+                        None if is_item && indent + 1 >= min_indent => item_indent = Some(indent),
+                        None => break,
+                        Some(ii) if indent < ii || (indent == ii && !is_item) => break,
+                        Some(ii) if indent > ii || !is_item => continue,
+                        Some(_) => {}
                     }
-                })?;
-                found = Some(i);
-                from = i;
-                min_indent = indent + 2;
+                    if seen == *n {
+                        hit = Some((i, indent));
+                        break;
+                    }
+                    seen += 1;
+                }
+                hit.map(|(i, indent)| {
+                    from = i;
+                    min_indent = indent + 2;
+                    item_line = Some(i);
+                    i
+                })
             }
+        };
+        match hit {
+            Some(i) => found = Some(i),
+            None => break,
         }
     }
-    found.map(|i| doc.first_line + i)
+    found.map(|i| i + 1)
 }
 
-enum Segment {
+/// One step of a field path: a mapping key or a list index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
     Key(String),
     Index(usize),
 }
@@ -488,5 +647,131 @@ spec:
             "{problems:?}"
         );
         assert_eq!(problems[0].line, Some(14));
+    }
+
+    fn invalid(text: &str) -> Vec<Problem> {
+        match check_manifests(text).remove(0).outcome {
+            Outcome::Invalid { problems, .. } => problems,
+            other => panic!("accepted: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_with_their_line() {
+        let text = POOL.replace(
+            "      requirements:",
+            "      requirements: []\n      requirements:",
+        );
+        let problems = invalid(&text);
+        assert!(
+            problems[0]
+                .reason
+                .contains("duplicate entry with key \"requirements\""),
+            "{problems:?}"
+        );
+        assert_eq!(problems[0].line, Some(13), "{problems:?}");
+        // A second `kind` does not turn the object into something that is skipped.
+        let text = POOL.replace("kind: NodePool\n", "kind: NodePool\nkind: ConfigMap\n");
+        assert!(invalid(&text)[0].reason.contains("duplicate entry"));
+    }
+
+    #[test]
+    fn metadata_is_checked_as_the_api_server_does() {
+        let valid = POOL.replace("values: [\"a\"]", "values: [\"2\"]");
+        assert!(matches!(
+            check_manifests(&valid)[0].outcome,
+            Outcome::Valid { .. }
+        ));
+        let long = valid.replace(
+            "name: default\nspec",
+            &format!("name: {}\nspec", "a".repeat(300)),
+        );
+        assert_eq!(invalid(&long)[0].path, "metadata.name");
+        let odd = valid.replace("name: default\nspec", "name: My_Pool!/x\nspec");
+        let problems = invalid(&odd);
+        assert_eq!(problems[0].path, "metadata.name", "{problems:?}");
+        assert_eq!(problems[0].line, Some(4), "{problems:?}");
+        let big = valid.replace(
+            "name: default\nspec",
+            &format!(
+                "name: default\n  annotations:\n    note: {}\nspec",
+                "x".repeat(300 * 1024)
+            ),
+        );
+        let problems = invalid(&big);
+        assert_eq!(problems[0].path, "metadata.annotations", "{problems:?}");
+        assert!(problems[0].reason.contains("262144"), "{problems:?}");
+    }
+
+    #[test]
+    fn lines_inside_block_lists_follow_the_items() {
+        // The second requirement's values come after a block list inside the first requirement: the
+        // line is the value's own, not the document's first.
+        let text = "\
+apiVersion: karpenter.sh/v1
+kind: NodePool
+metadata:
+  name: default
+spec:
+  template:
+    spec:
+      nodeClassRef:
+        group: karpenter.k8s.aws
+        kind: EC2NodeClass
+        name: default
+      requirements:
+      - key: kubernetes.io/arch
+        operator: In
+        values:
+        - amd64
+      - key: karpenter.k8s.aws/instance-cpu
+        operator: Gt
+        values:
+        - a
+";
+        let problems = invalid(text);
+        assert_eq!(
+            problems[0].path,
+            "spec.template.spec.requirements[1].values"
+        );
+        assert_eq!(problems[0].line, Some(19), "{problems:?}");
+    }
+
+    #[test]
+    fn an_endless_file_is_refused_after_the_byte_limit() {
+        let err = read_bounded_text(std::path::Path::new("/dev/zero"), 1024).unwrap_err();
+        assert!(matches!(err, ReadError::TooLarge { limit: 1024 }), "{err}");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            cases: 256,
+            failure_persistence: None,
+            ..Default::default()
+        })]
+
+        /// Arbitrary text, and a valid NodePool with one line replaced by arbitrary text: every
+        /// document gets a verdict, never a panic.
+        #[test]
+        fn checking_never_panics(
+            text in "[ -~\n]{0,300}",
+            line in 0usize..20,
+            replacement in "[ -~]{0,40}",
+        ) {
+            let _ = check_manifests(&text);
+            let lines: Vec<&str> = POOL.lines().collect();
+            let mut edited: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+            let i = line % lines.len();
+            let indent = lines[i].len() - lines[i].trim_start().len();
+            edited[i] = format!("{}{replacement}", " ".repeat(indent));
+            let reports = check_manifests(&edited.join("\n"));
+            for r in reports {
+                if let Outcome::Invalid { problems, .. } = r.outcome {
+                    for p in problems {
+                        proptest::prop_assert!(p.line.is_none_or(|l| l >= 1 && l <= lines.len() + 1));
+                    }
+                }
+            }
+        }
     }
 }

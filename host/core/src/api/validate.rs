@@ -46,21 +46,128 @@ impl fmt::Display for ValidationErrors {
     }
 }
 
+// Every check below is the one path both `kestrel validate` and the scenario checker
+// (`sim::scenario`) go through: metadata as the API server checks it, then the spec as Karpenter's CRD
+// schema and CEL rules check it.
+
 impl NodePool {
     pub fn validate(&self) -> Result<(), ValidationErrors> {
-        into_result(validate_nodepool_spec(&self.spec))
+        let mut errors = validate_object_meta(&self.metadata);
+        errors.extend(validate_nodepool_spec(&self.spec));
+        into_result(errors)
     }
 }
 
 impl NodeClaim {
     pub fn validate(&self) -> Result<(), ValidationErrors> {
-        into_result(validate_nodeclaim_spec(&self.spec))
+        let mut errors = validate_object_meta(&self.metadata);
+        errors.extend(validate_nodeclaim_spec(&self.spec));
+        into_result(errors)
     }
 }
 
 impl EC2NodeClass {
     pub fn validate(&self) -> Result<(), ValidationErrors> {
-        into_result(validate_ec2nodeclass_spec(&self.spec))
+        let mut errors = validate_object_meta(&self.metadata);
+        errors.extend(validate_ec2nodeclass_spec(&self.spec));
+        into_result(errors)
+    }
+}
+
+/// The most bytes an object's annotations (keys and values together) may hold: the API server's
+/// `TotalAnnotationSizeLimitB`.
+pub const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
+/// The longest object name the API server accepts (a DNS-1123 subdomain).
+pub const MAX_NAME_LEN: usize = 253;
+
+/// `metadata` as the API server checks it for a cluster-scoped custom resource: a name (or
+/// generateName) that is a DNS-1123 subdomain, label keys and values, annotation keys, and at most
+/// [`MAX_ANNOTATIONS_BYTES`] of annotations.
+pub fn validate_object_meta(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Vec<FieldError> {
+    let mut e = Errors::default();
+    match (&meta.name, &meta.generate_name) {
+        (Some(name), _) => {
+            if let Err(reason) = check_dns_subdomain(name) {
+                e.add("metadata.name", reason);
+            }
+        }
+        (None, Some(prefix)) => {
+            // The API server appends 5 characters to the prefix.
+            let trimmed = prefix.trim_end_matches('-');
+            if let Err(reason) =
+                check_dns_subdomain(if trimmed.is_empty() { prefix } else { trimmed }).and_then(
+                    |()| {
+                        (prefix.len() + 5 <= MAX_NAME_LEN)
+                            .then_some(())
+                            .ok_or_else(|| format!("at most {} characters", MAX_NAME_LEN - 5))
+                    },
+                )
+            {
+                e.add("metadata.generateName", reason);
+            }
+        }
+        (None, None) => e.add("metadata.name", "required"),
+    }
+    if let Some(labels) = &meta.labels {
+        for (key, value) in labels {
+            let p = key_path("metadata.labels", key);
+            if let Err(reason) = labels::check_key(key) {
+                e.add(&p, reason);
+            }
+            if let Err(reason) = labels::check_value(value) {
+                e.add(&p, reason);
+            }
+        }
+    }
+    if let Some(annotations) = &meta.annotations {
+        let mut total = 0usize;
+        for (key, value) in annotations {
+            total = total.saturating_add(key.len()).saturating_add(value.len());
+            if let Err(reason) = labels::check_key(key) {
+                e.add(
+                    key_path("metadata.annotations", key),
+                    reason.replace("label key", "annotation key"),
+                );
+            }
+        }
+        if total > MAX_ANNOTATIONS_BYTES {
+            e.add(
+                "metadata.annotations",
+                format!(
+                    "annotations hold {total} bytes, over the API server's limit of {MAX_ANNOTATIONS_BYTES} bytes"
+                ),
+            );
+        }
+    }
+    e.0
+}
+
+/// A DNS-1123 subdomain: at most 253 characters, lowercase alphanumerics, '-' and '.', starting and
+/// ending alphanumeric (what the API server requires of a custom resource's name).
+pub fn check_dns_subdomain(name: &str) -> Result<(), String> {
+    let b = name.as_bytes();
+    if b.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if b.len() > MAX_NAME_LEN {
+        return Err(format!(
+            "at most {MAX_NAME_LEN} characters (a DNS-1123 subdomain), got {}",
+            b.len()
+        ));
+    }
+    let ok = b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'-' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        let shown: String = name.chars().take(80).collect();
+        Err(format!(
+            "{shown:?} is not a DNS-1123 subdomain: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"
+        ))
     }
 }
 

@@ -199,7 +199,8 @@ fn pack_one_shape(
         let mut best = f64::INFINITY;
         for (i, (k, cost, _)) in pruned.iter().enumerate() {
             let c = dp[pods.saturating_sub(*k)] + cost;
-            if c < best - 1e-12 {
+            // Costs near f64::MAX sum to infinity: still pick an option, never leave `choice` unset.
+            if c < best - 1e-12 || choice[pods] == usize::MAX {
                 best = c;
                 choice[pods] = i;
             }
@@ -581,5 +582,47 @@ mod tests {
         let p = pack(&shapes, &types, None);
         check(&p, &shapes, &types, None);
         assert_eq!(p.unplaced, vec![3, 0]);
+    }
+}
+
+#[cfg(test)]
+mod huge_costs {
+    use super::*;
+
+    fn bin(cpu: u64, cost: f64) -> BinType {
+        BinType {
+            capacity: vec![cpu, 100, 100],
+            cost,
+        }
+    }
+
+    /// Costs near f64::MAX (a spot price or a ranker score of 1e308) overflow to infinity when two
+    /// nodes are added up; the packer must still place every pod instead of indexing out of bounds.
+    #[test]
+    fn costs_that_overflow_when_summed_still_pack_every_pod() {
+        let types = vec![bin(2, 1e308), bin(4, f64::MAX)];
+        for shapes in [
+            vec![Shape {
+                demand: vec![1, 1, 1],
+                count: 9,
+            }],
+            vec![
+                Shape {
+                    demand: vec![1, 1, 1],
+                    count: 9,
+                },
+                Shape {
+                    demand: vec![2, 1, 1],
+                    count: 5,
+                },
+            ],
+        ] {
+            let p = pack(&shapes, &types, None);
+            for (s, shape) in shapes.iter().enumerate() {
+                let placed: u32 = p.nodes.iter().map(|n| n.counts[s]).sum();
+                assert_eq!(placed + p.unplaced[s], shape.count, "{p:?}");
+                assert_eq!(p.unplaced[s], 0, "{p:?}");
+            }
+        }
     }
 }

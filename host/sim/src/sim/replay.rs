@@ -385,7 +385,9 @@ impl Replay {
             .sample_every
             .as_deref()
             .and_then(|v| parse_ms(v).ok())
-            .unwrap_or((duration / 720).max(10_000));
+            .unwrap_or((duration / 720).max(10_000))
+            // The scenario checker refuses less than 1s; a scenario built in code gets the same floor.
+            .max(1_000);
         let mut replay = Replay {
             scenario: scenario.clone(),
             clock: VirtualClock::starting_at(start),
@@ -460,11 +462,9 @@ impl Replay {
                 self.queue.push(at, SimEvent::Restart);
             }
         }
-        let mut t = start;
-        while t <= self.end {
-            self.queue.push(t, SimEvent::Sample);
-            t += self.sample_every;
-        }
+        // Samples are scheduled one at a time (the next when one is taken), so the queue never holds
+        // more than one, whatever `sampleEvery` and the duration are.
+        self.queue.push(start, SimEvent::Sample);
     }
 
     /// Replays to the end; `progress` gets the fraction of virtual time done.
@@ -491,6 +491,10 @@ impl Replay {
             self.settle(t);
             if std::mem::take(&mut self.sample_due) {
                 self.sample(t);
+                let next = t.saturating_add(self.sample_every);
+                if next <= self.end {
+                    self.queue.push(next, SimEvent::Sample);
+                }
             }
             let done = (t - self.start) as f64 / total;
             if done - last_reported >= 0.01 {

@@ -227,6 +227,56 @@ pub struct Outage {
     pub capacity_type: Option<String>,
 }
 
+/// What a scenario may ask for: every input is bounded before the replay starts, so a careless or
+/// hostile scenario gets an error naming the field and the limit, never a hang or all the memory.
+/// `kestrel simulate --max-pods` and `--max-bytes` raise the two a real scenario may outgrow; the table
+/// is in `docs/simulator.md`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    /// Bytes read from the scenario file.
+    pub max_bytes: u64,
+    /// `duration`, and every other duration in the scenario.
+    pub max_duration_ms: Millis,
+    /// Timeline samples (`duration / sampleEvery`).
+    pub max_samples: u64,
+    /// The smallest `sampleEvery` and diurnal `every`.
+    pub min_step_ms: Millis,
+    /// Pods the workloads may ask for at once: every Deployment's highest replica count plus every
+    /// Job's parallelism.
+    pub max_pods: u64,
+    /// Job pods over the whole replay (the sum of `completions`).
+    pub max_job_pods: u64,
+    /// Replica changes over the whole replay (`scale` steps plus diurnal adjustments).
+    pub max_replica_changes: u64,
+    pub max_zones: usize,
+    pub max_node_pools: usize,
+    pub max_node_classes: usize,
+    pub max_workloads: usize,
+    pub max_events: usize,
+    /// The dearest explicit spot price, USD per hour.
+    pub max_spot_price: f64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bytes: 16 * 1024 * 1024,
+            max_duration_ms: 366 * 86_400_000,
+            max_samples: 100_000,
+            min_step_ms: 1_000,
+            max_pods: 100_000,
+            max_job_pods: 1_000_000,
+            max_replica_changes: 1_000_000,
+            max_zones: 32,
+            max_node_pools: 100,
+            max_node_classes: 100,
+            max_workloads: 10_000,
+            max_events: 10_000,
+            max_spot_price: 1_000.0,
+        }
+    }
+}
+
 /// A scenario that could not be read, with where.
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
@@ -235,6 +285,12 @@ pub enum ScenarioError {
         file: String,
         source: std::io::Error,
     },
+    #[error(
+        "{file}: larger than the limit of {limit} bytes for a scenario (kestrel simulate --max-bytes raises it)"
+    )]
+    TooLarge { file: String, limit: u64 },
+    #[error("{file}: not UTF-8 text (byte {valid_up_to})")]
+    NotUtf8 { file: String, valid_up_to: usize },
     #[error("{file}:{line}:{column}: {message}")]
     Syntax {
         file: String,
@@ -253,20 +309,51 @@ pub enum ScenarioError {
 
 impl Scenario {
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        Scenario::load_with(path, &Limits::default())
+    }
+
+    /// Reads (at most `limits.max_bytes`), parses and checks a scenario file.
+    pub fn load_with(path: &Path, limits: &Limits) -> Result<Scenario, ScenarioError> {
+        use crate::api::manifest::{ReadError, read_bounded_text};
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Io {
-            file: file.clone(),
-            source,
+        let text = read_bounded_text(path, limits.max_bytes).map_err(|e| match e {
+            ReadError::Io(source) => ScenarioError::Io {
+                file: file.clone(),
+                source,
+            },
+            ReadError::TooLarge { limit } => ScenarioError::TooLarge {
+                file: file.clone(),
+                limit,
+            },
+            ReadError::NotUtf8 { valid_up_to } => ScenarioError::NotUtf8 {
+                file: file.clone(),
+                valid_up_to,
+            },
         })?;
-        Scenario::parse(&text, &file)
+        Scenario::parse_with(&text, &file, limits)
     }
 
     /// Parses and checks a scenario; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
-        let scenario: Scenario = serde_yaml_ng::from_str(text).map_err(|e| {
+        Scenario::parse_with(text, file, &Limits::default())
+    }
+
+    /// Parses and checks a scenario within `limits`; `file` names it in errors.
+    pub fn parse_with(text: &str, file: &str, limits: &Limits) -> Result<Scenario, ScenarioError> {
+        let syntax = |e: serde_yaml_ng::Error| {
             let (line, column) = e
                 .location()
-                .map(|l| (l.line(), l.column()))
+                .map(|l| {
+                    match crate::api::manifest::duplicate_key_line(
+                        text,
+                        l.line(),
+                        l.column(),
+                        &e.to_string(),
+                    ) {
+                        Some(dup) => (dup, l.column()),
+                        None => (l.line(), l.column()),
+                    }
+                })
                 .unwrap_or((0, 0));
             // The parser's message repeats the location at its end; the prefix already says it.
             let mut message = e.to_string();
@@ -281,30 +368,92 @@ impl Scenario {
                 column,
                 message,
             }
-        })?;
-        let mut scenario = scenario;
-        scenario.check(text, file)?;
+        };
+        if text.len() as u64 > limits.max_bytes {
+            return Err(ScenarioError::TooLarge {
+                file: file.to_string(),
+                limit: limits.max_bytes,
+            });
+        }
+        // Duplicate mapping keys are an error (as for the API server and kubectl): a YAML value refuses
+        // them with their line, where the typed parse would keep the last one silently.
+        serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text).map_err(syntax)?;
+        let mut scenario: Scenario = serde_yaml_ng::from_str(text).map_err(syntax)?;
+        scenario.check(text, file, limits)?;
         scenario.hand_ami_releases_to_node_classes();
         Ok(scenario)
     }
 
-    fn check(&self, text: &str, file: &str) -> Result<(), ScenarioError> {
+    fn check(&self, text: &str, file: &str, limits: &Limits) -> Result<(), ScenarioError> {
         let invalid = |path: &[Seg<'_>], message: String| ScenarioError::Invalid {
             file: file.to_string(),
             line: locate(text, path),
             field: render(path),
             message,
         };
-        let dur = |path: &[Seg<'_>], value: &str| parse_ms(value).map_err(|m| invalid(path, m));
-        if dur(&[Seg::Key("duration")], &self.duration)? <= 0 {
+        let max_ms = limits.max_duration_ms;
+        // Every duration: Go syntax, and at most the duration limit (so sums of times never overflow).
+        let dur = |path: &[Seg<'_>], value: &str| {
+            let ms = parse_ms(value).map_err(|m| invalid(path, m))?;
+            if ms > max_ms {
+                return Err(invalid(
+                    path,
+                    format!(
+                        "{value:?} is longer than the limit of {}h",
+                        max_ms / 3_600_000
+                    ),
+                ));
+            }
+            Ok(ms)
+        };
+        let count = |path: &[Seg<'_>], what: &str, n: usize, max: usize| {
+            if n > max {
+                Err(invalid(
+                    path,
+                    format!("{n} {what}, over the limit of {max}"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        let duration = dur(&[Seg::Key("duration")], &self.duration)?;
+        if duration <= 0 {
             return Err(invalid(&[Seg::Key("duration")], "must be positive".into()));
         }
         if let Some(start) = &self.start {
-            chrono::DateTime::parse_from_rfc3339(start)
+            let t = chrono::DateTime::parse_from_rfc3339(start)
                 .map_err(|e| invalid(&[Seg::Key("start")], format!("not RFC 3339: {e}")))?;
+            // Keeps start + duration far from the ends of the millisecond clock.
+            if !(0..=253_402_300_799_000).contains(&t.timestamp_millis()) {
+                return Err(invalid(
+                    &[Seg::Key("start")],
+                    "must be between 1970 and 9999".into(),
+                ));
+            }
         }
         if self.zones.is_empty() {
             return Err(invalid(&[Seg::Key("zones")], "at least one zone".into()));
+        }
+        count(
+            &[Seg::Key("zones")],
+            "zones",
+            self.zones.len(),
+            limits.max_zones,
+        )?;
+        for (i, z) in self.zones.iter().enumerate() {
+            let path = [Seg::Key("zones"), Seg::Index(i)];
+            if z.is_empty() {
+                return Err(invalid(&path, "a zone name must not be empty".into()));
+            }
+            if let Err(reason) = crate::api::labels::check_value(z) {
+                return Err(invalid(
+                    &path,
+                    format!("zone names are topology.kubernetes.io/zone values: {reason}"),
+                ));
+            }
+            if self.zones[..i].contains(z) {
+                return Err(invalid(&path, format!("duplicate zone {z}")));
+            }
         }
         if let Some(l) = &self.cloud.launch_latency {
             let path = [Seg::Key("cloud"), Seg::Key("launchLatency")];
@@ -328,13 +477,50 @@ impl Scenario {
                 "need 0 < min <= max <= 1.5".into(),
             ));
         }
+        for (name, zones) in &self.cloud.spot_prices {
+            for (zone, price) in zones {
+                if !(price.is_finite() && *price > 0.0 && *price <= limits.max_spot_price) {
+                    return Err(invalid(
+                        &[
+                            Seg::Key("cloud"),
+                            Seg::Key("spotPrices"),
+                            Seg::Key(name),
+                            Seg::Key(zone),
+                        ],
+                        format!(
+                            "a spot price must be a number above 0 and at most {} USD/hour, got {price:?}",
+                            limits.max_spot_price
+                        ),
+                    ));
+                }
+            }
+        }
         for (k, v) in [
             ("batchIdle", &self.controller.batch_idle),
             ("batchMax", &self.controller.batch_max),
-            ("sampleEvery", &self.controller.sample_every),
         ] {
             if let Some(v) = v {
                 dur(&[Seg::Key("controller"), Seg::Key(k)], v)?;
+            }
+        }
+        if let Some(v) = &self.controller.sample_every {
+            let path = [Seg::Key("controller"), Seg::Key("sampleEvery")];
+            let every = dur(&path, v)?;
+            if every < limits.min_step_ms {
+                return Err(invalid(
+                    &path,
+                    format!("{v:?} is below the limit of {}s", limits.min_step_ms / 1000),
+                ));
+            }
+            let samples = duration as u64 / every as u64 + 1;
+            if samples > limits.max_samples {
+                return Err(invalid(
+                    &path,
+                    format!(
+                        "{v:?} over {} gives {samples} samples, over the limit of {}",
+                        self.duration, limits.max_samples
+                    ),
+                ));
             }
         }
         if self.node_pools.is_empty() {
@@ -343,11 +529,52 @@ impl Scenario {
                 "at least one NodePool".into(),
             ));
         }
-        let classes: Vec<&str> = self
-            .node_classes
-            .iter()
-            .filter_map(|c| c.metadata.name.as_deref())
-            .collect();
+        count(
+            &[Seg::Key("nodePools")],
+            "NodePools",
+            self.node_pools.len(),
+            limits.max_node_pools,
+        )?;
+        count(
+            &[Seg::Key("nodeClasses")],
+            "EC2NodeClasses",
+            self.node_classes.len(),
+            limits.max_node_classes,
+        )?;
+        count(
+            &[Seg::Key("workloads")],
+            "workloads",
+            self.workloads.len(),
+            limits.max_workloads,
+        )?;
+        count(
+            &[Seg::Key("events")],
+            "events",
+            self.events.len(),
+            limits.max_events,
+        )?;
+        // The manifests go through the same checks as `kestrel validate` (metadata as the API server
+        // checks it, then Karpenter's schema and CEL rules).
+        let manifest_error = |prefix: &[Seg<'static>], e: &crate::api::validate::FieldError| {
+            let mut path = prefix.to_vec();
+            path.extend(field_segments(&e.path));
+            invalid(&path, e.reason.clone())
+        };
+        let mut classes: Vec<&str> = Vec::new();
+        for (i, class) in self.node_classes.iter().enumerate() {
+            let at = [Seg::Key("nodeClasses"), Seg::Index(i)];
+            if let Err(errors) = class.validate() {
+                return Err(manifest_error(&at, &errors.0[0]));
+            }
+            let name = class.metadata.name.as_deref().unwrap_or_default();
+            if classes.contains(&name) {
+                return Err(invalid(
+                    &[Seg::Key("nodeClasses"), Seg::Index(i), Seg::Key("metadata")],
+                    format!("duplicate EC2NodeClass {name}"),
+                ));
+            }
+            classes.push(name);
+        }
         let mut pool_names = Vec::new();
         for (i, pool) in self.node_pools.iter().enumerate() {
             let at = |rest: &[Seg<'static>]| {
@@ -355,12 +582,10 @@ impl Scenario {
                 p.extend_from_slice(rest);
                 p
             };
-            let Some(name) = pool.metadata.name.as_deref() else {
-                return Err(invalid(
-                    &at(&[Seg::Key("metadata")]),
-                    "NodePool needs metadata.name".into(),
-                ));
-            };
+            if let Err(errors) = pool.validate() {
+                return Err(manifest_error(&at(&[]), &errors.0[0]));
+            }
+            let name = pool.metadata.name.as_deref().unwrap_or_default();
             if pool_names.contains(&name) {
                 return Err(invalid(
                     &at(&[Seg::Key("metadata")]),
@@ -380,53 +605,8 @@ impl Scenario {
                     format!("EC2NodeClass {class} is not defined in nodeClasses"),
                 ));
             }
-            if let Err(e) = crate::controller::convert::node_pool(pool) {
-                // The field path (e.g. `spec.template.spec.requirements[2]`) borrows from the error.
-                let mut path = at(&[]);
-                for part in e.field.split('.') {
-                    let (key, index) = match part.split_once('[') {
-                        Some((k, i)) => (k, i.trim_end_matches(']').parse::<usize>().ok()),
-                        None => (part, None),
-                    };
-                    path.push(Seg::Key(key));
-                    if let Some(i) = index {
-                        path.push(Seg::Index(i));
-                    }
-                }
-                return Err(invalid(&path, e.reason.clone()));
-            }
-            if let Err(e) = pool.spec.template.spec.expire_after() {
-                return Err(invalid(
-                    &at(&[
-                        Seg::Key("spec"),
-                        Seg::Key("template"),
-                        Seg::Key("spec"),
-                        Seg::Key("expireAfter"),
-                    ]),
-                    e.to_string(),
-                ));
-            }
-            if let Some(d) = &pool.spec.disruption
-                && let Err(e) = d.consolidate_after()
-            {
-                return Err(invalid(
-                    &at(&[
-                        Seg::Key("spec"),
-                        Seg::Key("disruption"),
-                        Seg::Key("consolidateAfter"),
-                    ]),
-                    e.to_string(),
-                ));
-            }
             for (j, r) in pool.spec.template.spec.requirements.iter().enumerate() {
-                let needs_values = matches!(
-                    r.operator,
-                    crate::api::common::Operator::In
-                        | crate::api::common::Operator::NotIn
-                        | crate::api::common::Operator::Gt
-                        | crate::api::common::Operator::Lt
-                );
-                if needs_values && r.values.is_empty() {
+                if r.operator == crate::api::common::Operator::NotIn && r.values.is_empty() {
                     return Err(invalid(
                         &at(&[
                             Seg::Key("spec"),
@@ -439,8 +619,27 @@ impl Scenario {
                     ));
                 }
             }
+            if let Err(e) = crate::controller::convert::node_pool(pool) {
+                let mut path = at(&[]);
+                path.extend(field_segments(&e.field));
+                return Err(invalid(&path, e.reason.clone()));
+            }
         }
         let mut names = Vec::new();
+        // Pods at once (each Deployment's highest replica count, each Job's parallelism), Job pods and
+        // replica changes over the replay: summed as the workloads are read, refused past the limit.
+        let mut pods_at_once = 0u64;
+        let mut job_pods = 0u64;
+        let mut replica_changes = 0u64;
+        let over_pods = |path: &[Seg<'_>], total: u64| {
+            invalid(
+                path,
+                format!(
+                    "the workloads ask for {total} pods at once, over the limit of {} (kestrel simulate --max-pods raises it)",
+                    limits.max_pods
+                ),
+            )
+        };
         for (i, w) in self.workloads.iter().enumerate() {
             let at = |key: &'static str| [Seg::Key("workloads"), Seg::Index(i), Seg::Key(key)];
             if names.contains(&w.name.as_str()) {
@@ -449,9 +648,61 @@ impl Scenario {
                     format!("duplicate workload {}", w.name),
                 ));
             }
+            if w.name.is_empty() {
+                return Err(invalid(&at("name"), "must not be empty".into()));
+            }
+            if let Err(reason) = crate::api::labels::check_value(&w.name) {
+                return Err(invalid(
+                    &at("name"),
+                    format!("a workload's name is its pods' app label: {reason}"),
+                ));
+            }
             names.push(&w.name);
-            if w.template.spec.is_none() {
+            let Some(spec) = &w.template.spec else {
                 return Err(invalid(&at("template"), "template needs a spec".into()));
+            };
+            let containers = spec.containers.iter().map(|c| ("containers", c)).chain(
+                spec.init_containers
+                    .iter()
+                    .flatten()
+                    .map(|c| ("initContainers", c)),
+            );
+            let mut index: BTreeMap<&str, usize> = BTreeMap::new();
+            for (list, c) in containers {
+                let j = *index.entry(list).and_modify(|j| *j += 1).or_insert(0);
+                let Some(resources) = &c.resources else {
+                    continue;
+                };
+                for (which, map) in [
+                    ("requests", &resources.requests),
+                    ("limits", &resources.limits),
+                ] {
+                    for (name, q) in map.iter().flatten() {
+                        let path = [
+                            Seg::Key("workloads"),
+                            Seg::Index(i),
+                            Seg::Key("template"),
+                            Seg::Key("spec"),
+                            Seg::Key(list),
+                            Seg::Index(j),
+                            Seg::Key("resources"),
+                            Seg::Key(which),
+                            Seg::Key(name),
+                        ];
+                        match crate::model::quantity::Quantity::parse(&q.0) {
+                            Err(e) => {
+                                return Err(invalid(&path, format!("{:?}: {}", q.0, e.reason)));
+                            }
+                            Ok(v) if v < crate::model::quantity::Quantity::ZERO => {
+                                return Err(invalid(
+                                    &path,
+                                    format!("must not be negative, got {:?}", q.0),
+                                ));
+                            }
+                            Ok(_) => {}
+                        }
+                    }
+                }
             }
             if let Err(e) = crate::sim::workload::facts_of(w) {
                 return Err(invalid(
@@ -459,6 +710,14 @@ impl Scenario {
                     format!("{}: {}", e.field, e.reason),
                 ));
             }
+            let add_pods = |total: &mut u64, n: u32, path: &[Seg<'_>]| {
+                *total = total.saturating_add(u64::from(n));
+                if *total > limits.max_pods {
+                    Err(over_pods(path, *total))
+                } else {
+                    Ok(())
+                }
+            };
             match w.kind {
                 WorkloadKind::Deployment => {
                     if w.replicas.is_none() && w.diurnal.is_none() {
@@ -467,35 +726,96 @@ impl Scenario {
                             "a Deployment needs replicas or diurnal".into(),
                         ));
                     }
+                    // The highest replica count this Deployment reaches, and where it is written.
+                    let mut peak: (u32, Vec<Seg<'_>>) =
+                        (w.replicas.unwrap_or(0), at("replicas").to_vec());
                     for (j, s) in w.scale.iter().enumerate() {
-                        dur(
-                            &[
+                        let step = |key| {
+                            vec![
                                 Seg::Key("workloads"),
                                 Seg::Index(i),
                                 Seg::Key("scale"),
                                 Seg::Index(j),
-                                Seg::Key("at"),
-                            ],
-                            &s.at,
-                        )?;
+                                Seg::Key(key),
+                            ]
+                        };
+                        dur(&step("at"), &s.at)?;
+                        if s.replicas > peak.0 {
+                            peak = (s.replicas, step("replicas"));
+                        }
                     }
+                    replica_changes = replica_changes.saturating_add(w.scale.len() as u64);
                     if let Some(d) = &w.diurnal {
                         if d.min > d.max {
                             return Err(invalid(&at("diurnal"), "min is above max".into()));
                         }
                         dur(&at("diurnal"), &d.peak_at)?;
-                        if let Some(e) = &d.every {
-                            dur(&at("diurnal"), e)?;
+                        let every = match &d.every {
+                            Some(e) => dur(&at("diurnal"), e)?,
+                            None => 600_000,
+                        };
+                        if every < limits.min_step_ms {
+                            return Err(invalid(
+                                &at("diurnal"),
+                                format!(
+                                    "every {:?} is below the limit of {}s",
+                                    d.every.as_deref().unwrap_or_default(),
+                                    limits.min_step_ms / 1000
+                                ),
+                            ));
                         }
+                        replica_changes =
+                            replica_changes.saturating_add(duration as u64 / every as u64);
+                        if d.max > peak.0 {
+                            peak = (d.max, at("diurnal").to_vec());
+                        }
+                    }
+                    add_pods(&mut pods_at_once, peak.0, &peak.1)?;
+                    if replica_changes > limits.max_replica_changes {
+                        return Err(invalid(
+                            &at(if w.diurnal.is_some() {
+                                "diurnal"
+                            } else {
+                                "scale"
+                            }),
+                            format!(
+                                "{replica_changes} replica changes over the replay, over the limit of {}",
+                                limits.max_replica_changes
+                            ),
+                        ));
                     }
                 }
                 WorkloadKind::Job => {
-                    if w.completions.unwrap_or(0) == 0 {
+                    let completions = w.completions.unwrap_or(0);
+                    if completions == 0 {
                         return Err(invalid(
                             &at("completions"),
                             "a Job needs completions >= 1".into(),
                         ));
                     }
+                    if w.parallelism == Some(0) {
+                        return Err(invalid(
+                            &at("parallelism"),
+                            "a Job needs parallelism >= 1".into(),
+                        ));
+                    }
+                    job_pods = job_pods.saturating_add(u64::from(completions));
+                    if job_pods > limits.max_job_pods {
+                        return Err(invalid(
+                            &at("completions"),
+                            format!(
+                                "{job_pods} Job pods over the replay, over the limit of {}",
+                                limits.max_job_pods
+                            ),
+                        ));
+                    }
+                    let parallel = w.parallelism.unwrap_or(completions).min(completions);
+                    let path = if w.parallelism.is_some() {
+                        at("parallelism")
+                    } else {
+                        at("completions")
+                    };
+                    add_pods(&mut pods_at_once, parallel, &path)?;
                     match &w.run_for {
                         None => return Err(invalid(&at("kind"), "a Job needs runFor".into())),
                         Some(RunFor::Fixed(d)) => {
@@ -513,13 +833,29 @@ impl Scenario {
                 }
                 WorkloadKind::DaemonSet => {}
             }
-            if let Some(p) = &w.pod_disruption_budget
-                && p.min_available.is_some() == p.max_unavailable.is_some()
-            {
-                return Err(invalid(
-                    &at("podDisruptionBudget"),
-                    "set exactly one of minAvailable, maxUnavailable".into(),
-                ));
+            if let Some(p) = &w.pod_disruption_budget {
+                if p.min_available.is_some() == p.max_unavailable.is_some() {
+                    return Err(invalid(
+                        &at("podDisruptionBudget"),
+                        "set exactly one of minAvailable, maxUnavailable".into(),
+                    ));
+                }
+                for (key, v) in [
+                    ("minAvailable", p.min_available),
+                    ("maxUnavailable", p.max_unavailable),
+                ] {
+                    if let Some(v) = v.filter(|v| !(0..=i64::from(i32::MAX)).contains(v)) {
+                        return Err(invalid(
+                            &[
+                                Seg::Key("workloads"),
+                                Seg::Index(i),
+                                Seg::Key("podDisruptionBudget"),
+                                Seg::Key(key),
+                            ],
+                            format!("must be between 0 and {}, got {v}", i32::MAX),
+                        ));
+                    }
+                }
             }
         }
         for (i, e) in self.events.iter().enumerate() {
@@ -644,11 +980,38 @@ impl Scenario {
     }
 }
 
-/// A Go duration in milliseconds.
+/// A Go duration in milliseconds (saturating at `Millis::MAX`; the checker bounds every duration).
 pub fn parse_ms(value: &str) -> Result<Millis, String> {
     crate::api::parse_duration(value)
-        .map(|d| d.as_millis() as Millis)
+        .map(|d| Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX))
         .map_err(|e| e.to_string())
+}
+
+/// The segments of a field path as validation reports it (`spec.limits["nvidia.com/gpu"]`,
+/// `spec.template.spec.requirements[2].values`).
+fn field_segments(path: &str) -> Vec<Seg<'_>> {
+    let mut out = Vec::new();
+    let mut rest = path;
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix('.') {
+            rest = r;
+        } else if let Some(r) = rest.strip_prefix("[\"") {
+            let end = r.find("\"]").unwrap_or(r.len());
+            out.push(Seg::Key(&r[..end]));
+            rest = r.get(end + 2..).unwrap_or("");
+        } else if let Some(r) = rest.strip_prefix('[') {
+            let end = r.find(']').unwrap_or(r.len());
+            if let Ok(n) = r[..end].parse() {
+                out.push(Seg::Index(n));
+            }
+            rest = r.get(end + 1..).unwrap_or("");
+        } else {
+            let end = rest.find(['.', '[']).unwrap_or(rest.len());
+            out.push(Seg::Key(&rest[..end]));
+            rest = &rest[end..];
+        }
+    }
+    out
 }
 
 /// One step of a path into the YAML document.
@@ -674,66 +1037,19 @@ fn render(path: &[Seg<'_>]) -> String {
     s
 }
 
-/// The 1-based line where `path` is written, found by walking block-style YAML by indentation; the
-/// deepest segment found wins when the path goes further than the text (flow style, defaults).
+/// The 1-based line where `path` is written: the same locator as `kestrel validate`'s
+/// ([`crate::api::manifest::locate_in`]); the deepest segment found wins when the path goes further
+/// than the text (flow style, defaults), line 1 when not even the first is there.
 pub fn locate(text: &str, path: &[Seg<'_>]) -> usize {
-    let lines: Vec<&str> = text.lines().collect();
-    let indent = |l: &str| l.len() - l.trim_start().len();
-    let content = |l: &str| {
-        let t = l.trim_start();
-        !(t.is_empty() || t.starts_with('#'))
-    };
-    // (line index of the current node, its indentation; the root has none)
-    let mut pos = 0usize;
-    let mut parent_indent: Option<usize> = None;
-    let mut found = 0usize;
-    let mut on_item_line = false;
-    for seg in path {
-        // The block of the current node runs until a line at or left of the parent's indentation.
-        let end = (pos + usize::from(parent_indent.is_some())..lines.len())
-            .find(|&i| {
-                content(lines[i]) && parent_indent.is_some_and(|p| indent(lines[i]) <= p) && i > pos
-            })
-            .unwrap_or(lines.len());
-        let start = match (parent_indent, on_item_line) {
-            (None, _) => 0,
-            (Some(_), true) => pos,
-            (Some(_), false) => pos + 1,
-        };
-        let hit = match seg {
-            Seg::Key(k) => (start..end).find(|&i| {
-                let t = lines[i].trim_start().trim_start_matches("- ");
-                t.starts_with(&format!("{k}:"))
-                    && lines[i]
-                        .find(&format!("{k}:"))
-                        .is_some_and(|col| parent_indent.map_or(col == 0, |p| col > p))
-            }),
-            Seg::Index(n) => {
-                let items: Vec<usize> = (start..end)
-                    .filter(|&i| lines[i].trim_start().starts_with("- ") || lines[i].trim() == "-")
-                    .collect();
-                let item_indent = items.iter().map(|&i| indent(lines[i])).min();
-                items
-                    .into_iter()
-                    .filter(|&i| Some(indent(lines[i])) == item_indent)
-                    .nth(*n)
-            }
-        };
-        match hit {
-            Some(i) => {
-                found = i + 1;
-                pos = i;
-                on_item_line = matches!(seg, Seg::Index(_));
-                let col = match seg {
-                    Seg::Index(_) => indent(lines[i]),
-                    Seg::Key(k) => lines[i].find(&format!("{k}:")).unwrap_or(0),
-                };
-                parent_indent = Some(col);
-            }
-            None => break,
-        }
-    }
-    found.max(1)
+    use crate::api::manifest::{Segment, locate_in};
+    let segments: Vec<Segment> = path
+        .iter()
+        .map(|s| match s {
+            Seg::Key(k) => Segment::Key(k.to_string()),
+            Seg::Index(i) => Segment::Index(*i),
+        })
+        .collect();
+    locate_in(text, &segments).unwrap_or(1)
 }
 
 /// Every example scenario bundled with the binary, by file name.
@@ -799,6 +1115,356 @@ mod tests {
             ),
             5
         );
+    }
+
+    /// The built-in scenario with one edit; the edit's text must be there.
+    fn edited(from: &str, to: &str) -> String {
+        assert!(
+            DEFAULT_SCENARIO.contains(from),
+            "{from:?} not in the default scenario"
+        );
+        DEFAULT_SCENARIO.replacen(from, to, 1)
+    }
+
+    /// Parses `text` expecting a semantic error on `field` whose message contains `reason`.
+    fn refused(text: &str, field: &str, reason: &str) {
+        match Scenario::parse(text, "s.yaml") {
+            Err(ScenarioError::Invalid {
+                field: f, message, ..
+            }) => {
+                assert_eq!(f, field, "{message}");
+                assert!(message.contains(reason), "{f}: {message}");
+            }
+            Err(other) => panic!("{field}: expected a field error, got {other}"),
+            Ok(_) => panic!("{field}: accepted"),
+        }
+    }
+
+    const ZONES: &str = "zones: [us-east-1a, us-east-1b, us-east-1c]";
+    const CONSOLIDATE: &str = "        consolidateAfter: 1m\n";
+    const CPU: &str = "                cpu: 500m\n";
+
+    #[test]
+    fn unbounded_inputs_are_refused_naming_the_field_and_the_limit() {
+        let controller =
+            |v: &str| edited(ZONES, &format!("{ZONES}\ncontroller: {{sampleEvery: {v}}}"));
+        refused(
+            &controller("0s"),
+            "controller.sampleEvery",
+            "below the limit of 1s",
+        );
+        refused(
+            &controller("1ns"),
+            "controller.sampleEvery",
+            "below the limit of 1s",
+        );
+        refused(
+            &edited(
+                "duration: 1h30m",
+                "duration: 8760h\ncontroller: {sampleEvery: 1s}",
+            ),
+            "controller.sampleEvery",
+            "over the limit of 100000",
+        );
+        refused(
+            &edited("duration: 1h30m", "duration: 100000h"),
+            "duration",
+            "longer than the limit of 8784h",
+        );
+        refused(
+            &edited("replicas: 200", "replicas: 1000000000"),
+            "workloads[0].scale[0].replicas",
+            "over the limit of 100000",
+        );
+        refused(
+            &edited("replicas: 200", "replicas: 4294967295"),
+            "workloads[0].scale[0].replicas",
+            "--max-pods",
+        );
+        let diurnal = |spec: &str| {
+            edited(
+                "    replicas: 10\n    scale:\n      - at: 10m\n        replicas: 200\n      - at: 40m\n        replicas: 20\n",
+                &format!("    diurnal: {spec}\n"),
+            )
+        };
+        refused(
+            &diurnal("{min: 1, max: 4294967295, peakAt: 1h}"),
+            "workloads[0].diurnal",
+            "over the limit of 100000",
+        );
+        refused(
+            &diurnal("{min: 1, max: 5, peakAt: 1h, every: 1ms}"),
+            "workloads[0].diurnal",
+            "below the limit of 1s",
+        );
+        let zones: Vec<String> = (0..10_000).map(|i| format!("z{i}")).collect();
+        refused(
+            &edited(ZONES, &format!("zones: [{}]", zones.join(", "))),
+            "zones",
+            "over the limit of 32",
+        );
+    }
+
+    #[test]
+    fn a_raised_limit_lets_a_bigger_scenario_through() {
+        let big = edited("replicas: 200", "replicas: 150000");
+        assert!(Scenario::parse(&big, "s.yaml").is_err());
+        let limits = Limits {
+            max_pods: 200_000,
+            ..Limits::default()
+        };
+        assert!(Scenario::parse_with(&big, "s.yaml", &limits).is_ok());
+    }
+
+    #[test]
+    fn the_scenario_checks_what_validate_checks() {
+        let spec = "    spec:\n      template:\n        spec:";
+        let pool = |field: &str| {
+            edited(
+                spec,
+                &format!("    spec:\n      {field}\n      template:\n        spec:"),
+            )
+        };
+        refused(
+            &pool("weight: 0"),
+            "nodePools[0].spec.weight",
+            "between 1 and 100",
+        );
+        refused(
+            &pool("weight: 101"),
+            "nodePools[0].spec.weight",
+            "between 1 and 100",
+        );
+        refused(
+            &edited("        cpu: \"1000\"", "        cpu: \"-1\""),
+            "nodePools[0].spec.limits.cpu",
+            "must not be negative",
+        );
+        refused(
+            &edited(
+                CONSOLIDATE,
+                &format!(
+                    "{CONSOLIDATE}        budgets:\n          - nodes: '0'\n            schedule: '61 * * * *'\n            duration: 1h\n"
+                ),
+            ),
+            "nodePools[0].spec.disruption.budgets[0].schedule",
+            "cron",
+        );
+        refused(
+            &edited("      role: KarpenterNodeRole-demo\n", ""),
+            "nodeClasses[0].spec",
+            "exactly one of role and instanceProfile",
+        );
+        let class_start = DEFAULT_SCENARIO
+            .find("  - apiVersion: karpenter.k8s.aws/v1")
+            .unwrap();
+        let class_end = DEFAULT_SCENARIO.find("nodePools:").unwrap();
+        let class = &DEFAULT_SCENARIO[class_start..class_end];
+        refused(
+            &edited(class, &format!("{class}{class}")),
+            "nodeClasses[1].metadata",
+            "duplicate EC2NodeClass default",
+        );
+        refused(
+            &edited(
+                "      name: default\n    spec:\n      template",
+                "      name: My_Pool!/x\n    spec:\n      template",
+            ),
+            "nodePools[0].metadata.name",
+            "DNS-1123",
+        );
+        refused(
+            &edited(CPU, "                cpu: -500m\n"),
+            "workloads[0].template.spec.containers[0].resources.requests.cpu",
+            "must not be negative",
+        );
+        for price in [".nan", "-0.1", ".inf", "1e308", "0"] {
+            refused(
+                &edited(
+                    ZONES,
+                    &format!(
+                        "{ZONES}\ncloud:\n  spotPrices:\n    m6i.large: {{us-east-1a: {price}}}"
+                    ),
+                ),
+                "cloud.spotPrices.m6i.large.us-east-1a",
+                "spot price",
+            );
+        }
+        refused(
+            &edited("maxUnavailable: 10", "maxUnavailable: -1"),
+            "workloads[0].podDisruptionBudget.maxUnavailable",
+            "between 0",
+        );
+        refused(
+            &edited(ZONES, "zones: ['', us-east-1a]"),
+            "zones[0]",
+            "must not be empty",
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_with_their_line() {
+        let text = edited(CPU, &format!("{CPU}                cpu: 64\n"));
+        let line = text.lines().position(|l| l.contains("cpu: 64")).unwrap() + 1;
+        match Scenario::parse(&text, "s.yaml") {
+            Err(ScenarioError::Syntax {
+                line: at, message, ..
+            }) => {
+                assert!(
+                    message.contains("duplicate entry with key \"cpu\""),
+                    "{message}"
+                );
+                assert_eq!(at, line, "{message}");
+            }
+            other => panic!("expected a syntax error, got {:?}", other.map(|s| s.name)),
+        }
+    }
+
+    #[test]
+    fn an_endless_file_is_refused_after_the_byte_limit() {
+        let limits = Limits {
+            max_bytes: 4096,
+            ..Limits::default()
+        };
+        let err = Scenario::load_with(Path::new("/dev/zero"), &limits).unwrap_err();
+        assert!(
+            matches!(err, ScenarioError::TooLarge { limit: 4096, .. }),
+            "{err}"
+        );
+        // The default limit applies to `load` too (the old reader never returned on /dev/zero).
+        let err = Scenario::load(Path::new("/dev/zero")).unwrap_err();
+        assert!(matches!(err, ScenarioError::TooLarge { .. }), "{err}");
+    }
+
+    /// Values a careless or hostile user might put in any field.
+    fn hostile_value() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just("0".to_string()),
+            Just("-1".to_string()),
+            Just("4294967295".to_string()),
+            Just("18446744073709551616".to_string()),
+            Just("1e308".to_string()),
+            Just(".nan".to_string()),
+            Just("-.inf".to_string()),
+            Just("0s".to_string()),
+            Just("1ns".to_string()),
+            Just("9999999999h".to_string()),
+            Just("''".to_string()),
+            Just("[]".to_string()),
+            Just("{}".to_string()),
+            Just("~".to_string()),
+            Just("\"-500m\"".to_string()),
+            Just("\"1e30\"".to_string()),
+            Just("\"* * * * * *\"".to_string()),
+            "[a-z0-9@./*-]{0,12}".prop_map(|s| format!("{s:?}")),
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<f64>().prop_map(|x| format!("{x:?}")),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config {
+            cases: 256,
+            failure_persistence: None,
+            ..Default::default()
+        })]
+
+        /// Any scalar of any line of the built-in scenario replaced by a hostile value: the checker
+        /// answers (ok or an error), never panics, and never accepts what the replay cannot bound.
+        #[test]
+        fn the_checker_never_panics_on_a_hostile_value(
+            line in 0usize..200,
+            value in hostile_value(),
+        ) {
+            let lines: Vec<&str> = DEFAULT_SCENARIO.lines().collect();
+            let i = line % lines.len();
+            let mut text = String::new();
+            for (k, l) in lines.iter().enumerate() {
+                match (k == i, l.split_once(": ")) {
+                    (true, Some((key, _))) => text.push_str(&format!("{key}: {value}")),
+                    _ => text.push_str(l),
+                }
+                text.push('\n');
+            }
+            if let Ok(s) = Scenario::parse(&text, "p.yaml") {
+                proptest::prop_assert!(s.duration_ms() <= Limits::default().max_duration_ms);
+            }
+        }
+
+        /// Whatever replica count, sample step and number of zones a scenario asks for, what the
+        /// checker accepts is within the limits the replay's memory and time depend on.
+        #[test]
+        fn what_the_checker_accepts_is_bounded(
+            replicas in proptest::prelude::any::<u32>(),
+            every_ms in 0u64..5_000,
+            duration_h in 1u64..10_000,
+            zones in 1usize..80,
+        ) {
+            let zone_list: Vec<String> = (0..zones).map(|i| format!("z{i}")).collect();
+            let text = edited("replicas: 200", &format!("replicas: {replicas}"))
+                .replacen("duration: 1h30m", &format!("duration: {duration_h}h"), 1)
+                .replacen(
+                    ZONES,
+                    &format!("zones: [{}]\ncontroller: {{sampleEvery: {every_ms}ms}}", zone_list.join(", ")),
+                    1,
+                );
+            let limits = Limits::default();
+            if let Ok(s) = Scenario::parse(&text, "p.yaml") {
+                let every = parse_ms(s.controller.sample_every.as_deref().unwrap()).unwrap();
+                proptest::prop_assert!(every >= limits.min_step_ms);
+                proptest::prop_assert!((s.duration_ms() / every) as u64 <= limits.max_samples);
+                proptest::prop_assert!(s.duration_ms() <= limits.max_duration_ms);
+                proptest::prop_assert!(u64::from(replicas) <= limits.max_pods);
+                proptest::prop_assert!(s.zones.len() <= limits.max_zones);
+            }
+        }
+
+        /// Arbitrary bytes as a scenario: an error, never a panic.
+        #[test]
+        fn arbitrary_text_never_panics(text in "[ -~\n]{0,400}") {
+            let _ = Scenario::parse(&text, "p.yaml");
+        }
+    }
+
+    #[test]
+    fn errors_in_compact_lists_point_at_the_item() {
+        // kubectl's layout: list items at the indentation of their key.
+        let block: String = DEFAULT_SCENARIO
+            .lines()
+            .skip_while(|l| !l.contains("requirements:"))
+            .take_while(|l| !l.contains("disruption:"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let compact = block
+            .lines()
+            .map(|l| match l.strip_prefix("  ") {
+                Some(rest) if !l.contains("requirements:") => format!("{rest}\n"),
+                _ => format!("{l}\n"),
+            })
+            .collect::<String>();
+        let mut compact: Vec<String> = compact.lines().map(str::to_string).collect();
+        let at = compact
+            .iter()
+            .position(|l| l.contains("values: [c, m, r]"))
+            .unwrap();
+        compact[at] = compact[at].replace("[c, m, r]", "[]");
+        compact[at - 1] = compact[at - 1].replace("operator: In", "operator: NotIn");
+        let compact = compact.join("\n") + "\n";
+        let text = edited(&block, &compact);
+        let line = text
+            .lines()
+            .position(|l| l.contains("operator: NotIn"))
+            .unwrap();
+        match Scenario::parse(&text, "s.yaml") {
+            Err(ScenarioError::Invalid {
+                line: at, field, ..
+            }) => {
+                assert_eq!(field, "nodePools[0].spec.template.spec.requirements[1]");
+                assert_eq!(at, line, "{field}"); // the item's `- key:` line, just above
+            }
+            other => panic!("expected a field error, got {:?}", other.map(|s| s.name)),
+        }
     }
 
     const RELEASE: &str = include_str!("../../../../examples/scenarios/drift-ami-change.yaml");
