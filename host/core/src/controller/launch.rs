@@ -235,6 +235,9 @@ impl Controller {
                 if let Some(record) = self.records.get_mut(name) {
                     record.instance_id = Some(result.instance.id.clone());
                     record.offering = Some(o.clone());
+                    // Launched: the ranked offerings are no longer needed to resume (a record lives
+                    // as long as its node; thousands of them should not each keep 60 offerings).
+                    record.offerings = Vec::new();
                     self.outbox
                         .push(Command::WriteClaim(Box::new(record.clone())));
                 }

@@ -561,11 +561,14 @@ impl Controller {
     }
 
     /// The claim's node registered.
-    pub fn observe_node_registered(&mut self, node: &NodeState) {
+    pub fn observe_node_registered(&mut self, now: Millis, node: &NodeState) {
         self.claims.remove(&node.claim);
         // Pods nominated to it that it did not take (another pod got the room first) are pending
-        // with nothing coming for them: look at them again.
-        self.seen_revision = None;
+        // with nothing coming for them: look at them again after a batch window (registrations
+        // arrive in bursts; one look serves the whole burst instead of one scan of every pending
+        // pod per node).
+        let at = now + self.config.batch_idle_ms;
+        self.retry_at = Some(self.retry_at.map_or(at, |r| r.min(at)));
         self.node_by_instance
             .insert(node.instance_id.clone(), node.name.to_string());
     }

@@ -639,7 +639,7 @@ impl Replay {
                     return; // Claim forgotten; garbage collection terminates the instance.
                 };
                 let name = node.name.clone();
-                self.controller.observe_node_registered(&node);
+                self.controller.observe_node_registered(now, &node);
                 let labels = node.labels.clone();
                 let taints = node.taints.clone();
                 self.cluster.register_node(node);
