@@ -55,7 +55,8 @@ pub struct LaunchRequest {
     /// instance the first one launched).
     pub claim: String,
     pub node_pool: String,
-    pub offerings: Vec<Offering>,
+    /// Shared with the claim's record (a burst of launches holds thousands of these).
+    pub offerings: std::sync::Arc<[Offering]>,
 }
 
 /// EC2's instance lifecycle, as much of it as the controller needs.

@@ -216,8 +216,8 @@ pub struct ClaimRecord {
     pub name: String,
     pub node_pool: String,
     pub created_at: Millis,
-    /// What the launch asks for, best first.
-    pub offerings: Vec<crate::cloud::Offering>,
+    /// What the launch asks for, best first (emptied once launched).
+    pub offerings: Arc<[crate::cloud::Offering]>,
     pub reason: crate::controller::Reason,
     /// Pods it was launched for (the nominations live on the pods).
     pub pods: usize,

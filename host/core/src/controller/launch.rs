@@ -29,10 +29,11 @@ impl Controller {
         let mut names = Vec::with_capacity(claims.len());
         for planned in claims {
             let name = self.claim_name(&planned.node_pool);
+            let offerings: std::sync::Arc<[crate::cloud::Offering]> = planned.offerings.into();
             let request = LaunchRequest {
                 claim: name.clone(),
                 node_pool: planned.node_pool.clone(),
-                offerings: planned.offerings.clone(),
+                offerings: offerings.clone(),
             };
             let taints = self.pool_taints(&planned.node_pool);
             let core = planned.core.map(|mut c| {
@@ -43,7 +44,7 @@ impl Controller {
                 name: name.clone(),
                 node_pool: planned.node_pool.clone(),
                 created_at: now,
-                offerings: planned.offerings.clone(),
+                offerings,
                 reason,
                 pods: planned.pods.len(),
                 instance_id: None,
@@ -237,7 +238,7 @@ impl Controller {
                     record.offering = Some(o.clone());
                     // Launched: the ranked offerings are no longer needed to resume (a record lives
                     // as long as its node; thousands of them should not each keep 60 offerings).
-                    record.offerings = Vec::new();
+                    record.offerings = std::sync::Arc::from([]);
                     self.outbox
                         .push(Command::WriteClaim(Box::new(record.clone())));
                 }

@@ -367,7 +367,7 @@ impl CloudProvider for SimCloud {
             });
         }
         let mut skipped = Vec::new();
-        for offering in &request.offerings {
+        for offering in request.offerings.iter() {
             let supported = self.config.zones.contains(&offering.zone)
                 && self.on_demand.contains_key(&offering.instance_type);
             let error = if !supported {
@@ -570,7 +570,8 @@ mod tests {
             offerings: vec![
                 offering("m5.large", "us-east-1a", CapacityType::Spot),
                 offering("c5.large", "us-east-1a", CapacityType::Spot),
-            ],
+            ]
+            .into(),
         };
         let launched = cloud.create(&request, 10).unwrap();
         assert_eq!(launched.instance.offering.instance_type, "c5.large");
@@ -609,7 +610,8 @@ mod tests {
                 let request = LaunchRequest {
                     claim: format!("c{n}"),
                     node_pool: "p".into(),
-                    offerings: vec![offering("m5.large", "us-east-1b", CapacityType::OnDemand)],
+                    offerings: vec![offering("m5.large", "us-east-1b", CapacityType::OnDemand)]
+                        .into(),
                 };
                 c.create(&request, 0).unwrap();
             }
@@ -635,7 +637,7 @@ mod tests {
         let request = LaunchRequest {
             claim: "s".into(),
             node_pool: "p".into(),
-            offerings: vec![offering("m5.large", "us-east-1a", CapacityType::Spot)],
+            offerings: vec![offering("m5.large", "us-east-1a", CapacityType::Spot)].into(),
         };
         let id = cloud.create(&request, 0).unwrap().instance.id;
         cloud.drain_events();
