@@ -128,8 +128,7 @@ fn a_failed_replacement_aborts_its_disruption_and_uncordons_the_node() {
                         zone: "us-east-1z".into(),
                         capacity_type: CapacityType::OnDemand,
                         price: 0.096,
-                    }]
-                    .into(),
+                    }],
                     pods: Vec::new(),
                     explanation: "test replacement".into(),
                     core: None,
