@@ -74,16 +74,11 @@ impl Controller {
 
     /// Every evictable pod is gone: terminate the instance and delete the Node.
     fn finish_drain(&mut self, now: Millis, node: &str) {
-        let Some(drain) = self.draining.remove(node) else {
+        let Some(drain) = self.draining.get(node).cloned() else {
             return;
         };
-        self.evictions.retain(|(n, _), _| n != node);
-        self.node_by_instance.remove(&drain.instance_id);
         self.terminate(&drain.instance_id);
-        self.delete_record(&drain.claim);
-        self.outbox.push(Command::DeleteNode {
-            node: node.to_string(),
-        });
+        self.forget_node(node, &drain.instance_id, &drain.claim);
         self.record(
             now,
             Action::Terminate {
@@ -93,6 +88,18 @@ impl Controller {
             drain.reason,
             "drained".into(),
         );
+    }
+
+    /// The node is going (drained, or its instance gone): delete the Node and its claim record, and
+    /// stop tracking its drain and evictions.
+    pub(super) fn forget_node(&mut self, node: &str, instance_id: &str, claim: &str) {
+        self.draining.remove(node);
+        self.evictions.retain(|(n, _), _| n != node);
+        self.node_by_instance.remove(instance_id);
+        self.delete_record(claim);
+        self.outbox.push(Command::DeleteNode {
+            node: node.to_string(),
+        });
     }
 
     pub(super) fn eviction_answered(
@@ -268,13 +275,10 @@ impl Controller {
                     for name in lost {
                         self.claim_lost(now, &name);
                     }
-                    if let Some(claim) = &node_claim {
-                        self.delete_record(claim);
+                    if let (Some(node), Some(claim)) = (&node, &node_claim) {
+                        self.forget_node(node, &notice.instance_id, claim);
                     }
                     if let Some(node) = node {
-                        self.outbox.push(Command::DeleteNode { node: node.clone() });
-                        self.draining.remove(&node);
-                        self.evictions.retain(|(n, _), _| *n != node);
                         self.record(
                             now,
                             Action::Terminate {

@@ -164,11 +164,7 @@ impl Controller {
         }
         self.nodes_missing_since = still_missing;
         for (node, id, claim) in gone {
-            self.delete_record(&claim);
-            self.outbox.push(Command::DeleteNode { node: node.clone() });
-            self.draining.remove(&node);
-            self.evictions.retain(|(n, _), _| *n != node);
-            self.node_by_instance.remove(&id);
+            self.forget_node(&node, &id, &claim);
             self.record(
                 now,
                 Action::Terminate {
