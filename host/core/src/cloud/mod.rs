@@ -1,9 +1,10 @@
 //! The cloud edge: launching, terminating and listing instances, and reading spot prices.
 //!
-//! [`CloudProvider`] is shaped after EC2 so the production adapter (`cloud::aws`: CreateFleet with the
-//! ranked offerings as overrides, TerminateInstances, DescribeInstances filtered by Kestrel's tags,
-//! DescribeSpotPriceHistory) implements it without the controller changing. The simulator implements it in
-//! [`sim`]. Every launch is idempotent by its NodeClaim name (EC2's client token).
+//! [`CloudProvider`] (inline: the simulator's) and [`CloudApi`] (async: the production adapters')
+//! are shaped after EC2 (CreateFleet with the ranked offerings as overrides, TerminateInstances,
+//! DescribeInstances filtered by Kestrel's tags, DescribeSpotPriceHistory), so the AWS adapter
+//! (`kestrel-aws`) implements them without the controller changing. Every launch is idempotent by its
+//! NodeClaim name (EC2's client token).
 
 use crate::clock::Millis;
 
@@ -166,4 +167,41 @@ pub trait CloudProvider {
         instance_types: &[String],
         now: Millis,
     ) -> Result<Vec<SpotPrice>, CloudError>;
+}
+
+/// A boxed future of a cloud call (the async edge is object-safe without an async-trait crate).
+pub type CloudCall<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, CloudError>> + Send + 'a>>;
+
+/// The cloud's calls as the production adapters make them: asynchronously, shared between the tasks
+/// that execute commands concurrently (`&self`, `Send + Sync`). The wall clock is the adapter's own.
+/// [`execute_cloud`] runs one of the controller's cloud commands through it; the simulator's
+/// [`CloudProvider`] is the same edge, called inline on the virtual clock.
+pub trait CloudApi: Send + Sync {
+    /// Launches one instance for the claim from its ranked offerings (CreateFleet `instant`).
+    fn create<'a>(&'a self, request: &'a LaunchRequest) -> CloudCall<'a, Launched>;
+    /// Starts terminating an instance; terminating an already terminated one is not an error.
+    fn delete<'a>(&'a self, instance_id: &'a str) -> CloudCall<'a, ()>;
+    /// The instances tagged for this cluster that are not yet terminated.
+    fn list(&self) -> CloudCall<'_, Listing>;
+    /// Current spot prices for the given instance types, every zone.
+    fn spot_prices<'a>(&'a self, instance_types: &'a [String]) -> CloudCall<'a, Vec<SpotPrice>>;
+}
+
+/// Executes one of the controller's cloud commands ([`crate::controller::Command::is_cloud`])
+/// through an async cloud edge; `None` for a command that is the cluster's.
+pub async fn execute_cloud(
+    api: &dyn CloudApi,
+    command: &crate::controller::Command,
+) -> Option<crate::controller::Outcome> {
+    use crate::controller::{Command, Outcome};
+    Some(match command {
+        Command::Launch(request) => Outcome::Launched(api.create(request).await),
+        Command::Terminate { instance_id } => Outcome::Cloud(api.delete(instance_id).await),
+        Command::ListInstances => Outcome::Listed(api.list().await),
+        Command::ReadSpotPrices { instance_types } => {
+            Outcome::SpotPrices(api.spot_prices(instance_types).await)
+        }
+        _ => return None,
+    })
 }
