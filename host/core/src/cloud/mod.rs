@@ -58,6 +58,10 @@ pub struct LaunchRequest {
     pub node_pool: String,
     /// Shared with the claim's record (a burst of launches holds thousands of these).
     pub offerings: std::sync::Arc<[Offering]>,
+    /// The NodePool's `spec.template` as the claim was made from it: the EC2NodeClass to launch
+    /// with (`spec.nodeClassRef`), and the labels, taints and startup taints the node registers with
+    /// (the AWS adapter renders them into userData). Shared with the pool and the claim's record.
+    pub template: std::sync::Arc<crate::api::NodeClaimTemplate>,
 }
 
 /// EC2's instance lifecycle, as much of it as the controller needs.

@@ -12,6 +12,8 @@ use std::sync::Arc;
 use crate::clock::Millis;
 use crate::cloud::CapacityType;
 
+pub mod registration;
+
 /// Requests and capacities: the core's exact resource lists (ephemeral storage and extended resources
 /// such as GPUs of each vendor or pod ENIs included), so the edge never loses a resource the core
 /// schedules by.
@@ -215,6 +217,10 @@ pub enum ClusterError {
 pub struct ClaimRecord {
     pub name: String,
     pub node_pool: String,
+    /// The NodePool's template the claim was made from (the NodeClaim's spec, labels and
+    /// annotations): what its launch and its node's registration use, even after the NodePool
+    /// changed (a changed template is drift, not a rewrite of existing claims).
+    pub template: Arc<crate::api::NodeClaimTemplate>,
     pub created_at: Millis,
     /// What the launch asks for, best first (emptied once launched).
     pub offerings: Arc<[crate::cloud::Offering]>,
@@ -262,6 +268,17 @@ pub trait ClusterState {
     }
     /// The claim records (NodeClaims), for a controller that starts (or takes over) to resume from.
     fn claim_records(&self) -> Vec<ClaimRecord>;
+    /// The node the claim's instance registered as, if it has (the kube adapter matches Nodes to
+    /// NodeClaims by providerID; an index makes this cheap).
+    fn node_of_claim(&self, claim: &str) -> Option<Arc<NodeState>> {
+        self.nodes().into_iter().find(|n| n.claim == claim)
+    }
+    /// Changes whenever a node registers (a Node watch's resourceVersion in production), so the
+    /// controller looks for its claims' nodes only when there may be a new one. `None`: not tracked,
+    /// look every tick.
+    fn nodes_revision(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// The writes the controller's commands make to the cluster (the executor's side of the edge).

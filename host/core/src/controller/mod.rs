@@ -62,6 +62,8 @@ pub struct PoolSpec {
     pub consolidate_after_ms: Option<Millis>,
     /// `spec.template.spec.expireAfter`; None = `Never`.
     pub expire_after_ms: Option<Millis>,
+    /// The pool's `spec.template` as written: every claim of the pool carries it (shared).
+    pub template: Arc<crate::api::NodeClaimTemplate>,
 }
 
 pub const NODEPOOL_LABEL: &str = "karpenter.sh/nodepool";
@@ -89,18 +91,14 @@ impl PoolSpec {
         }
     }
 
+    /// The labels a node of this pool launched from the offering registers with.
     pub fn node_labels(
         &self,
         it: &InstanceTypeInfo,
         zone: &str,
         ct: CapacityType,
     ) -> BTreeMap<String, String> {
-        let mut labels = it.labels.clone();
-        labels.extend(self.labels.clone());
-        labels.extend(crate::model::labels::zone_labels(zone));
-        labels.insert(CAPACITY_TYPE_LABEL.into(), ct.label().into());
-        labels.insert(NODEPOOL_LABEL.into(), self.name.clone());
-        labels
+        crate::cluster::registration::node_labels(&self.labels, &self.name, it, zone, ct)
     }
 
     /// Whether the pool's requirements allow the offering.
@@ -268,7 +266,6 @@ struct ClaimState {
     launched_seen_at: Option<Millis>,
     /// The first complete listing (its issue time) that missed the instance since it last showed.
     missing_since: Option<Millis>,
-    taints: Vec<Taint>,
     /// The core's view of the claim (when the core planned it), for later batches.
     core: Option<crate::model::NodeClaim>,
     pods: usize,
@@ -410,6 +407,8 @@ pub struct Controller {
     spot_prices: Vec<crate::cloud::SpotPrice>,
     prices_revision: u64,
     listing_in_flight: bool,
+    /// The snapshot's node revision when registrations were last looked for.
+    seen_nodes_revision: Option<u64>,
     /// Owned nodes whose instance the complete listings have missed, since (issue time) when.
     nodes_missing_since: HashMap<String, Millis>,
     /// The launchable offerings, keyed by the price list's and the unavailable set's revisions, with
@@ -494,6 +493,7 @@ impl Controller {
             spot_prices: Vec::new(),
             prices_revision: 0,
             listing_in_flight: false,
+            seen_nodes_revision: None,
             nodes_missing_since: HashMap::new(),
             available: None,
             outbox: Vec::new(),
@@ -525,54 +525,6 @@ impl Controller {
         std::mem::take(&mut self.notices)
     }
 
-    /// The Node object a claim's instance registers as (labels and taints from its NodePool).
-    pub fn node_for(&self, instance: &crate::cloud::Instance, now: Millis) -> Option<NodeState> {
-        let claim = self.claims.get(&instance.claim)?;
-        let pool = self.pools.iter().find(|p| p.name == claim.node_pool)?;
-        let it = self.instance_type(&instance.offering.instance_type)?;
-        let name = format!(
-            "ip-10-{}-{}-{}.ec2.internal",
-            (self.next_claim / 65536) % 256,
-            (u64::from_str_radix(&instance.id[2..], 16).unwrap_or(0) / 256) % 256,
-            u64::from_str_radix(&instance.id[2..], 16).unwrap_or(0) % 256
-        );
-        let mut labels =
-            pool.node_labels(it, &instance.offering.zone, instance.offering.capacity_type);
-        labels.insert(crate::label_fit::HOSTNAME.into(), name.clone());
-        Some(NodeState {
-            name: name.into(),
-            instance_id: instance.id.clone(),
-            claim: instance.claim.clone(),
-            node_pool: pool.name.clone(),
-            instance_type: it.name.clone(),
-            zone: instance.offering.zone.clone(),
-            capacity_type: instance.offering.capacity_type,
-            price: instance.offering.price,
-            labels: std::sync::Arc::new(labels),
-            taints: claim.taints.clone(),
-            allocatable: it.allocatable.clone(),
-            requested: ResourceList::default(),
-            pods: 0,
-            created_at: now,
-            ready: true,
-            cordoned: false,
-            deleting: false,
-        })
-    }
-
-    /// The claim's node registered.
-    pub fn observe_node_registered(&mut self, now: Millis, node: &NodeState) {
-        self.claims.remove(&node.claim);
-        // Pods nominated to it that it did not take (another pod got the room first) are pending
-        // with nothing coming for them: look at them again after a batch window (registrations
-        // arrive in bursts; one look serves the whole burst instead of one scan of every pending
-        // pod per node).
-        let at = now + self.config.batch_idle_ms;
-        self.retry_at = Some(self.retry_at.map_or(at, |r| r.min(at)));
-        self.node_by_instance
-            .insert(node.instance_id.clone(), node.name.to_string());
-    }
-
     /// Claims launched and not registered yet.
     pub fn in_flight(&self) -> usize {
         self.claims.len()
@@ -598,6 +550,7 @@ impl Controller {
         if self.unavailable.len() != before {
             self.unavailable_revision += 1;
         }
+        self.observe_registrations(now, cluster);
         self.request_prices_if_stale(now);
         self.retry_launches(now);
         self.retry_terminations(now);

@@ -227,6 +227,7 @@ pub fn pool_spec(pool: &crate::api::NodePool) -> PoolSpec {
             .ok()
             .flatten()
             .map(|d| d.as_millis() as Millis),
+        template: Arc::new(pool.spec.template.clone()),
     }
 }
 
@@ -635,11 +636,26 @@ impl Replay {
                 let Some(instance) = self.cloud.instance(&instance_id).cloned() else {
                     return;
                 };
-                let Some(node) = self.controller.node_for(&instance, now) else {
-                    return; // Claim forgotten; garbage collection terminates the instance.
+                // The simulated kubelet: the instance joins as the Node its claim's record describes.
+                // With no record (the claim was given up) it never joins, and garbage collection
+                // terminates it.
+                let Some(record) = self.cluster.claim_record(&instance.claim) else {
+                    return;
                 };
+                let Some(it) = self
+                    .controller
+                    .instance_type(&instance.offering.instance_type)
+                else {
+                    return;
+                };
+                let node = crate::cluster::registration::registered_node(
+                    record,
+                    &instance,
+                    it,
+                    &simulated_hostname(&instance.id),
+                    now,
+                );
                 let name = node.name.clone();
-                self.controller.observe_node_registered(now, &node);
                 let labels = node.labels.clone();
                 let taints = node.taints.clone();
                 self.cluster.register_node(node);
@@ -850,6 +866,18 @@ pub fn simulate(
     progress: &mut dyn FnMut(f64),
 ) -> SimOutcome {
     Replay::new(scenario, options).run(progress)
+}
+
+/// The hostname a simulated instance's kubelet registers with (EC2's `ip-a-b-c-d.ec2.internal` form,
+/// from the instance id's counter).
+fn simulated_hostname(instance_id: &str) -> String {
+    let n = u64::from_str_radix(instance_id.trim_start_matches("i-"), 16).unwrap_or(0);
+    format!(
+        "ip-10-{}-{}-{}.ec2.internal",
+        (n >> 16) % 256,
+        (n >> 8) % 256,
+        n % 256
+    )
 }
 
 #[cfg(test)]
