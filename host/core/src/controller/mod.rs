@@ -15,6 +15,7 @@
 //!    owned nodes whose instance is gone ([`gc`]).
 //!
 //! Every executed action is logged as a [`Decided`] with its [`Explanation`].
+pub mod assemble;
 pub mod batch;
 pub mod command;
 pub mod convert;
@@ -505,6 +506,10 @@ impl Controller {
 
     pub fn provisioner_name(&self) -> String {
         self.provisioner.name()
+    }
+
+    pub fn disruption_name(&self) -> String {
+        self.disruption.name()
     }
 
     pub fn instance_type(&self, name: &str) -> Option<&InstanceTypeInfo> {

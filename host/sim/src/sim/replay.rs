@@ -3,7 +3,6 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::NodeSelectorRequirement;
 use rand::Rng;
 
 use super::catalog;
@@ -15,12 +14,11 @@ use crate::clock::{Clock, Millis};
 use crate::cloud::sim::{CapacityOutage, CloudEvent, LatencyRange, SimCloud, SimCloudConfig};
 use crate::cloud::{CapacityType, InstanceState};
 use crate::cluster::sim::SimCluster;
-use crate::cluster::{DisruptionBudget, OwnerKind, PodKey, PodSpecFacts, ResourceList, Taint};
+use crate::cluster::{DisruptionBudget, OwnerKind, PodKey, PodSpecFacts};
+use crate::controller::assemble;
 use crate::controller::command::{self, Command, Completion};
-use crate::controller::disruption::Disruptor;
-use crate::controller::planner::CorePlanner;
 use crate::controller::provision::Provisioner;
-use crate::controller::{Controller, ControllerConfig, DisruptionStep, InstanceTypeInfo, PoolSpec};
+use crate::controller::{Controller, ControllerConfig, DisruptionStep, InstanceTypeInfo};
 use crate::interruption::{Notice, NoticeKind};
 
 /// Which core implementations the replay runs (defaults: the built-in ones).
@@ -148,88 +146,57 @@ pub fn core_planner(
     registry: Arc<crate::policy::PolicyRegistry>,
     ranker_label: String,
 ) -> Box<dyn Provisioner> {
-    let (catalog, _, _) = catalog::select(&scenario.cloud.instance_types, &scenario.zones);
-    let pools = scenario
-        .node_pools
-        .iter()
-        .map(|p| {
-            crate::controller::convert::node_pool(p).expect("checked when the scenario was parsed")
-        })
-        .collect();
-    let daemonsets: Vec<Arc<PodSpecFacts>> = scenario
+    let (catalog, types, _) = catalog::select(&scenario.cloud.instance_types, &scenario.zones);
+    let daemonsets = scenario_daemonsets(scenario);
+    assemble::planner(
+        &setup(
+            scenario,
+            &catalog,
+            types,
+            &daemonsets,
+            ControllerConfig::default(),
+            0,
+        ),
+        registry,
+        ranker_label,
+    )
+    .expect("checked when the scenario was parsed")
+}
+
+/// The DaemonSets' pod templates of a scenario.
+fn scenario_daemonsets(scenario: &Scenario) -> Vec<Arc<PodSpecFacts>> {
+    scenario
         .workloads
         .iter()
         .filter(|w| w.kind == WorkloadKind::DaemonSet)
         .map(|w| facts_of(w).expect("checked when the scenario was parsed"))
-        .collect();
-    Box::new(CorePlanner::new(
-        registry,
-        ranker_label,
-        pools,
-        &daemonsets,
-        catalog.instance_types,
-    ))
+        .collect()
+}
+
+/// What the controller is assembled from, as the scenario declares it.
+fn setup<'a>(
+    scenario: &'a Scenario,
+    catalog: &'a crate::model::Catalog,
+    instance_types: Vec<InstanceTypeInfo>,
+    daemonsets: &'a [Arc<PodSpecFacts>],
+    config: ControllerConfig,
+    seed: u64,
+) -> assemble::Setup<'a> {
+    assemble::Setup {
+        config,
+        node_pools: &scenario.node_pools,
+        node_classes: &scenario.node_classes,
+        daemonsets,
+        catalog,
+        instance_types,
+        zones: scenario.zones.clone(),
+        seed,
+        start: scenario.start_ms(),
+    }
 }
 
 /// Builds the loop's view of a NodePool from its Karpenter v1 manifest.
-pub fn pool_spec(pool: &crate::api::NodePool) -> PoolSpec {
-    let spec = &pool.spec.template.spec;
-    PoolSpec {
-        name: pool.metadata.name.clone().unwrap_or_default(),
-        weight: pool.spec.weight.unwrap_or(0),
-        requirements: spec
-            .requirements
-            .iter()
-            .map(|r| NodeSelectorRequirement {
-                key: r.key.clone(),
-                operator: r.operator.as_str().to_string(),
-                values: Some(r.values.clone()),
-            })
-            .collect(),
-        labels: pool
-            .spec
-            .template
-            .metadata
-            .as_ref()
-            .map(|m| m.labels.clone())
-            .unwrap_or_default(),
-        taints: spec
-            .taints
-            .iter()
-            .filter_map(|t| {
-                // Effects were validated with the scenario; an unknown one cannot reach here.
-                Some(Taint::new(
-                    &t.key,
-                    t.value.as_deref(),
-                    crate::model::TaintEffect::parse(&t.effect)?,
-                ))
-            })
-            .collect(),
-        consolidation_policy: format!(
-            "{:?}",
-            pool.spec
-                .disruption
-                .clone()
-                .unwrap_or_default()
-                .consolidation_policy()
-        ),
-        consolidate_after_ms: pool
-            .spec
-            .disruption
-            .clone()
-            .unwrap_or_default()
-            .consolidate_after()
-            .ok()
-            .flatten()
-            .map(|d| d.as_millis() as Millis),
-        expire_after_ms: spec
-            .expire_after()
-            .ok()
-            .flatten()
-            .map(|d| d.as_millis() as Millis),
-        template: Arc::new(pool.spec.template.clone()),
-    }
-}
+pub use crate::controller::assemble::pool_spec;
 
 impl Replay {
     pub fn new(scenario: &Scenario, options: SimOptions) -> Replay {
@@ -238,7 +205,6 @@ impl Replay {
         let end = start + scenario.duration_ms();
         let (core_catalog, types, prices) =
             catalog::select(&scenario.cloud.instance_types, &scenario.zones);
-        let contract_catalog = crate::provisioning::ranking::contract_catalog(&core_catalog);
         let latency = scenario
             .cloud
             .launch_latency
@@ -318,24 +284,6 @@ impl Replay {
             .filter(|w| w.kind == WorkloadKind::DaemonSet)
             .map(|w| w.facts.clone())
             .collect();
-        let ds_for_overhead = daemonsets.clone();
-        let overhead = Box::new(move |pool: &PoolSpec, it: &InstanceTypeInfo| {
-            ds_for_overhead
-                .iter()
-                .filter(|ds| {
-                    crate::scheduling::fit::check_taints(&ds.compiled, &pool.taints).is_ok()
-                })
-                .filter(|ds| {
-                    crate::label_fit::labels_fit(&ds.spec, |k| {
-                        pool.label(it, "", CapacityType::OnDemand, k)
-                    })
-                    .is_ok()
-                })
-                .fold(ResourceList::default(), |mut acc, ds| {
-                    acc.add(ds.requests());
-                    acc
-                })
-        });
         let mut config = ControllerConfig::default();
         if let Some(v) = scenario
             .controller
@@ -353,33 +301,17 @@ impl Replay {
         {
             config.batch_max_ms = v;
         }
-        // Disruption (consolidation, drift, expiry) with the built-in consolidator and budgeter, unless
-        // the caller brings its own step (or `NoDisruption`).
-        let disruption = options.disruption.unwrap_or_else(|| {
-            Box::new(Disruptor::from_manifests(
-                &scenario.node_pools,
-                &scenario.node_classes,
-                start,
-            ))
-        });
-        let disruption_name = disruption.name();
-        let controller = Controller::new(
-            config,
-            scenario.node_pools.iter().map(pool_spec).collect(),
-            types,
-            contract_catalog,
-            seed,
-            scenario.zones.clone(),
-            overhead,
-            options.provisioner.unwrap_or_else(|| {
-                core_planner(
-                    scenario,
-                    Arc::new(crate::policy::PolicyRegistry::native()),
-                    crate::policy::defaults::NativeRanker::label(),
-                )
-            }),
-            disruption,
-        );
+        // Disruption (consolidation, drift, expiry) with the built-in consolidator and budgeter, and
+        // provisioning with the native default ranker, unless the caller brings its own steps.
+        let controller = assemble::controller(
+            &setup(scenario, &core_catalog, types, &daemonsets, config, seed),
+            Arc::new(crate::policy::PolicyRegistry::native()),
+            crate::policy::defaults::NativeRanker::label(),
+            options.provisioner,
+            options.disruption,
+        )
+        .expect("checked when the scenario was parsed");
+        let disruption_name = controller.disruption_name();
         let duration = end - start;
         let sample_every = scenario
             .controller

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::cloud::Offering;
-use crate::cluster::{ClusterState, NodeState};
+use crate::cluster::{ClusterState, NodeState, ResourceList};
 use crate::controller::provision::PlannedClaim;
 use crate::controller::{
     Action, DisruptionCommand, DisruptionInput, DisruptionStep, NoDisruption, Reason,
