@@ -22,7 +22,7 @@ use crate::cloud::CapacityType;
 use crate::cluster::registration::{model_taints, template_labels};
 use crate::cluster::{PodSpecFacts, ResourceList};
 use crate::model::Catalog;
-use crate::policy::registry::PolicyRegistry;
+use crate::policy::PolicyProvider;
 
 /// Everything a controller is built from.
 pub struct Setup<'a> {
@@ -46,7 +46,7 @@ pub struct Setup<'a> {
 /// `registry` and disruption runs the built-in consolidator and budgeter.
 pub fn controller(
     setup: &Setup<'_>,
-    registry: Arc<PolicyRegistry>,
+    registry: Arc<dyn PolicyProvider>,
     ranker_label: String,
     provisioner: Option<Box<dyn Provisioner>>,
     disruption: Option<Box<dyn DisruptionStep>>,
@@ -78,7 +78,7 @@ pub fn controller(
 /// The provisioning core over the setup's NodePools, each ranking with its ranker from `registry`.
 pub fn planner(
     setup: &Setup<'_>,
-    registry: Arc<PolicyRegistry>,
+    registry: Arc<dyn PolicyProvider>,
     ranker_label: String,
 ) -> Result<Box<dyn Provisioner>, PoolError> {
     let pools = setup

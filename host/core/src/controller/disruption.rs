@@ -27,8 +27,8 @@ use crate::disruption::{
     NodeView, PdbView, PoolSettings, RegistryPolicies, SamePolicies, VALIDATION_DELAY_MS, decide,
 };
 use crate::model::ConsolidationPolicy;
-use crate::policy::defaults::{NativeBudgeter, NativeConsolidator};
-use crate::policy::{Budgeter, Consolidator, PolicyRegistry};
+use crate::policy::native::{NativeBudgeter, NativeConsolidator};
+use crate::policy::{Budgeter, Consolidator, NativePolicies};
 
 /// Simulator-only annotation on an EC2NodeClass: image releases during a scenario, as
 /// `OFFSET=ALIAS[,OFFSET=ALIAS...]` (offsets from the scenario start, e.g. `20m=al2023@v20260201`). From
@@ -219,7 +219,7 @@ impl Disruptor {
             );
         }
         Disruptor {
-            policies: Box::new(RegistryPolicies::new(Arc::new(PolicyRegistry::native()))),
+            policies: Box::new(RegistryPolicies::new(Arc::new(NativePolicies))),
             pools: configs,
             stamps: BTreeMap::new(),
             pod_changes: BTreeMap::new(),

@@ -13,7 +13,7 @@ use super::provision::{PlannedClaim, ProvisionInput, ProvisionPlan, Provisioner}
 use crate::cloud::Offering;
 use crate::cluster::{PodKey, PodSpecFacts};
 use crate::model::{self, Catalog, Snapshot};
-use crate::policy::registry::PolicyRegistry;
+use crate::policy::PolicyProvider;
 use crate::provisioning::{self, BindingTarget, RegistryRankers};
 
 pub struct CorePlanner {
@@ -34,7 +34,7 @@ impl CorePlanner {
     /// `registry` gives each NodePool its ranker (`registry.ranker(pool)`); `ranker_label` names the
     /// ranker(s) in reports.
     pub fn new(
-        registry: Arc<PolicyRegistry>,
+        registry: Arc<dyn PolicyProvider>,
         ranker_label: String,
         pools: Vec<model::NodePool>,
         daemonsets: &[Arc<PodSpecFacts>],

@@ -11,7 +11,7 @@ use super::*;
 use crate::api::nodepool::DisruptionReason as ApiReason;
 use crate::cloud::CapacityType;
 use crate::cluster::{OwnerKind, PodSpecFacts, ResourceList, capacity, facts_from_yaml};
-use crate::policy::defaults::{NativeBudgeter, NativeConsolidator};
+use crate::policy::native::{NativeBudgeter, NativeConsolidator};
 
 const GIB: i64 = 1 << 30;
 
