@@ -150,6 +150,9 @@ pub struct NodeState {
     pub price: f64,
     /// Shared: snapshots clone nodes often.
     pub labels: Arc<BTreeMap<String, String>>,
+    /// The Node's annotations (its NodeClaim's, from the NodePool template, synced at registration as
+    /// Karpenter does): `karpenter.sh/do-not-disrupt` here blocks voluntary disruption of the node.
+    pub annotations: Arc<BTreeMap<String, String>>,
     pub taints: Vec<Taint>,
     pub allocatable: ResourceList,
     /// Sum of the requests of the pods bound here.
@@ -164,6 +167,14 @@ pub struct NodeState {
 }
 
 impl NodeState {
+    /// `karpenter.sh/do-not-disrupt: "true"` on the node: no voluntary disruption (consolidation,
+    /// drift) picks it; expiry and interruptions still do.
+    pub fn do_not_disrupt(&self) -> bool {
+        self.annotations
+            .get(crate::model::labels::DO_NOT_DISRUPT)
+            .is_some_and(|v| v == "true")
+    }
+
     pub fn free(&self) -> ResourceList {
         self.allocatable.minus(&self.requested)
     }

@@ -89,6 +89,14 @@ pub fn registered_node(
         capacity_type: offering.capacity_type,
         price: offering.price,
         labels: std::sync::Arc::new(labels),
+        annotations: std::sync::Arc::new(
+            record
+                .template
+                .metadata
+                .as_ref()
+                .map(|m| m.annotations.clone())
+                .unwrap_or_default(),
+        ),
         taints: model_taints(&record.template.spec.taints),
         allocatable: instance_type.allocatable.clone(),
         requested: ResourceList::default(),

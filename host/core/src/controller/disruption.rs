@@ -23,8 +23,8 @@ use crate::disruption::decide::revalidate;
 use crate::disruption::moves::base_room;
 use crate::disruption::room::{Launchable, launchables};
 use crate::disruption::{
-    ClusterView, Command, DO_NOT_DISRUPT, DisruptionPolicies, DriftStamp, Method, MoveExplanation,
-    NodeView, PdbView, PoolSettings, RegistryPolicies, SamePolicies, VALIDATION_DELAY_MS, decide,
+    ClusterView, Command, DisruptionPolicies, DriftStamp, Method, MoveExplanation, NodeView,
+    PdbView, PoolSettings, RegistryPolicies, SamePolicies, VALIDATION_DELAY_MS, decide,
 };
 use crate::model::ConsolidationPolicy;
 use crate::policy::native::{NativeBudgeter, NativeConsolidator};
@@ -302,7 +302,7 @@ impl Disruptor {
             n.pods.hash(&mut h);
             n.requested.hash(&mut h);
             (n.ready, n.cordoned, n.deleting).hash(&mut h);
-            n.labels.get(DO_NOT_DISRUPT).hash(&mut h);
+            n.do_not_disrupt().hash(&mut h);
         }
         input.disrupting.hash(&mut h);
         input.in_flight_claims.hash(&mut h);
@@ -414,7 +414,7 @@ impl Disruptor {
                 node: node.clone(),
                 pods,
                 stamp,
-                do_not_disrupt: node.labels.get(DO_NOT_DISRUPT).is_some_and(|v| v == "true"),
+                do_not_disrupt: node.do_not_disrupt(),
                 last_pod_change,
                 expiring_since: self.expiring.get(&name).copied(),
             });

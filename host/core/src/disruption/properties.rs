@@ -98,6 +98,7 @@ fn view(nodes: Vec<NodeGen>, budget: &str, pdb_allowed: i64, disrupting: usize) 
             },
             price: it.on_demand_price * if spot { 0.4 } else { 1.0 },
             labels: BTreeMap::new().into(),
+            annotations: Default::default(),
             taints: vec![],
             allocatable: it.allocatable.clone(),
             requested,

@@ -575,6 +575,7 @@ mod tests {
                 (labels::HOSTNAME.to_string(), name.to_string()),
                 (labels::ZONE.to_string(), zone.to_string()),
             ])),
+            annotations: Default::default(),
             taints: vec![],
             allocatable: capacity(4000, 16 * GIB, 110),
             requested: ResourceList::default(),

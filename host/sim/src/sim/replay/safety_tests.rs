@@ -244,6 +244,7 @@ fn garbage_collection_never_touches_a_node_kestrel_does_not_own() {
         capacity_type: CapacityType::OnDemand,
         price: 0.096,
         labels: Arc::new(labels),
+        annotations: Default::default(),
         taints: Vec::new(),
         allocatable: ResourceList::default(),
         requested: ResourceList::default(),
