@@ -9,9 +9,7 @@
 
 use super::command::backoff_ms;
 use super::provision::PlannedClaim;
-use super::{
-    Action, ClaimPhase, ClaimState, Command, Controller, MAX_LAUNCH_ATTEMPTS, Reason, convert,
-};
+use super::{Action, ClaimPhase, ClaimState, Command, Controller, MAX_LAUNCH_ATTEMPTS, Reason};
 use crate::clock::Millis;
 use crate::cloud::{CloudError, LaunchRequest, Launched};
 use crate::cluster::{ClaimRecord, ClusterError, ClusterState, DrainRecord};
@@ -253,7 +251,7 @@ impl Controller {
                     c.launched = Some(crate::model::Launched {
                         instance_type: o.instance_type.clone(),
                         zone: o.zone.clone(),
-                        capacity_type: convert::capacity_type(o.capacity_type),
+                        capacity_type: o.capacity_type,
                         price: o.price,
                         provider_id: format!("aws:///{}/{}", o.zone, result.instance.id),
                     });

@@ -105,7 +105,7 @@ impl CorePlanner {
                 Some(model::Offering {
                     instance_type: *index.get(o.instance_type.as_str())?,
                     zone: o.zone.clone(),
-                    capacity_type: convert::capacity_type(o.capacity_type),
+                    capacity_type: o.capacity_type,
                     price: o.price,
                     available: true,
                     interruption: if o.capacity_type == crate::cloud::CapacityType::Spot {
@@ -175,7 +175,7 @@ impl Provisioner for CorePlanner {
                 .map(|o| Offering {
                     instance_type: o.instance_type.clone(),
                     zone: o.zone.clone(),
-                    capacity_type: convert::from_model_capacity_type(o.capacity_type),
+                    capacity_type: o.capacity_type,
                     price: o.price,
                 })
                 .collect();
