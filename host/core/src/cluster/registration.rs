@@ -60,6 +60,21 @@ pub fn model_taints(taints: &[k8s_openapi::api::core::v1::Taint]) -> Vec<Taint> 
         .collect()
 }
 
+/// The annotations a claim's Node carries: its template's, and the template's hash
+/// (`karpenter.sh/nodepool-hash`, what drift compares with the pool's template now).
+pub fn node_annotations(template: &NodeClaimTemplate) -> BTreeMap<String, String> {
+    let mut annotations = template
+        .metadata
+        .as_ref()
+        .map(|m| m.annotations.clone())
+        .unwrap_or_default();
+    annotations.insert(
+        crate::disruption::drift::NODEPOOL_HASH_ANNOTATION.into(),
+        crate::disruption::drift::node_pool_hash(template),
+    );
+    annotations
+}
+
 /// The Node the claim's instance registers as, named `name` (the kubelet's hostname), ready. Its
 /// startup taints are taken as already removed (the agent that removes them is the cluster's, not
 /// Kestrel's; the kube adapter waits for it, the simulator does not model it).
@@ -89,14 +104,7 @@ pub fn registered_node(
         capacity_type: offering.capacity_type,
         price: offering.price,
         labels: std::sync::Arc::new(labels),
-        annotations: std::sync::Arc::new(
-            record
-                .template
-                .metadata
-                .as_ref()
-                .map(|m| m.annotations.clone())
-                .unwrap_or_default(),
-        ),
+        annotations: std::sync::Arc::new(node_annotations(&record.template)),
         taints: model_taints(&record.template.spec.taints),
         allocatable: instance_type.allocatable.clone(),
         requested: ResourceList::default(),
@@ -105,5 +113,57 @@ pub fn registered_node(
         ready: true,
         cordoned: false,
         deleting: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disruption::DriftStamp;
+    use crate::disruption::drift::NODEPOOL_HASH_ANNOTATION;
+
+    fn pool(yaml_taints: &str) -> crate::api::NodePool {
+        serde_yaml_ng::from_str(&format!(
+            r#"
+apiVersion: karpenter.sh/v1
+kind: NodePool
+metadata: {{name: default}}
+spec:
+  template:
+    metadata:
+      labels: {{team: checkout}}
+      annotations: {{example.com/owner: checkout}}
+    spec:
+      nodeClassRef: {{group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}}
+      taints: {yaml_taints}
+"#
+        ))
+        .expect("pool parses")
+    }
+
+    #[test]
+    fn a_node_carries_its_templates_annotations_and_hash_and_drifts_when_the_pool_changes() {
+        let v1 = pool("[]");
+        let annotations = node_annotations(&v1.spec.template);
+        assert_eq!(
+            annotations.get("example.com/owner").map(String::as_str),
+            Some("checkout")
+        );
+        // What the pool resolves to now, after a restart that forgot everything: the node's own
+        // annotation says it was made from v1, so a v2 pool sees it drifted.
+        let v2 = pool("[{key: dedicated, value: checkout, effect: NoSchedule}]");
+        let stamp = DriftStamp::of_node(DriftStamp::resolve(&v2, None), &annotations);
+        assert_eq!(
+            stamp.node_pool_hash,
+            DriftStamp::resolve(&v1, None).node_pool_hash
+        );
+        assert_ne!(
+            stamp.node_pool_hash,
+            DriftStamp::resolve(&v2, None).node_pool_hash
+        );
+        // A node without the annotation (registered by someone else) keeps the pool's stamp.
+        let bare = DriftStamp::of_node(DriftStamp::resolve(&v2, None), &BTreeMap::new());
+        assert_eq!(bare, DriftStamp::resolve(&v2, None));
+        assert!(annotations.contains_key(NODEPOOL_HASH_ANNOTATION));
     }
 }

@@ -395,10 +395,12 @@ impl Disruptor {
                 .stamps
                 .entry(name.clone())
                 .or_insert_with(|| {
-                    self.pools
+                    let launched_with = self
+                        .pools
                         .get(&node.node_pool)
                         .map(|c| c.stamp_at(node.created_at).for_new_node())
-                        .unwrap_or_default()
+                        .unwrap_or_default();
+                    DriftStamp::of_node(launched_with, &node.annotations)
                 })
                 .clone();
             let signature = (node.pods, node.requested.clone());
