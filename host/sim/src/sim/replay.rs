@@ -21,7 +21,7 @@ use crate::controller::disruption::Disruptor;
 use crate::controller::planner::CorePlanner;
 use crate::controller::provision::Provisioner;
 use crate::controller::{Controller, ControllerConfig, DisruptionStep, InstanceTypeInfo, PoolSpec};
-use crate::interruption::{Notice, NoticeKind};
+use crate::interruption::{Notice, NoticeKind, StateChange};
 
 /// Which core implementations the replay runs (defaults: the built-in ones).
 #[derive(Default)]
@@ -101,6 +101,8 @@ pub struct SimOutcome {
     pub samples: Vec<Sample>,
     pub pods_created: u64,
     pub interruption_warnings: u64,
+    /// Each spot interruption: warning, replacement ready, pods left at the reclaim.
+    pub interruption_traces: Vec<InterruptionTrace>,
     pub launch_latency_max_ms: Millis,
     pub batch_max_ms: Millis,
     pub peak_nodes: usize,
@@ -127,6 +129,7 @@ pub struct Replay {
     scheduled_wake: Option<Millis>,
     pods_created: u64,
     interruption_warnings: u64,
+    interruption_tracker: interruptions::Tracker,
     launch_latency_max_ms: Millis,
     batch_max_ms: Millis,
     seed: u64,
@@ -227,6 +230,11 @@ pub fn pool_spec(pool: &crate::api::NodePool) -> PoolSpec {
             .ok()
             .flatten()
             .map(|d| d.as_millis() as Millis),
+        replace_on_rebalance: pool
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(crate::interruption::replaces_on_rebalance),
     }
 }
 
@@ -408,6 +416,7 @@ impl Replay {
             scheduled_wake: None,
             pods_created: 0,
             interruption_warnings: 0,
+            interruption_tracker: interruptions::Tracker::default(),
             launch_latency_max_ms: latency.max_ms,
             batch_max_ms: config.batch_max_ms,
             seed,
@@ -521,6 +530,7 @@ impl Replay {
             samples: self.samples,
             pods_created: self.pods_created,
             interruption_warnings: self.interruption_warnings,
+            interruption_traces: self.interruption_tracker.into_traces(),
             launch_latency_max_ms: self.launch_latency_max_ms,
             batch_max_ms: self.batch_max_ms,
             peak_nodes: self.peak_nodes,
@@ -639,6 +649,7 @@ impl Replay {
                     return; // Claim forgotten; garbage collection terminates the instance.
                 };
                 let name = node.name.clone();
+                self.interruption_tracker.registered(&node.claim, now);
                 self.controller.observe_node_registered(now, &node);
                 let labels = node.labels.clone();
                 let taints = node.taints.clone();
@@ -656,6 +667,7 @@ impl Replay {
                 self.controller.notify(Notice {
                     instance_id,
                     kind: NoticeKind::RebalanceRecommendation,
+                    ack: None,
                 });
             }
             CloudEvent::SpotInterruptionWarning {
@@ -663,12 +675,18 @@ impl Replay {
                 terminate_at,
             } => {
                 self.interruption_warnings += 1;
+                self.interruption_tracker
+                    .warned(&self.cluster, &instance_id, now, terminate_at);
                 self.controller.notify(Notice {
                     instance_id,
                     kind: NoticeKind::SpotInterruptionWarning { terminate_at },
+                    ack: None,
                 });
             }
             CloudEvent::Terminated { instance_id } => {
+                // Before the controller hears of it: the pods still on the node die with it.
+                self.interruption_tracker
+                    .terminated(&self.cluster, &instance_id, now);
                 let reclaimed = self.cloud.reclaim(&instance_id, now);
                 let has_node = self
                     .cluster
@@ -677,7 +695,10 @@ impl Replay {
                 if reclaimed || has_node {
                     self.controller.notify(Notice {
                         instance_id,
-                        kind: NoticeKind::Stopped,
+                        kind: NoticeKind::StateChange {
+                            state: StateChange::Terminated,
+                        },
+                        ack: None,
                     });
                 }
             }
@@ -741,6 +762,9 @@ impl Replay {
         let mut wake = None;
         for _ in 0..MAX_ROUNDS_PER_INSTANT {
             let tick = self.controller.tick(now, &self.cluster);
+            // Right after the tick that handled a warning: the drain and its replacements exist
+            // (an inline drain with nothing to wait for may be over before the instant settles).
+            self.interruption_tracker.observe(&self.controller, now);
             wake = tick.wake;
             if tick.commands.is_empty() {
                 break;
@@ -852,5 +876,10 @@ pub fn simulate(
     Replay::new(scenario, options).run(progress)
 }
 
+mod interruptions;
+pub use interruptions::InterruptionTrace;
+
+#[cfg(test)]
+mod interruption_tests;
 #[cfg(test)]
 mod safety_tests;
