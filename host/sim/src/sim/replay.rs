@@ -675,8 +675,17 @@ impl Replay {
                 terminate_at,
             } => {
                 self.interruption_warnings += 1;
-                self.interruption_tracker
-                    .warned(&self.cluster, &instance_id, now, terminate_at);
+                let terminated = self
+                    .cloud
+                    .instance(&instance_id)
+                    .is_some_and(|i| i.state == InstanceState::Terminated);
+                self.interruption_tracker.warned(
+                    &self.cluster,
+                    &instance_id,
+                    terminated,
+                    now,
+                    terminate_at,
+                );
                 self.controller.notify(Notice {
                     instance_id,
                     kind: NoticeKind::SpotInterruptionWarning { terminate_at },

@@ -121,8 +121,11 @@ pub struct Interruptions {
 #[serde(rename_all = "camelCase")]
 pub struct InterruptionEvent {
     pub instance_id: String,
-    /// None: the instance was warned before its node registered.
+    /// None: the instance was warned before its node registered (or after Kestrel replaced it).
     pub node: Option<String>,
+    /// Kestrel had replaced the node and terminated the instance before the warning came (a
+    /// rebalance recommendation, NodePool opt-in).
+    pub replaced_before_warning: bool,
     pub warned_at: f64,
     pub reclaim_at: f64,
     /// Claims launched for the node's pods.
@@ -336,9 +339,11 @@ impl Report {
                 "  spot interruptions (s since start): warned  replacement ready  reclaimed  pods left"
             );
             for e in &self.interruptions.events {
-                let ready = e
-                    .replacement_ready_at
-                    .map_or("never".to_string(), |r| format!("{r:.1}"));
+                let ready = match e.replacement_ready_at {
+                    Some(r) => format!("{r:.1}"),
+                    None if e.replaced_before_warning => "before warning".to_string(),
+                    None => "never".to_string(),
+                };
                 let pods = e.pods_at_reclaim.map_or("-".to_string(), |p| p.to_string());
                 let _ = writeln!(
                     s,
@@ -504,6 +509,7 @@ fn interruptions(o: &SimOutcome) -> Interruptions {
         .map(|t| InterruptionEvent {
             instance_id: t.instance_id.clone(),
             node: t.node.clone(),
+            replaced_before_warning: t.replaced_before_warning,
             warned_at: secs(t.warned_at),
             reclaim_at: secs(t.reclaim_at),
             replacements: t.replacements.as_ref().map_or(0, Vec::len),
@@ -521,7 +527,10 @@ fn interruptions(o: &SimOutcome) -> Interruptions {
         replaced_in_time: o
             .interruption_traces
             .iter()
-            .filter(|t| t.replacement_ready_at.is_some_and(|r| r <= t.reclaim_at))
+            .filter(|t| {
+                t.replaced_before_warning
+                    || t.replacement_ready_at.is_some_and(|r| r <= t.reclaim_at)
+            })
             .count() as u64,
         pods_on_reclaimed_nodes: events.iter().filter_map(|e| e.pods_at_reclaim).sum(),
         events,

@@ -17,8 +17,11 @@ use crate::controller::Controller;
 #[serde(rename_all = "camelCase")]
 pub struct InterruptionTrace {
     pub instance_id: String,
-    /// The node at the warning (None: the instance had not registered yet).
+    /// The node at the warning (None: the instance had not registered yet, or was gone already).
     pub node: Option<String>,
+    /// Kestrel had replaced and terminated the instance before the warning (a rebalance
+    /// recommendation's proactive replacement).
+    pub replaced_before_warning: bool,
     pub warned_at: Millis,
     /// When the instance is reclaimed.
     pub reclaim_at: Millis,
@@ -45,10 +48,12 @@ pub struct Tracker {
 }
 
 impl Tracker {
+    /// A spot warning for `instance_id`; `terminated` if the instance was terminated already.
     pub fn warned(
         &mut self,
         cluster: &SimCluster,
         instance_id: &str,
+        terminated: bool,
         now: Millis,
         reclaim_at: Millis,
     ) {
@@ -67,6 +72,7 @@ impl Tracker {
         self.traces.push(InterruptionTrace {
             instance_id: instance_id.to_string(),
             node,
+            replaced_before_warning: terminated,
             warned_at: now,
             reclaim_at,
             replacements: None,
