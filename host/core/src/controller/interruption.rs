@@ -70,6 +70,9 @@ pub(super) struct Interruptions {
     ready: Vec<NoticeAck>,
     /// Instances whose rebalance recommendation was counted (a repeat is a duplicate).
     rebalanced: BTreeSet<String>,
+    /// Owned instances a notice acted on, and when: a notice that finds one of them gone later is a
+    /// late or repeated delivery, not a stranger's (kept [`REMEMBER_MS`]).
+    acted_on: HashMap<String, Millis>,
     /// Nodes whose drain began while handling this tick's notices: their pods are planned together
     /// once every one of them is cordoned, so no node's pods are planned onto another going away.
     replacing: Vec<String>,
@@ -77,6 +80,10 @@ pub(super) struct Interruptions {
 
 /// A drain that is never due by time: it waits for its replacements.
 const NO_DEADLINE: Millis = Millis::MAX / 4;
+
+/// How long an instance a notice acted on is remembered (well past SQS's redelivery of an
+/// unacknowledged message and EventBridge's duplicate deliveries).
+const REMEMBER_MS: Millis = 3_600_000;
 
 impl Controller {
     /// Notices whose action is durably started, or that needed none: their queue messages may be
@@ -105,6 +112,9 @@ impl Controller {
         self.interruptions
             .rebalanced
             .retain(|id| known.contains_key(id));
+        self.interruptions
+            .acted_on
+            .retain(|_, at| now - *at < REMEMBER_MS);
     }
 
     fn handle_notice(
@@ -129,6 +139,16 @@ impl Controller {
                     .find(|c| c.instance_id.as_deref() == Some(notice.instance_id.as_str()))
                     .and_then(|c| c.offering.clone())
             });
+        let owned = node.is_some()
+            || self
+                .claims
+                .values()
+                .any(|c| c.instance_id.as_deref() == Some(notice.instance_id.as_str()));
+        if owned {
+            self.interruptions
+                .acted_on
+                .insert(notice.instance_id.clone(), now);
+        }
         match interruption::respond(notice, now) {
             Response::Rebalance { avoid_until } => {
                 self.rebalance(now, node, offering, avoid_until, notice)
@@ -349,16 +369,18 @@ impl Controller {
     }
 
     fn not_ours(&mut self, notice: &Notice) {
-        // An instance Kestrel terminated itself is still its own (a late or repeated notice).
-        let outcome = if self.terminating.contains_key(&notice.instance_id) {
-            NoticeOutcome::Duplicate
-        } else {
-            tracing::info!(
-                instance_id = %notice.instance_id,
-                "notice for an instance Kestrel does not own; dropped"
-            );
-            NoticeOutcome::NotOwned
-        };
+        // An instance Kestrel acted on or terminated is still its own (a late or repeated notice).
+        let id = &notice.instance_id;
+        let outcome =
+            if self.terminating.contains_key(id) || self.interruptions.acted_on.contains_key(id) {
+                NoticeOutcome::Duplicate
+            } else {
+                tracing::info!(
+                    instance_id = %notice.instance_id,
+                    "notice for an instance Kestrel does not own; dropped"
+                );
+                NoticeOutcome::NotOwned
+            };
         self.ack_now(notice, outcome);
     }
 

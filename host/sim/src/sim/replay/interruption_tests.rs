@@ -515,3 +515,95 @@ fn a_restart_before_the_acknowledgement_redelivers_into_the_same_drain() {
     assert!(replay.cluster.node(&node.name).is_none(), "drained in time");
     assert_eq!(replay.cluster.pending_count(), 0);
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Notice kind `k` for an instance, as received at `now`.
+    fn kind(k: u8, now: Millis) -> NoticeKind {
+        let state = |state| NoticeKind::StateChange { state };
+        match k % 8 {
+            0 => NoticeKind::SpotInterruptionWarning {
+                terminate_at: now + 120_000,
+            },
+            1 => NoticeKind::RebalanceRecommendation,
+            2 => NoticeKind::ScheduledChange { at: now + 600_000 },
+            3 => NoticeKind::CapacityReservationInterruption {
+                terminate_at: now + 120_000,
+            },
+            4 => state(StateChange::Stopping),
+            5 => state(StateChange::Stopped),
+            6 => state(StateChange::ShuttingDown),
+            _ => state(StateChange::Terminated),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Any mix of notices, repeated, for Kestrel's nodes and for instances it does not own, in
+        /// any order: every queued notice is acknowledged exactly once, foreign ones as not owned and
+        /// without any action, and the fleet ends with every pod placed and no instance leaked.
+        #[test]
+        fn any_notices_are_acknowledged_once_and_lose_nothing(
+            notices in prop::collection::vec((0usize..5, 0u8..8, 0u32..3, 0i64..20), 1..10),
+        ) {
+            let s = scenario(8, "", "", "");
+            let mut replay = settled(&s);
+            let nodes: Vec<String> = replay
+                .cluster
+                .nodes_iter()
+                .map(|n| n.instance_id.clone())
+                .collect();
+            let mut sent = Vec::new();
+            let mut foreign = Vec::new();
+            for (i, (target, k, repeats, gap_s)) in notices.into_iter().enumerate() {
+                let now = replay.now() + gap_s * 1_000;
+                let instance = match nodes.get(target) {
+                    Some(id) => id.clone(),
+                    None => format!("i-f{i:016x}"),
+                };
+                let batch: Vec<Notice> = (0..=repeats)
+                    .map(|r| notice(&instance, kind(k, now), &format!("m-{i}-{r}")))
+                    .collect();
+                if !nodes.contains(&instance) {
+                    foreign.extend(batch.iter().map(|n| n.ack.clone().unwrap()));
+                }
+                sent.extend(batch.iter().map(|n| n.ack.clone().unwrap()));
+                replay.advance(now, &mut |_| {});
+                let log = replay.controller.log.len();
+                deliver(&mut replay, batch, now);
+                if !nodes.contains(&instance) {
+                    prop_assert_eq!(replay.controller.log.len(), log, "a foreign notice acted");
+                }
+            }
+            replay.advance(replay.end, &mut |_| {});
+            let acks = replay.controller.take_acks();
+            let mut tokens: Vec<String> = acks.iter().map(|a| a.token.clone()).collect();
+            tokens.sort();
+            sent.sort();
+            prop_assert_eq!(&tokens, &sent, "each notice acknowledged exactly once");
+            for a in &acks {
+                prop_assert_eq!(
+                    a.outcome == NoticeOutcome::NotOwned,
+                    foreign.contains(&a.token),
+                    "{:?}", a
+                );
+            }
+            prop_assert_eq!(replay.cluster.pending_count(), 0, "a pod was left pending");
+            let live = replay
+                .cloud
+                .records()
+                .iter()
+                .filter(|r| r.instance.state != InstanceState::Terminated)
+                .count();
+            prop_assert_eq!(
+                live,
+                replay.cluster.node_count() + replay.controller.in_flight(),
+                "an instance outlived its node"
+            );
+        }
+    }
+}
