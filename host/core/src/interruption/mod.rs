@@ -5,6 +5,7 @@
 //! [`Response`]; the controller carries responses out (`controller::interruption`), the same code
 //! in both.
 
+pub mod inbox;
 pub mod message;
 
 use std::collections::BTreeMap;
