@@ -874,6 +874,24 @@ impl Replay {
     pub fn now(&self) -> Millis {
         self.clock.now()
     }
+
+    /// Hands a notice to the controller now (as a queue consumer would) and lets the instant settle:
+    /// what the controller decided is carried out before this returns.
+    pub fn notify_now(&mut self, notice: Notice) {
+        let now = self.now();
+        self.controller.notify(notice);
+        self.queue.push(now, SimEvent::Wake);
+        self.advance(now, &mut |_| {});
+    }
+
+    /// The controller as it is now (its decision log, counters, acknowledgements are read here).
+    pub fn controller(&self) -> &Controller {
+        &self.controller
+    }
+
+    pub fn cluster(&self) -> &SimCluster {
+        &self.cluster
+    }
 }
 
 /// Replays a scenario with the given options.
