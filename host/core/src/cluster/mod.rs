@@ -258,6 +258,19 @@ pub struct DrainRecord {
     pub detail: String,
 }
 
+/// The taint key a node being disrupted (drained for an interruption, consolidation, drift,
+/// expiry) carries, as Karpenter v1 writes it.
+pub const DISRUPTED_TAINT_KEY: &str = "karpenter.sh/disrupted";
+
+/// `karpenter.sh/disrupted:NoSchedule`, added by [`ClusterWriter::cordon`].
+pub fn disrupted_taint() -> Taint {
+    Taint::new(
+        DISRUPTED_TAINT_KEY,
+        None,
+        crate::model::TaintEffect::NoSchedule,
+    )
+}
+
 /// The cluster as the controller reads it: one consistent picture per tick (reflector stores in
 /// production, the simulated cluster in the simulator). The controller never writes through it; it
 /// emits commands that an executor carries out with [`ClusterWriter`].
@@ -297,9 +310,10 @@ pub trait ClusterWriter {
     /// Records that the provisioner expects `pod` to land on the NodeClaim `claim` (an Event in
     /// production; a binding hint for the simulator's scheduler).
     fn nominate(&mut self, pod: &str, claim: &str) -> Result<(), ClusterError>;
-    /// Marks the node unschedulable.
+    /// Taints the node [`disrupted_taint`] and marks it unschedulable (Karpenter v1's disruption
+    /// taint, so pods that tolerate cordons do not land on a node about to go).
     fn cordon(&mut self, node: &str) -> Result<(), ClusterError>;
-    /// Makes the node schedulable again (an aborted disruption).
+    /// Makes the node schedulable again and removes [`disrupted_taint`] (an aborted disruption).
     fn uncordon(&mut self, node: &str) -> Result<(), ClusterError>;
     /// Evicts a pod through the Eviction API (PDBs apply unless `force`); its controller recreates it.
     fn evict(&mut self, pod: &str, force: bool, now: Millis) -> Result<(), ClusterError>;

@@ -145,6 +145,11 @@ pub fn pool_spec(pool: &NodePool) -> PoolSpec {
             .ok()
             .flatten()
             .map(|d| d.as_millis() as Millis),
+        replace_on_rebalance: pool
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(crate::interruption::replaces_on_rebalance),
         template: Arc::new(pool.spec.template.clone()),
     }
 }

@@ -4,7 +4,8 @@
 //! and returns [`Command`]s; it never calls the cluster or the cloud. Their answers come back through
 //! [`Controller::complete`] whenever they arrive (at once in the simulator's inline mode, seconds later
 //! in its deferred mode and in production), and are applied then:
-//! 1. interruption notices -> cordon, pre-spin replacement capacity, drain, terminate ([`drain`]);
+//! 1. interruption notices -> taint and cordon, pre-spin replacement capacity, drain, terminate
+//!    ([`interruption`]);
 //! 2. drains in progress -> evict when the replacement is ready (or at the deadline), each refused
 //!    eviction backed off per pod, then terminate ([`drain`]);
 //! 3. provisioning -> batch new pending pods (1 s idle / 10 s max), plan, write the claim, launch,
@@ -22,6 +23,7 @@ pub mod convert;
 pub mod disruption;
 mod drain;
 mod gc;
+mod interruption;
 mod launch;
 mod offerings;
 pub mod planner;
@@ -38,6 +40,7 @@ use crate::cluster::{ClaimRecord, ClusterState, NodeState, PodKey, PodState, Res
 use crate::interruption::Notice;
 use batch::Batcher;
 pub use command::{Command, Completion, Outcome};
+pub use interruption::{NoticeAck, NoticeOutcome};
 use provision::{PlannedClaim, ProvisionInput, Provisioner};
 
 /// An instance type as the controller sizes nodes with it.
@@ -65,6 +68,9 @@ pub struct PoolSpec {
     pub expire_after_ms: Option<Millis>,
     /// The pool's `spec.template` as written: every claim of the pool carries it (shared).
     pub template: Arc<crate::api::NodeClaimTemplate>,
+    /// Replace a node proactively on a rebalance recommendation (the NodePool's
+    /// `kestrel.dev/rebalance-replacement: "true"` annotation).
+    pub replace_on_rebalance: bool,
 }
 
 pub const NODEPOOL_LABEL: &str = "karpenter.sh/nodepool";
@@ -117,6 +123,8 @@ pub enum Reason {
     Provisioning,
     SpotInterruption,
     ScheduledChange,
+    /// An interruptible capacity reservation takes its instance back.
+    CapacityReservationInterruption,
     Rebalance,
     Empty,
     Underutilized,
@@ -327,6 +335,12 @@ pub struct ControllerStats {
     pub insufficient_capacity_fallthroughs: u64,
     pub interruptions_handled: u64,
     pub rebalance_recommendations: u64,
+    /// Nodes replaced proactively on a rebalance recommendation (NodePool opt-in).
+    pub rebalance_replacements: u64,
+    /// Notices for something already handled (a queue's duplicate delivery).
+    pub notices_duplicate: u64,
+    /// Notices for instances Kestrel does not own (dropped).
+    pub notices_not_owned: u64,
     pub policy_fallbacks: Vec<String>,
     pub orphans_collected: u64,
     /// Evictions refused (a PDB's 429, or the API server) and backed off.
@@ -400,6 +414,8 @@ pub struct Controller {
     /// Bumped whenever `unavailable` gains or loses an entry.
     unavailable_revision: u64,
     notices: Vec<Notice>,
+    /// Notices' acknowledgements: waiting for their action to be durable, or ready.
+    interruptions: interruption::Interruptions,
     offerings: Vec<Offering>,
     /// When the spot price list was last read (the read's issue time), what it said, and a
     /// revision bumped when it changed (0: never read, nothing is decided yet).
@@ -488,6 +504,7 @@ impl Controller {
             unavailable: BTreeMap::new(),
             unavailable_revision: 0,
             notices: Vec::new(),
+            interruptions: interruption::Interruptions::default(),
             offerings: Vec::new(),
             prices_read_at: None,
             prices_in_flight: false,
@@ -613,7 +630,11 @@ impl Controller {
                 tracing::warn!(%node, %err, "node delete failed; garbage collection retries it");
             }
             (Command::WriteClaim(record), Outcome::Cluster(result)) => {
+                self.record_answered(&record.name, record.drain.is_some(), result.is_ok());
                 self.claim_written(now, &record.name, result)
+            }
+            (Command::DeleteClaim { name }, Outcome::Cluster(result)) => {
+                self.record_answered(&name, true, result.is_ok())
             }
             (Command::Nominate { .. }, Outcome::Cluster(_)) => {}
             (_, Outcome::Cluster(Ok(()))) => {}
@@ -641,6 +662,7 @@ impl Controller {
                 .filter(|r| !r.in_flight)
                 .map(|r| r.next_at),
         )
+        .chain(self.interruption_wake())
         .min();
         for (node, d) in &self.draining {
             let at = if self.replacements_ready(d) || now >= d.drain_by {

@@ -503,6 +503,11 @@ impl SimCluster {
             .map(Arc::make_mut)
             .ok_or_else(|| ClusterError::NodeNotFound(node.to_string()))?;
         n.cordoned = cordoned;
+        let taint = crate::cluster::disrupted_taint();
+        n.taints.retain(|t| t.key != taint.key);
+        if cordoned {
+            n.taints.push(taint);
+        }
         let accepting = n.ready && !n.cordoned && !n.deleting;
         if let Some(&i) = self.slot_of.get(node) {
             self.slots[i].accepting = accepting;

@@ -19,7 +19,7 @@ use crate::controller::assemble;
 use crate::controller::command::{self, Command, Completion};
 use crate::controller::provision::Provisioner;
 use crate::controller::{Controller, ControllerConfig, DisruptionStep, InstanceTypeInfo};
-use crate::interruption::{Notice, NoticeKind};
+use crate::interruption::{Notice, NoticeKind, StateChange};
 
 /// Which core implementations the replay runs (defaults: the built-in ones).
 #[derive(Default)]
@@ -99,6 +99,8 @@ pub struct SimOutcome {
     pub samples: Vec<Sample>,
     pub pods_created: u64,
     pub interruption_warnings: u64,
+    /// Each spot interruption: warning, replacement ready, pods left at the reclaim.
+    pub interruption_traces: Vec<InterruptionTrace>,
     pub launch_latency_max_ms: Millis,
     pub batch_max_ms: Millis,
     pub peak_nodes: usize,
@@ -125,6 +127,7 @@ pub struct Replay {
     scheduled_wake: Option<Millis>,
     pods_created: u64,
     interruption_warnings: u64,
+    interruption_tracker: interruptions::Tracker,
     launch_latency_max_ms: Millis,
     batch_max_ms: Millis,
     seed: u64,
@@ -341,6 +344,7 @@ impl Replay {
             scheduled_wake: None,
             pods_created: 0,
             interruption_warnings: 0,
+            interruption_tracker: interruptions::Tracker::default(),
             launch_latency_max_ms: latency.max_ms,
             batch_max_ms: config.batch_max_ms,
             seed,
@@ -454,6 +458,7 @@ impl Replay {
             samples: self.samples,
             pods_created: self.pods_created,
             interruption_warnings: self.interruption_warnings,
+            interruption_traces: self.interruption_tracker.into_traces(),
             launch_latency_max_ms: self.launch_latency_max_ms,
             batch_max_ms: self.batch_max_ms,
             peak_nodes: self.peak_nodes,
@@ -588,6 +593,7 @@ impl Replay {
                     now,
                 );
                 let name = node.name.clone();
+                self.interruption_tracker.registered(&node.claim, now);
                 let labels = node.labels.clone();
                 let taints = node.taints.clone();
                 self.cluster.register_node(node);
@@ -604,6 +610,7 @@ impl Replay {
                 self.controller.notify(Notice {
                     instance_id,
                     kind: NoticeKind::RebalanceRecommendation,
+                    ack: None,
                 });
             }
             CloudEvent::SpotInterruptionWarning {
@@ -611,12 +618,27 @@ impl Replay {
                 terminate_at,
             } => {
                 self.interruption_warnings += 1;
+                let terminated = self
+                    .cloud
+                    .instance(&instance_id)
+                    .is_some_and(|i| i.state == InstanceState::Terminated);
+                self.interruption_tracker.warned(
+                    &self.cluster,
+                    &instance_id,
+                    terminated,
+                    now,
+                    terminate_at,
+                );
                 self.controller.notify(Notice {
                     instance_id,
                     kind: NoticeKind::SpotInterruptionWarning { terminate_at },
+                    ack: None,
                 });
             }
             CloudEvent::Terminated { instance_id } => {
+                // Before the controller hears of it: the pods still on the node die with it.
+                self.interruption_tracker
+                    .terminated(&self.cluster, &instance_id, now);
                 let reclaimed = self.cloud.reclaim(&instance_id, now);
                 let has_node = self
                     .cluster
@@ -625,7 +647,10 @@ impl Replay {
                 if reclaimed || has_node {
                     self.controller.notify(Notice {
                         instance_id,
-                        kind: NoticeKind::Stopped,
+                        kind: NoticeKind::StateChange {
+                            state: StateChange::Terminated,
+                        },
+                        ack: None,
                     });
                 }
             }
@@ -689,6 +714,9 @@ impl Replay {
         let mut wake = None;
         for _ in 0..MAX_ROUNDS_PER_INSTANT {
             let tick = self.controller.tick(now, &self.cluster);
+            // Right after the tick that handled a warning: the drain and its replacements exist
+            // (an inline drain with nothing to wait for may be over before the instant settles).
+            self.interruption_tracker.observe(&self.controller, now);
             wake = tick.wake;
             if tick.commands.is_empty() {
                 break;
@@ -789,6 +817,24 @@ impl Replay {
     pub fn now(&self) -> Millis {
         self.clock.now()
     }
+
+    /// Hands a notice to the controller now (as a queue consumer would) and lets the instant settle:
+    /// what the controller decided is carried out before this returns.
+    pub fn notify_now(&mut self, notice: Notice) {
+        let now = self.now();
+        self.controller.notify(notice);
+        self.queue.push(now, SimEvent::Wake);
+        self.advance(now, &mut |_| {});
+    }
+
+    /// The controller as it is now (its decision log, counters, acknowledgements are read here).
+    pub fn controller(&self) -> &Controller {
+        &self.controller
+    }
+
+    pub fn cluster(&self) -> &SimCluster {
+        &self.cluster
+    }
 }
 
 /// Replays a scenario with the given options.
@@ -812,5 +858,10 @@ fn simulated_hostname(instance_id: &str) -> String {
     )
 }
 
+mod interruptions;
+pub use interruptions::InterruptionTrace;
+
+#[cfg(test)]
+mod interruption_tests;
 #[cfg(test)]
 mod safety_tests;
