@@ -634,6 +634,9 @@ impl Controller {
                 self.claim_written(now, &record.name, result)
             }
             (Command::DeleteClaim { name }, Outcome::Cluster(result)) => {
+                if let Err(err) = &result {
+                    tracing::warn!(claim = %name, %err, "claim record delete failed");
+                }
                 self.record_answered(&name, true, result.is_ok())
             }
             (Command::Nominate { .. }, Outcome::Cluster(_)) => {}
