@@ -97,7 +97,10 @@ async fn launch_uses_the_templates_overrides_and_tags() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("no template data"))?;
     assert_eq!(data.image_id(), Some(env.amis[NEW_AL2023].as_str()));
     assert_eq!(data.user_data(), Some("dXNlci1kYXRh"));
-    assert_eq!(data.security_group_ids(), [env.security_group.clone()]);
+    assert_eq!(
+        data.security_group_ids(),
+        std::slice::from_ref(&env.security_group)
+    );
     assert_eq!(
         data.metadata_options()
             .and_then(|m| m.http_tokens())
