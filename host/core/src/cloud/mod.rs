@@ -66,6 +66,11 @@ pub enum OfferingError {
     InsufficientCapacity,
     #[error("offering is not available in this region/zone")]
     Unsupported,
+    /// Any other per-offering refusal, by the cloud's error code (EC2's
+    /// `MaxSpotInstanceCountExceeded`, `VcpuLimitExceeded`, `InsufficientFreeAddressesInSubnet`, ...):
+    /// the offering is as unavailable for a while as one without capacity.
+    #[error("{0}")]
+    Other(String),
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]

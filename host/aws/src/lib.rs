@@ -1,0 +1,8 @@
+//! Kestrel's AWS adapter: the production side of `kestrel_core::cloud`'s async edge.
+//!
+//! - [`config`]: the SDK configuration from the standard chain (environment, profile, IRSA web
+//!   identity; the endpoint from `AWS_ENDPOINT_URL`);
+//! - [`ec2`]: EC2NodeClass discovery, launch templates, CreateFleet launches, listing, termination
+//!   and spot prices ([`ec2::Ec2Cloud`] implements `kestrel_core::cloud::CloudApi`).
+pub mod config;
+pub mod ec2;

@@ -1,0 +1,8 @@
+//! kestrel-aws against a real EC2 API: moto_server behind the fault layer, one server per test.
+mod config;
+mod discovery;
+mod faults;
+mod fixture;
+mod iam;
+mod launch;
+mod listing;
