@@ -72,7 +72,13 @@ pub fn first_fit(items: &[Item], bins: &[BinType]) -> (Vec<Node>, Vec<u32>) {
     }
     let room_of = |options: &[usize], dims: usize| -> Vec<u64> {
         (0..dims)
-            .map(|d| options.iter().map(|&b| bins[b].capacity[d]).max().unwrap_or(0))
+            .map(|d| {
+                options
+                    .iter()
+                    .map(|&b| bins[b].capacity[d])
+                    .max()
+                    .unwrap_or(0)
+            })
             .collect()
     };
     let mut open: Vec<Open> = Vec::new();
@@ -154,8 +160,8 @@ pub fn cheapest_holding(items: &[Item], bins: &[BinType], counts: &[u32]) -> Opt
     let dims = items.first().map_or(0, |i| i.demand.len());
     let mut load = vec![0u64; dims];
     for (item, &n) in items.iter().zip(counts) {
-        for d in 0..dims {
-            load[d] += item.demand[d] * u64::from(n);
+        for (l, d) in load.iter_mut().zip(&item.demand) {
+            *l += d * u64::from(n);
         }
     }
     (0..bins.len())
@@ -402,11 +408,15 @@ mod tests {
     fn valid(items: &[Item], bins: &[BinType], nodes: &[Node]) {
         let mut placed = vec![0u32; items.len()];
         for n in nodes {
-            assert_eq!(cheapest_holding(items, bins, &n.counts).is_some(), true);
+            assert!(cheapest_holding(items, bins, &n.counts).is_some());
             let b = &bins[n.bin];
             for (i, item) in items.iter().enumerate() {
                 if n.counts[i] > 0 {
-                    assert!(item.allowed.contains(&n.bin), "item {i} not allowed on {}", n.bin);
+                    assert!(
+                        item.allowed.contains(&n.bin),
+                        "item {i} not allowed on {}",
+                        n.bin
+                    );
                 }
                 placed[i] += n.counts[i];
             }
@@ -432,13 +442,19 @@ mod tests {
         // (items, optimum): the case, one 2-CPU pod and one 1-CPU pod → one m5.xlarge.
         let cases: Vec<(Vec<Item>, f64)> = vec![
             (
-                vec![item(2000, 4000, 1, &[1, 2]), item(1000, 2000, 1, &[0, 1, 2])],
+                vec![
+                    item(2000, 4000, 1, &[1, 2]),
+                    item(1000, 2000, 1, &[0, 1, 2]),
+                ],
                 0.192,
             ),
             // Three of each (9 CPU): one m5.2xlarge (two 2-CPU + three 1-CPU) and one m5.xlarge, or
             // three m5.xlarge; the brute force below checks the figure independently.
             (
-                vec![item(2000, 4000, 3, &[1, 2]), item(1000, 2000, 3, &[0, 1, 2])],
+                vec![
+                    item(2000, 4000, 3, &[1, 2]),
+                    item(1000, 2000, 3, &[0, 1, 2]),
+                ],
                 0.384 + 0.192,
             ),
             // An item only the smallest bin may take cannot share with one only the biggest may take.
@@ -453,7 +469,10 @@ mod tests {
             assert!(exact.proven, "case {n}");
             let got = cost(&exact.nodes, &bins);
             assert!((got - optimum).abs() < 1e-9, "case {n}: {got} vs {optimum}");
-            assert!((brute_force(items, &bins) - optimum).abs() < 1e-9, "case {n}");
+            assert!(
+                (brute_force(items, &bins) - optimum).abs() < 1e-9,
+                "case {n}"
+            );
         }
     }
 
@@ -461,10 +480,19 @@ mod tests {
     fn first_fit_is_karpenters_greedy() {
         let bins = m5();
         // Largest first: the 2-CPU pod opens a node, the 1-CPU pod joins it, bought as m5.xlarge.
-        let items = vec![item(1000, 2000, 1, &[0, 1, 2]), item(2000, 4000, 1, &[1, 2])];
+        let items = vec![
+            item(1000, 2000, 1, &[0, 1, 2]),
+            item(2000, 4000, 1, &[1, 2]),
+        ];
         let (nodes, unplaced) = first_fit(&items, &bins);
         assert_eq!(unplaced, vec![0, 0]);
-        assert_eq!(nodes, vec![Node { bin: 1, counts: vec![1, 1] }]);
+        assert_eq!(
+            nodes,
+            vec![Node {
+                bin: 1,
+                counts: vec![1, 1]
+            }]
+        );
     }
 
     #[test]
@@ -482,7 +510,12 @@ mod tests {
         bins.prop_flat_map(|bins| {
             let n = bins.len();
             let items = prop::collection::vec(
-                (1u64..8, 1u64..8, 1u32..4, prop::collection::btree_set(0..n, 1..=n)),
+                (
+                    1u64..8,
+                    1u64..8,
+                    1u32..4,
+                    prop::collection::btree_set(0..n, 1..=n),
+                ),
                 1..4,
             )
             .prop_map(|v| {
