@@ -3,7 +3,7 @@
 //! (affinity, anti-affinity, topology spread, host ports), and pods another pod's required terms select,
 //! are placed one at a time on open claims.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::model::requirements::{Operator, Requirement};
@@ -596,8 +596,19 @@ fn existing_slots(snapshot: &Snapshot) -> Vec<Slot> {
                 .unwrap_or(&[]),
         ));
     }
+    let pending_names: HashSet<&str> =
+        if snapshot.node_claims.iter().any(|c| !c.nominated.is_empty()) {
+            snapshot
+                .pods
+                .iter()
+                .filter(|p| p.is_pending())
+                .map(|p| p.name.as_str())
+                .collect()
+        } else {
+            HashSet::new()
+        };
     for claim in &snapshot.node_claims {
-        if let Some(s) = claim_slot(snapshot, claim) {
+        if let Some(s) = claim_slot(snapshot, claim, &pending_names) {
             slots.push(s);
         }
     }
@@ -653,7 +664,11 @@ fn node_slot(snapshot: &Snapshot, node: &Node, pods: &[&Pod]) -> Slot {
     slot
 }
 
-fn claim_slot(snapshot: &Snapshot, claim: &NodeClaim) -> Option<Slot> {
+fn claim_slot(
+    snapshot: &Snapshot,
+    claim: &NodeClaim,
+    pending_names: &HashSet<&str>,
+) -> Option<Slot> {
     let launched = claim.launched.as_ref()?;
     if claim.node_name.is_some() || claim.marked_for_deletion {
         return None;
@@ -678,6 +693,14 @@ fn claim_slot(snapshot: &Snapshot, claim: &NodeClaim) -> Option<Slot> {
         true,
     );
     slot.host_ports.extend(ports.into_iter().map(|(p, _)| p));
+    // The pods it was launched for (or later nominated to it) take their room, unless they are pending
+    // in this snapshot: then they are planned now, first on existing capacity, and counting them here
+    // too would push them (and everything after them) onto new claims.
+    for pod in &claim.nominated {
+        if !pending_names.contains(pod.name.as_str()) {
+            slot.place(&pod.spec);
+        }
+    }
     Some(slot)
 }
 
@@ -3034,6 +3057,107 @@ mod tests {
                     .fold(f64::INFINITY, f64::min)
             })
             .sum()
+    }
+
+    /// An m5.xlarge claim of `general` launched in us-east-1a, its node not registered yet, with these
+    /// pods nominated to it.
+    fn launching_m5_xlarge(name: &str, nominated: Vec<Pod>) -> NodeClaim {
+        NodeClaim {
+            name: name.into(),
+            node_pool: "general".into(),
+            requirements: Requirements::default(),
+            requests: ResourceList::new(),
+            labels: BTreeMap::new(),
+            taints: vec![],
+            startup_taints: vec![],
+            created_at: 0,
+            launched: Some(crate::model::Launched {
+                instance_type: "m5.xlarge".into(),
+                zone: "us-east-1a".into(),
+                capacity_type: CapacityType::OnDemand,
+                price: 0.192,
+                provider_id: format!("aws:///us-east-1a/i-{name}"),
+            }),
+            node_name: None,
+            marked_for_deletion: false,
+            nominated,
+        }
+    }
+
+    #[test]
+    fn launching_claims_offer_only_the_room_their_nominated_pods_leave() {
+        let one_cpu = Arc::new(spec("web", "1", "1Gi"));
+        let held = |prefix: &str, n: usize| Pod::replicas(prefix, one_cpu.clone(), n);
+        // Three 1-CPU pods nominated to an m5.xlarge (3.92 CPU): a fourth does not fit there.
+        let mut s = snapshot(vec![general()], vec![(spec("new", "1", "1Gi"), 1)]);
+        s.node_claims
+            .push(launching_m5_xlarge("c0", held("held", 3)));
+        let p = run(&s);
+        assert_valid(&s, &p);
+        assert!(
+            p.bindings.is_empty(),
+            "bound to a full claim: {:?}",
+            p.bindings
+        );
+        assert_eq!(p.claims.len(), 1);
+        // Two nominated: the new pod takes the room left.
+        let mut s = snapshot(vec![general()], vec![(spec("new", "1", "1Gi"), 1)]);
+        s.node_claims
+            .push(launching_m5_xlarge("c0", held("held", 2)));
+        let p = run(&s);
+        assert_eq!(p.bindings.len(), 1);
+        assert!(p.claims.is_empty());
+        // Nominated pods that are pending in the snapshot are not counted twice (each one-per-node
+        // replica keeps its own claim; no new claims).
+        let mut s = snapshot(vec![general()], vec![]);
+        for i in 0..20 {
+            let pods = Pod::replicas(&format!("big{i}"), Arc::new(spec("big", "3", "1Gi")), 1);
+            s.node_claims
+                .push(launching_m5_xlarge(&format!("c{i}"), pods.clone()));
+            s.pods.extend(pods);
+        }
+        let p = run(&s);
+        assert_eq!(p.bindings.len(), 20);
+        assert!(p.claims.is_empty(), "{} new claims", p.claims.len());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 32, .. ProptestConfig::default() })]
+        /// Whatever is nominated to launching claims, a plan never puts more on a claim than its
+        /// allocatable holds together with the nominated pods not planned in this batch.
+        #[test]
+        fn launching_claims_are_never_overcommitted(
+            claims in prop::collection::vec((0usize..5, 0usize..3), 1..5),
+            new in prop::collection::vec(prop::sample::select(vec!["250m", "500m", "1", "2"]), 1..12),
+        ) {
+            let mut s = snapshot(vec![general()], vec![]);
+            for (c, (held, also_pending)) in claims.iter().enumerate() {
+                let pods = Pod::replicas(&format!("held{c}"), Arc::new(spec("held", "750m", "1Gi")), *held);
+                // Some of the nominated pods are pending in this batch too.
+                s.pods.extend(pods.iter().take(*also_pending).cloned());
+                s.node_claims.push(launching_m5_xlarge(&format!("c{c}"), pods));
+            }
+            for (i, cpu) in new.iter().enumerate() {
+                s.pods.extend(Pod::replicas(&format!("new{i}"), Arc::new(spec("new", cpu, "1Gi")), 1));
+            }
+            let p = run(&s);
+            assert_valid(&s, &p);
+            let alloc = catalog().instance_type("m5.xlarge").unwrap().allocatable.clone();
+            for claim in &s.node_claims {
+                let mut load = ResourceList::new();
+                for held in &claim.nominated {
+                    if !s.pods.iter().any(|q| q.name == held.name) {
+                        load.add(&held.spec.requests);
+                    }
+                }
+                for b in &p.bindings {
+                    if b.target == BindingTarget::NodeClaim(claim.name.clone()) {
+                        load.add(&s.pods[b.pod].spec.requests);
+                    }
+                }
+                prop_assert!(load.fits_in(&alloc), "{}: {load} over {alloc}", claim.name);
+            }
+        }
     }
 
     fn m5_pool() -> NodePool {
