@@ -1221,7 +1221,13 @@ fn pack_bulk(
             &mut per_group,
         );
     }
-    if !view.min_values.is_empty() || groups.is_empty() {
+    // One group of one shape is already packed exactly (dynamic programming over the pod count).
+    let one_shape = groups.len() == 1
+        && groups.values().all(|pods| {
+            pods.windows(2)
+                .all(|w| snapshot.pods[w[0]].spec.requests == snapshot.pods[w[1]].spec.requests)
+        });
+    if !view.min_values.is_empty() || groups.is_empty() || one_shape {
         claims.extend(per_group);
         return;
     }

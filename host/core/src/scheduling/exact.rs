@@ -64,12 +64,27 @@ pub fn first_fit(items: &[Item], bins: &[BinType]) -> (Vec<Node>, Vec<u32>) {
     order.sort_by(|&a, &b| items[b].demand.cmp(&items[a].demand).then(a.cmp(&b)));
     // Per open node: its bin options, its load, the most any option still has per dimension (a quick
     // refusal), its counts.
+    // `floor`: the least any option has per dimension (a load within it keeps every option), and the
+    // items every option is known to be allowed for (options only shrink, so that stays true).
     struct Open {
         options: Vec<usize>,
         load: Vec<u64>,
         room: Vec<u64>,
+        floor: Vec<u64>,
+        allowed_for: Vec<usize>,
         counts: Vec<u32>,
     }
+    let floor_of = |options: &[usize], dims: usize| -> Vec<u64> {
+        (0..dims)
+            .map(|d| {
+                options
+                    .iter()
+                    .map(|&b| bins[b].capacity[d])
+                    .min()
+                    .unwrap_or(0)
+            })
+            .collect()
+    };
     let room_of = |options: &[usize], dims: usize| -> Vec<u64> {
         (0..dims)
             .map(|d| {
@@ -86,9 +101,13 @@ pub fn first_fit(items: &[Item], bins: &[BinType]) -> (Vec<Node>, Vec<u32>) {
     for &i in &order {
         let item = &items[i];
         let dims = item.demand.len();
-        for _ in 0..item.count {
+        // A node that refused a pod of this item refuses the next one too (its load only grows and its
+        // options only shrink), so each pod starts where the previous one was placed: first-fit at
+        // a cost linear in the open nodes per item, not per pod.
+        let mut start = 0usize;
+        for n in 0..item.count {
             let mut placed = false;
-            for node in open.iter_mut() {
+            for (k, node) in open.iter_mut().enumerate().skip(start) {
                 let after: Vec<u64> = node
                     .load
                     .iter()
@@ -97,6 +116,13 @@ pub fn first_fit(items: &[Item], bins: &[BinType]) -> (Vec<Node>, Vec<u32>) {
                     .collect();
                 if !fits(&after, &node.room) {
                     continue;
+                }
+                if fits(&after, &node.floor) && node.allowed_for.contains(&i) {
+                    node.load = after;
+                    node.counts[i] += 1;
+                    placed = true;
+                    start = k;
+                    break;
                 }
                 let narrowed: Vec<usize> = node
                     .options
@@ -109,10 +135,13 @@ pub fn first_fit(items: &[Item], bins: &[BinType]) -> (Vec<Node>, Vec<u32>) {
                     continue;
                 }
                 node.room = room_of(&narrowed, dims);
+                node.floor = floor_of(&narrowed, dims);
                 node.options = narrowed;
+                node.allowed_for.push(i);
                 node.load = after;
                 node.counts[i] += 1;
                 placed = true;
+                start = k;
                 break;
             }
             if placed {
@@ -125,13 +154,17 @@ pub fn first_fit(items: &[Item], bins: &[BinType]) -> (Vec<Node>, Vec<u32>) {
                 .filter(|&b| usable(bins, b) && fits(&item.demand, &bins[b].capacity))
                 .collect();
             if options.is_empty() {
-                unplaced[i] += 1;
-                continue;
+                // No bin holds it alone: the rest of this item cannot be placed either.
+                unplaced[i] += item.count - n;
+                break;
             }
             let mut counts = vec![0u32; items.len()];
             counts[i] = 1;
+            start = open.len();
             open.push(Open {
                 room: room_of(&options, dims),
+                floor: floor_of(&options, dims),
+                allowed_for: vec![i],
                 options,
                 load: item.demand.clone(),
                 counts,
