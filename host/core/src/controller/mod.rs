@@ -714,11 +714,31 @@ impl Controller {
         } else {
             Vec::new()
         };
+        // Pods nominated to a launching claim and not planned now take their room on it.
+        let planned: BTreeSet<&PodKey> = pods.iter().map(|p| &p.key).collect();
+        let mut held: HashMap<&str, Vec<crate::model::Pod>> = HashMap::new();
+        let pending = cluster.pending_pods();
+        for p in &pending {
+            if let Some(claim) = &p.nominated
+                && !planned.contains(&p.key)
+            {
+                held.entry(&**claim)
+                    .or_default()
+                    .push(crate::model::Pod::new(
+                        p.key.to_string(),
+                        p.facts.compiled.clone(),
+                    ));
+            }
+        }
         let in_flight: Vec<crate::model::NodeClaim> = self
             .claims
-            .values()
-            .filter(|c| c.phase == ClaimPhase::Launched)
-            .filter_map(|c| c.core.clone())
+            .iter()
+            .filter(|(_, c)| c.phase == ClaimPhase::Launched)
+            .filter_map(|(name, c)| {
+                let mut core = c.core.clone()?;
+                core.nominated = held.remove(name.as_str()).unwrap_or_default();
+                Some(core)
+            })
             .collect();
         let input = ProvisionInput {
             now,

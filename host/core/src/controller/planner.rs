@@ -192,6 +192,7 @@ impl Provisioner for CorePlanner {
                 launched: None,
                 node_name: None,
                 marked_for_deletion: false,
+                nominated: Vec::new(),
             };
             out.claims.push(PlannedClaim {
                 node_pool: c.node_pool,

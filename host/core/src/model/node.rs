@@ -71,4 +71,8 @@ pub struct NodeClaim {
     /// Set once its node registered.
     pub node_name: Option<String>,
     pub marked_for_deletion: bool,
+    /// Pods nominated to it that have not bound yet. A plan counts their room on the claim as taken
+    /// (the controller holds them back from planning while the claim launches), except for those
+    /// pending in the plan's own snapshot, which are planned (and may take that room) themselves.
+    pub nominated: Vec<super::Pod>,
 }

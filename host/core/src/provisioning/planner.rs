@@ -3,7 +3,7 @@
 //! (affinity, anti-affinity, topology spread, host ports), and pods another pod's required terms select,
 //! are placed one at a time on open claims.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::model::requirements::{Operator, Requirement};
@@ -12,6 +12,7 @@ use crate::model::{
     ResourceList, Snapshot, WhenUnsatisfiable, labels,
 };
 use crate::policy::contract::rank;
+use crate::scheduling::exact;
 use crate::scheduling::fit::{self, Failure, NewDomains, Slot};
 use crate::scheduling::packer::{self, BinType, Shape};
 
@@ -491,20 +492,17 @@ fn plan_with(
                 groups.entry(allowed).or_default().push(pod);
             }
         }
-        for (allowed, pods) in &groups {
-            pack_group(
-                snapshot,
-                view,
-                &classes,
-                &class_at,
-                &class_pool,
-                pi,
-                allowed,
-                pods,
-                &scores,
-                &mut pool_claims,
-            );
-        }
+        pack_bulk(
+            snapshot,
+            view,
+            &classes,
+            &class_at,
+            &class_pool,
+            pi,
+            &groups,
+            &scores,
+            &mut pool_claims,
+        );
         place_constrained(
             snapshot,
             view,
@@ -598,8 +596,19 @@ fn existing_slots(snapshot: &Snapshot) -> Vec<Slot> {
                 .unwrap_or(&[]),
         ));
     }
+    let pending_names: HashSet<&str> =
+        if snapshot.node_claims.iter().any(|c| !c.nominated.is_empty()) {
+            snapshot
+                .pods
+                .iter()
+                .filter(|p| p.is_pending())
+                .map(|p| p.name.as_str())
+                .collect()
+        } else {
+            HashSet::new()
+        };
     for claim in &snapshot.node_claims {
-        if let Some(s) = claim_slot(snapshot, claim) {
+        if let Some(s) = claim_slot(snapshot, claim, &pending_names) {
             slots.push(s);
         }
     }
@@ -655,7 +664,11 @@ fn node_slot(snapshot: &Snapshot, node: &Node, pods: &[&Pod]) -> Slot {
     slot
 }
 
-fn claim_slot(snapshot: &Snapshot, claim: &NodeClaim) -> Option<Slot> {
+fn claim_slot(
+    snapshot: &Snapshot,
+    claim: &NodeClaim,
+    pending_names: &HashSet<&str>,
+) -> Option<Slot> {
     let launched = claim.launched.as_ref()?;
     if claim.node_name.is_some() || claim.marked_for_deletion {
         return None;
@@ -680,6 +693,14 @@ fn claim_slot(snapshot: &Snapshot, claim: &NodeClaim) -> Option<Slot> {
         true,
     );
     slot.host_ports.extend(ports.into_iter().map(|(p, _)| p));
+    // The pods it was launched for (or later nominated to it) take their room, unless they are pending
+    // in this snapshot: then they are planned now, first on existing capacity, and counting them here
+    // too would push them (and everything after them) onto new claims.
+    for pod in &claim.nominated {
+        if !pending_names.contains(pod.name.as_str()) {
+            slot.place(&pod.spec);
+        }
+    }
     Some(slot)
 }
 
@@ -1166,6 +1187,221 @@ fn vector(r: &ResourceList, dims: &[String]) -> Vec<u64> {
     dims.iter()
         .map(|d| r.get(d).millis().max(0) as u64)
         .collect()
+}
+
+/// The bulk pods of one NodePool: each group (pods allowed the same offerings) packed on its own by the
+/// cost packer, then, across groups, Karpenter's first-fit greedy and, on batches of up to
+/// [`exact::MAX_EXACT_PODS`] pods, the exact optimum; the cheapest (by score) is launched, so a plan
+/// is never dearer than the greedy. `minValues` is not in the exact model or the greedy: with it, the
+/// per-group packing (which keeps it) is used alone.
+#[allow(clippy::too_many_arguments)]
+fn pack_bulk(
+    snapshot: &Snapshot,
+    view: &PoolView,
+    classes: &[Arc<PodSpec>],
+    class_at: &HashMap<usize, usize>,
+    class_pool: &[Vec<Result<ClassInPool, Failure>>],
+    pi: usize,
+    groups: &BTreeMap<Vec<usize>, Vec<usize>>,
+    scores: &[f64],
+    claims: &mut Vec<PlannedClaim>,
+) {
+    let mut per_group: Vec<PlannedClaim> = Vec::new();
+    for (allowed, pods) in groups {
+        pack_group(
+            snapshot,
+            view,
+            classes,
+            class_at,
+            class_pool,
+            pi,
+            allowed,
+            pods,
+            scores,
+            &mut per_group,
+        );
+    }
+    // One group of one shape is already packed exactly (dynamic programming over the pod count).
+    let one_shape = groups.len() == 1
+        && groups.values().all(|pods| {
+            pods.windows(2)
+                .all(|w| snapshot.pods[w[0]].spec.requests == snapshot.pods[w[1]].spec.requests)
+        });
+    if !view.min_values.is_empty() || groups.is_empty() || one_shape {
+        claims.extend(per_group);
+        return;
+    }
+    let heuristic_cost: f64 = per_group.iter().map(|c| c.offerings[0].score).sum();
+    let joint = JointBatch::new(snapshot, view, classes, class_at, groups, scores);
+    let (greedy, unplaced) = exact::first_fit(&joint.items, &joint.bins);
+    let mut best: Option<(f64, Vec<exact::Node>, &str)> = None;
+    if unplaced.iter().all(|u| *u == 0) {
+        best = Some((
+            exact::cost(&greedy, &joint.bins),
+            greedy,
+            "first-fit (Karpenter's greedy)",
+        ));
+    }
+    if let Some(e) = exact::solve(&joint.items, &joint.bins) {
+        let c = exact::cost(&e.nodes, &joint.bins);
+        let method = if e.proven {
+            "exact (integer program, proven optimal)"
+        } else {
+            "integer program (node limit reached)"
+        };
+        if best.as_ref().is_none_or(|(b, _, _)| c < *b - 1e-9) {
+            best = Some((c, e.nodes, method));
+        }
+    }
+    match best {
+        // Ties keep the per-group packing.
+        Some((c, nodes, method)) if c < heuristic_cost - 1e-9 => {
+            claims.extend(joint.claims(
+                snapshot, view, class_at, class_pool, pi, scores, &nodes, method,
+            ));
+        }
+        _ => claims.extend(per_group),
+    }
+}
+
+/// All bulk groups of a NodePool as one packing problem: an item per (group, pod shape), a bin per
+/// (instance type, set of groups that may use it) at its best-scored offering those groups allow.
+struct JointBatch {
+    /// Each group's allowed offerings, sorted.
+    groups: Vec<Vec<usize>>,
+    items: Vec<exact::Item>,
+    /// The group of each item and its pods (snapshot indexes).
+    item_pods: Vec<(usize, Vec<usize>)>,
+    bins: Vec<BinType>,
+    bin_offering: Vec<usize>,
+}
+
+impl JointBatch {
+    fn new(
+        snapshot: &Snapshot,
+        view: &PoolView,
+        classes: &[Arc<PodSpec>],
+        class_at: &HashMap<usize, usize>,
+        groups: &BTreeMap<Vec<usize>, Vec<usize>>,
+        scores: &[f64],
+    ) -> JointBatch {
+        let catalog = &snapshot.catalog;
+        let all_classes: BTreeSet<usize> = groups
+            .values()
+            .flat_map(|pods| pods.iter().map(|p| class_at[p]))
+            .collect();
+        let specs: Vec<&PodSpec> = all_classes.iter().map(|&c| classes[c].as_ref()).collect();
+        let dims = dimensions(&specs);
+        // Which groups may use each offering.
+        let mut users: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for (g, allowed) in groups.keys().enumerate() {
+            for &i in allowed {
+                users.entry(i).or_default().push(g);
+            }
+        }
+        let mut best: BTreeMap<(usize, Vec<usize>), usize> = BTreeMap::new();
+        for (&i, gs) in &users {
+            let t = catalog.offerings[view.offerings[i].offering].instance_type;
+            let e = best.entry((t, gs.clone())).or_insert(i);
+            if scores[i] < scores[*e] {
+                *e = i;
+            }
+        }
+        let mut bins = Vec::new();
+        let mut bin_offering = Vec::new();
+        let mut bins_of_group: Vec<Vec<usize>> = vec![Vec::new(); groups.len()];
+        for ((_, gs), &i) in &best {
+            for &g in gs {
+                bins_of_group[g].push(bins.len());
+            }
+            bins.push(BinType {
+                capacity: vector(&view.offerings[i].capacity, &dims),
+                cost: scores[i],
+            });
+            bin_offering.push(i);
+        }
+        let mut items = Vec::new();
+        let mut item_pods = Vec::new();
+        for (g, pods) in groups.values().enumerate() {
+            let mut by_shape: BTreeMap<Vec<u64>, Vec<usize>> = BTreeMap::new();
+            for &pod in pods {
+                by_shape
+                    .entry(vector(&snapshot.pods[pod].spec.requests, &dims))
+                    .or_default()
+                    .push(pod);
+            }
+            for (demand, members) in by_shape {
+                items.push(exact::Item {
+                    demand,
+                    count: members.len() as u32,
+                    allowed: bins_of_group[g].clone(),
+                });
+                item_pods.push((g, members));
+            }
+        }
+        JointBatch {
+            groups: groups
+                .keys()
+                .map(|allowed| {
+                    let mut sorted = allowed.clone();
+                    sorted.sort_unstable();
+                    sorted
+                })
+                .collect(),
+            items,
+            item_pods,
+            bins,
+            bin_offering,
+        }
+    }
+
+    /// Claims for `nodes`: each offers what every group on it allows.
+    #[allow(clippy::too_many_arguments)]
+    fn claims(
+        &self,
+        snapshot: &Snapshot,
+        view: &PoolView,
+        class_at: &HashMap<usize, usize>,
+        class_pool: &[Vec<Result<ClassInPool, Failure>>],
+        pi: usize,
+        scores: &[f64],
+        nodes: &[exact::Node],
+        method: &str,
+    ) -> Vec<PlannedClaim> {
+        let mut cursor = vec![0usize; self.items.len()];
+        let mut out = Vec::new();
+        for node in nodes {
+            let mut pods = Vec::new();
+            let mut groups: BTreeSet<usize> = BTreeSet::new();
+            for (k, &n) in node.counts.iter().enumerate() {
+                if n == 0 {
+                    continue;
+                }
+                let (g, members) = &self.item_pods[k];
+                groups.insert(*g);
+                pods.extend_from_slice(&members[cursor[k]..cursor[k] + n as usize]);
+                cursor[k] += n as usize;
+            }
+            let mut allowed: Vec<usize> =
+                self.groups[*groups.first().expect("a node has pods")].clone();
+            for &g in groups.iter().skip(1) {
+                allowed.retain(|i| self.groups[g].binary_search(i).is_ok());
+            }
+            out.push(build_claim(
+                snapshot,
+                view,
+                class_at,
+                class_pool,
+                pi,
+                &allowed,
+                scores,
+                self.bin_offering[node.bin],
+                pods,
+                method,
+            ));
+        }
+        out
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -2775,6 +3011,240 @@ mod tests {
             })
     }
 
+    /// Karpenter's greedy, written out here on its own: pending pods largest first (cpu, then memory),
+    /// each joins the first open claim that an offering both allow still holds, else opens one; each
+    /// claim is bought at the cheapest offering that holds it. Its hourly price (on-demand: the default
+    /// ranker's score is the price).
+    fn karpenter_greedy(s: &Snapshot) -> f64 {
+        let pool = &s.node_pools[0];
+        let view = PoolView::new(pool, Arc::new(pool_offerings(s, pool)));
+        let mut pods: Vec<&Pod> = s.pending_pods().collect();
+        pods.sort_by(|a, b| {
+            (
+                b.spec.requests.cpu.millis(),
+                b.spec.requests.memory.millis(),
+            )
+                .cmp(&(
+                    a.spec.requests.cpu.millis(),
+                    a.spec.requests.memory.millis(),
+                ))
+        });
+        let mut open: Vec<(Vec<usize>, ResourceList)> = Vec::new();
+        for pod in pods {
+            let allowed = class_in_pool(&s.catalog, &view, &pod.spec).unwrap().allowed;
+            let joined = open.iter_mut().any(|(options, load)| {
+                let after = load.plus(&pod.spec.requests);
+                let narrowed: Vec<usize> = options
+                    .iter()
+                    .copied()
+                    .filter(|i| allowed.contains(i) && after.fits_in(&view.offerings[*i].capacity))
+                    .collect();
+                if narrowed.is_empty() {
+                    return false;
+                }
+                *options = narrowed;
+                *load = after;
+                true
+            });
+            if !joined {
+                let options = allowed
+                    .iter()
+                    .copied()
+                    .filter(|i| pod.spec.requests.fits_in(&view.offerings[*i].capacity))
+                    .collect();
+                open.push((options, pod.spec.requests.clone()));
+            }
+        }
+        open.iter()
+            .map(|(options, _)| {
+                options
+                    .iter()
+                    .map(|i| s.catalog.offerings[view.offerings[*i].offering].price)
+                    .fold(f64::INFINITY, f64::min)
+            })
+            .sum()
+    }
+
+    /// An m5.xlarge claim of `general` launched in us-east-1a, its node not registered yet, with these
+    /// pods nominated to it.
+    fn launching_m5_xlarge(name: &str, nominated: Vec<Pod>) -> NodeClaim {
+        NodeClaim {
+            name: name.into(),
+            node_pool: "general".into(),
+            requirements: Requirements::default(),
+            requests: ResourceList::new(),
+            labels: BTreeMap::new(),
+            taints: vec![],
+            startup_taints: vec![],
+            created_at: 0,
+            launched: Some(crate::model::Launched {
+                instance_type: "m5.xlarge".into(),
+                zone: "us-east-1a".into(),
+                capacity_type: CapacityType::OnDemand,
+                price: 0.192,
+                provider_id: format!("aws:///us-east-1a/i-{name}"),
+            }),
+            node_name: None,
+            marked_for_deletion: false,
+            nominated,
+        }
+    }
+
+    #[test]
+    fn launching_claims_offer_only_the_room_their_nominated_pods_leave() {
+        let one_cpu = Arc::new(spec("web", "1", "1Gi"));
+        let held = |prefix: &str, n: usize| Pod::replicas(prefix, one_cpu.clone(), n);
+        // Three 1-CPU pods nominated to an m5.xlarge (3.92 CPU): a fourth does not fit there.
+        let mut s = snapshot(vec![general()], vec![(spec("new", "1", "1Gi"), 1)]);
+        s.node_claims
+            .push(launching_m5_xlarge("c0", held("held", 3)));
+        let p = run(&s);
+        assert_valid(&s, &p);
+        assert!(
+            p.bindings.is_empty(),
+            "bound to a full claim: {:?}",
+            p.bindings
+        );
+        assert_eq!(p.claims.len(), 1);
+        // Two nominated: the new pod takes the room left.
+        let mut s = snapshot(vec![general()], vec![(spec("new", "1", "1Gi"), 1)]);
+        s.node_claims
+            .push(launching_m5_xlarge("c0", held("held", 2)));
+        let p = run(&s);
+        assert_eq!(p.bindings.len(), 1);
+        assert!(p.claims.is_empty());
+        // Nominated pods that are pending in the snapshot are not counted twice (each one-per-node
+        // replica keeps its own claim; no new claims).
+        let mut s = snapshot(vec![general()], vec![]);
+        for i in 0..20 {
+            let pods = Pod::replicas(&format!("big{i}"), Arc::new(spec("big", "3", "1Gi")), 1);
+            s.node_claims
+                .push(launching_m5_xlarge(&format!("c{i}"), pods.clone()));
+            s.pods.extend(pods);
+        }
+        let p = run(&s);
+        assert_eq!(p.bindings.len(), 20);
+        assert!(p.claims.is_empty(), "{} new claims", p.claims.len());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 32, .. ProptestConfig::default() })]
+        /// Whatever is nominated to launching claims, a plan never puts more on a claim than its
+        /// allocatable holds together with the nominated pods not planned in this batch.
+        #[test]
+        fn launching_claims_are_never_overcommitted(
+            claims in prop::collection::vec((0usize..5, 0usize..3), 1..5),
+            new in prop::collection::vec(prop::sample::select(vec!["250m", "500m", "1", "2"]), 1..12),
+        ) {
+            let mut s = snapshot(vec![general()], vec![]);
+            for (c, (held, also_pending)) in claims.iter().enumerate() {
+                let pods = Pod::replicas(&format!("held{c}"), Arc::new(spec("held", "750m", "1Gi")), *held);
+                // Some of the nominated pods are pending in this batch too.
+                s.pods.extend(pods.iter().take(*also_pending).cloned());
+                s.node_claims.push(launching_m5_xlarge(&format!("c{c}"), pods));
+            }
+            for (i, cpu) in new.iter().enumerate() {
+                s.pods.extend(Pod::replicas(&format!("new{i}"), Arc::new(spec("new", cpu, "1Gi")), 1));
+            }
+            let p = run(&s);
+            assert_valid(&s, &p);
+            let alloc = catalog().instance_type("m5.xlarge").unwrap().allocatable.clone();
+            for claim in &s.node_claims {
+                let mut load = ResourceList::new();
+                for held in &claim.nominated {
+                    if !s.pods.iter().any(|q| q.name == held.name) {
+                        load.add(&held.spec.requests);
+                    }
+                }
+                for b in &p.bindings {
+                    if b.target == BindingTarget::NodeClaim(claim.name.clone()) {
+                        load.add(&s.pods[b.pod].spec.requests);
+                    }
+                }
+                prop_assert!(load.fits_in(&alloc), "{}: {load} over {alloc}", claim.name);
+            }
+        }
+    }
+
+    fn m5_pool() -> NodePool {
+        pool(
+            "general",
+            &[(labels::INSTANCE_FAMILY, Operator::In, &["m5"])],
+        )
+    }
+
+    #[test]
+    fn small_mixed_batches_are_packed_at_their_optimum() {
+        // (pods, optimum $/h, most claims). m5 is priced per vCPU ($0.048), and allocatable CPU is below the vCPUs.
+        type Case = (Vec<(PodSpec, usize)>, f64, usize);
+        let cases: Vec<Case> = vec![
+            // The issue's case: one m5.xlarge holds a 2-CPU and a 1-CPU pod; they were bought an
+            // m5.xlarge and an m5.large each ($0.288).
+            (
+                vec![(spec("big", "2", "1Gi"), 1), (spec("small", "1", "1Gi"), 1)],
+                0.192,
+                1,
+            ),
+            // Ten of each: 30 CPU need 32 vCPUs (31 would leave allocatable under 30), $1.536;
+            // they were $1.728 (1.125×).
+            (
+                vec![
+                    (spec("big", "2", "1Gi"), 10),
+                    (spec("small", "1", "1Gi"), 10),
+                ],
+                1.536,
+                2,
+            ),
+        ];
+        for (n, (pods, optimum, nodes)) in cases.into_iter().enumerate() {
+            let s = snapshot(vec![m5_pool()], pods);
+            let p = run(&s);
+            assert_valid(&s, &p);
+            assert!(p.unschedulable.is_empty(), "case {n}");
+            let cost = p.cost_per_hour();
+            assert!(
+                (cost - optimum).abs() < 1e-9,
+                "case {n}: ${cost} vs ${optimum}: {p:#?}"
+            );
+            assert!(
+                p.claims.len() <= nodes,
+                "case {n}: {} claims",
+                p.claims.len()
+            );
+            assert!(cost <= karpenter_greedy(&s) + 1e-9, "case {n}");
+        }
+    }
+
+    fn arb_bulk_spec() -> impl Strategy<Value = (PodSpec, usize)> {
+        (
+            prop::sample::select(vec!["100m", "250m", "500m", "1", "2", "3", "7"]),
+            prop::sample::select(vec!["128Mi", "512Mi", "2Gi", "8Gi", "30Gi"]),
+            prop::option::of(prop::sample::select(vec!["amd64", "arm64"])),
+            prop::option::of(prop::sample::select(vec!["us-east-1a", "us-east-1c"])),
+            prop::sample::select(vec!["c", "m", "r"]),
+            1usize..12,
+        )
+            .prop_map(|(cpu, mem, arch, zone, category, n)| {
+                let mut s = spec(
+                    &format!("{cpu}-{mem}-{arch:?}-{zone:?}-{category}"),
+                    cpu,
+                    mem,
+                );
+                let mut term = BTreeMap::new();
+                if let Some(a) = arch {
+                    term.insert(labels::ARCH.to_string(), a.to_string());
+                }
+                if let Some(z) = zone {
+                    term.insert(labels::ZONE.to_string(), z.to_string());
+                }
+                if n % 3 == 0 {
+                    term.insert(labels::INSTANCE_CATEGORY.to_string(), category.to_string());
+                }
+                s.node_terms = vec![Requirements::from_labels(&term)];
+                (s, n)
+            })
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 16, .. ProptestConfig::default() })]
         #[test]
@@ -2807,6 +3277,18 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
+        /// Whatever the mix of shapes and node requirements, the plan is valid and never dearer than
+        /// Karpenter's greedy (small batches and bigger ones).
+        #[test]
+        fn never_dearer_than_karpenters_greedy(specs in prop::collection::vec(arb_bulk_spec(), 1..5)) {
+            let s = snapshot(vec![general()], specs);
+            let p = run(&s);
+            assert_valid(&s, &p);
+            prop_assert!(p.unschedulable.is_empty());
+            let greedy = karpenter_greedy(&s);
+            prop_assert!(p.cost_per_hour() <= greedy + 1e-9, "plan ${} > greedy ${}", p.cost_per_hour(), greedy);
+        }
+
         #[test]
         fn plans_are_valid_complete_and_deterministic(specs in prop::collection::vec(arb_spec(), 1..5)) {
             let s = snapshot(vec![general()], specs.clone());
