@@ -4,5 +4,6 @@ mod discovery;
 mod faults;
 mod fixture;
 mod iam;
+mod instance_types;
 mod launch;
 mod listing;

@@ -4,6 +4,7 @@ pub mod cloud;
 pub mod discovery;
 pub mod error;
 pub mod fleet;
+pub mod instance_types;
 pub mod launch_template;
 pub mod tags;
 pub mod user_data;
