@@ -87,7 +87,7 @@ for t in cmd/kube-apiserver cmd/kube-scheduler; do
     go build -ldflags "$LDF" -o "$BIN/$(basename $t).tmp" "k8s.io/kubernetes/$t"
     mv "$BIN/$(basename $t).tmp" "$BIN/$(basename $t)"
 done
-# The build cache is only needed to build again; the binaries are what the tests use.
-rm -rf "$ROOT/gocache"
+# The build tree and cache are only needed to build again; the binaries are what the tests use.
+rm -rf "$ROOT/gocache" "$ROOT/src" "$ROOT/gopath" "$ROOT/tools"
 log "built into $BIN"
 echo "$ROOT"

@@ -3,3 +3,4 @@
 mod common;
 mod manifests;
 mod provisioning;
+mod restart;
