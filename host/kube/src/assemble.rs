@@ -47,10 +47,7 @@ pub type Region = (Catalog, Vec<InstanceTypeInfo>, HashMap<String, f64>);
 
 /// The priced instance types allowed, sorted by name: the core's catalog, the controller's compact
 /// form and the on-demand prices (a simulated cloud is built from the same prices).
-pub fn catalog(
-    allowed: &[String],
-    zones: &[String],
-) -> Result<Region, AssembleError> {
+pub fn catalog(allowed: &[String], zones: &[String]) -> Result<Region, AssembleError> {
     let types = ec2_instance_types().map_err(|e| AssembleError::Catalog(e.to_string()))?;
     let prices = ec2_on_demand_prices().map_err(|e| AssembleError::Catalog(e.to_string()))?;
     let mut chosen: Vec<(&InstanceType, f64)> = types
@@ -151,6 +148,7 @@ pub fn controller(
     classes: &[EC2NodeClass],
     daemonsets: &[Arc<PodSpecFacts>],
     now: Millis,
+    deleting: crate::deletion::Deleting,
 ) -> Result<Controller, AssembleError> {
     let (core_catalog, types, _) = catalog(&assembly.instance_types, &assembly.zones)?;
     let contract_catalog = kestrel_core::provisioning::ranking::contract_catalog(&core_catalog);
@@ -197,6 +195,9 @@ pub fn controller(
         assembly.zones.clone(),
         overhead,
         Box::new(planner),
-        Box::new(Disruptor::from_manifests(pools, classes, now)),
+        Box::new(crate::deletion::DeletionStep::new(
+            Box::new(Disruptor::from_manifests(pools, classes, now)),
+            deleting,
+        )),
     ))
 }

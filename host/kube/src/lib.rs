@@ -7,10 +7,12 @@
 //!   through [`kestrel_core::cloud::execute_cloud`];
 //! - [`registration`]: a launched instance's Node is matched to its NodeClaim by providerID and
 //!   initialized with its NodePool's labels and taints;
+//! - [`deletion`]: a NodeClaim or Node deleted by hand is drained like a decided disruption;
 //! - [`run`]: the loop that ties them to the core's [`kestrel_core::controller::Controller`].
 //!
 //! The decisions are all the core's; this crate only reads, writes and waits.
 pub mod assemble;
+pub mod deletion;
 pub mod executor;
 pub mod record;
 pub mod registration;

@@ -84,7 +84,12 @@ fn fingerprint(r: &Reflectors) -> Vec<(String, String)> {
     f
 }
 
-fn build(r: &Reflectors, settings: &Settings, now: Millis) -> Result<Controller, RunError> {
+fn build(
+    r: &Reflectors,
+    settings: &Settings,
+    now: Millis,
+    deleting: crate::deletion::Deleting,
+) -> Result<Controller, RunError> {
     let pools: Vec<_> = r.node_pools.state().iter().map(|p| (**p).clone()).collect();
     let classes: Vec<_> = r
         .node_classes
@@ -107,8 +112,15 @@ fn build(r: &Reflectors, settings: &Settings, now: Millis) -> Result<Controller,
             }
         })
         .collect();
-    assemble::controller(&settings.assembly, &pools, &classes, &daemonsets, now)
-        .map_err(RunError::Assemble)
+    assemble::controller(
+        &settings.assembly,
+        &pools,
+        &classes,
+        &daemonsets,
+        now,
+        deleting,
+    )
+    .map_err(RunError::Assemble)
 }
 
 /// Runs the controller until `shutdown` resolves. The future is not `Send` (the controller is a
@@ -137,7 +149,8 @@ pub async fn run(
 
     let now = clock.now();
     let mut built_from = fingerprint(&reflectors);
-    let mut controller = build(&reflectors, &settings, now)?;
+    let deleting = crate::deletion::Deleting::default();
+    let mut controller = build(&reflectors, &settings, now, deleting.clone())?;
     // A starting process resumes from the NodeClaims: launches in flight are re-sent with their
     // claim's name as the client token (the cloud answers with the instance the first call made).
     let snapshot = Snapshot::build(&reflectors, &mut cache, now);
@@ -152,7 +165,7 @@ pub async fn run(
         if fp != built_from {
             // NodePools changed: a new controller over the new pools resumes from the records;
             // answers to the old one's commands are dropped (their effects show in the records).
-            match build(&reflectors, &settings, now) {
+            match build(&reflectors, &settings, now, deleting.clone()) {
                 Ok(c) => {
                     controller = c;
                     generation += 1;
@@ -169,6 +182,7 @@ pub async fn run(
             built_from = fp;
         }
         let snapshot = Snapshot::build(&reflectors, &mut cache, now);
+        *deleting.lock().unwrap_or_else(|p| p.into_inner()) = snapshot.deleting_nodes();
         registration::register_new(&client, &mut controller, &snapshot, &mut registered).await;
         let tick = controller.tick(now, &snapshot);
         stats.ticks += 1;

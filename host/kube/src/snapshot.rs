@@ -276,6 +276,16 @@ impl Snapshot {
         }
     }
 
+    /// Nodes whose Node or NodeClaim is being deleted (by hand: Kestrel's own deletions come after
+    /// the drain).
+    pub fn deleting_nodes(&self) -> std::collections::BTreeSet<String> {
+        self.nodes
+            .iter()
+            .filter(|n| n.deleting)
+            .map(|n| n.name.to_string())
+            .collect()
+    }
+
     /// The node registered for a claim, if any.
     pub fn node_of_claim(&self, claim: &str) -> Option<&Arc<NodeState>> {
         self.nodes.iter().find(|n| n.claim == claim)

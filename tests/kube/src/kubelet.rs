@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Result;
-use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeSpec, NodeStatus, Taint};
+use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeSpec, NodeStatus, Pod, Taint};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kestrel_core::clock::{Clock, SystemClock};
@@ -130,6 +130,34 @@ async fn clear_not_ready(client: &Client, names: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// A kubelet starts the pods bound to its nodes: they turn Running (the Eviction API lets a Pending
+/// pod go without asking its PodDisruptionBudget, so a drain test needs them Running).
+async fn start_pods(client: &Client, names: &[String]) -> Result<()> {
+    let pods = Api::<Pod>::all(client.clone())
+        .list(&Default::default())
+        .await?;
+    for pod in pods.items {
+        let on_ours = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_ref())
+            .is_some_and(|n| names.contains(n));
+        let pending = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending");
+        if on_ours && pending && pod.metadata.deletion_timestamp.is_none() {
+            let ns = pod.metadata.namespace.clone().unwrap_or_default();
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            Api::<Pod>::namespaced(client.clone(), &ns)
+                .patch_status(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"status": {"phase": "Running"}})),
+                )
+                .await?;
+        }
+    }
+    Ok(())
+}
+
 const NOT_READY: &str = "node.kubernetes.io/not-ready";
 
 /// Runs the kubelet until the handle is aborted (every 100 ms: the cloud's due events).
@@ -162,6 +190,9 @@ pub fn spawn(client: Client, cloud: SimCloudApi, types: Vec<InstanceTypeInfo>) -
             }
             if let Err(err) = clear_not_ready(&client, &registered).await {
                 tracing::warn!(%err, "test kubelet: clearing not-ready");
+            }
+            if let Err(err) = start_pods(&client, &registered).await {
+                tracing::warn!(%err, "test kubelet: starting pods");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -22,12 +22,18 @@ async fn a_controller_killed_during_a_launch_resumes_it_without_a_second_instanc
     settings.shutdown_grace = Duration::ZERO;
     let first = RunningController::start(&cluster, &cloud, settings.clone());
     let pods = Api::<Pod>::namespaced(client.clone(), "default");
-    pods.create(&PostParams::default(), &pod("web-1", "500m")).await?;
+    pods.create(&PostParams::default(), &pod("web-1", "500m"))
+        .await?;
     let claims = Api::<NodeClaim>::all(client.clone());
     // Killed as soon as the NodeClaim (the durable record) exists: its launch is in flight or done,
     // and no kubelet has registered anything yet.
     common::eventually(Duration::from_secs(30), "a NodeClaim", || async {
-        Ok(claims.list(&ListParams::default()).await?.items.into_iter().next())
+        Ok(claims
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .next())
     })
     .await?;
     first.stop()?;
@@ -35,10 +41,25 @@ async fn a_controller_killed_during_a_launch_resumes_it_without_a_second_instanc
 
     let kubelet = kubelet::spawn(client.clone(), cloud.clone(), common::instance_types()?);
     let second = RunningController::start(&cluster, &cloud, settings);
-    common::eventually(Duration::from_secs(60), "the pod bound", || bound_node(&client, "web-1")).await?;
+    common::eventually(Duration::from_secs(60), "the pod bound", || {
+        bound_node(&client, "web-1")
+    })
+    .await?;
     let claims_now = claims.list(&ListParams::default()).await?.items;
-    assert_eq!(claims_now.len(), 1, "one NodeClaim: {:?}", claims_now.iter().map(|c| &c.metadata.name).collect::<Vec<_>>());
-    assert_eq!(cloud.launched(), 1, "one instance ever launched (before the restart: {launched_before_restart})");
+    assert_eq!(
+        claims_now.len(),
+        1,
+        "one NodeClaim: {:?}",
+        claims_now
+            .iter()
+            .map(|c| &c.metadata.name)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        cloud.launched(),
+        1,
+        "one instance ever launched (before the restart: {launched_before_restart})"
+    );
     second.stop()?;
     kubelet.abort();
     Ok(())
@@ -51,13 +72,21 @@ async fn an_apiserver_restart_loses_no_pending_pod() -> Result<()> {
     let kubelet = kubelet::spawn(client.clone(), cloud.clone(), common::instance_types()?);
     let controller = RunningController::start(&cluster, &cloud, common::settings());
     let pods = Api::<Pod>::namespaced(client.clone(), "default");
-    pods.create(&PostParams::default(), &pod("web-1", "500m")).await?;
-    common::eventually(Duration::from_secs(60), "web-1 bound", || bound_node(&client, "web-1")).await?;
+    pods.create(&PostParams::default(), &pod("web-1", "500m"))
+        .await?;
+    common::eventually(Duration::from_secs(60), "web-1 bound", || {
+        bound_node(&client, "web-1")
+    })
+    .await?;
 
     // Every watch breaks; the pod created right after the restart must still be seen (re-list).
     cluster.restart_apiserver()?;
-    pods.create(&PostParams::default(), &pod("web-2", "3")).await?;
-    common::eventually(Duration::from_secs(90), "web-2 bound", || bound_node(&client, "web-2")).await?;
+    pods.create(&PostParams::default(), &pod("web-2", "3"))
+        .await?;
+    common::eventually(Duration::from_secs(90), "web-2 bound", || {
+        bound_node(&client, "web-2")
+    })
+    .await?;
     controller.stop()?;
     kubelet.abort();
     Ok(())
