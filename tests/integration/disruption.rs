@@ -431,3 +431,48 @@ fn simulate_takes_a_consolidator_candidate_from_the_command_line() {
     assert!(misfit.contains("business-hours.wasm"), "{misfit}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `karpenter.sh/do-not-disrupt` in the NodePool template's annotations reaches every node (through
+/// the claim's record, synced at registration as Karpenter does) and blocks voluntary disruption: the
+/// burst's scale-down consolidates nothing; without it, it consolidates.
+#[test]
+fn do_not_disrupt_in_the_template_annotations_blocks_consolidation() {
+    let mut s = scenario("burst-scale-down.yaml");
+    let consolidations = |s: &Scenario| {
+        let o = run(
+            s,
+            Disruptor::from_manifests(&s.node_pools, &s.node_classes, s.start_ms()),
+        );
+        let disrupted = o
+            .controller
+            .log
+            .iter()
+            .filter(|d| matches!(d.why.reason, Reason::Empty | Reason::Underutilized))
+            .filter(|d| matches!(d.action, Action::Terminate { .. }))
+            .count();
+        (o, disrupted)
+    };
+    let (_, without) = consolidations(&s);
+    assert!(
+        without > 0,
+        "the scale-down consolidates without the annotation"
+    );
+    for pool in &mut s.node_pools {
+        pool.spec
+            .template
+            .metadata
+            .get_or_insert_with(Default::default)
+            .annotations
+            .insert("karpenter.sh/do-not-disrupt".into(), "true".into());
+    }
+    let (o, with) = consolidations(&s);
+    assert_eq!(with, 0, "no node of an annotated pool is consolidated");
+    assert!(
+        o.cluster.nodes_iter().all(|n| n
+            .annotations
+            .get("karpenter.sh/do-not-disrupt")
+            .map(String::as_str)
+            == Some("true")),
+        "every node carries its template's annotation"
+    );
+}

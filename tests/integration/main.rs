@@ -2,6 +2,7 @@
 mod api;
 mod deferred;
 mod disruption;
+mod interruption;
 mod policy;
 mod provisioning;
 mod simulate;

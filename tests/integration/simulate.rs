@@ -451,3 +451,27 @@ fn holds_5000_nodes_and_50000_pods_under_512_mib() {
     assert_eq!(outcome.binds.len(), 50_000);
     assert!(rss < 512.0, "peak RSS {rss:.0} MiB");
 }
+
+/// Every example's JSON report equals its golden file (`tests/golden/scenarios/NAME.json`), so a change
+/// to any decision shows up as a reviewed diff. `KESTREL_BLESS=1` rewrites the files.
+#[test]
+fn every_example_report_equals_its_golden_file() {
+    let golden = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden/scenarios");
+    let bless = std::env::var_os("KESTREL_BLESS").is_some();
+    let mut differ = Vec::new();
+    for path in all_examples() {
+        let name = path.file_stem().expect("a file name").to_string_lossy();
+        let scenario = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let json = Report::from_outcome(&run(&scenario)).to_json() + "\n";
+        let file = golden.join(format!("{name}.json"));
+        if bless {
+            std::fs::write(&file, &json).expect("golden file written");
+        } else if std::fs::read_to_string(&file).ok().as_deref() != Some(json.as_str()) {
+            differ.push(name.to_string());
+        }
+    }
+    assert!(
+        differ.is_empty(),
+        "reports differ from tests/golden/scenarios for {differ:?} (review, then KESTREL_BLESS=1)"
+    );
+}

@@ -1,17 +1,12 @@
-//! Policies: the ranker, consolidator and budgeter the core consults, as wasm components or native defaults.
-//!
-//! The core sees only the three traits below. Every answer comes back as a [`Verdict`]: the value to use
-//! (already validated and clamped by the host) and, when the configured policy failed, why the built-in
-//! default answered instead.
+//! The policy runtime: wasm components in a wasmtime sandbox, limits, the per-NodePool registry and hot
+//! swap, behind the core's policy traits (`kestrel_core::policy`, re-exported here).
+//! Every answer comes back as a [`Verdict`]: the value to use (already validated and clamped by the
+//! host) and, when the configured policy failed, why the built-in default answered instead.
 
-/// The contract types, shared by the host, the SDK and the policies (generated from `wit/policy.wit`).
-pub mod contract {
-    pub use kestrel_policy_sdk::budgeter as budget;
-    pub use kestrel_policy_sdk::consolidator as consolidate;
-    pub use kestrel_policy_sdk::ranker as rank;
-}
-
-use contract::{budget, consolidate, rank};
+pub use kestrel_core::policy::{
+    Budgeter, Consolidator, Fallback, FallbackKind, NativePolicies, PolicyKind, PolicyProvider,
+    Ranker, Verdict, contract,
+};
 
 pub mod bindings;
 pub mod build_component;
@@ -34,120 +29,3 @@ pub use registry::{
     budgeter_from_file, consolidator_from_file, policy_refs, ranker_from_file,
 };
 pub use sandbox::{CompiledPolicy, WasmBudgeter, WasmConsolidator, WasmPolicy, WasmRanker};
-
-/// The three kinds of policy (one WIT world each).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PolicyKind {
-    Ranker = 0,
-    Consolidator = 1,
-    Budgeter = 2,
-}
-
-impl PolicyKind {
-    pub const ALL: [PolicyKind; 3] = [
-        PolicyKind::Ranker,
-        PolicyKind::Consolidator,
-        PolicyKind::Budgeter,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PolicyKind::Ranker => "ranker",
-            PolicyKind::Consolidator => "consolidator",
-            PolicyKind::Budgeter => "budgeter",
-        }
-    }
-}
-
-impl std::fmt::Display for PolicyKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for PolicyKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        PolicyKind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| {
-                format!("unknown policy kind {s:?} (expected ranker, consolidator or budgeter)")
-            })
-    }
-}
-
-/// Orders the offerings a NodePool may launch for a batch of pods.
-pub trait Ranker: Send {
-    /// Called once per catalog revision, before any `rank` that refers to it.
-    fn set_catalog(&mut self, catalog: &rank::Catalog);
-    fn rank(&mut self, input: &rank::RankInput) -> Verdict<rank::Ranking>;
-}
-
-/// Picks and orders consolidation moves among the safe ones the host computed.
-pub trait Consolidator: Send {
-    /// The ids of the moves to take, in order.
-    fn consolidate(&mut self, input: &consolidate::ConsolidateInput) -> Verdict<Vec<u32>>;
-}
-
-/// Says how many nodes may be disrupted now, per reason (clamped to the NodePool's own budgets).
-pub trait Budgeter: Send {
-    fn allowed(&mut self, input: &budget::BudgetInput) -> Verdict<Vec<budget::ReasonCount>>;
-}
-
-/// A policy's answer, as the core uses it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Verdict<T> {
-    pub value: T,
-    /// Which policy produced `value`, e.g. "default-ranker@0.1.0 (native)" or "graviton@1.0.0 (wasm sha256:ab12…)".
-    pub decided_by: String,
-    /// Set when the configured policy failed and the native default decided instead.
-    pub fallback: Option<Fallback>,
-}
-
-/// Why a configured policy's answer was not used.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Fallback {
-    pub policy: String,
-    pub kind: FallbackKind,
-    pub detail: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FallbackKind {
-    /// The module trapped (panic, unreachable, out of bounds, ...).
-    Trap,
-    /// The call ran past its epoch deadline.
-    Timeout,
-    /// The module tried to grow its memory past the cap.
-    MemoryLimit,
-    /// The answer broke the contract (unknown or duplicate index, NaN, wrong length, ...).
-    InvalidAnswer,
-    /// The policy returned `err(..)`.
-    PolicyError,
-    /// The policy is degraded after repeated failures and is not called until it is replaced.
-    Degraded,
-}
-
-impl FallbackKind {
-    pub const ALL: [FallbackKind; 6] = [
-        FallbackKind::Trap,
-        FallbackKind::Timeout,
-        FallbackKind::MemoryLimit,
-        FallbackKind::InvalidAnswer,
-        FallbackKind::PolicyError,
-        FallbackKind::Degraded,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FallbackKind::Trap => "trap",
-            FallbackKind::Timeout => "timeout",
-            FallbackKind::MemoryLimit => "memoryLimit",
-            FallbackKind::InvalidAnswer => "invalidAnswer",
-            FallbackKind::PolicyError => "policyError",
-            FallbackKind::Degraded => "degraded",
-        }
-    }
-}

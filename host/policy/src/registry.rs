@@ -525,6 +525,19 @@ impl Default for PolicyRegistry {
     }
 }
 
+/// The registry is where the core gets each NodePool's policies; its handles follow hot swaps.
+impl crate::PolicyProvider for PolicyRegistry {
+    fn ranker(&self, node_pool: &str) -> Box<dyn Ranker> {
+        Box::new(PolicyRegistry::ranker(self, node_pool))
+    }
+    fn consolidator(&self, node_pool: &str) -> Box<dyn Consolidator> {
+        Box::new(PolicyRegistry::consolidator(self, node_pool))
+    }
+    fn budgeter(&self, node_pool: &str) -> Box<dyn Budgeter> {
+        Box::new(PolicyRegistry::budgeter(self, node_pool))
+    }
+}
+
 /// A NodePool's ranker, as handed to the core.
 #[derive(Clone)]
 pub struct PoolRanker {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 pub type ResourceList = BTreeMap<String, Quantity>;
 
 /// Which node class a NodePool or NodeClaim uses (`group: karpenter.k8s.aws, kind: EC2NodeClass`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NodeClassReference {
     /// API group of the node class, e.g. `karpenter.k8s.aws`.

@@ -57,7 +57,7 @@ pub struct NodePoolSpec {
 }
 
 /// The metadata and spec every NodeClaim of a NodePool starts from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NodeClaimTemplate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -76,7 +76,7 @@ pub struct TemplateMetadata {
 }
 
 /// The NodeClaim spec of a NodePool's template (a NodeClaim spec without `resources`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NodeClaimTemplateSpec {
     /// Taints applied to every node; pods must tolerate them.

@@ -8,36 +8,8 @@
 
 use crate::clock::Millis;
 
-/// How an offering is paid for (Karpenter's `karpenter.sh/capacity-type` values).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum CapacityType {
-    OnDemand,
-    Spot,
-    Reserved,
-}
-
-impl CapacityType {
-    /// The `karpenter.sh/capacity-type` label value.
-    pub fn label(self) -> &'static str {
-        match self {
-            CapacityType::OnDemand => "on-demand",
-            CapacityType::Spot => "spot",
-            CapacityType::Reserved => "reserved",
-        }
-    }
-
-    pub fn from_label(value: &str) -> Option<Self> {
-        match value {
-            "on-demand" => Some(CapacityType::OnDemand),
-            "spot" => Some(CapacityType::Spot),
-            "reserved" => Some(CapacityType::Reserved),
-            _ => None,
-        }
-    }
-}
+/// How an offering is paid for: the model's type (one vocabulary from the scheduler to EC2).
+pub use crate::model::CapacityType;
 
 /// One launchable offering: an instance type in a zone, bought one way, at a price (USD/hour).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -58,6 +30,10 @@ pub struct LaunchRequest {
     pub node_pool: String,
     /// Shared with the claim's record (a burst of launches holds thousands of these).
     pub offerings: std::sync::Arc<[Offering]>,
+    /// The NodePool's `spec.template` as the claim was made from it: the EC2NodeClass to launch
+    /// with (`spec.nodeClassRef`), and the labels, taints and startup taints the node registers with
+    /// (the AWS adapter renders them into userData). Shared with the pool and the claim's record.
+    pub template: std::sync::Arc<crate::api::NodeClaimTemplate>,
 }
 
 /// EC2's instance lifecycle, as much of it as the controller needs.

@@ -12,6 +12,8 @@ use std::sync::Arc;
 use crate::clock::Millis;
 use crate::cloud::CapacityType;
 
+pub mod registration;
+
 /// Requests and capacities: the core's exact resource lists (ephemeral storage and extended resources
 /// such as GPUs of each vendor or pod ENIs included), so the edge never loses a resource the core
 /// schedules by.
@@ -148,6 +150,9 @@ pub struct NodeState {
     pub price: f64,
     /// Shared: snapshots clone nodes often.
     pub labels: Arc<BTreeMap<String, String>>,
+    /// The Node's annotations (its NodeClaim's, from the NodePool template, synced at registration as
+    /// Karpenter does): `karpenter.sh/do-not-disrupt` here blocks voluntary disruption of the node.
+    pub annotations: Arc<BTreeMap<String, String>>,
     pub taints: Vec<Taint>,
     pub allocatable: ResourceList,
     /// Sum of the requests of the pods bound here.
@@ -162,6 +167,14 @@ pub struct NodeState {
 }
 
 impl NodeState {
+    /// `karpenter.sh/do-not-disrupt: "true"` on the node: no voluntary disruption (consolidation,
+    /// drift) picks it; expiry and interruptions still do.
+    pub fn do_not_disrupt(&self) -> bool {
+        self.annotations
+            .get(crate::model::labels::DO_NOT_DISRUPT)
+            .is_some_and(|v| v == "true")
+    }
+
     pub fn free(&self) -> ResourceList {
         self.allocatable.minus(&self.requested)
     }
@@ -215,6 +228,10 @@ pub enum ClusterError {
 pub struct ClaimRecord {
     pub name: String,
     pub node_pool: String,
+    /// The NodePool's template the claim was made from (the NodeClaim's spec, labels and
+    /// annotations): what its launch and its node's registration use, even after the NodePool
+    /// changed (a changed template is drift, not a rewrite of existing claims).
+    pub template: Arc<crate::api::NodeClaimTemplate>,
     pub created_at: Millis,
     /// What the launch asks for, best first (emptied once launched).
     pub offerings: Arc<[crate::cloud::Offering]>,
@@ -241,6 +258,19 @@ pub struct DrainRecord {
     pub detail: String,
 }
 
+/// The taint key a node being disrupted (drained for an interruption, consolidation, drift,
+/// expiry) carries, as Karpenter v1 writes it.
+pub const DISRUPTED_TAINT_KEY: &str = "karpenter.sh/disrupted";
+
+/// `karpenter.sh/disrupted:NoSchedule`, added by [`ClusterWriter::cordon`].
+pub fn disrupted_taint() -> Taint {
+    Taint::new(
+        DISRUPTED_TAINT_KEY,
+        None,
+        crate::model::TaintEffect::NoSchedule,
+    )
+}
+
 /// The cluster as the controller reads it: one consistent picture per tick (reflector stores in
 /// production, the simulated cluster in the simulator). The controller never writes through it; it
 /// emits commands that an executor carries out with [`ClusterWriter`].
@@ -262,6 +292,17 @@ pub trait ClusterState {
     }
     /// The claim records (NodeClaims), for a controller that starts (or takes over) to resume from.
     fn claim_records(&self) -> Vec<ClaimRecord>;
+    /// The node the claim's instance registered as, if it has (the kube adapter matches Nodes to
+    /// NodeClaims by providerID; an index makes this cheap).
+    fn node_of_claim(&self, claim: &str) -> Option<Arc<NodeState>> {
+        self.nodes().into_iter().find(|n| n.claim == claim)
+    }
+    /// Changes whenever a node registers (a Node watch's resourceVersion in production), so the
+    /// controller looks for its claims' nodes only when there may be a new one. `None`: not tracked,
+    /// look every tick.
+    fn nodes_revision(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// The writes the controller's commands make to the cluster (the executor's side of the edge).
@@ -269,9 +310,10 @@ pub trait ClusterWriter {
     /// Records that the provisioner expects `pod` to land on the NodeClaim `claim` (an Event in
     /// production; a binding hint for the simulator's scheduler).
     fn nominate(&mut self, pod: &str, claim: &str) -> Result<(), ClusterError>;
-    /// Marks the node unschedulable.
+    /// Taints the node [`disrupted_taint`] and marks it unschedulable (Karpenter v1's disruption
+    /// taint, so pods that tolerate cordons do not land on a node about to go).
     fn cordon(&mut self, node: &str) -> Result<(), ClusterError>;
-    /// Makes the node schedulable again (an aborted disruption).
+    /// Makes the node schedulable again and removes [`disrupted_taint`] (an aborted disruption).
     fn uncordon(&mut self, node: &str) -> Result<(), ClusterError>;
     /// Evicts a pod through the Eviction API (PDBs apply unless `force`); its controller recreates it.
     fn evict(&mut self, pod: &str, force: bool, now: Millis) -> Result<(), ClusterError>;

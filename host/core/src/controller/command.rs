@@ -40,6 +40,7 @@ pub enum Command {
         pod: PodKey,
         claim: String,
     },
+    /// Taint `karpenter.sh/disrupted:NoSchedule` and mark unschedulable.
     Cordon {
         node: String,
     },

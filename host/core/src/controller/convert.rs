@@ -1,25 +1,8 @@
 //! From what the loop holds (Karpenter manifests, cluster records) to the core's model types.
 
 use crate::api;
-use crate::cloud::CapacityType;
 use crate::cluster::NodeState;
 use crate::model::{self, Quantity};
-
-pub fn capacity_type(ct: CapacityType) -> model::CapacityType {
-    match ct {
-        CapacityType::OnDemand => model::CapacityType::OnDemand,
-        CapacityType::Spot => model::CapacityType::Spot,
-        CapacityType::Reserved => model::CapacityType::Reserved,
-    }
-}
-
-pub fn from_model_capacity_type(ct: model::CapacityType) -> CapacityType {
-    match ct {
-        model::CapacityType::OnDemand => CapacityType::OnDemand,
-        model::CapacityType::Spot => CapacityType::Spot,
-        model::CapacityType::Reserved => CapacityType::Reserved,
-    }
-}
 
 /// A registered node as the core sees it.
 pub fn node(n: &NodeState) -> model::Node {
@@ -29,7 +12,7 @@ pub fn node(n: &NodeState) -> model::Node {
         node_claim: Some(n.claim.clone()),
         instance_type: n.instance_type.clone(),
         zone: n.zone.clone(),
-        capacity_type: capacity_type(n.capacity_type),
+        capacity_type: n.capacity_type,
         labels: n.labels.clone(),
         taints: n.taints.clone(),
         allocatable: n.allocatable.clone(),

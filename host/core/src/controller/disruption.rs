@@ -23,12 +23,12 @@ use crate::disruption::decide::revalidate;
 use crate::disruption::moves::base_room;
 use crate::disruption::room::{Launchable, launchables};
 use crate::disruption::{
-    ClusterView, Command, DO_NOT_DISRUPT, DisruptionPolicies, DriftStamp, Method, MoveExplanation,
-    NodeView, PdbView, PoolSettings, RegistryPolicies, SamePolicies, VALIDATION_DELAY_MS, decide,
+    ClusterView, Command, DisruptionPolicies, DriftStamp, Method, MoveExplanation, NodeView,
+    PdbView, PoolSettings, RegistryPolicies, SamePolicies, VALIDATION_DELAY_MS, decide,
 };
 use crate::model::ConsolidationPolicy;
-use crate::policy::defaults::{NativeBudgeter, NativeConsolidator};
-use crate::policy::{Budgeter, Consolidator, PolicyRegistry};
+use crate::policy::native::{NativeBudgeter, NativeConsolidator};
+use crate::policy::{Budgeter, Consolidator, NativePolicies};
 
 /// Simulator-only annotation on an EC2NodeClass: image releases during a scenario, as
 /// `OFFSET=ALIAS[,OFFSET=ALIAS...]` (offsets from the scenario start, e.g. `20m=al2023@v20260201`). From
@@ -219,7 +219,7 @@ impl Disruptor {
             );
         }
         Disruptor {
-            policies: Box::new(RegistryPolicies::new(Arc::new(PolicyRegistry::native()))),
+            policies: Box::new(RegistryPolicies::new(Arc::new(NativePolicies))),
             pools: configs,
             stamps: BTreeMap::new(),
             pod_changes: BTreeMap::new(),
@@ -302,7 +302,7 @@ impl Disruptor {
             n.pods.hash(&mut h);
             n.requested.hash(&mut h);
             (n.ready, n.cordoned, n.deleting).hash(&mut h);
-            n.labels.get(DO_NOT_DISRUPT).hash(&mut h);
+            n.do_not_disrupt().hash(&mut h);
         }
         input.disrupting.hash(&mut h);
         input.in_flight_claims.hash(&mut h);
@@ -395,10 +395,12 @@ impl Disruptor {
                 .stamps
                 .entry(name.clone())
                 .or_insert_with(|| {
-                    self.pools
+                    let launched_with = self
+                        .pools
                         .get(&node.node_pool)
                         .map(|c| c.stamp_at(node.created_at).for_new_node())
-                        .unwrap_or_default()
+                        .unwrap_or_default();
+                    DriftStamp::of_node(launched_with, &node.annotations)
                 })
                 .clone();
             let signature = (node.pods, node.requested.clone());
@@ -414,7 +416,7 @@ impl Disruptor {
                 node: node.clone(),
                 pods,
                 stamp,
-                do_not_disrupt: node.labels.get(DO_NOT_DISRUPT).is_some_and(|v| v == "true"),
+                do_not_disrupt: node.do_not_disrupt(),
                 last_pod_change,
                 expiring_since: self.expiring.get(&name).copied(),
             });

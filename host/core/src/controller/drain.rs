@@ -1,4 +1,5 @@
-//! Drains and terminations: interruption notices, cordon, evictions with per-pod backoff, terminate.
+//! Drains and terminations: cordon, evictions with per-pod backoff, terminate (interruption notices
+//! start drains in `interruption`).
 //!
 //! A drain starts once its replacement claims have registered (or at its deadline). Each pod is
 //! evicted through the Eviction API; a refusal (a PDB's 429, the API server unavailable) backs that pod
@@ -6,13 +7,10 @@
 //! pod but DaemonSet pods is left, the instance is terminated and the Node deleted. A termination that
 //! is throttled is retried until the cloud confirms it.
 
-use std::sync::Arc;
-
 use super::{Action, Command, Controller, Drain, Reason};
 use crate::clock::Millis;
-use crate::cloud::{CloudError, Offering};
-use crate::cluster::{ClusterError, ClusterState, NodeState, OwnerKind, PodKey, PodState};
-use crate::interruption::{self, Response};
+use crate::cloud::CloudError;
+use crate::cluster::{ClusterError, ClusterState, OwnerKind, PodKey, PodState};
 
 impl Controller {
     /// Cordons the node, records the drain in its claim record and starts tracking it.
@@ -183,167 +181,6 @@ impl Controller {
                     retry.refused(now);
                 }
             }
-        }
-    }
-
-    pub(super) fn handle_notices(&mut self, now: Millis, cluster: &dyn ClusterState) {
-        if self.notices.is_empty() {
-            return;
-        }
-        let nodes = cluster.nodes();
-        for notice in std::mem::take(&mut self.notices) {
-            let node: Option<&Arc<NodeState>> = self
-                .node_by_instance
-                .get(&notice.instance_id)
-                .and_then(|name| nodes.iter().find(|n| &*n.name == name.as_str()));
-            // The offering: from the node, or from the claim if the node has not registered yet.
-            let offering = node
-                .map(|n| Offering {
-                    instance_type: n.instance_type.clone(),
-                    zone: n.zone.clone(),
-                    capacity_type: n.capacity_type,
-                    price: n.price,
-                })
-                .or_else(|| {
-                    self.claims
-                        .values()
-                        .find(|c| c.instance_id.as_deref() == Some(notice.instance_id.as_str()))
-                        .and_then(|c| c.offering.clone())
-                });
-            let node_claim = node.map(|n| n.claim.clone());
-            let node = node.map(|n| n.name.to_string());
-            match interruption::respond(&notice, now) {
-                Response::Replace {
-                    drain_by,
-                    avoid_offering,
-                    reason,
-                    ..
-                } => {
-                    let why = if reason.starts_with("spot") {
-                        Reason::SpotInterruption
-                    } else {
-                        Reason::ScheduledChange
-                    };
-                    if avoid_offering && let Some(o) = &offering {
-                        self.avoid(now, o, now + interruption::AVOID_OFFERING_MS, why, reason);
-                    }
-                    self.stats.interruptions_handled += 1;
-                    match node {
-                        Some(node) if !self.draining.contains_key(&node) => {
-                            self.begin_replacement(
-                                now,
-                                cluster,
-                                &node,
-                                why,
-                                drain_by,
-                                reason.to_string(),
-                            );
-                        }
-                        Some(_) => {}
-                        None => {
-                            // Not registered yet: give up the claim, its pods are provisioned again.
-                            let lost = self.claims_of_instance(&notice.instance_id);
-                            if lost.is_empty() {
-                                // Not an instance of ours (or already forgotten): nothing to do.
-                                continue;
-                            }
-                            for name in lost {
-                                self.claim_lost(now, &name);
-                            }
-                            self.terminate(&notice.instance_id);
-                            self.record(
-                                now,
-                                Action::Terminate {
-                                    node: None,
-                                    instance_id: notice.instance_id.clone(),
-                                },
-                                why,
-                                format!("{reason} before the node registered"),
-                            );
-                        }
-                    }
-                }
-                Response::AvoidOffering { until, reason } => {
-                    self.stats.rebalance_recommendations += 1;
-                    if let Some(o) = &offering {
-                        self.avoid(now, o, until, Reason::Rebalance, reason);
-                    }
-                }
-                Response::Forget { reason } => {
-                    // An unregistered claim's instance stopped: give the claim up now.
-                    let lost = self.claims_of_instance(&notice.instance_id);
-                    for name in lost {
-                        self.claim_lost(now, &name);
-                    }
-                    if let (Some(node), Some(claim)) = (&node, &node_claim) {
-                        self.forget_node(node, &notice.instance_id, claim);
-                    }
-                    if let Some(node) = node {
-                        self.record(
-                            now,
-                            Action::Terminate {
-                                node: Some(node),
-                                instance_id: notice.instance_id.clone(),
-                            },
-                            Reason::InstanceGone,
-                            reason.into(),
-                        );
-                    }
-                    self.node_by_instance.remove(&notice.instance_id);
-                }
-            }
-        }
-    }
-
-    /// The unregistered claims whose launch answered with this instance.
-    fn claims_of_instance(&self, instance_id: &str) -> Vec<String> {
-        self.claims
-            .iter()
-            .filter(|(_, c)| c.instance_id.as_deref() == Some(instance_id))
-            .map(|(name, _)| name.clone())
-            .collect()
-    }
-
-    /// Cordons the node, launches capacity for its pods now, and drains once that capacity is ready
-    /// (or at `drain_by`).
-    fn begin_replacement(
-        &mut self,
-        now: Millis,
-        cluster: &dyn ClusterState,
-        node: &str,
-        reason: Reason,
-        drain_by: Millis,
-        detail: String,
-    ) {
-        let Some(state) = cluster.nodes().into_iter().find(|n| &*n.name == node) else {
-            return;
-        };
-        // Tracked (and so cordoned for the plan below) before planning its pods elsewhere.
-        self.begin_drain(
-            now,
-            node,
-            Drain {
-                instance_id: state.instance_id.clone(),
-                claim: state.claim.clone(),
-                detail,
-                reason,
-                drain_by,
-                waiting_for: Vec::new(),
-                forceful: true,
-                abort_without_replacement: false,
-            },
-        );
-        let displaced: Vec<PodState> = cluster
-            .pods_on(node)
-            .into_iter()
-            .filter(|p| p.facts.owner != OwnerKind::DaemonSet)
-            .collect();
-        let plan = self.plan(now, &displaced, cluster);
-        let waiting_for = self.launch(now, plan.claims, reason, false);
-        if let Some(drain) = self.draining.get_mut(node) {
-            drain.waiting_for = waiting_for;
-            let drain = drain.clone();
-            self.write_drain(&drain.claim, Some(&drain));
         }
     }
 }

@@ -9,9 +9,7 @@
 
 use super::command::backoff_ms;
 use super::provision::PlannedClaim;
-use super::{
-    Action, ClaimPhase, ClaimState, Command, Controller, MAX_LAUNCH_ATTEMPTS, Reason, convert,
-};
+use super::{Action, ClaimPhase, ClaimState, Command, Controller, MAX_LAUNCH_ATTEMPTS, Reason};
 use crate::clock::Millis;
 use crate::cloud::{CloudError, LaunchRequest, Launched};
 use crate::cluster::{ClaimRecord, ClusterError, ClusterState, DrainRecord};
@@ -30,12 +28,13 @@ impl Controller {
         for planned in claims {
             let name = self.claim_name(&planned.node_pool);
             let offerings: std::sync::Arc<[crate::cloud::Offering]> = planned.offerings.into();
+            let template = self.pool_template(&planned.node_pool);
             let request = LaunchRequest {
                 claim: name.clone(),
                 node_pool: planned.node_pool.clone(),
                 offerings: offerings.clone(),
+                template: template.clone(),
             };
-            let taints = self.pool_taints(&planned.node_pool);
             let core = planned.core.map(|mut c| {
                 c.name = name.clone();
                 c
@@ -43,6 +42,7 @@ impl Controller {
             let record = ClaimRecord {
                 name: name.clone(),
                 node_pool: planned.node_pool.clone(),
+                template,
                 created_at: now,
                 offerings,
                 reason,
@@ -65,7 +65,6 @@ impl Controller {
                     offering: None,
                     launched_seen_at: None,
                     missing_since: None,
-                    taints,
                     core,
                     pods: planned.pods.len(),
                     reason,
@@ -87,12 +86,41 @@ impl Controller {
         names
     }
 
-    /// The taints a new node of the pool carries.
-    fn pool_taints(&self, pool: &str) -> Vec<crate::cluster::Taint> {
+    /// Claims whose node has registered (the snapshot shows a node of the claim) are done launching.
+    /// Pods nominated to such a node that it did not take (another pod got the room first) are
+    /// pending with nothing coming for them: they are looked at again after a batch window
+    /// (registrations arrive in bursts; one look serves the whole burst instead of one scan of every
+    /// pending pod per node).
+    pub(super) fn observe_registrations(&mut self, now: Millis, cluster: &dyn ClusterState) {
+        let revision = cluster.nodes_revision();
+        if self.claims.is_empty() || (revision.is_some() && revision == self.seen_nodes_revision) {
+            self.seen_nodes_revision = revision;
+            return;
+        }
+        self.seen_nodes_revision = revision;
+        let registered: Vec<_> = self
+            .claims
+            .keys()
+            .filter_map(|claim| cluster.node_of_claim(claim))
+            .collect();
+        if registered.is_empty() {
+            return;
+        }
+        for node in registered {
+            self.claims.remove(&node.claim);
+            self.node_by_instance
+                .insert(node.instance_id.clone(), node.name.to_string());
+        }
+        let at = now + self.config.batch_idle_ms;
+        self.retry_at = Some(self.retry_at.map_or(at, |r| r.min(at)));
+    }
+
+    /// The pool's template, shared by its claims (an empty one for a pool that is gone).
+    fn pool_template(&self, pool: &str) -> std::sync::Arc<crate::api::NodeClaimTemplate> {
         self.pools
             .iter()
             .find(|p| p.name == pool)
-            .map(|p| p.taints.clone())
+            .map(|p| p.template.clone())
             .unwrap_or_default()
     }
 
@@ -223,7 +251,7 @@ impl Controller {
                     c.launched = Some(crate::model::Launched {
                         instance_type: o.instance_type.clone(),
                         zone: o.zone.clone(),
-                        capacity_type: convert::capacity_type(o.capacity_type),
+                        capacity_type: o.capacity_type,
                         price: o.price,
                         provider_id: format!("aws:///{}/{}", o.zone, result.instance.id),
                     });
@@ -421,6 +449,7 @@ impl Controller {
                         claim: record.name.clone(),
                         node_pool: record.node_pool.clone(),
                         offerings: record.offerings.clone(),
+                        template: record.template.clone(),
                     };
                     let phase = if record.instance_id.is_some() {
                         ClaimPhase::Launched
@@ -428,7 +457,6 @@ impl Controller {
                         self.outbox.push(Command::Launch(request.clone()));
                         ClaimPhase::Launching
                     };
-                    let taints = self.pool_taints(&record.node_pool);
                     self.claims.insert(
                         record.name.clone(),
                         ClaimState {
@@ -440,7 +468,6 @@ impl Controller {
                             offering: record.offering.clone(),
                             launched_seen_at: record.instance_id.as_ref().map(|_| now),
                             missing_since: None,
-                            taints,
                             core: None,
                             pods: record.pods,
                             reason: record.reason,

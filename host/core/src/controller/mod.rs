@@ -4,7 +4,8 @@
 //! and returns [`Command`]s; it never calls the cluster or the cloud. Their answers come back through
 //! [`Controller::complete`] whenever they arrive (at once in the simulator's inline mode, seconds later
 //! in its deferred mode and in production), and are applied then:
-//! 1. interruption notices -> cordon, pre-spin replacement capacity, drain, terminate ([`drain`]);
+//! 1. interruption notices -> taint and cordon, pre-spin replacement capacity, drain, terminate
+//!    ([`interruption`]);
 //! 2. drains in progress -> evict when the replacement is ready (or at the deadline), each refused
 //!    eviction backed off per pod, then terminate ([`drain`]);
 //! 3. provisioning -> batch new pending pods (1 s idle / 10 s max), plan, write the claim, launch,
@@ -15,12 +16,14 @@
 //!    owned nodes whose instance is gone ([`gc`]).
 //!
 //! Every executed action is logged as a [`Decided`] with its [`Explanation`].
+pub mod assemble;
 pub mod batch;
 pub mod command;
 pub mod convert;
 pub mod disruption;
 mod drain;
 mod gc;
+mod interruption;
 mod launch;
 mod offerings;
 pub mod planner;
@@ -37,6 +40,7 @@ use crate::cluster::{ClaimRecord, ClusterState, NodeState, PodKey, PodState, Res
 use crate::interruption::Notice;
 use batch::Batcher;
 pub use command::{Command, Completion, Outcome};
+pub use interruption::{NoticeAck, NoticeOutcome};
 use provision::{PlannedClaim, ProvisionInput, Provisioner};
 
 /// An instance type as the controller sizes nodes with it.
@@ -62,6 +66,11 @@ pub struct PoolSpec {
     pub consolidate_after_ms: Option<Millis>,
     /// `spec.template.spec.expireAfter`; None = `Never`.
     pub expire_after_ms: Option<Millis>,
+    /// The pool's `spec.template` as written: every claim of the pool carries it (shared).
+    pub template: Arc<crate::api::NodeClaimTemplate>,
+    /// Replace a node proactively on a rebalance recommendation (the NodePool's
+    /// `kestrel.dev/rebalance-replacement: "true"` annotation).
+    pub replace_on_rebalance: bool,
 }
 
 pub const NODEPOOL_LABEL: &str = "karpenter.sh/nodepool";
@@ -89,18 +98,14 @@ impl PoolSpec {
         }
     }
 
+    /// The labels a node of this pool launched from the offering registers with.
     pub fn node_labels(
         &self,
         it: &InstanceTypeInfo,
         zone: &str,
         ct: CapacityType,
     ) -> BTreeMap<String, String> {
-        let mut labels = it.labels.clone();
-        labels.extend(self.labels.clone());
-        labels.extend(crate::model::labels::zone_labels(zone));
-        labels.insert(CAPACITY_TYPE_LABEL.into(), ct.label().into());
-        labels.insert(NODEPOOL_LABEL.into(), self.name.clone());
-        labels
+        crate::cluster::registration::node_labels(&self.labels, &self.name, it, zone, ct)
     }
 
     /// Whether the pool's requirements allow the offering.
@@ -118,6 +123,8 @@ pub enum Reason {
     Provisioning,
     SpotInterruption,
     ScheduledChange,
+    /// An interruptible capacity reservation takes its instance back.
+    CapacityReservationInterruption,
     Rebalance,
     Empty,
     Underutilized,
@@ -268,7 +275,6 @@ struct ClaimState {
     launched_seen_at: Option<Millis>,
     /// The first complete listing (its issue time) that missed the instance since it last showed.
     missing_since: Option<Millis>,
-    taints: Vec<Taint>,
     /// The core's view of the claim (when the core planned it), for later batches.
     core: Option<crate::model::NodeClaim>,
     pods: usize,
@@ -329,6 +335,12 @@ pub struct ControllerStats {
     pub insufficient_capacity_fallthroughs: u64,
     pub interruptions_handled: u64,
     pub rebalance_recommendations: u64,
+    /// Nodes replaced proactively on a rebalance recommendation (NodePool opt-in).
+    pub rebalance_replacements: u64,
+    /// Notices for something already handled (a queue's duplicate delivery).
+    pub notices_duplicate: u64,
+    /// Notices for instances Kestrel does not own (dropped).
+    pub notices_not_owned: u64,
     pub policy_fallbacks: Vec<String>,
     pub orphans_collected: u64,
     /// Evictions refused (a PDB's 429, or the API server) and backed off.
@@ -402,6 +414,8 @@ pub struct Controller {
     /// Bumped whenever `unavailable` gains or loses an entry.
     unavailable_revision: u64,
     notices: Vec<Notice>,
+    /// Notices' acknowledgements: waiting for their action to be durable, or ready.
+    interruptions: interruption::Interruptions,
     offerings: Vec<Offering>,
     /// When the spot price list was last read (the read's issue time), what it said, and a
     /// revision bumped when it changed (0: never read, nothing is decided yet).
@@ -410,6 +424,8 @@ pub struct Controller {
     spot_prices: Vec<crate::cloud::SpotPrice>,
     prices_revision: u64,
     listing_in_flight: bool,
+    /// The snapshot's node revision when registrations were last looked for.
+    seen_nodes_revision: Option<u64>,
     /// Owned nodes whose instance the complete listings have missed, since (issue time) when.
     nodes_missing_since: HashMap<String, Millis>,
     /// The launchable offerings, keyed by the price list's and the unavailable set's revisions, with
@@ -488,12 +504,14 @@ impl Controller {
             unavailable: BTreeMap::new(),
             unavailable_revision: 0,
             notices: Vec::new(),
+            interruptions: interruption::Interruptions::default(),
             offerings: Vec::new(),
             prices_read_at: None,
             prices_in_flight: false,
             spot_prices: Vec::new(),
             prices_revision: 0,
             listing_in_flight: false,
+            seen_nodes_revision: None,
             nodes_missing_since: HashMap::new(),
             available: None,
             outbox: Vec::new(),
@@ -505,6 +523,10 @@ impl Controller {
 
     pub fn provisioner_name(&self) -> String {
         self.provisioner.name()
+    }
+
+    pub fn disruption_name(&self) -> String {
+        self.disruption.name()
     }
 
     pub fn instance_type(&self, name: &str) -> Option<&InstanceTypeInfo> {
@@ -523,54 +545,6 @@ impl Controller {
     /// Notices received and not handled yet (a queue would deliver them again after a restart).
     pub fn take_notices(&mut self) -> Vec<Notice> {
         std::mem::take(&mut self.notices)
-    }
-
-    /// The Node object a claim's instance registers as (labels and taints from its NodePool).
-    pub fn node_for(&self, instance: &crate::cloud::Instance, now: Millis) -> Option<NodeState> {
-        let claim = self.claims.get(&instance.claim)?;
-        let pool = self.pools.iter().find(|p| p.name == claim.node_pool)?;
-        let it = self.instance_type(&instance.offering.instance_type)?;
-        let name = format!(
-            "ip-10-{}-{}-{}.ec2.internal",
-            (self.next_claim / 65536) % 256,
-            (u64::from_str_radix(&instance.id[2..], 16).unwrap_or(0) / 256) % 256,
-            u64::from_str_radix(&instance.id[2..], 16).unwrap_or(0) % 256
-        );
-        let mut labels =
-            pool.node_labels(it, &instance.offering.zone, instance.offering.capacity_type);
-        labels.insert(crate::label_fit::HOSTNAME.into(), name.clone());
-        Some(NodeState {
-            name: name.into(),
-            instance_id: instance.id.clone(),
-            claim: instance.claim.clone(),
-            node_pool: pool.name.clone(),
-            instance_type: it.name.clone(),
-            zone: instance.offering.zone.clone(),
-            capacity_type: instance.offering.capacity_type,
-            price: instance.offering.price,
-            labels: std::sync::Arc::new(labels),
-            taints: claim.taints.clone(),
-            allocatable: it.allocatable.clone(),
-            requested: ResourceList::default(),
-            pods: 0,
-            created_at: now,
-            ready: true,
-            cordoned: false,
-            deleting: false,
-        })
-    }
-
-    /// The claim's node registered.
-    pub fn observe_node_registered(&mut self, now: Millis, node: &NodeState) {
-        self.claims.remove(&node.claim);
-        // Pods nominated to it that it did not take (another pod got the room first) are pending
-        // with nothing coming for them: look at them again after a batch window (registrations
-        // arrive in bursts; one look serves the whole burst instead of one scan of every pending
-        // pod per node).
-        let at = now + self.config.batch_idle_ms;
-        self.retry_at = Some(self.retry_at.map_or(at, |r| r.min(at)));
-        self.node_by_instance
-            .insert(node.instance_id.clone(), node.name.to_string());
     }
 
     /// Claims launched and not registered yet.
@@ -598,6 +572,7 @@ impl Controller {
         if self.unavailable.len() != before {
             self.unavailable_revision += 1;
         }
+        self.observe_registrations(now, cluster);
         self.request_prices_if_stale(now);
         self.retry_launches(now);
         self.retry_terminations(now);
@@ -655,7 +630,14 @@ impl Controller {
                 tracing::warn!(%node, %err, "node delete failed; garbage collection retries it");
             }
             (Command::WriteClaim(record), Outcome::Cluster(result)) => {
+                self.record_answered(&record.name, record.drain.is_some(), result.is_ok());
                 self.claim_written(now, &record.name, result)
+            }
+            (Command::DeleteClaim { name }, Outcome::Cluster(result)) => {
+                if let Err(err) = &result {
+                    tracing::warn!(claim = %name, %err, "claim record delete failed");
+                }
+                self.record_answered(&name, true, result.is_ok())
             }
             (Command::Nominate { .. }, Outcome::Cluster(_)) => {}
             (_, Outcome::Cluster(Ok(()))) => {}
@@ -683,6 +665,7 @@ impl Controller {
                 .filter(|r| !r.in_flight)
                 .map(|r| r.next_at),
         )
+        .chain(self.interruption_wake())
         .min();
         for (node, d) in &self.draining {
             let at = if self.replacements_ready(d) || now >= d.drain_by {

@@ -13,7 +13,7 @@ use super::provision::{PlannedClaim, ProvisionInput, ProvisionPlan, Provisioner}
 use crate::cloud::Offering;
 use crate::cluster::{PodKey, PodSpecFacts};
 use crate::model::{self, Catalog, Snapshot};
-use crate::policy::registry::PolicyRegistry;
+use crate::policy::PolicyProvider;
 use crate::provisioning::{self, BindingTarget, RegistryRankers};
 
 pub struct CorePlanner {
@@ -34,7 +34,7 @@ impl CorePlanner {
     /// `registry` gives each NodePool its ranker (`registry.ranker(pool)`); `ranker_label` names the
     /// ranker(s) in reports.
     pub fn new(
-        registry: Arc<PolicyRegistry>,
+        registry: Arc<dyn PolicyProvider>,
         ranker_label: String,
         pools: Vec<model::NodePool>,
         daemonsets: &[Arc<PodSpecFacts>],
@@ -105,7 +105,7 @@ impl CorePlanner {
                 Some(model::Offering {
                     instance_type: *index.get(o.instance_type.as_str())?,
                     zone: o.zone.clone(),
-                    capacity_type: convert::capacity_type(o.capacity_type),
+                    capacity_type: o.capacity_type,
                     price: o.price,
                     available: true,
                     interruption: if o.capacity_type == crate::cloud::CapacityType::Spot {
@@ -175,7 +175,7 @@ impl Provisioner for CorePlanner {
                 .map(|o| Offering {
                     instance_type: o.instance_type.clone(),
                     zone: o.zone.clone(),
-                    capacity_type: convert::from_model_capacity_type(o.capacity_type),
+                    capacity_type: o.capacity_type,
                     price: o.price,
                 })
                 .collect();

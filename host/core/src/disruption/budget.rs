@@ -212,7 +212,7 @@ mod tests {
         use super::*;
         use crate::disruption::DriftStamp;
         use crate::model::ConsolidationPolicy;
-        use crate::policy::defaults::NativeBudgeter;
+        use crate::policy::native::NativeBudgeter;
 
         fn pool(budgets: Vec<Budget>) -> PoolSettings {
             PoolSettings {

@@ -596,7 +596,7 @@ fn checked_order(
         input.moves.len()
     );
     fallbacks.push(format!("{pool}: consolidator {note}"));
-    let default = crate::policy::defaults::NativeConsolidator::answer(input);
+    let default = crate::policy::native::NativeConsolidator::answer(input);
     (default.value, format!("{}; {note}", default.decided_by))
 }
 

@@ -9,7 +9,24 @@ use std::collections::BTreeSet;
 use sha2::{Digest, Sha256};
 
 use super::{NodeView, PoolSettings};
-use crate::api::{EC2NodeClass, NodePool};
+use crate::api::{EC2NodeClass, NodeClaimTemplate, NodePool};
+
+/// Karpenter's annotation on a NodeClaim and its Node: the hash of the NodePool template it was made
+/// from. It lives on the cluster's objects, so a restarted controller still knows what each node was
+/// launched with.
+pub const NODEPOOL_HASH_ANNOTATION: &str = "karpenter.sh/nodepool-hash";
+
+/// The hash of a NodePool template's static fields (what `karpenter.sh/nodepool-hash` records).
+pub fn node_pool_hash(template: &NodeClaimTemplate) -> String {
+    digest(&serde_json::json!({
+        "metadata": template.metadata,
+        "taints": template.spec.taints,
+        "startupTaints": template.spec.startup_taints,
+        "nodeClassRef": template.spec.node_class_ref,
+        "expireAfter": template.spec.expire_after,
+        "terminationGracePeriod": template.spec.termination_grace_period,
+    }))
+}
 use crate::label_fit::requirement_matches;
 
 /// What a node was launched with, or what a pool resolves to now.
@@ -37,15 +54,7 @@ impl DriftStamp {
     /// its selector terms (an alias like `al2023@v20260201`, or the ids/names/tags written), and subnets
     /// and security groups likewise: changing a term is what makes a node's image no longer resolved.
     pub fn resolve(pool: &NodePool, node_class: Option<&EC2NodeClass>) -> DriftStamp {
-        let template = &pool.spec.template;
-        let node_pool_hash = digest(&serde_json::json!({
-            "metadata": template.metadata,
-            "taints": template.spec.taints,
-            "startupTaints": template.spec.startup_taints,
-            "nodeClassRef": template.spec.node_class_ref,
-            "expireAfter": template.spec.expire_after,
-            "terminationGracePeriod": template.spec.termination_grace_period,
-        }));
+        let node_pool_hash = node_pool_hash(&pool.spec.template);
         let Some(class) = node_class else {
             return DriftStamp {
                 node_pool_hash,
@@ -77,6 +86,22 @@ impl DriftStamp {
             images: terms("amiSelectorTerms"),
             subnets: terms("subnetSelectorTerms"),
             security_groups: terms("securityGroupSelectorTerms"),
+        }
+    }
+
+    /// A node's stamp: what its pool resolved to when it was created, with the template hash its
+    /// Node carries (`karpenter.sh/nodepool-hash`, written at registration from its claim's record)
+    /// taking precedence, so drift from a template change survives a controller restart.
+    pub fn of_node(
+        launched_with: DriftStamp,
+        annotations: &std::collections::BTreeMap<String, String>,
+    ) -> DriftStamp {
+        match annotations.get(NODEPOOL_HASH_ANNOTATION) {
+            Some(hash) => DriftStamp {
+                node_pool_hash: hash.clone(),
+                ..launched_with
+            },
+            None => launched_with,
         }
     }
 

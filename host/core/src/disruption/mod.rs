@@ -41,8 +41,7 @@ pub use decide::{Decision, decide};
 pub use drift::DriftStamp;
 pub use policies::{DisruptionPolicies, RegistryPolicies, SamePolicies};
 
-/// Karpenter's annotation (on pods and nodes) that keeps voluntary disruption away.
-pub const DO_NOT_DISRUPT: &str = "karpenter.sh/do-not-disrupt";
+pub use crate::model::labels::DO_NOT_DISRUPT;
 /// Karpenter waits this long before it re-checks a chosen move and executes it.
 pub const VALIDATION_DELAY_MS: Millis = 15_000;
 /// A spot node is only replaced by a cheaper spot node when this many cheaper instance types remain

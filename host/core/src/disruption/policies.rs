@@ -4,8 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::policy::registry::{PoolBudgeter, PoolConsolidator};
-use crate::policy::{Budgeter, Consolidator, PolicyRegistry};
+use crate::policy::{Budgeter, Consolidator, PolicyProvider};
 
 /// The consolidator and budgeter a NodePool uses.
 pub trait DisruptionPolicies {
@@ -32,13 +31,13 @@ impl DisruptionPolicies for SamePolicies {
 /// Each NodePool's own policies from the registry (its annotations, or the embedded defaults); the
 /// handles follow hot swaps.
 pub struct RegistryPolicies {
-    registry: Arc<PolicyRegistry>,
-    consolidators: HashMap<String, PoolConsolidator>,
-    budgeters: HashMap<String, PoolBudgeter>,
+    registry: Arc<dyn PolicyProvider>,
+    consolidators: HashMap<String, Box<dyn Consolidator>>,
+    budgeters: HashMap<String, Box<dyn Budgeter>>,
 }
 
 impl RegistryPolicies {
-    pub fn new(registry: Arc<PolicyRegistry>) -> Self {
+    pub fn new(registry: Arc<dyn PolicyProvider>) -> Self {
         RegistryPolicies {
             registry,
             consolidators: HashMap::new(),
@@ -53,6 +52,7 @@ impl DisruptionPolicies for RegistryPolicies {
         self.consolidators
             .entry(node_pool.to_string())
             .or_insert_with(|| registry.consolidator(node_pool))
+            .as_mut()
     }
 
     fn budgeter(&mut self, node_pool: &str) -> &mut dyn Budgeter {
@@ -60,5 +60,6 @@ impl DisruptionPolicies for RegistryPolicies {
         self.budgeters
             .entry(node_pool.to_string())
             .or_insert_with(|| registry.budgeter(node_pool))
+            .as_mut()
     }
 }

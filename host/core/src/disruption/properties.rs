@@ -11,7 +11,7 @@ use super::*;
 use crate::api::nodepool::DisruptionReason as ApiReason;
 use crate::cloud::CapacityType;
 use crate::cluster::{OwnerKind, PodSpecFacts, ResourceList, capacity, facts_from_yaml};
-use crate::policy::defaults::{NativeBudgeter, NativeConsolidator};
+use crate::policy::native::{NativeBudgeter, NativeConsolidator};
 
 const GIB: i64 = 1 << 30;
 
@@ -98,6 +98,7 @@ fn view(nodes: Vec<NodeGen>, budget: &str, pdb_allowed: i64, disrupting: usize) 
             },
             price: it.on_demand_price * if spot { 0.4 } else { 1.0 },
             labels: BTreeMap::new().into(),
+            annotations: Default::default(),
             taints: vec![],
             allocatable: it.allocatable.clone(),
             requested,

@@ -14,7 +14,12 @@ use super::quantity::{Quantity, QuantityError};
 use super::requirements::Requirements;
 use super::resources::ResourceList;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// How an offering is paid for (Karpenter's `karpenter.sh/capacity-type` values): one type for the
+/// core, the edges and the reports.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum CapacityType {
     OnDemand,
     Spot,
@@ -38,6 +43,15 @@ impl CapacityType {
 
     pub fn parse(s: &str) -> Option<CapacityType> {
         CapacityType::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
+    /// The `karpenter.sh/capacity-type` label value (the same as [`Self::as_str`]).
+    pub fn label(self) -> &'static str {
+        self.as_str()
+    }
+
+    pub fn from_label(value: &str) -> Option<Self> {
+        Self::parse(value)
     }
 
     /// The code used by the policy contract (0 on-demand, 1 spot, 2 reserved).

@@ -1,15 +1,15 @@
 //! The provisioning side of the Ranker boundary: which ranker a NodePool uses and the contract catalog the
 //! rankers are primed with. The rankers themselves are policies (`crate::policy`): the native default,
-//! the embedded wasm default, or a NodePool's own module from the [`PolicyRegistry`].
+//! the embedded wasm default, or a NodePool's own module from a [`PolicyProvider`] (the wasm registry).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::model::Catalog;
 use crate::model::NodePool;
+use crate::policy::PolicyProvider;
 use crate::policy::Ranker;
 use crate::policy::contract::rank;
-use crate::policy::registry::{PolicyRegistry, PoolRanker};
 
 /// Gives the ranker a NodePool uses (its named policy, or the default), primed with `catalog`: the
 /// provider calls `set_catalog` whenever the catalog revision differs from the one it last sent.
@@ -42,16 +42,16 @@ impl<R: Ranker> RankerProvider for SingleRanker<R> {
     }
 }
 
-/// Each NodePool's own ranker from a [`PolicyRegistry`] (`registry.ranker(pool)`), primed with the
+/// Each NodePool's own ranker from a [`PolicyProvider`] (`policies.ranker(pool)`), primed with the
 /// contract catalog (built once per catalog revision, sent to each ranker when its revision is stale).
 pub struct RegistryRankers {
-    registry: Arc<PolicyRegistry>,
-    handles: HashMap<String, (PoolRanker, Option<u64>)>,
+    registry: Arc<dyn PolicyProvider>,
+    handles: HashMap<String, (Box<dyn Ranker>, Option<u64>)>,
     catalog: Option<rank::Catalog>,
 }
 
 impl RegistryRankers {
-    pub fn new(registry: Arc<PolicyRegistry>) -> Self {
+    pub fn new(registry: Arc<dyn PolicyProvider>) -> Self {
         RegistryRankers {
             registry,
             handles: HashMap::new(),
@@ -59,8 +59,8 @@ impl RegistryRankers {
         }
     }
 
-    pub fn registry(&self) -> &PolicyRegistry {
-        &self.registry
+    pub fn registry(&self) -> &dyn PolicyProvider {
+        &*self.registry
     }
 }
 
@@ -78,7 +78,7 @@ impl RankerProvider for RegistryRankers {
             ranker.set_catalog(self.catalog.as_ref().expect("set above"));
             *sent = Some(catalog.revision);
         }
-        ranker
+        &mut **ranker
     }
 }
 

@@ -572,6 +572,7 @@ mod tests {
                 offering("c5.large", "us-east-1a", CapacityType::Spot),
             ]
             .into(),
+            template: Default::default(),
         };
         let launched = cloud.create(&request, 10).unwrap();
         assert_eq!(launched.instance.offering.instance_type, "c5.large");
@@ -612,6 +613,7 @@ mod tests {
                     node_pool: "p".into(),
                     offerings: vec![offering("m5.large", "us-east-1b", CapacityType::OnDemand)]
                         .into(),
+                    template: Default::default(),
                 };
                 c.create(&request, 0).unwrap();
             }
@@ -638,6 +640,7 @@ mod tests {
             claim: "s".into(),
             node_pool: "p".into(),
             offerings: vec![offering("m5.large", "us-east-1a", CapacityType::Spot)].into(),
+            template: Default::default(),
         };
         let id = cloud.create(&request, 0).unwrap().instance.id;
         cloud.drain_events();

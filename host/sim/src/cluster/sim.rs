@@ -56,6 +56,8 @@ pub struct SimCluster {
     dirty: bool,
     node_by_claim: HashMap<String, Arc<str>>,
     pending_revision: u64,
+    /// Bumped at each registration.
+    nodes_revision: u64,
     /// Every node as the core's scheduling slot, kept in step with binds (order is irrelevant: the
     /// scheduler walks `nodes`, and `slot_of` finds the slot).
     slots: Vec<Slot>,
@@ -149,6 +151,11 @@ impl SimCluster {
         self.pending.iter().filter_map(|k| self.pods.get(k))
     }
 
+    /// The claim record written under this name, if any.
+    pub fn claim_record(&self, name: &str) -> Option<&ClaimRecord> {
+        self.claim_records.get(name)
+    }
+
     /// The kubelet registered: the node joins, ready.
     pub fn register_node(&mut self, node: NodeState) {
         self.pods_by_node.entry(node.name.clone()).or_default();
@@ -163,6 +170,7 @@ impl SimCluster {
         self.node_by_claim
             .insert(node.claim.clone(), node.name.clone());
         self.nodes.insert(node.name.clone(), Arc::new(node));
+        self.nodes_revision += 1;
         self.dirty = true;
     }
 
@@ -369,6 +377,14 @@ impl ClusterState for SimCluster {
         self.claim_records.values().cloned().collect()
     }
 
+    fn node_of_claim(&self, claim: &str) -> Option<Arc<NodeState>> {
+        self.nodes.get(self.node_by_claim.get(claim)?).cloned()
+    }
+
+    fn nodes_revision(&self) -> Option<u64> {
+        Some(self.nodes_revision)
+    }
+
     fn pending_pods(&self) -> Vec<PodState> {
         self.pending_iter().cloned().collect()
     }
@@ -487,6 +503,11 @@ impl SimCluster {
             .map(Arc::make_mut)
             .ok_or_else(|| ClusterError::NodeNotFound(node.to_string()))?;
         n.cordoned = cordoned;
+        let taint = crate::cluster::disrupted_taint();
+        n.taints.retain(|t| t.key != taint.key);
+        if cordoned {
+            n.taints.push(taint);
+        }
         let accepting = n.ready && !n.cordoned && !n.deleting;
         if let Some(&i) = self.slot_of.get(node) {
             self.slots[i].accepting = accepting;
@@ -559,6 +580,7 @@ mod tests {
                 (labels::HOSTNAME.to_string(), name.to_string()),
                 (labels::ZONE.to_string(), zone.to_string()),
             ])),
+            annotations: Default::default(),
             taints: vec![],
             allocatable: capacity(4000, 16 * GIB, 110),
             requested: ResourceList::default(),

@@ -3,7 +3,6 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::NodeSelectorRequirement;
 use rand::Rng;
 
 use super::catalog;
@@ -15,13 +14,12 @@ use crate::clock::{Clock, Millis};
 use crate::cloud::sim::{CapacityOutage, CloudEvent, LatencyRange, SimCloud, SimCloudConfig};
 use crate::cloud::{CapacityType, InstanceState};
 use crate::cluster::sim::SimCluster;
-use crate::cluster::{DisruptionBudget, OwnerKind, PodKey, PodSpecFacts, ResourceList, Taint};
+use crate::cluster::{DisruptionBudget, OwnerKind, PodKey, PodSpecFacts};
+use crate::controller::assemble;
 use crate::controller::command::{self, Command, Completion};
-use crate::controller::disruption::Disruptor;
-use crate::controller::planner::CorePlanner;
 use crate::controller::provision::Provisioner;
-use crate::controller::{Controller, ControllerConfig, DisruptionStep, InstanceTypeInfo, PoolSpec};
-use crate::interruption::{Notice, NoticeKind};
+use crate::controller::{Controller, ControllerConfig, DisruptionStep, InstanceTypeInfo};
+use crate::interruption::{Notice, NoticeKind, StateChange};
 
 /// Which core implementations the replay runs (defaults: the built-in ones).
 #[derive(Default)]
@@ -101,6 +99,8 @@ pub struct SimOutcome {
     pub samples: Vec<Sample>,
     pub pods_created: u64,
     pub interruption_warnings: u64,
+    /// Each spot interruption: warning, replacement ready, pods left at the reclaim.
+    pub interruption_traces: Vec<InterruptionTrace>,
     pub launch_latency_max_ms: Millis,
     pub batch_max_ms: Millis,
     pub peak_nodes: usize,
@@ -127,6 +127,7 @@ pub struct Replay {
     scheduled_wake: Option<Millis>,
     pods_created: u64,
     interruption_warnings: u64,
+    interruption_tracker: interruptions::Tracker,
     launch_latency_max_ms: Millis,
     batch_max_ms: Millis,
     seed: u64,
@@ -148,87 +149,57 @@ pub fn core_planner(
     registry: Arc<crate::policy::PolicyRegistry>,
     ranker_label: String,
 ) -> Box<dyn Provisioner> {
-    let (catalog, _, _) = catalog::select(&scenario.cloud.instance_types, &scenario.zones);
-    let pools = scenario
-        .node_pools
-        .iter()
-        .map(|p| {
-            crate::controller::convert::node_pool(p).expect("checked when the scenario was parsed")
-        })
-        .collect();
-    let daemonsets: Vec<Arc<PodSpecFacts>> = scenario
+    let (catalog, types, _) = catalog::select(&scenario.cloud.instance_types, &scenario.zones);
+    let daemonsets = scenario_daemonsets(scenario);
+    assemble::planner(
+        &setup(
+            scenario,
+            &catalog,
+            types,
+            &daemonsets,
+            ControllerConfig::default(),
+            0,
+        ),
+        registry,
+        ranker_label,
+    )
+    .expect("checked when the scenario was parsed")
+}
+
+/// The DaemonSets' pod templates of a scenario.
+fn scenario_daemonsets(scenario: &Scenario) -> Vec<Arc<PodSpecFacts>> {
+    scenario
         .workloads
         .iter()
         .filter(|w| w.kind == WorkloadKind::DaemonSet)
         .map(|w| facts_of(w).expect("checked when the scenario was parsed"))
-        .collect();
-    Box::new(CorePlanner::new(
-        registry,
-        ranker_label,
-        pools,
-        &daemonsets,
-        catalog.instance_types,
-    ))
+        .collect()
+}
+
+/// What the controller is assembled from, as the scenario declares it.
+fn setup<'a>(
+    scenario: &'a Scenario,
+    catalog: &'a crate::model::Catalog,
+    instance_types: Vec<InstanceTypeInfo>,
+    daemonsets: &'a [Arc<PodSpecFacts>],
+    config: ControllerConfig,
+    seed: u64,
+) -> assemble::Setup<'a> {
+    assemble::Setup {
+        config,
+        node_pools: &scenario.node_pools,
+        node_classes: &scenario.node_classes,
+        daemonsets,
+        catalog,
+        instance_types,
+        zones: scenario.zones.clone(),
+        seed,
+        start: scenario.start_ms(),
+    }
 }
 
 /// Builds the loop's view of a NodePool from its Karpenter v1 manifest.
-pub fn pool_spec(pool: &crate::api::NodePool) -> PoolSpec {
-    let spec = &pool.spec.template.spec;
-    PoolSpec {
-        name: pool.metadata.name.clone().unwrap_or_default(),
-        weight: pool.spec.weight.unwrap_or(0),
-        requirements: spec
-            .requirements
-            .iter()
-            .map(|r| NodeSelectorRequirement {
-                key: r.key.clone(),
-                operator: r.operator.as_str().to_string(),
-                values: Some(r.values.clone()),
-            })
-            .collect(),
-        labels: pool
-            .spec
-            .template
-            .metadata
-            .as_ref()
-            .map(|m| m.labels.clone())
-            .unwrap_or_default(),
-        taints: spec
-            .taints
-            .iter()
-            .filter_map(|t| {
-                // Effects were validated with the scenario; an unknown one cannot reach here.
-                Some(Taint::new(
-                    &t.key,
-                    t.value.as_deref(),
-                    crate::model::TaintEffect::parse(&t.effect)?,
-                ))
-            })
-            .collect(),
-        consolidation_policy: format!(
-            "{:?}",
-            pool.spec
-                .disruption
-                .clone()
-                .unwrap_or_default()
-                .consolidation_policy()
-        ),
-        consolidate_after_ms: pool
-            .spec
-            .disruption
-            .clone()
-            .unwrap_or_default()
-            .consolidate_after()
-            .ok()
-            .flatten()
-            .map(|d| d.as_millis() as Millis),
-        expire_after_ms: spec
-            .expire_after()
-            .ok()
-            .flatten()
-            .map(|d| d.as_millis() as Millis),
-    }
-}
+pub use crate::controller::assemble::pool_spec;
 
 impl Replay {
     pub fn new(scenario: &Scenario, options: SimOptions) -> Replay {
@@ -237,7 +208,6 @@ impl Replay {
         let end = start + scenario.duration_ms();
         let (core_catalog, types, prices) =
             catalog::select(&scenario.cloud.instance_types, &scenario.zones);
-        let contract_catalog = crate::provisioning::ranking::contract_catalog(&core_catalog);
         let latency = scenario
             .cloud
             .launch_latency
@@ -317,24 +287,6 @@ impl Replay {
             .filter(|w| w.kind == WorkloadKind::DaemonSet)
             .map(|w| w.facts.clone())
             .collect();
-        let ds_for_overhead = daemonsets.clone();
-        let overhead = Box::new(move |pool: &PoolSpec, it: &InstanceTypeInfo| {
-            ds_for_overhead
-                .iter()
-                .filter(|ds| {
-                    crate::scheduling::fit::check_taints(&ds.compiled, &pool.taints).is_ok()
-                })
-                .filter(|ds| {
-                    crate::label_fit::labels_fit(&ds.spec, |k| {
-                        pool.label(it, "", CapacityType::OnDemand, k)
-                    })
-                    .is_ok()
-                })
-                .fold(ResourceList::default(), |mut acc, ds| {
-                    acc.add(ds.requests());
-                    acc
-                })
-        });
         let mut config = ControllerConfig::default();
         if let Some(v) = scenario
             .controller
@@ -352,33 +304,17 @@ impl Replay {
         {
             config.batch_max_ms = v;
         }
-        // Disruption (consolidation, drift, expiry) with the built-in consolidator and budgeter, unless
-        // the caller brings its own step (or `NoDisruption`).
-        let disruption = options.disruption.unwrap_or_else(|| {
-            Box::new(Disruptor::from_manifests(
-                &scenario.node_pools,
-                &scenario.node_classes,
-                start,
-            ))
-        });
-        let disruption_name = disruption.name();
-        let controller = Controller::new(
-            config,
-            scenario.node_pools.iter().map(pool_spec).collect(),
-            types,
-            contract_catalog,
-            seed,
-            scenario.zones.clone(),
-            overhead,
-            options.provisioner.unwrap_or_else(|| {
-                core_planner(
-                    scenario,
-                    Arc::new(crate::policy::PolicyRegistry::native()),
-                    crate::policy::defaults::NativeRanker::label(),
-                )
-            }),
-            disruption,
-        );
+        // Disruption (consolidation, drift, expiry) with the built-in consolidator and budgeter, and
+        // provisioning with the native default ranker, unless the caller brings its own steps.
+        let controller = assemble::controller(
+            &setup(scenario, &core_catalog, types, &daemonsets, config, seed),
+            Arc::new(crate::policy::PolicyRegistry::native()),
+            crate::policy::defaults::NativeRanker::label(),
+            options.provisioner,
+            options.disruption,
+        )
+        .expect("checked when the scenario was parsed");
+        let disruption_name = controller.disruption_name();
         let duration = end - start;
         let sample_every = scenario
             .controller
@@ -408,6 +344,7 @@ impl Replay {
             scheduled_wake: None,
             pods_created: 0,
             interruption_warnings: 0,
+            interruption_tracker: interruptions::Tracker::default(),
             launch_latency_max_ms: latency.max_ms,
             batch_max_ms: config.batch_max_ms,
             seed,
@@ -521,6 +458,7 @@ impl Replay {
             samples: self.samples,
             pods_created: self.pods_created,
             interruption_warnings: self.interruption_warnings,
+            interruption_traces: self.interruption_tracker.into_traces(),
             launch_latency_max_ms: self.launch_latency_max_ms,
             batch_max_ms: self.batch_max_ms,
             peak_nodes: self.peak_nodes,
@@ -635,11 +573,27 @@ impl Replay {
                 let Some(instance) = self.cloud.instance(&instance_id).cloned() else {
                     return;
                 };
-                let Some(node) = self.controller.node_for(&instance, now) else {
-                    return; // Claim forgotten; garbage collection terminates the instance.
+                // The simulated kubelet: the instance joins as the Node its claim's record describes.
+                // With no record (the claim was given up) it never joins, and garbage collection
+                // terminates it.
+                let Some(record) = self.cluster.claim_record(&instance.claim) else {
+                    return;
                 };
+                let Some(it) = self
+                    .controller
+                    .instance_type(&instance.offering.instance_type)
+                else {
+                    return;
+                };
+                let node = crate::cluster::registration::registered_node(
+                    record,
+                    &instance,
+                    it,
+                    &simulated_hostname(&instance.id),
+                    now,
+                );
                 let name = node.name.clone();
-                self.controller.observe_node_registered(now, &node);
+                self.interruption_tracker.registered(&node.claim, now);
                 let labels = node.labels.clone();
                 let taints = node.taints.clone();
                 self.cluster.register_node(node);
@@ -656,6 +610,7 @@ impl Replay {
                 self.controller.notify(Notice {
                     instance_id,
                     kind: NoticeKind::RebalanceRecommendation,
+                    ack: None,
                 });
             }
             CloudEvent::SpotInterruptionWarning {
@@ -663,12 +618,27 @@ impl Replay {
                 terminate_at,
             } => {
                 self.interruption_warnings += 1;
+                let terminated = self
+                    .cloud
+                    .instance(&instance_id)
+                    .is_some_and(|i| i.state == InstanceState::Terminated);
+                self.interruption_tracker.warned(
+                    &self.cluster,
+                    &instance_id,
+                    terminated,
+                    now,
+                    terminate_at,
+                );
                 self.controller.notify(Notice {
                     instance_id,
                     kind: NoticeKind::SpotInterruptionWarning { terminate_at },
+                    ack: None,
                 });
             }
             CloudEvent::Terminated { instance_id } => {
+                // Before the controller hears of it: the pods still on the node die with it.
+                self.interruption_tracker
+                    .terminated(&self.cluster, &instance_id, now);
                 let reclaimed = self.cloud.reclaim(&instance_id, now);
                 let has_node = self
                     .cluster
@@ -677,7 +647,10 @@ impl Replay {
                 if reclaimed || has_node {
                     self.controller.notify(Notice {
                         instance_id,
-                        kind: NoticeKind::Stopped,
+                        kind: NoticeKind::StateChange {
+                            state: StateChange::Terminated,
+                        },
+                        ack: None,
                     });
                 }
             }
@@ -741,6 +714,9 @@ impl Replay {
         let mut wake = None;
         for _ in 0..MAX_ROUNDS_PER_INSTANT {
             let tick = self.controller.tick(now, &self.cluster);
+            // Right after the tick that handled a warning: the drain and its replacements exist
+            // (an inline drain with nothing to wait for may be over before the instant settles).
+            self.interruption_tracker.observe(&self.controller, now);
             wake = tick.wake;
             if tick.commands.is_empty() {
                 break;
@@ -841,6 +817,24 @@ impl Replay {
     pub fn now(&self) -> Millis {
         self.clock.now()
     }
+
+    /// Hands a notice to the controller now (as a queue consumer would) and lets the instant settle:
+    /// what the controller decided is carried out before this returns.
+    pub fn notify_now(&mut self, notice: Notice) {
+        let now = self.now();
+        self.controller.notify(notice);
+        self.queue.push(now, SimEvent::Wake);
+        self.advance(now, &mut |_| {});
+    }
+
+    /// The controller as it is now (its decision log, counters, acknowledgements are read here).
+    pub fn controller(&self) -> &Controller {
+        &self.controller
+    }
+
+    pub fn cluster(&self) -> &SimCluster {
+        &self.cluster
+    }
 }
 
 /// Replays a scenario with the given options.
@@ -852,5 +846,22 @@ pub fn simulate(
     Replay::new(scenario, options).run(progress)
 }
 
+/// The hostname a simulated instance's kubelet registers with (EC2's `ip-a-b-c-d.ec2.internal` form,
+/// from the instance id's counter).
+fn simulated_hostname(instance_id: &str) -> String {
+    let n = u64::from_str_radix(instance_id.trim_start_matches("i-"), 16).unwrap_or(0);
+    format!(
+        "ip-10-{}-{}-{}.ec2.internal",
+        (n >> 16) % 256,
+        (n >> 8) % 256,
+        n % 256
+    )
+}
+
+mod interruptions;
+pub use interruptions::InterruptionTrace;
+
+#[cfg(test)]
+mod interruption_tests;
 #[cfg(test)]
 mod safety_tests;

@@ -102,6 +102,38 @@ pub struct Interruptions {
     pub warnings: u64,
     pub handled: u64,
     pub rebalance_recommendations: u64,
+    /// Nodes replaced proactively on a rebalance recommendation (NodePool opt-in).
+    pub rebalance_replacements: u64,
+    /// Notices for something already under way, and for instances Kestrel does not own.
+    pub duplicate_notices: u64,
+    pub not_owned_notices: u64,
+    /// Interrupted nodes whose replacement capacity was ready before the reclaim.
+    pub replaced_in_time: u64,
+    /// Pods (DaemonSets aside) still on interrupted nodes when the cloud reclaimed them.
+    pub pods_on_reclaimed_nodes: u64,
+    /// Each spot interruption, in warning order.
+    pub events: Vec<InterruptionEvent>,
+}
+
+/// One spot interruption: when it was warned, when its replacement was ready, what it left behind.
+/// Times are seconds since the scenario's start.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InterruptionEvent {
+    pub instance_id: String,
+    /// None: the instance was warned before its node registered (or after Kestrel replaced it).
+    pub node: Option<String>,
+    /// Kestrel had replaced the node and terminated the instance before the warning came (a
+    /// rebalance recommendation, NodePool opt-in).
+    pub replaced_before_warning: bool,
+    pub warned_at: f64,
+    pub reclaim_at: f64,
+    /// Claims launched for the node's pods.
+    pub replacements: usize,
+    /// None: never ready (or no drain was started).
+    pub replacement_ready_at: Option<f64>,
+    /// None: the replay ended before the reclaim.
+    pub pods_at_reclaim: Option<u64>,
 }
 
 /// Every instance accounted for at the end: live instances = nodes + claims still launching.
@@ -250,11 +282,7 @@ impl Report {
             disruptions,
             pods_rescheduled: o.binds.iter().filter(|b| b.recreated).count() as u64,
             node_lifetimes,
-            interruptions: Interruptions {
-                warnings: o.interruption_warnings,
-                handled: stats.interruptions_handled,
-                rebalance_recommendations: stats.rebalance_recommendations,
-            },
+            interruptions: interruptions(o),
             launch_failures: stats.launch_failures,
             insufficient_capacity_fallthroughs: stats.insufficient_capacity_fallthroughs,
             policy_fallbacks: stats.policy_fallbacks.clone(),
@@ -303,6 +331,29 @@ impl Report {
             let _ = writeln!(s, "  pods never placed:");
             for n in &self.never_placed {
                 let _ = writeln!(s, "    {:>5} x {:<20} {}", n.pods, n.workload, n.reason);
+            }
+        }
+        if !self.interruptions.events.is_empty() {
+            let _ = writeln!(
+                s,
+                "  spot interruptions (s since start): warned  replacement ready  reclaimed  pods left"
+            );
+            for e in &self.interruptions.events {
+                let ready = match e.replacement_ready_at {
+                    Some(r) => format!("{r:.1}"),
+                    None if e.replaced_before_warning => "before warning".to_string(),
+                    None => "never".to_string(),
+                };
+                let pods = e.pods_at_reclaim.map_or("-".to_string(), |p| p.to_string());
+                let _ = writeln!(
+                    s,
+                    "    {:<32} {:>7.1}  {:>17}  {:>9.1}  {:>9}",
+                    e.node.as_deref().unwrap_or(&e.instance_id),
+                    e.warned_at,
+                    ready,
+                    e.reclaim_at,
+                    pods
+                );
             }
         }
         s
@@ -380,6 +431,15 @@ impl Report {
                 ),
             ),
             (
+                "interruptions replaced in time".into(),
+                format!(
+                    "{} of {} ({} pods on reclaimed nodes)",
+                    self.interruptions.replaced_in_time,
+                    self.interruptions.events.len(),
+                    self.interruptions.pods_on_reclaimed_nodes
+                ),
+            ),
+            (
                 "launch failures (ICE fall-through)".into(),
                 format!(
                     "{} ({})",
@@ -436,6 +496,44 @@ impl Report {
         };
         let _ = writeln!(s, "  cost difference: {delta:+.2} USD ({pct:+.1}%)");
         s
+    }
+}
+
+/// The interruption counters and, per interruption, its trace.
+fn interruptions(o: &SimOutcome) -> Interruptions {
+    let stats = &o.controller.stats;
+    let secs = |at: Millis| round((at - o.start) as f64 / 1000.0, 1);
+    let events: Vec<InterruptionEvent> = o
+        .interruption_traces
+        .iter()
+        .map(|t| InterruptionEvent {
+            instance_id: t.instance_id.clone(),
+            node: t.node.clone(),
+            replaced_before_warning: t.replaced_before_warning,
+            warned_at: secs(t.warned_at),
+            reclaim_at: secs(t.reclaim_at),
+            replacements: t.replacements.as_ref().map_or(0, Vec::len),
+            replacement_ready_at: t.replacement_ready_at.map(secs),
+            pods_at_reclaim: t.pods_at_reclaim.map(|p| p as u64),
+        })
+        .collect();
+    Interruptions {
+        warnings: o.interruption_warnings,
+        handled: stats.interruptions_handled,
+        rebalance_recommendations: stats.rebalance_recommendations,
+        rebalance_replacements: stats.rebalance_replacements,
+        duplicate_notices: stats.notices_duplicate,
+        not_owned_notices: stats.notices_not_owned,
+        replaced_in_time: o
+            .interruption_traces
+            .iter()
+            .filter(|t| {
+                t.replaced_before_warning
+                    || t.replacement_ready_at.is_some_and(|r| r <= t.reclaim_at)
+            })
+            .count() as u64,
+        pods_on_reclaimed_nodes: events.iter().filter_map(|e| e.pods_at_reclaim).sum(),
+        events,
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::cloud::Offering;
-use crate::cluster::{ClusterState, NodeState};
+use crate::cluster::{ClusterState, NodeState, ResourceList};
 use crate::controller::provision::PlannedClaim;
 use crate::controller::{
     Action, DisruptionCommand, DisruptionInput, DisruptionStep, NoDisruption, Reason,
@@ -244,6 +244,7 @@ fn garbage_collection_never_touches_a_node_kestrel_does_not_own() {
         capacity_type: CapacityType::OnDemand,
         price: 0.096,
         labels: Arc::new(labels),
+        annotations: Default::default(),
         taints: Vec::new(),
         allocatable: ResourceList::default(),
         requested: ResourceList::default(),
@@ -553,4 +554,67 @@ fn restarts_during_consolidation_lose_nothing_and_do_not_consolidate_early() {
             "consolidated within a minute of the restart at {offset}: {consolidations:?}"
         );
     }
+}
+
+#[test]
+fn nodes_register_as_their_claim_records_say_and_the_controller_sees_them_in_its_snapshot() {
+    // The pool's template labels and taints reach each node through its claim's record (the
+    // simulated kubelet reads the record, not the controller), and a launch is done only when the
+    // snapshot shows its node.
+    let yaml = format!(
+        r#"
+name: registration
+seed: 7
+duration: 10m
+zones: [us-east-1a]
+cloud:
+  instanceTypes: [m5.large, m5.xlarge]
+{DEFERRED}
+{}
+workloads:
+  - name: web
+    kind: Deployment
+    replicas: 3
+    template:
+      metadata: {{labels: {{app: web}}}}
+      spec:
+        tolerations: [{{key: dedicated, operator: Equal, value: checkout, effect: NoSchedule}}]
+        containers:
+          - name: web
+            image: nginx
+            resources: {{requests: {{cpu: "1", memory: 1Gi}}}}
+"#,
+        NODE_CLASS.replace(
+            "      template:\n        spec:\n",
+            "      template:\n        metadata: {labels: {team: checkout}}\n        spec:\n          \
+             taints: [{key: dedicated, value: checkout, effect: NoSchedule}]\n"
+        )
+    );
+    let s = Scenario::parse(&yaml, "registration.yaml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.node_pools[0].spec.template.spec.taints.len(), 1);
+    let mut replay = replay_with(&s, Box::new(NoDisruption));
+    replay.advance(replay.end, &mut |_| {});
+    assert_nothing_lost_or_leaked(&replay);
+    assert!(replay.cluster.node_count() > 0, "nodes registered");
+    for node in replay.cluster.nodes_iter() {
+        assert_eq!(
+            node.labels.get("team").map(String::as_str),
+            Some("checkout")
+        );
+        assert!(
+            node.taints.iter().any(|t| t.key == "dedicated"),
+            "{} carries its pool's taint",
+            node.name
+        );
+        let record = replay
+            .cluster
+            .claim_record(&node.claim)
+            .expect("a registered node's claim has its record");
+        assert_eq!(record.template.spec.taints.len(), 1);
+    }
+    assert_eq!(
+        replay.controller.in_flight(),
+        0,
+        "every launch saw its node"
+    );
 }

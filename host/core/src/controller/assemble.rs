@@ -1,0 +1,155 @@
+//! Assembling a controller from what a cluster declares: the Karpenter v1 NodePools and EC2NodeClasses,
+//! the DaemonSets, the instance-type catalog and the policies.
+//!
+//! The simulator (from a scenario) and `kestrel run` (from the API server's objects and the cloud's
+//! catalog) build their controller here, so both run the same provisioner, disruption step, pool views and
+//! DaemonSet overhead. What differs between them is only where the inputs come from.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::NodeSelectorRequirement;
+
+use super::convert::{self, PoolError};
+use super::disruption::Disruptor;
+use super::planner::CorePlanner;
+use super::provision::Provisioner;
+use super::{
+    Controller, ControllerConfig, DaemonOverhead, DisruptionStep, InstanceTypeInfo, PoolSpec,
+};
+use crate::api::{EC2NodeClass, NodePool};
+use crate::clock::Millis;
+use crate::cloud::CapacityType;
+use crate::cluster::registration::{model_taints, template_labels};
+use crate::cluster::{PodSpecFacts, ResourceList};
+use crate::model::Catalog;
+use crate::policy::PolicyProvider;
+
+/// Everything a controller is built from.
+pub struct Setup<'a> {
+    pub config: ControllerConfig,
+    pub node_pools: &'a [NodePool],
+    pub node_classes: &'a [EC2NodeClass],
+    /// The DaemonSets' pod templates (their pods land on every node they tolerate and select).
+    pub daemonsets: &'a [Arc<PodSpecFacts>],
+    /// The instance types in the core's form, with their on-demand offerings per zone.
+    pub catalog: &'a Catalog,
+    /// The same types in the controller's compact form (with on-demand prices).
+    pub instance_types: Vec<InstanceTypeInfo>,
+    pub zones: Vec<String>,
+    pub seed: u64,
+    /// When the controller starts (drift and expiry timers count from here for existing nodes).
+    pub start: Millis,
+}
+
+/// Builds the controller. `provisioner` and `disruption` replace the built-in ones when given (the
+/// simulator's `--compare` and its tests); otherwise provisioning ranks with each NodePool's ranker from
+/// `registry` and disruption runs the built-in consolidator and budgeter.
+pub fn controller(
+    setup: &Setup<'_>,
+    registry: Arc<dyn PolicyProvider>,
+    ranker_label: String,
+    provisioner: Option<Box<dyn Provisioner>>,
+    disruption: Option<Box<dyn DisruptionStep>>,
+) -> Result<Controller, PoolError> {
+    let provisioner = match provisioner {
+        Some(p) => p,
+        None => planner(setup, registry, ranker_label)?,
+    };
+    let disruption = disruption.unwrap_or_else(|| {
+        Box::new(Disruptor::from_manifests(
+            setup.node_pools,
+            setup.node_classes,
+            setup.start,
+        ))
+    });
+    Ok(Controller::new(
+        setup.config,
+        setup.node_pools.iter().map(pool_spec).collect(),
+        setup.instance_types.clone(),
+        crate::provisioning::ranking::contract_catalog(setup.catalog),
+        setup.seed,
+        setup.zones.clone(),
+        daemon_overhead(setup.daemonsets),
+        provisioner,
+        disruption,
+    ))
+}
+
+/// The provisioning core over the setup's NodePools, each ranking with its ranker from `registry`.
+pub fn planner(
+    setup: &Setup<'_>,
+    registry: Arc<dyn PolicyProvider>,
+    ranker_label: String,
+) -> Result<Box<dyn Provisioner>, PoolError> {
+    let pools = setup
+        .node_pools
+        .iter()
+        .map(convert::node_pool)
+        .collect::<Result<_, _>>()?;
+    Ok(Box::new(CorePlanner::new(
+        registry,
+        ranker_label,
+        pools,
+        setup.daemonsets,
+        setup.catalog.instance_types.clone(),
+    )))
+}
+
+/// The DaemonSet requests a new node of a pool and instance type carries: those of the DaemonSets that
+/// tolerate the pool's taints and select its labels.
+pub fn daemon_overhead(daemonsets: &[Arc<PodSpecFacts>]) -> DaemonOverhead {
+    let daemonsets = daemonsets.to_vec();
+    Box::new(move |pool: &PoolSpec, it: &InstanceTypeInfo| {
+        daemonsets
+            .iter()
+            .filter(|ds| crate::scheduling::fit::check_taints(&ds.compiled, &pool.taints).is_ok())
+            .filter(|ds| {
+                crate::label_fit::labels_fit(&ds.spec, |k| {
+                    pool.label(it, "", CapacityType::OnDemand, k)
+                })
+                .is_ok()
+            })
+            .fold(ResourceList::default(), |mut acc, ds| {
+                acc.add(ds.requests());
+                acc
+            })
+    })
+}
+
+/// The loop's view of a NodePool from its Karpenter v1 manifest.
+pub fn pool_spec(pool: &NodePool) -> PoolSpec {
+    let spec = &pool.spec.template.spec;
+    let disruption = pool.spec.disruption.clone().unwrap_or_default();
+    PoolSpec {
+        name: pool.metadata.name.clone().unwrap_or_default(),
+        weight: pool.spec.weight.unwrap_or(0),
+        requirements: spec
+            .requirements
+            .iter()
+            .map(|r| NodeSelectorRequirement {
+                key: r.key.clone(),
+                operator: r.operator.as_str().to_string(),
+                values: Some(r.values.clone()),
+            })
+            .collect(),
+        labels: template_labels(&pool.spec.template),
+        taints: model_taints(&spec.taints),
+        consolidation_policy: format!("{:?}", disruption.consolidation_policy()),
+        consolidate_after_ms: disruption
+            .consolidate_after()
+            .ok()
+            .flatten()
+            .map(|d| d.as_millis() as Millis),
+        expire_after_ms: spec
+            .expire_after()
+            .ok()
+            .flatten()
+            .map(|d| d.as_millis() as Millis),
+        replace_on_rebalance: pool
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(crate::interruption::replaces_on_rebalance),
+        template: Arc::new(pool.spec.template.clone()),
+    }
+}
