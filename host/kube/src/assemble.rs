@@ -1,22 +1,19 @@
-//! Builds the controller from the NodePools, EC2NodeClasses and DaemonSets the API server holds.
-//!
-//! The same assembly as the simulator's (`kestrel_sim::sim::replay`: pool specs, DaemonSet overhead,
-//! the core planner, the built-in disruptor), over the live objects instead of a scenario. The lead is
-//! moving that assembly into kestrel-core; this module goes away when it lands.
+//! Builds the controller from the NodePools, EC2NodeClasses and DaemonSets the API server holds,
+//! through the core's assembly (`kestrel_core::controller::assemble`, the simulator's too), with the
+//! region's catalog narrowed to the configured zones and instance families.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::NodeSelectorRequirement;
 use kestrel_core::api::{EC2NodeClass, NodePool};
 use kestrel_core::clock::Millis;
-use kestrel_core::cloud::CapacityType;
-use kestrel_core::cluster::{PodSpecFacts, ResourceList, Taint};
+use kestrel_core::cluster::PodSpecFacts;
+use kestrel_core::controller::assemble::Setup;
 use kestrel_core::controller::disruption::Disruptor;
-use kestrel_core::controller::planner::CorePlanner;
-use kestrel_core::controller::{Controller, ControllerConfig, InstanceTypeInfo, PoolSpec};
+use kestrel_core::controller::{Controller, ControllerConfig, InstanceTypeInfo};
 use kestrel_core::model::catalog::{ec2_instance_types, ec2_on_demand_prices};
 use kestrel_core::model::{Catalog, InstanceType, Offering};
+use kestrel_core::policy::NativePolicies;
 
 /// What the controller is built from, besides the API objects.
 #[derive(Debug, Clone)]
@@ -34,12 +31,8 @@ pub struct Assembly {
 pub enum AssembleError {
     #[error("the embedded EC2 catalog does not parse: {0}")]
     Catalog(String),
-    #[error("NodePool {name}: {source}")]
-    Pool {
-        name: String,
-        #[source]
-        source: kestrel_core::controller::convert::PoolError,
-    },
+    #[error("a NodePool cannot be planned for")]
+    Pool(#[source] kestrel_core::controller::convert::PoolError),
 }
 
 /// The core's catalog, the controller's instance types and the on-demand prices of a region.
@@ -93,55 +86,8 @@ pub fn catalog(allowed: &[String], zones: &[String]) -> Result<Region, AssembleE
     Ok((catalog, infos, price_map))
 }
 
-/// The loop's view of a NodePool.
-pub fn pool_spec(pool: &NodePool) -> PoolSpec {
-    let spec = &pool.spec.template.spec;
-    let disruption = pool.spec.disruption.clone().unwrap_or_default();
-    PoolSpec {
-        name: pool.metadata.name.clone().unwrap_or_default(),
-        weight: pool.spec.weight.unwrap_or(0),
-        requirements: spec
-            .requirements
-            .iter()
-            .map(|r| NodeSelectorRequirement {
-                key: r.key.clone(),
-                operator: r.operator.as_str().to_string(),
-                values: Some(r.values.clone()),
-            })
-            .collect(),
-        labels: pool
-            .spec
-            .template
-            .metadata
-            .as_ref()
-            .map(|m| m.labels.clone())
-            .unwrap_or_default(),
-        taints: spec
-            .taints
-            .iter()
-            .filter_map(|t| {
-                Some(Taint::new(
-                    &t.key,
-                    t.value.as_deref(),
-                    kestrel_core::model::TaintEffect::parse(&t.effect)?,
-                ))
-            })
-            .collect(),
-        consolidation_policy: format!("{:?}", disruption.consolidation_policy()),
-        consolidate_after_ms: disruption
-            .consolidate_after()
-            .ok()
-            .flatten()
-            .map(|d| d.as_millis() as Millis),
-        expire_after_ms: spec
-            .expire_after()
-            .ok()
-            .flatten()
-            .map(|d| d.as_millis() as Millis),
-    }
-}
-
-/// The controller for these objects, with the built-in ranker and disruptor.
+/// The controller for these objects, with the built-in policies (native: no wasm engine) and the
+/// built-in disruptor behind the deletion step.
 pub fn controller(
     assembly: &Assembly,
     pools: &[NodePool],
@@ -151,53 +97,27 @@ pub fn controller(
     deleting: crate::deletion::Deleting,
 ) -> Result<Controller, AssembleError> {
     let (core_catalog, types, _) = catalog(&assembly.instance_types, &assembly.zones)?;
-    let contract_catalog = kestrel_core::provisioning::ranking::contract_catalog(&core_catalog);
-    let core_pools = pools
-        .iter()
-        .map(|p| {
-            kestrel_core::controller::convert::node_pool(p).map_err(|source| AssembleError::Pool {
-                name: p.metadata.name.clone().unwrap_or_default(),
-                source,
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let planner = CorePlanner::new(
-        Arc::new(kestrel_core::policy::PolicyRegistry::native()),
-        kestrel_core::policy::defaults::NativeRanker::label(),
-        core_pools,
+    let setup = Setup {
+        config: assembly.config,
+        node_pools: pools,
+        node_classes: classes,
         daemonsets,
-        core_catalog.instance_types,
-    );
-    let ds = daemonsets.to_vec();
-    // The DaemonSets a new node of the pool will run (they size the node), as the simulator does.
-    let overhead = Box::new(move |pool: &PoolSpec, it: &InstanceTypeInfo| {
-        ds.iter()
-            .filter(|d| {
-                kestrel_core::scheduling::fit::check_taints(&d.compiled, &pool.taints).is_ok()
-            })
-            .filter(|d| {
-                kestrel_core::label_fit::labels_fit(&d.spec, |k| {
-                    pool.label(it, "", CapacityType::OnDemand, k)
-                })
-                .is_ok()
-            })
-            .fold(ResourceList::default(), |mut acc, d| {
-                acc.add(d.requests());
-                acc
-            })
-    });
-    Ok(Controller::new(
-        assembly.config,
-        pools.iter().map(pool_spec).collect(),
-        types,
-        contract_catalog,
-        assembly.seed,
-        assembly.zones.clone(),
-        overhead,
-        Box::new(planner),
-        Box::new(crate::deletion::DeletionStep::new(
-            Box::new(Disruptor::from_manifests(pools, classes, now)),
-            deleting,
-        )),
-    ))
+        catalog: &core_catalog,
+        instance_types: types,
+        zones: assembly.zones.clone(),
+        seed: assembly.seed,
+        start: now,
+    };
+    let disruption = Box::new(crate::deletion::DeletionStep::new(
+        Box::new(Disruptor::from_manifests(pools, classes, now)),
+        deleting,
+    ));
+    kestrel_core::controller::assemble::controller(
+        &setup,
+        Arc::new(NativePolicies),
+        kestrel_core::policy::native::NativeRanker::label(),
+        None,
+        Some(disruption),
+    )
+    .map_err(AssembleError::Pool)
 }

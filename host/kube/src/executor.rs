@@ -154,13 +154,20 @@ impl Executor {
             labels.insert(ZONE_LABEL.into(), o.zone.clone());
             labels.insert(CAPACITY_TYPE_LABEL.into(), o.capacity_type.label().into());
         }
-        let template = pool.map(|p| &p.spec.template);
-        if let Some(m) = template.and_then(|t| t.metadata.as_ref()) {
+        // The claim's own template (what it was made from), not the pool's current one.
+        let template = &record.template;
+        let mut annotations = template
+            .metadata
+            .as_ref()
+            .map(|m| m.annotations.clone())
+            .unwrap_or_default();
+        if let Some(m) = &template.metadata {
             for (k, v) in &m.labels {
                 labels.entry(k.clone()).or_insert_with(|| v.clone());
             }
         }
-        let spec = template.map(|t| &t.spec);
+        annotations.insert(RECORD_ANNOTATION.to_string(), record::encode(record));
+        let spec = Some(&template.spec);
         let mut claim = NodeClaim::new(
             &record.name,
             NodeClaimSpec {

@@ -67,6 +67,8 @@ struct RecordJson {
     offering: Option<OfferingJson>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     drain: Option<DrainJson>,
+    /// The NodePool template the claim was made from, exactly (drift compares its hash).
+    template: kestrel_core::api::NodeClaimTemplate,
 }
 
 const REASONS: [Reason; 10] = [
@@ -135,6 +137,7 @@ pub fn encode(record: &ClaimRecord) -> String {
             abort_without_replacement: d.abort_without_replacement,
             detail: d.detail.clone(),
         }),
+        template: (*record.template).clone(),
     };
     serde_json::to_string(&json).expect("a claim record always serializes")
 }
@@ -167,6 +170,7 @@ pub fn decode(name: &str, node_pool: &str, annotation: &str) -> Result<ClaimReco
         instance_id: json.instance_id,
         offering: json.offering.map(offering),
         drain,
+        template: std::sync::Arc::new(json.template),
     })
 }
 
@@ -211,6 +215,7 @@ mod tests {
                 abort_without_replacement: true,
                 detail: "drifted".into(),
             }),
+            template: Default::default(),
         };
         let back = decode("default-00007", "default", &encode(&record)).expect("decodes");
         assert_eq!(back, record);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Node;
 use kestrel_core::api::NodeClaim;
-use kestrel_core::cluster::NodeState;
+use kestrel_core::cluster::{ClaimRecord, NodeState};
 use kestrel_core::controller::Controller;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
@@ -28,18 +28,27 @@ pub struct Registration {
     pub node: String,
     pub claim: String,
     pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
     pub taints: Vec<k8s_openapi::api::core::v1::Taint>,
 }
 
-/// The labels and taints a claim's node gets from its NodePool; None when the pool or the instance
-/// type is unknown to the controller.
-pub fn plan(controller: &Controller, node: &NodeState, object: &Node) -> Option<Registration> {
-    let pool = controller
-        .pools()
-        .iter()
-        .find(|p| p.name == node.node_pool)?;
+/// The labels, annotations and taints a claim's node gets from the template its claim was made from
+/// (the core's rendering, the simulator's too); None when the instance type is unknown.
+pub fn plan(
+    controller: &Controller,
+    record: &ClaimRecord,
+    node: &NodeState,
+    object: &Node,
+) -> Option<Registration> {
+    use kestrel_core::cluster::registration as core;
     let it = controller.instance_type(&node.instance_type)?;
-    let mut labels = pool.node_labels(it, &node.zone, node.capacity_type);
+    let mut labels = core::node_labels(
+        &core::template_labels(&record.template),
+        &record.node_pool,
+        it,
+        &node.zone,
+        node.capacity_type,
+    );
     labels.insert(NODECLAIM_LABEL.into(), node.claim.clone());
     labels.insert(REGISTERED_LABEL.into(), "true".into());
     labels.insert(INITIALIZED_LABEL.into(), "true".into());
@@ -51,23 +60,19 @@ pub fn plan(controller: &Controller, node: &NodeState, object: &Node) -> Option<
         .into_iter()
         .filter(|t| t.key != UNREGISTERED_TAINT)
         .collect();
-    for t in &pool.taints {
+    for t in &record.template.spec.taints {
         if !taints
             .iter()
-            .any(|x| x.key == t.key && x.effect == t.effect.as_str())
+            .any(|x| x.key == t.key && x.effect == t.effect)
         {
-            taints.push(k8s_openapi::api::core::v1::Taint {
-                key: t.key.clone(),
-                value: t.value.clone(),
-                effect: t.effect.as_str().into(),
-                time_added: None,
-            });
+            taints.push(t.clone());
         }
     }
     Some(Registration {
         node: node.name.to_string(),
         claim: node.claim.clone(),
         labels,
+        annotations: core::node_annotations(&record.template),
         taints,
     })
 }
@@ -82,7 +87,10 @@ async fn write(
         .patch(
             &r.node,
             &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": r.labels}, "spec": {"taints": r.taints}})),
+            &Patch::Merge(json!({
+                "metadata": {"labels": r.labels, "annotations": r.annotations},
+                "spec": {"taints": r.taints},
+            })),
         )
         .await?;
     let existing = snapshot_claim
@@ -150,11 +158,12 @@ fn executor_condition(
     }
 }
 
-/// Registers the claims' nodes that appeared since the last call (`done` remembers them), telling
-/// the controller of each one whose writes succeeded. A failed write is tried again next tick.
+/// Initializes the claims' nodes that appeared since the last call (`done` remembers them; the
+/// controller sees the registration in its snapshot by itself). A failed write is tried again next
+/// tick.
 pub async fn register_new(
     client: &Client,
-    controller: &mut Controller,
+    controller: &Controller,
     snapshot: &Snapshot,
     done: &mut HashSet<String>,
 ) {
@@ -167,7 +176,11 @@ pub async fn register_new(
         let Some(object) = snapshot.node_objects.get(&*node.name).cloned() else {
             continue;
         };
-        let Some(r) = plan(controller, &node, &object) else {
+        let records = snapshot.claim_records();
+        let Some(record) = records.iter().find(|r| r.name == node.claim) else {
+            continue;
+        };
+        let Some(r) = plan(controller, record, &node, &object) else {
             continue;
         };
         let claim = snapshot.node_claims.get(&node.claim).cloned();
@@ -181,13 +194,9 @@ pub async fn register_new(
             .map(|(_, r, claim, object)| write(client, r, claim.clone(), object.clone())),
     )
     .await;
-    for ((node, r, _, _), result) in work.into_iter().zip(results) {
+    for ((node, _, _, _), result) in work.into_iter().zip(results) {
         match result {
             Ok(()) => {
-                let mut state = (*node).clone();
-                state.labels = Arc::new(r.labels);
-                state.taints.retain(|t| t.key != UNREGISTERED_TAINT);
-                controller.observe_node_registered(snapshot.now, &state);
                 tracing::info!(node = %node.name, claim = %node.claim, "node registered");
                 done.insert(node.name.to_string());
             }

@@ -183,7 +183,7 @@ pub async fn run(
         }
         let snapshot = Snapshot::build(&reflectors, &mut cache, now);
         *deleting.lock().unwrap_or_else(|p| p.into_inner()) = snapshot.deleting_nodes();
-        registration::register_new(&client, &mut controller, &snapshot, &mut registered).await;
+        registration::register_new(&client, &controller, &snapshot, &mut registered).await;
         let tick = controller.tick(now, &snapshot);
         stats.ticks += 1;
         stats.max_tick_us = stats.max_tick_us.max(started.elapsed().as_micros());

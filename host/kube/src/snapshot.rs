@@ -365,6 +365,7 @@ fn node_state(
             })
             .collect(),
         labels: Arc::new(labels),
+        annotations: Arc::new(node.annotations().clone()),
         allocatable: resources(status.allocatable.as_ref()),
         requested,
         pods,
