@@ -5,3 +5,4 @@ mod drain;
 mod manifests;
 mod provisioning;
 mod restart;
+mod scale;
