@@ -21,3 +21,6 @@ pub mod snapshot;
 pub mod watch;
 
 pub use run::{RunError, Settings, run};
+
+/// The kube client this crate is built on (so the binary need not enable its features itself).
+pub use kube;
