@@ -259,6 +259,42 @@ impl Executor {
             }
             None => {}
         }
+        let was = |type_: &str| {
+            existing
+                .iter()
+                .any(|c| c.type_ == type_ && c.status == "True")
+        };
+        // Events for people, at the transitions: the launch, and the disruption with the core's
+        // explanation. A failed Event is logged, not retried: the record is what matters.
+        let mut events = Vec::new();
+        if let (Some(_), Some(o)) = (&record.instance_id, &record.offering)
+            && !was("Launched")
+        {
+            events.push((
+                "Launched",
+                format!(
+                    "Launched {} {} in {} at ${:.4}/h for {} pod(s) ({})",
+                    o.capacity_type.label(),
+                    o.instance_type,
+                    o.zone,
+                    o.price,
+                    record.pods,
+                    record::reason_name(record.reason)
+                ),
+            ));
+        }
+        if let Some(d) = &record.drain
+            && !was("Disrupting")
+        {
+            events.push((
+                "Disrupting",
+                format!(
+                    "Disrupting ({}): {}",
+                    record::reason_name(d.reason),
+                    d.detail
+                ),
+            ));
+        }
         status.insert("conditions".into(), json!(merge_conditions(&existing, set)));
         api.patch_status(
             &record.name,
@@ -267,6 +303,12 @@ impl Executor {
         )
         .await
         .map_err(unavailable)?;
+        for (reason, message) in events {
+            let object = reference::<NodeClaim>(&record.name, applied.metadata.uid.clone());
+            if let Err(err) = emit(&self.client, object, "Normal", reason, &message).await {
+                tracing::warn!(claim = %record.name, %err, reason, "Event not recorded");
+            }
+        }
         Ok(())
     }
 

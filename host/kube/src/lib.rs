@@ -8,6 +8,7 @@
 //! - [`registration`]: a launched instance's Node is matched to its NodeClaim by providerID and
 //!   initialized with its NodePool's labels and taints;
 //! - [`deletion`]: a NodeClaim or Node deleted by hand is drained like a decided disruption;
+//! - [`status`]: NodePool status (nodes, resources);
 //! - [`run`]: the loop that ties them to the core's [`kestrel_core::controller::Controller`].
 //!
 //! The decisions are all the core's; this crate only reads, writes and waits.
@@ -18,6 +19,7 @@ pub mod record;
 pub mod registration;
 pub mod run;
 pub mod snapshot;
+pub mod status;
 pub mod watch;
 
 pub use run::{RunError, Settings, run};

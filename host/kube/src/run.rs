@@ -145,6 +145,7 @@ pub async fn run(
     let mut cache = FactsCache::default();
     let mut stats = RunStats::default();
     let mut registered = HashSet::new();
+    let mut pool_status = std::collections::HashMap::new();
     let mut in_flight = 0usize;
 
     let now = clock.now();
@@ -184,6 +185,7 @@ pub async fn run(
         let snapshot = Snapshot::build(&reflectors, &mut cache, now);
         *deleting.lock().unwrap_or_else(|p| p.into_inner()) = snapshot.deleting_nodes();
         registration::register_new(&client, &controller, &snapshot, &mut registered).await;
+        crate::status::write_changed(&client, &snapshot, &mut pool_status).await;
         let tick = controller.tick(now, &snapshot);
         stats.ticks += 1;
         stats.max_tick_us = stats.max_tick_us.max(started.elapsed().as_micros());

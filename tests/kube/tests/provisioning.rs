@@ -205,6 +205,37 @@ async fn pending_pod_gets_a_node_and_the_scheduler_binds_it() -> Result<()> {
         "{taints:?}"
     );
 
+    // Status and Events: the pool counts its node; the launch and the nomination are on record.
+    let pools = Api::<kestrel_core::api::NodePool>::all(client.clone());
+    common::eventually(
+        Duration::from_secs(10),
+        "NodePool status nodes=1",
+        || async {
+            let p = pools.get("default").await?;
+            Ok((p.status.and_then(|s| s.nodes) == Some(1)).then_some(()))
+        },
+    )
+    .await?;
+    let events = Api::<k8s_openapi::api::core::v1::Event>::namespaced(client.clone(), "default")
+        .list(&ListParams::default())
+        .await?
+        .items;
+    let has = |reason: &str, name: &str| {
+        events.iter().any(|e| {
+            e.reason.as_deref() == Some(reason) && e.involved_object.name.as_deref() == Some(name)
+        })
+    };
+    assert!(
+        has("Launched", &name),
+        "no Launched event for {name}: {:?}",
+        events
+            .iter()
+            .map(|e| (&e.reason, &e.involved_object.name))
+            .collect::<Vec<_>>()
+    );
+    assert!(has("Registered", &name), "no Registered event for {name}");
+    assert!(has("Nominated", "web-1"), "no Nominated event for web-1");
+
     controller.stop()?;
     kubelet.abort();
     Ok(())

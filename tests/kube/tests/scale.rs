@@ -75,7 +75,10 @@ async fn five_hundred_nodes_two_thousand_pods() -> Result<()> {
         .collect()
         .await;
     created.into_iter().collect::<Result<Vec<_>>>()?;
-    eprintln!("scale: {NODES} nodes and {PODS} pods created in {:?}", started.elapsed());
+    eprintln!(
+        "scale: {NODES} nodes and {PODS} pods created in {:?}",
+        started.elapsed()
+    );
 
     let cloud = common::sim_cloud()?;
     let before = rss_kib();
@@ -84,11 +87,17 @@ async fn five_hundred_nodes_two_thousand_pods() -> Result<()> {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let synced = rss_kib();
 
-    pods.create(&PostParams::default(), &pod("pending-1", "1")).await?;
+    pods.create(&PostParams::default(), &pod("pending-1", "1"))
+        .await?;
     let t0 = Instant::now();
     let claims = Api::<NodeClaim>::all(client.clone());
     common::eventually(Duration::from_secs(30), "a NodeClaim", || async {
-        Ok(claims.list(&ListParams::default()).await?.items.into_iter().next())
+        Ok(claims
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .next())
     })
     .await?;
     let latency = t0.elapsed();
@@ -105,7 +114,14 @@ async fn five_hundred_nodes_two_thousand_pods() -> Result<()> {
     );
     // The watch caches and the snapshot of 2,500 objects stay small, and the decision is not slowed
     // past the batch window by them (the poll itself adds up to 100 ms).
-    assert!(after.saturating_sub(before) < 200 * 1024, "controller memory grew by {} MiB", (after - before) / 1024);
-    assert!(latency < Duration::from_millis(2_500), "pending pod -> NodeClaim took {latency:?}");
+    assert!(
+        after.saturating_sub(before) < 200 * 1024,
+        "controller memory grew by {} MiB",
+        (after - before) / 1024
+    );
+    assert!(
+        latency < Duration::from_millis(2_500),
+        "pending pod -> NodeClaim took {latency:?}"
+    );
     Ok(())
 }
