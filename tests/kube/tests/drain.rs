@@ -118,3 +118,73 @@ async fn deleting_a_nodeclaim_drains_its_node_honouring_the_pdb_then_terminates(
     kubelet.abort();
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_killed_during_a_drain_finishes_it_after_restart() -> Result<()> {
+    let (cluster, client) = setup().await?;
+    let cloud = common::sim_cloud()?;
+    let kubelet = kubelet::spawn(client.clone(), cloud.clone(), common::instance_types()?);
+    let mut settings = common::settings();
+    settings.shutdown_grace = Duration::ZERO;
+    let first = RunningController::start(&cluster, &cloud, settings.clone());
+    let pods = Api::<Pod>::namespaced(client.clone(), "default");
+    pods.create(&PostParams::default(), &pod("web-1", "500m"))
+        .await?;
+    let node = common::eventually(Duration::from_secs(60), "web-1 bound", || {
+        bound_node(&client, "web-1")
+    })
+    .await?;
+    common::apply_yaml(&client, PDB).await?;
+    let claims = Api::<NodeClaim>::all(client.clone());
+    let name = claims.list(&ListParams::default()).await?.items[0]
+        .metadata
+        .name
+        .clone()
+        .context("named")?;
+    claims.delete(&name, &DeleteParams::default()).await?;
+    let nodes = Api::<Node>::all(client.clone());
+    common::eventually(Duration::from_secs(30), "the node cordoned", || async {
+        let n = nodes.get(&node).await?;
+        Ok((n.spec.unwrap_or_default().unschedulable == Some(true)).then_some(()))
+    })
+    .await?;
+    // The process dies mid-drain (the PDB holds the pod); the budget is lifted while it is down.
+    first.stop()?;
+    let pdb = ApiResource {
+        group: "policy".into(),
+        version: "v1beta1".into(),
+        api_version: "policy/v1beta1".into(),
+        kind: "PodDisruptionBudget".into(),
+        plural: "poddisruptionbudgets".into(),
+    };
+    Api::<DynamicObject>::namespaced_with(client.clone(), "default", &pdb)
+        .delete("web", &DeleteParams::default())
+        .await?;
+    assert!(
+        claims.get_opt(&name).await?.is_some(),
+        "the finalizer holds the claim while no one drains"
+    );
+
+    let second = RunningController::start(&cluster, &cloud, settings);
+    common::eventually(Duration::from_secs(90), "the NodeClaim gone", || async {
+        Ok(claims.get_opt(&name).await?.is_none().then_some(()))
+    })
+    .await?;
+    assert!(
+        pods.get_opt("web-1").await?.is_none(),
+        "the pod was evicted"
+    );
+    assert!(
+        cloud.live_instances().is_empty(),
+        "leaked: {:?}",
+        cloud.live_instances()
+    );
+    assert_eq!(
+        cloud.launched(),
+        1,
+        "nothing launched for a pod that is gone"
+    );
+    second.stop()?;
+    kubelet.abort();
+    Ok(())
+}
