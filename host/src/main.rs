@@ -23,9 +23,18 @@ enum Command {
     /// Build and test policy modules.
     #[command(subcommand)]
     Policy(cli::policy::Command),
+    /// Run the controller in (or against) a cluster until SIGTERM or ctrl-c.
+    #[cfg(feature = "kube")]
+    Run(cli::run::Args),
 }
 
 fn main() -> anyhow::Result<()> {
+    let command = Cli::parse().command;
+    // `kestrel run` sets up its own logging (LOG_LEVEL, as Karpenter's).
+    #[cfg(feature = "kube")]
+    if let Command::Run(args) = command {
+        return cli::run::run(args);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -33,7 +42,7 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    match command {
         Command::Simulate(args) => {
             cli::convert::explain_old_scenario(args.scenario.as_deref())?;
             cli::simulate::run(args)
@@ -42,5 +51,7 @@ fn main() -> anyhow::Result<()> {
         Command::Validate(args) => cli::validate::run(args),
         Command::Bench(command) => cli::bench::run(command),
         Command::Policy(command) => cli::policy::run(command),
+        #[cfg(feature = "kube")]
+        Command::Run(_) => unreachable!("handled above"),
     }
 }

@@ -5,5 +5,7 @@ pub mod bench_policy;
 pub mod bench_sim;
 pub mod convert;
 pub mod policy;
+#[cfg(feature = "kube")]
+pub mod run;
 pub mod simulate;
 pub mod validate;

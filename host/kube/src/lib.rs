@@ -1,0 +1,28 @@
+//! Kestrel's Kubernetes adapter: what runs in the cluster.
+//!
+//! - [`watch`]: reflectors over the objects the controller reads, with a caches-synced gate;
+//! - [`snapshot`]: one consistent [`kestrel_core::cluster::ClusterState`] per tick from those stores;
+//! - [`record`]: the claim record as the NodeClaim object carries it;
+//! - [`executor`]: the controller's cluster commands against the API server, its cloud commands
+//!   through [`kestrel_core::cloud::execute_cloud`];
+//! - [`registration`]: a launched instance's Node is matched to its NodeClaim by providerID and
+//!   initialized with its NodePool's labels and taints;
+//! - [`deletion`]: a NodeClaim or Node deleted by hand is drained like a decided disruption;
+//! - [`status`]: NodePool status (nodes, resources);
+//! - [`run`]: the loop that ties them to the core's [`kestrel_core::controller::Controller`].
+//!
+//! The decisions are all the core's; this crate only reads, writes and waits.
+pub mod assemble;
+pub mod deletion;
+pub mod executor;
+pub mod record;
+pub mod registration;
+pub mod run;
+pub mod snapshot;
+pub mod status;
+pub mod watch;
+
+pub use run::{RunError, Settings, run};
+
+/// The kube client this crate is built on (so the binary need not enable its features itself).
+pub use kube;

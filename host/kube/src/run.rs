@@ -1,0 +1,267 @@
+//! The in-cluster loop: snapshot -> controller tick -> commands executed concurrently -> completions
+//! applied as they arrive. It ticks when a completion arrives, when a watch event arrives (a pending
+//! pod starts the batch window), and when the controller asked to be woken ([`Tick::wake`]).
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kestrel_core::clock::{Clock, Millis, SystemClock};
+use kestrel_core::cloud::CloudApi;
+use kestrel_core::cluster::OwnerKind;
+use kestrel_core::controller::{Command, Completion, Controller};
+use kube::{Client, ResourceExt};
+use tokio::sync::mpsc;
+
+use crate::assemble::{self, Assembly};
+use crate::executor::Executor;
+use crate::registration;
+use crate::snapshot::{FactsCache, Snapshot};
+use crate::watch::Reflectors;
+
+/// `kestrel run`'s settings (flags and environment, as Karpenter's).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `CLUSTER_NAME`: the cluster the instances are tagged for.
+    pub cluster_name: String,
+    /// `INTERRUPTION_QUEUE`: the SQS queue of interruption notices (read by the AWS adapter).
+    pub interruption_queue: Option<String>,
+    pub assembly: Assembly,
+    /// How long in-flight commands may finish after a shutdown signal before they are abandoned.
+    pub shutdown_grace: Duration,
+    /// At most one tick per this interval while events stream in (coalesces watch bursts).
+    pub min_tick_interval: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("starting the watches")]
+    Watch(#[source] kube::Error),
+    #[error("the watches stopped before their first list")]
+    NotSynced,
+    #[error("building the controller")]
+    Assemble(#[source] assemble::AssembleError),
+}
+
+/// What the loop did, for logs, tests and the benchmark.
+#[derive(Debug, Default, Clone)]
+pub struct RunStats {
+    pub ticks: u64,
+    pub commands: u64,
+    pub rebuilds: u64,
+    /// The longest tick (snapshot + decisions), in microseconds.
+    pub max_tick_us: u128,
+}
+
+/// Fingerprint of what the controller is built from: NodePools, EC2NodeClasses, DaemonSets (name
+/// and resourceVersion). A change rebuilds the controller, which resumes from the claim records.
+fn fingerprint(r: &Reflectors) -> Vec<(String, String)> {
+    let mut f: Vec<(String, String)> = r
+        .node_pools
+        .state()
+        .iter()
+        .map(|p| {
+            (
+                format!("pool/{}", p.name_any()),
+                p.resource_version().unwrap_or_default(),
+            )
+        })
+        .chain(r.node_classes.state().iter().map(|c| {
+            (
+                format!("class/{}", c.name_any()),
+                c.resource_version().unwrap_or_default(),
+            )
+        }))
+        .chain(r.daemonsets.state().iter().map(|d| {
+            (
+                format!("ds/{}/{}", d.namespace().unwrap_or_default(), d.name_any()),
+                d.resource_version().unwrap_or_default(),
+            )
+        }))
+        .collect();
+    f.sort();
+    f
+}
+
+fn build(
+    r: &Reflectors,
+    settings: &Settings,
+    now: Millis,
+    deleting: crate::deletion::Deleting,
+) -> Result<Controller, RunError> {
+    let pools: Vec<_> = r.node_pools.state().iter().map(|p| (**p).clone()).collect();
+    let classes: Vec<_> = r
+        .node_classes
+        .state()
+        .iter()
+        .map(|c| (**c).clone())
+        .collect();
+    let daemonsets: Vec<_> = r
+        .daemonsets
+        .state()
+        .iter()
+        .filter_map(|d| {
+            let template = &d.spec.as_ref()?.template;
+            match kestrel_core::cluster::PodSpecFacts::compile(&d.name_any(), OwnerKind::DaemonSet, template) {
+                Ok(f) => Some(Arc::new(f)),
+                Err(err) => {
+                    tracing::warn!(daemonset = %d.name_any(), %err, "DaemonSet left out of node sizing");
+                    None
+                }
+            }
+        })
+        .collect();
+    assemble::controller(
+        &settings.assembly,
+        &pools,
+        &classes,
+        &daemonsets,
+        now,
+        deleting,
+    )
+    .map_err(RunError::Assemble)
+}
+
+/// Runs the controller until `shutdown` resolves. The future is not `Send` (the controller is a
+/// single-threaded state machine): run it on the thread that owns the runtime (`block_on`) or a
+/// `LocalSet`.
+pub async fn run(
+    client: Client,
+    cloud: Arc<dyn CloudApi>,
+    settings: Settings,
+    shutdown: impl Future<Output = ()>,
+) -> Result<RunStats, RunError> {
+    let clock = SystemClock;
+    let mut shutdown = std::pin::pin!(shutdown);
+    let reflectors = Reflectors::start(&client).await.map_err(RunError::Watch)?;
+    tokio::select! {
+        synced = reflectors.wait_synced() => synced.map_err(|_| RunError::NotSynced)?,
+        _ = &mut shutdown => return Ok(RunStats::default()),
+    }
+    tracing::info!(cluster = %settings.cluster_name, policy = reflectors.policy.0, "caches synced");
+    let executor = Executor::new(client.clone(), reflectors.clone(), cloud);
+    let (tx, mut rx) = mpsc::unbounded_channel::<(u64, Completion)>();
+    let mut cache = FactsCache::default();
+    let mut stats = RunStats::default();
+    let mut registered = HashSet::new();
+    let mut pool_status = std::collections::HashMap::new();
+    let mut in_flight = 0usize;
+
+    let now = clock.now();
+    let mut built_from = fingerprint(&reflectors);
+    let deleting = crate::deletion::Deleting::default();
+    let mut controller = build(&reflectors, &settings, now, deleting.clone())?;
+    // A starting process resumes from the NodeClaims: launches in flight are re-sent with their
+    // claim's name as the client token (the cloud answers with the instance the first call made).
+    let snapshot = Snapshot::build(&reflectors, &mut cache, now);
+    controller.recover(now, &snapshot);
+    let mut generation = 0u64;
+    let mut wake_at: Option<Millis> = None;
+
+    loop {
+        let now = clock.now();
+        let started = std::time::Instant::now();
+        let fp = fingerprint(&reflectors);
+        if fp != built_from {
+            // NodePools changed: a new controller over the new pools resumes from the records;
+            // answers to the old one's commands are dropped (their effects show in the records).
+            match build(&reflectors, &settings, now, deleting.clone()) {
+                Ok(c) => {
+                    controller = c;
+                    generation += 1;
+                    stats.rebuilds += 1;
+                    registered.clear();
+                    let snapshot = Snapshot::build(&reflectors, &mut cache, now);
+                    controller.recover(now, &snapshot);
+                    tracing::info!("NodePools changed; controller rebuilt");
+                }
+                Err(err) => {
+                    tracing::error!(%err, "NodePools changed but the controller cannot be built; the old one keeps running")
+                }
+            }
+            built_from = fp;
+        }
+        let snapshot = Snapshot::build(&reflectors, &mut cache, now);
+        *deleting.lock().unwrap_or_else(|p| p.into_inner()) = snapshot.deleting_nodes();
+        registration::register_new(&client, &controller, &snapshot, &mut registered).await;
+        crate::status::write_changed(&client, &snapshot, &mut pool_status).await;
+        let tick = controller.tick(now, &snapshot);
+        stats.ticks += 1;
+        stats.max_tick_us = stats.max_tick_us.max(started.elapsed().as_micros());
+        for command in tick.commands {
+            log_command(&command);
+            stats.commands += 1;
+            in_flight += 1;
+            let executor = executor.clone();
+            let tx = tx.clone();
+            let g = generation;
+            tokio::spawn(async move {
+                let outcome = executor.execute(&command).await;
+                let completion = Completion {
+                    command,
+                    issued_at: now,
+                    outcome,
+                };
+                // The loop may have ended (shutdown): the answer is then abandoned, and the
+                // restarted process resumes from the records.
+                if tx.send((g, completion)).is_err() {
+                    tracing::debug!("completion after shutdown dropped");
+                }
+            });
+        }
+        wake_at = tick.wake.or(wake_at.filter(|w| *w > now));
+        let sleep_for = wake_at
+            .map(|w| Duration::from_millis((w - now).max(0) as u64))
+            .unwrap_or(Duration::from_secs(60));
+        tokio::select! {
+            got = rx.recv() => {
+                let snapshot = Snapshot::build(&reflectors, &mut cache, clock.now());
+                let mut next = got;
+                while let Some((g, completion)) = next {
+                    in_flight -= 1;
+                    if g == generation {
+                        controller.complete(clock.now(), &snapshot, completion);
+                    }
+                    next = rx.try_recv().ok();
+                }
+            }
+            _ = reflectors.wake.notified() => {
+                tokio::time::sleep(settings.min_tick_interval).await;
+            }
+            _ = tokio::time::sleep(sleep_for) => {}
+            _ = &mut shutdown => break,
+        }
+    }
+    // Graceful shutdown: let the commands in flight finish (their answers are applied, so records
+    // are written); what does not finish in time is abandoned safely: every command is idempotent
+    // and the next process resumes from the NodeClaims.
+    tracing::info!(in_flight, "shutting down");
+    let deadline = tokio::time::Instant::now() + settings.shutdown_grace;
+    while in_flight > 0 {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some((g, completion))) => {
+                in_flight -= 1;
+                if g == generation {
+                    let snapshot = Snapshot::build(&reflectors, &mut cache, clock.now());
+                    controller.complete(clock.now(), &snapshot, completion);
+                }
+            }
+            _ => break,
+        }
+    }
+    Ok(stats)
+}
+
+fn log_command(command: &Command) {
+    match command {
+        Command::WriteClaim(r) => tracing::debug!(claim = %r.name, "write claim"),
+        Command::Launch(r) => {
+            tracing::info!(claim = %r.claim, offerings = r.offerings.len(), "launch")
+        }
+        Command::Terminate { instance_id } => tracing::info!(%instance_id, "terminate"),
+        Command::Evict { pod, node, .. } => tracing::info!(%pod, %node, "evict"),
+        Command::DeleteClaim { name } => tracing::info!(claim = %name, "delete claim"),
+        other => tracing::debug!(?other, "command"),
+    }
+}

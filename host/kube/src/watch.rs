@@ -1,0 +1,173 @@
+//! Reflectors: one watch per kind the controller reads, each feeding an in-memory store.
+//!
+//! kube-runtime's watcher lists, then watches, and lists again when the watch expires (`410 Gone`) or
+//! breaks (an API server restart), so a store converges to the server's state without the controller
+//! noticing anything but events. Every event wakes the loop; a pod event also bumps the pending
+//! revision, so the controller re-reads pending pods only when some may have changed.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kestrel_core::api::{EC2NodeClass, NodeClaim, NodePool};
+use kube::api::{ApiResource, DynamicObject};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+/// The PodDisruptionBudget API the server serves: `policy/v1` from Kubernetes 1.21, `policy/v1beta1`
+/// before (chosen by discovery, as the Eviction API's version is).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyVersion(pub &'static str);
+
+impl PolicyVersion {
+    pub async fn discover(client: &Client) -> Result<PolicyVersion, kube::Error> {
+        match client.list_api_group_resources("policy/v1").await {
+            Ok(list)
+                if list
+                    .resources
+                    .iter()
+                    .any(|r| r.name == "poddisruptionbudgets") =>
+            {
+                Ok(PolicyVersion("policy/v1"))
+            }
+            Ok(_) => Ok(PolicyVersion("policy/v1beta1")),
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                Ok(PolicyVersion("policy/v1beta1"))
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    pub fn pdb_resource(&self) -> ApiResource {
+        ApiResource {
+            group: "policy".into(),
+            version: self.0.trim_start_matches("policy/").into(),
+            api_version: self.0.into(),
+            kind: "PodDisruptionBudget".into(),
+            plural: "poddisruptionbudgets".into(),
+        }
+    }
+}
+
+/// The stores the snapshot reads, and what wakes the loop.
+#[derive(Clone)]
+pub struct Reflectors {
+    pub pods: Store<Pod>,
+    pub nodes: Store<Node>,
+    pub node_pools: Store<NodePool>,
+    pub node_claims: Store<NodeClaim>,
+    pub node_classes: Store<EC2NodeClass>,
+    pub daemonsets: Store<DaemonSet>,
+    pub pdbs: Store<DynamicObject>,
+    pub policy: PolicyVersion,
+    /// Notified on every watch event.
+    pub wake: Arc<Notify>,
+    /// Bumped on every pod event.
+    pub pod_revision: Arc<AtomicU64>,
+    tasks: Arc<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for Reflectors {
+    fn drop(&mut self) {
+        // The last handle stops the watches (tests start and drop controllers).
+        if let Some(tasks) = Arc::get_mut(&mut self.tasks) {
+            for t in tasks.iter() {
+                t.abort();
+            }
+        }
+    }
+}
+
+/// Drives one watch into its store until the process ends; errors are retried with backoff.
+fn drive<K, S>(stream: S, wake: Arc<Notify>, revision: Option<Arc<AtomicU64>>) -> JoinHandle<()>
+where
+    K: kube::Resource + Clone + Send + Sync + 'static,
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(_) => {
+                    if let Some(r) = &revision {
+                        r.fetch_add(1, Ordering::SeqCst);
+                    }
+                    wake.notify_one();
+                }
+                Err(err) => tracing::warn!(%err, "watch failed; it restarts with backoff"),
+            }
+        }
+    })
+}
+
+impl Reflectors {
+    /// Starts every watch (cluster-wide) and returns at once; see [`Self::wait_synced`].
+    pub async fn start(client: &Client) -> Result<Reflectors, kube::Error> {
+        let policy = PolicyVersion::discover(client).await?;
+        let wake = Arc::new(Notify::new());
+        let pod_revision = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        let config = watcher::Config::default;
+
+        macro_rules! reflect {
+            ($ty:ty, $revision:expr) => {{
+                let (reader, writer) = reflector::store::<$ty>();
+                let stream = reflector::reflector(
+                    writer,
+                    watcher(Api::<$ty>::all(client.clone()), config()).default_backoff(),
+                );
+                tasks.push(drive(stream, wake.clone(), $revision));
+                reader
+            }};
+        }
+        let pods = reflect!(Pod, Some(pod_revision.clone()));
+        let nodes = reflect!(Node, None);
+        let node_pools = reflect!(NodePool, None);
+        let node_claims = reflect!(NodeClaim, None);
+        let node_classes = reflect!(EC2NodeClass, None);
+        let daemonsets = reflect!(DaemonSet, None);
+        let ar = policy.pdb_resource();
+        let writer = reflector::store::Writer::<DynamicObject>::new(ar.clone());
+        let pdbs = writer.as_reader();
+        let stream = reflector::reflector(
+            writer,
+            watcher(
+                Api::<DynamicObject>::all_with(client.clone(), &ar),
+                config(),
+            )
+            .default_backoff(),
+        );
+        tasks.push(drive(stream, wake.clone(), None));
+        Ok(Reflectors {
+            pods,
+            nodes,
+            node_pools,
+            node_claims,
+            node_classes,
+            daemonsets,
+            pdbs,
+            policy,
+            wake,
+            pod_revision,
+            tasks: Arc::new(tasks),
+        })
+    }
+
+    /// The caches-synced gate: every store has had its first complete list. No decision is made
+    /// before (an empty store would read as "no nodes, no claims" and launch everything again).
+    pub async fn wait_synced(&self) -> Result<(), reflector::store::WriterDropped> {
+        self.pods.wait_until_ready().await?;
+        self.nodes.wait_until_ready().await?;
+        self.node_pools.wait_until_ready().await?;
+        self.node_claims.wait_until_ready().await?;
+        self.node_classes.wait_until_ready().await?;
+        self.daemonsets.wait_until_ready().await?;
+        self.pdbs.wait_until_ready().await?;
+        Ok(())
+    }
+}

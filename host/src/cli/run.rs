@@ -1,0 +1,188 @@
+//! `kestrel run`: the in-cluster controller (`kestrel-kube`) against the API server named by
+//! `--kubeconfig`, `KUBECONFIG` or the in-cluster service account, with settings from flags or the
+//! environment as Karpenter's (`CLUSTER_NAME`, `INTERRUPTION_QUEUE`, `BATCH_IDLE_DURATION`,
+//! `BATCH_MAX_DURATION`, `LOG_LEVEL`), until SIGTERM or ctrl-c.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use kestrel_core::clock::{Clock, SystemClock};
+use kestrel_core::cloud::{
+    CloudApi, CloudCall, CloudProvider, LaunchRequest, Launched, Listing, SpotPrice,
+};
+use kestrel_kube::assemble::Assembly;
+use kestrel_kube::kube;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Kubeconfig to use outside a cluster (default: `KUBECONFIG`, then the in-cluster config).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The cluster's name (tags instances) [env: CLUSTER_NAME].
+    #[arg(long)]
+    pub cluster_name: Option<String>,
+    /// SQS queue of interruption notices [env: INTERRUPTION_QUEUE].
+    #[arg(long)]
+    pub interruption_queue: Option<String>,
+    /// Close a batch of pending pods after this long without a new one [env: BATCH_IDLE_DURATION].
+    #[arg(long)]
+    pub batch_idle_duration: Option<String>,
+    /// Close a batch this long after it opened at the latest [env: BATCH_MAX_DURATION].
+    #[arg(long)]
+    pub batch_max_duration: Option<String>,
+    /// Log filter (`info`, `kestrel_kube=debug`, …) [env: LOG_LEVEL].
+    #[arg(long)]
+    pub log_level: Option<String>,
+    /// Zones nodes are launched into.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "us-east-1a,us-east-1b,us-east-1c"
+    )]
+    pub zones: Vec<String>,
+    /// Instance types or families offered (default: the whole embedded catalog).
+    #[arg(long, value_delimiter = ',')]
+    pub instance_types: Vec<String>,
+    /// The cloud behind the controller. Only `simulated` (the simulator's cloud, no real instances:
+    /// for trying the controller against a cluster) until the AWS adapter is wired in.
+    #[arg(long, default_value = "simulated")]
+    pub cloud: String,
+    /// How long in-flight commands may finish after SIGTERM.
+    #[arg(long, default_value = "10s")]
+    pub shutdown_grace: String,
+}
+
+/// A flag, else the environment variable.
+fn setting(flag: &Option<String>, env: &str) -> Option<String> {
+    flag.clone()
+        .or_else(|| std::env::var(env).ok().filter(|v| !v.is_empty()))
+}
+
+fn millis(value: &str, what: &str) -> anyhow::Result<i64> {
+    let d =
+        kestrel_core::api::parse_duration(value).with_context(|| format!("{what}: {value:?}"))?;
+    Ok(d.as_millis() as i64)
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let filter = setting(&args.log_level, "LOG_LEVEL").unwrap_or_else(|| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).context("LOG_LEVEL")?)
+        .with_writer(std::io::stderr)
+        .init();
+    let mut config = kestrel_core::controller::ControllerConfig::default();
+    if let Some(v) = setting(&args.batch_idle_duration, "BATCH_IDLE_DURATION") {
+        config.batch_idle_ms = millis(&v, "BATCH_IDLE_DURATION")?;
+    }
+    if let Some(v) = setting(&args.batch_max_duration, "BATCH_MAX_DURATION") {
+        config.batch_max_ms = millis(&v, "BATCH_MAX_DURATION")?;
+    }
+    let assembly = Assembly {
+        config,
+        zones: args.zones.clone(),
+        instance_types: args.instance_types.clone(),
+        seed: 1,
+    };
+    let cloud: Arc<dyn CloudApi> = match args.cloud.as_str() {
+        "simulated" => {
+            let (_, _, prices) =
+                kestrel_kube::assemble::catalog(&assembly.instance_types, &assembly.zones)?;
+            let config = kestrel_sim::cloud::sim::SimCloudConfig {
+                zones: assembly.zones.clone(),
+                ..Default::default()
+            };
+            Arc::new(SimulatedCloud(Mutex::new(
+                kestrel_sim::cloud::sim::SimCloud::new(config, prices),
+            )))
+        }
+        other => bail!("--cloud {other}: only `simulated` is available in this build"),
+    };
+    let settings = kestrel_kube::Settings {
+        cluster_name: setting(&args.cluster_name, "CLUSTER_NAME")
+            .unwrap_or_else(|| "kestrel".into()),
+        interruption_queue: setting(&args.interruption_queue, "INTERRUPTION_QUEUE"),
+        assembly,
+        shutdown_grace: Duration::from_millis(
+            millis(&args.shutdown_grace, "--shutdown-grace")?.max(0) as u64,
+        ),
+        min_tick_interval: Duration::from_millis(20),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    // The loop's future is not Send: it runs on this thread (block_on); its commands use the pool.
+    let stats = runtime.block_on(async move {
+        let config = match &args.kubeconfig {
+            Some(path) => {
+                let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?
+            }
+            None => kube::Config::infer()
+                .await
+                .context("no kubeconfig and not in a cluster")?,
+        };
+        let client = kube::Client::try_from(config).context("building the kube client")?;
+        anyhow::Ok(kestrel_kube::run(client, cloud, settings, shutdown_signal()).await?)
+    })?;
+    tracing::info!(ticks = stats.ticks, commands = stats.commands, "stopped");
+    Ok(())
+}
+
+/// SIGTERM (the kubelet stopping the pod) or ctrl-c.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(err) => {
+                tracing::warn!(%err, "SIGTERM handler not installed; ctrl-c only");
+                if let Err(err) = ctrl_c.await {
+                    tracing::error!(%err, "waiting for ctrl-c");
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    if let Err(err) = ctrl_c.await {
+        tracing::error!(%err, "waiting for ctrl-c");
+    }
+}
+
+/// The simulator's cloud behind the production cloud edge (a mutex and the wall clock).
+struct SimulatedCloud(Mutex<kestrel_sim::cloud::sim::SimCloud>);
+
+impl SimulatedCloud {
+    fn call<T>(&self, f: impl FnOnce(&mut kestrel_sim::cloud::sim::SimCloud, i64) -> T) -> T {
+        let mut cloud = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut cloud, SystemClock.now())
+    }
+}
+
+impl CloudApi for SimulatedCloud {
+    fn create<'a>(&'a self, request: &'a LaunchRequest) -> CloudCall<'a, Launched> {
+        let out = self.call(|c, now| c.create(request, now));
+        Box::pin(async move { out })
+    }
+    fn delete<'a>(&'a self, instance_id: &'a str) -> CloudCall<'a, ()> {
+        let out = self.call(|c, now| c.delete(instance_id, now));
+        Box::pin(async move { out })
+    }
+    fn list(&self) -> CloudCall<'_, Listing> {
+        let out = self.call(|c, now| c.list(now));
+        Box::pin(async move { out })
+    }
+    fn spot_prices<'a>(&'a self, instance_types: &'a [String]) -> CloudCall<'a, Vec<SpotPrice>> {
+        let out = self.call(|c, now| c.spot_prices(instance_types, now));
+        Box::pin(async move { out })
+    }
+}
