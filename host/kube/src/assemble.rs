@@ -2,7 +2,6 @@
 //! through the core's assembly (`kestrel_core::controller::assemble`, the simulator's too), with the
 //! region's catalog narrowed to the configured zones and instance families.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use kestrel_core::api::{EC2NodeClass, NodePool};
@@ -10,9 +9,7 @@ use kestrel_core::clock::Millis;
 use kestrel_core::cluster::PodSpecFacts;
 use kestrel_core::controller::assemble::Setup;
 use kestrel_core::controller::disruption::Disruptor;
-use kestrel_core::controller::{Controller, ControllerConfig, InstanceTypeInfo};
-use kestrel_core::model::catalog::{ec2_instance_types, ec2_on_demand_prices};
-use kestrel_core::model::{Catalog, InstanceType, Offering};
+use kestrel_core::controller::{Controller, ControllerConfig};
 use kestrel_core::policy::NativePolicies;
 
 /// What the controller is built from, besides the API objects.
@@ -36,54 +33,13 @@ pub enum AssembleError {
 }
 
 /// The core's catalog, the controller's instance types and the on-demand prices of a region.
-pub type Region = (Catalog, Vec<InstanceTypeInfo>, HashMap<String, f64>);
+pub use kestrel_core::controller::assemble::Region;
 
 /// The priced instance types allowed, sorted by name: the core's catalog, the controller's compact
 /// form and the on-demand prices (a simulated cloud is built from the same prices).
 pub fn catalog(allowed: &[String], zones: &[String]) -> Result<Region, AssembleError> {
-    let types = ec2_instance_types().map_err(|e| AssembleError::Catalog(e.to_string()))?;
-    let prices = ec2_on_demand_prices().map_err(|e| AssembleError::Catalog(e.to_string()))?;
-    let mut chosen: Vec<(&InstanceType, f64)> = types
-        .iter()
-        .filter_map(|t| Some((t, *prices.get(&t.name)?)))
-        .filter(|(t, _)| {
-            allowed.is_empty() || {
-                let family = t.name.split('.').next().unwrap_or(&t.name);
-                allowed.iter().any(|a| a == &t.name || a == family)
-            }
-        })
-        .collect();
-    chosen.sort_by(|a, b| a.0.name.cmp(&b.0.name));
-    let mut offerings = Vec::new();
-    for (i, (_, price)) in chosen.iter().enumerate() {
-        for zone in zones {
-            offerings.push(Offering {
-                instance_type: i,
-                zone: zone.clone(),
-                capacity_type: kestrel_core::model::CapacityType::OnDemand,
-                price: *price,
-                available: true,
-                interruption: 0.0,
-                capacity_score: -1.0,
-            });
-        }
-    }
-    let catalog = Catalog::new(
-        chosen.iter().map(|(t, _)| (*t).clone()).collect(),
-        offerings,
-    )
-    .map_err(|e| AssembleError::Catalog(e.to_string()))?;
-    let infos = chosen
-        .iter()
-        .map(|(t, p)| InstanceTypeInfo {
-            name: t.name.clone(),
-            labels: t.labels.clone(),
-            allocatable: t.allocatable.clone(),
-            on_demand_price: *p,
-        })
-        .collect();
-    let price_map = chosen.iter().map(|(t, p)| (t.name.clone(), *p)).collect();
-    Ok((catalog, infos, price_map))
+    kestrel_core::controller::assemble::embedded_region(allowed, zones)
+        .map_err(|e| AssembleError::Catalog(e.to_string()))
 }
 
 /// The controller for these objects, with the built-in policies (native: no wasm engine) and the

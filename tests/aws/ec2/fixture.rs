@@ -253,5 +253,6 @@ pub fn request(claim: &str, offerings: Vec<Offering>) -> LaunchRequest {
         claim: claim.into(),
         node_pool: "general".into(),
         offerings: offerings.into(),
+        template: Default::default(),
     }
 }

@@ -1,5 +1,5 @@
-//! The controller's IAM policy grants exactly the EC2 actions the adapter's code calls, plus the ones
-//! EC2 authorizes on those calls' behalf.
+//! The controller's IAM policy grants exactly the EC2 and SQS actions the adapter's code calls, plus
+//! the ones EC2 authorizes on those calls' behalf.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -9,8 +9,11 @@ use std::path::Path;
 /// specifications), and an instance profile is passed with iam:PassRole.
 const AUTHORIZED_ON_BEHALF: &[&str] = &["ec2:RunInstances", "ec2:CreateTags", "iam:PassRole"];
 
+/// SDK operations whose IAM action has another name: SQS authorizes a batch delete as DeleteMessage.
+const ACTION_OF_OPERATION: &[(&str, &str)] = &[("sqs:DeleteMessageBatch", "sqs:DeleteMessage")];
+
 /// The SDK operations `host/aws/src` calls, as IAM actions (`.describe_subnets()` ->
-/// `ec2:DescribeSubnets`).
+/// `ec2:DescribeSubnets`; calls under `sqs/` are SQS's).
 fn called_actions() -> BTreeSet<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../host/aws/src");
     let mut actions = BTreeSet::new();
@@ -23,6 +26,11 @@ fn called_actions() -> BTreeSet<String> {
                 continue;
             }
             let source = std::fs::read_to_string(&path).expect("a source file");
+            let service = if path.components().any(|c| c.as_os_str() == "sqs") {
+                "sqs"
+            } else {
+                "ec2"
+            };
             // An operation is a zero-argument method named after an EC2 verb, called on a client.
             for (index, _) in source.match_indices("()") {
                 let head = &source[..index];
@@ -40,6 +48,7 @@ fn called_actions() -> BTreeSet<String> {
                     "terminate_",
                     "run_",
                     "get_",
+                    "receive_",
                 ];
                 if !verbs.iter().any(|v| name.starts_with(v)) {
                     continue;
@@ -53,7 +62,12 @@ fn called_actions() -> BTreeSet<String> {
                             .unwrap_or_default()
                     })
                     .collect();
-                actions.insert(format!("ec2:{action}"));
+                let action = format!("{service}:{action}");
+                let action = ACTION_OF_OPERATION
+                    .iter()
+                    .find(|(operation, _)| *operation == action)
+                    .map_or(action, |(_, iam)| iam.to_string());
+                actions.insert(action);
             }
         }
     }
@@ -90,7 +104,7 @@ fn policy_actions() -> BTreeSet<String> {
 fn the_policy_grants_exactly_the_actions_the_code_calls() {
     let called = called_actions();
     assert!(
-        called.contains("ec2:CreateFleet"),
+        called.contains("ec2:CreateFleet") && called.contains("sqs:ReceiveMessage"),
         "the scan finds the calls: {called:?}"
     );
     let mut expected = called.clone();

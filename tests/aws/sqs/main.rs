@@ -261,7 +261,7 @@ async fn a_crash_between_receive_and_action_redelivers_the_message() {
     // The first process receives it and dies before the controller acknowledges anything.
     {
         let queue = env.consumer(1);
-        let first = queue.receive_once().await.expect("received");
+        let first = queue.poll_once().await.expect("received");
         assert_eq!(first.len(), 1);
         let mut inbox = Inbox::default();
         let (d, _) = inbox.receive(
@@ -277,7 +277,7 @@ async fn a_crash_between_receive_and_action_redelivers_the_message() {
     let queue = env.consumer(5);
     let started = Instant::now();
     let again = loop {
-        let batch = queue.receive_once().await.expect("received");
+        let batch = queue.poll_once().await.expect("received");
         if !batch.is_empty() {
             break batch;
         }
@@ -310,7 +310,7 @@ async fn a_duplicate_delivery_is_acknowledged_once_and_deleted_with_the_newest_h
     let id = env.send(&url, &fixture("spot-interruption-warning")).await;
     let queue = env.consumer(3);
     let mut inbox = Inbox::default();
-    let first = queue.receive_once().await.expect("received");
+    let first = queue.poll_once().await.expect("received");
     inbox.receive(
         &first[0].message_id,
         &first[0].receipt_handle,
@@ -319,7 +319,7 @@ async fn a_duplicate_delivery_is_acknowledged_once_and_deleted_with_the_newest_h
     );
     // The acknowledgement is slow: the queue delivers the message again meanwhile.
     let again = loop {
-        let batch = queue.receive_once().await.expect("received");
+        let batch = queue.poll_once().await.expect("received");
         if !batch.is_empty() {
             break batch;
         }
@@ -359,7 +359,7 @@ async fn a_missing_queue_is_reported_and_picked_up_when_it_is_created_again() {
     let env = env().await;
     let queue = env.consumer(1);
     assert_eq!(
-        queue.receive_once().await,
+        queue.poll_once().await,
         Err(QueueError::Missing {
             queue: QUEUE.into()
         })

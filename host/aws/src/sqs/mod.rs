@@ -170,7 +170,7 @@ impl InterruptionQueue {
     }
 
     /// One long poll: the messages it returned (none when the wait ran out).
-    pub async fn receive_once(&self) -> Result<Vec<Received>, QueueError> {
+    pub async fn poll_once(&self) -> Result<Vec<Received>, QueueError> {
         let url = self.url().await?;
         let answer = self
             .client
@@ -306,7 +306,7 @@ impl InterruptionQueue {
             }
             let received = tokio::select! {
                 _ = shutdown.changed() => return,
-                r = self.receive_once() => r,
+                r = self.poll_once() => r,
             };
             match received {
                 Ok(batch) => {

@@ -5,6 +5,7 @@
 //! catalog) build their controller here, so both run the same provisioner, disruption step, pool views and
 //! DaemonSet overhead. What differs between them is only where the inputs come from.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::NodeSelectorRequirement;
@@ -21,7 +22,8 @@ use crate::clock::Millis;
 use crate::cloud::CapacityType;
 use crate::cluster::registration::{model_taints, template_labels};
 use crate::cluster::{PodSpecFacts, ResourceList};
-use crate::model::Catalog;
+use crate::model::catalog::{ec2_instance_types, ec2_on_demand_prices};
+use crate::model::{Catalog, InstanceType, Offering};
 use crate::policy::PolicyProvider;
 
 /// Everything a controller is built from.
@@ -151,5 +153,65 @@ pub fn pool_spec(pool: &NodePool) -> PoolSpec {
             .as_ref()
             .is_some_and(crate::interruption::replaces_on_rebalance),
         template: Arc::new(pool.spec.template.clone()),
+    }
+}
+
+/// A region's instance types: the core's catalog (on-demand offerings in each zone; spot prices come
+/// from the cloud), the controller's compact form, and the on-demand prices by type.
+pub type Region = (Catalog, Vec<InstanceTypeInfo>, HashMap<String, f64>);
+
+/// The embedded catalog could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("the embedded EC2 catalog: {0}")]
+pub struct CatalogError(String);
+
+/// The embedded EC2 catalog's priced types that `allowed` names (types or families; empty: all),
+/// sorted by name, offered on demand in `zones` — the simulator's region and `kestrel run`'s until
+/// the instance types come from the cloud.
+pub fn embedded_region(allowed: &[String], zones: &[String]) -> Result<Region, CatalogError> {
+    let types = ec2_instance_types().map_err(|e| CatalogError(e.to_string()))?;
+    let prices = ec2_on_demand_prices().map_err(|e| CatalogError(e.to_string()))?;
+    let mut chosen: Vec<(&InstanceType, f64)> = types
+        .iter()
+        .filter_map(|t| Some((t, *prices.get(&t.name)?)))
+        .filter(|(t, _)| {
+            allowed.is_empty() || {
+                let family = t.name.split('.').next().unwrap_or(&t.name);
+                allowed.iter().any(|a| a == &t.name || a == family)
+            }
+        })
+        .collect();
+    chosen.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    let mut offerings = Vec::new();
+    for (i, (_, price)) in chosen.iter().enumerate() {
+        for zone in zones {
+            offerings.push(Offering {
+                instance_type: i,
+                zone: zone.clone(),
+                capacity_type: CapacityType::OnDemand,
+                price: *price,
+                available: true,
+                interruption: 0.0,
+                capacity_score: -1.0,
+            });
+        }
+    }
+    let catalog = Catalog::new(
+        chosen.iter().map(|(t, _)| (*t).clone()).collect(),
+        offerings,
+    )
+    .map_err(|e| CatalogError(e.to_string()))?;
+    let infos = chosen.iter().map(|(t, p)| info_of(t, *p)).collect();
+    let price_map = chosen.iter().map(|(t, p)| (t.name.clone(), *p)).collect();
+    Ok((catalog, infos, price_map))
+}
+
+/// The controller's view of a catalog instance type.
+pub fn info_of(t: &InstanceType, on_demand_price: f64) -> InstanceTypeInfo {
+    InstanceTypeInfo {
+        allocatable: t.allocatable.clone(),
+        name: t.name.clone(),
+        labels: t.labels.clone(),
+        on_demand_price,
     }
 }

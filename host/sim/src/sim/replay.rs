@@ -835,6 +835,11 @@ impl Replay {
     pub fn cluster(&self) -> &SimCluster {
         &self.cluster
     }
+
+    /// The controller's acknowledgements of queue notices whose action is durably started.
+    pub fn take_acks(&mut self) -> Vec<crate::controller::NoticeAck> {
+        self.controller.take_acks()
+    }
 }
 
 /// Replays a scenario with the given options.
