@@ -26,3 +26,17 @@ pub use run::{RunError, Settings, run};
 
 /// The kube client this crate is built on (so the binary need not enable its features itself).
 pub use kube;
+
+/// Makes `ring` the process's TLS crypto provider unless one is installed already. Call it before
+/// building a kube client: in a build that also links the AWS SDK, rustls has both `ring` and
+/// `aws-lc-rs` compiled in and refuses to pick one by itself (it panics at the first handshake).
+pub fn install_tls_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none()
+        && rustls::crypto::ring::default_provider()
+            .install_default()
+            .is_err()
+    {
+        // Another thread installed one between the check and the install: that one serves.
+        tracing::debug!("a TLS crypto provider was installed concurrently");
+    }
+}

@@ -125,6 +125,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .await
                 .context("no kubeconfig and not in a cluster")?,
         };
+        kestrel_kube::install_tls_provider();
         let client = kube::Client::try_from(config).context("building the kube client")?;
         anyhow::Ok(kestrel_kube::run(client, cloud, settings, shutdown_signal()).await?)
     })?;

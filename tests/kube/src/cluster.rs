@@ -226,6 +226,7 @@ impl TestCluster {
         let kubeconfig = Kubeconfig::read_from(self.kubeconfig_path())?;
         let config =
             kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+        kestrel_kube::install_tls_provider();
         Ok(Client::try_from(config)?)
     }
 }

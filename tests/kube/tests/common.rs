@@ -191,6 +191,7 @@ impl RunningController {
                 let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig)?;
                 let config =
                     kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+                kestrel_kube::install_tls_provider();
                 let client = Client::try_from(config)?;
                 let shutdown = async move {
                     // A dropped sender (the test ended) is a shutdown too.
