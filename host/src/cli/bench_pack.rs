@@ -26,8 +26,12 @@ use crate::scheduling::packer::BinType;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Workload files (JSON, see host/data/bench/README.md).
-    #[arg(required = true)]
+    #[arg(required_unless_present = "karpenter_mix")]
     pub files: Vec<PathBuf>,
+    /// Also plan Karpenter's benchmark mix (`makeDiversePods`) at these pod counts, over the whole
+    /// embedded catalog in three zones, beside a Karpenter-style greedy; every constraint is checked.
+    #[arg(long, value_delimiter = ',')]
+    pub karpenter_mix: Vec<usize>,
     /// Rank with the natively compiled default ranker instead of the wasm one.
     #[arg(long)]
     pub native: bool,
@@ -309,6 +313,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     for line in summary(&results) {
         println!("{line}");
+    }
+    if !args.karpenter_mix.is_empty() {
+        let zones = Arc::new(
+            Catalog::ec2_on_demand(&["us-east-1a", "us-east-1b", "us-east-1c"])
+                .context("loading the embedded catalog")?,
+        );
+        for &count in &args.karpenter_mix {
+            let mut rankers = RegistryRankers::new(registry.clone());
+            let pool = super::bench_mix::snapshot(zones.clone(), 0)?.node_pools[0].clone();
+            let _ = provisioning::RankerProvider::ranker_for(&mut rankers, &pool, &zones);
+            println!("{}", super::bench_mix::bench(zones.clone(), count, &mut rankers)?);
+        }
     }
     if failed {
         bail!("some workloads could not be read");

@@ -16,12 +16,17 @@ pub enum Case {
     Diurnal,
     /// 5,000 nodes and 50,000 pods, with the peak RSS.
     Big,
+    /// An approximation of Karpenter's benchmark mix (600 and 1,200 pods, six parts): pods never
+    /// placed and the replay time.
+    Mix,
+    /// 20,000 and 100,000 replicas over a NodePool limit: the replay time.
+    Limit,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Which cases to run (default: all).
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "diurnal,big")]
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "diurnal,big,mix,limit")]
     case: Vec<Case>,
 }
 
@@ -98,6 +103,138 @@ workloads:
             resources: {requests: {cpu: 1500m, memory: 4Gi}}
 "#;
 
+/// Karpenter's benchmark mix as Deployments (`makeDiversePods` draws labels per pod; a Deployment
+/// shares one template, so each part is split into seven Deployments, one per label value, whose
+/// selectors target the next value): unconstrained, zone spread, hostname spread, hostname pod affinity,
+/// zone pod affinity, hostname anti-affinity; CPU 100m-1500m and memory 100Mi-4Gi by Deployment; one
+/// on-demand NodePool over three zones, 10 simulated minutes.
+pub fn karpenter_mix_scenario(pods: usize) -> String {
+    const VALUES: [&str; 7] = ["a", "b", "c", "d", "e", "f", "g"];
+    const CPU: [&str; 5] = ["100m", "250m", "500m", "1000m", "1500m"];
+    const MEMORY: [&str; 6] = ["100Mi", "256Mi", "512Mi", "1Gi", "2Gi", "4Gi"];
+    let mut out = String::from(
+        r#"name: karpenter-mix
+duration: 10m
+seed: 42
+nodePools:
+  - apiVersion: karpenter.sh/v1
+    kind: NodePool
+    metadata: {name: default}
+    spec:
+      template:
+        spec:
+          nodeClassRef: {group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}
+          requirements:
+            - {key: karpenter.sh/capacity-type, operator: In, values: [on-demand]}
+workloads:
+"#,
+    );
+    let per_part = pods / 6;
+    let mut n = 0usize;
+    for part in 0..6 {
+        let count = if part == 0 { pods - 5 * per_part } else { per_part };
+        let deployments = if part == 5 { 1 } else { VALUES.len() };
+        for d in 0..deployments {
+            let replicas = count / deployments + usize::from(d < count % deployments);
+            if replicas == 0 {
+                continue;
+            }
+            let (own, target) = (VALUES[d], VALUES[(d + 1) % VALUES.len()]);
+            let (cpu, memory) = (CPU[n % CPU.len()], MEMORY[(n / CPU.len()) % MEMORY.len()]);
+            n += 1;
+            let (labels, constraint) = match part {
+                0 => (format!("my-label: {own}"), String::new()),
+                1 | 2 => (
+                    format!("my-label: {own}"),
+                    format!(
+                        "        topologySpreadConstraints:\n          - {{maxSkew: 1, topologyKey: {}, whenUnsatisfiable: DoNotSchedule, labelSelector: {{matchLabels: {{my-label: {target}}}}}}}\n",
+                        if part == 1 { "topology.kubernetes.io/zone" } else { "kubernetes.io/hostname" }
+                    ),
+                ),
+                3 | 4 => (
+                    format!("my-affininity: {own}"),
+                    format!(
+                        "        affinity:\n          podAffinity:\n            requiredDuringSchedulingIgnoredDuringExecution:\n              - {{topologyKey: {}, labelSelector: {{matchLabels: {{my-affininity: {target}}}}}}}\n",
+                        if part == 3 { "kubernetes.io/hostname" } else { "topology.kubernetes.io/zone" }
+                    ),
+                ),
+                _ => (
+                    "app: nginx".to_string(),
+                    "        affinity:\n          podAntiAffinity:\n            requiredDuringSchedulingIgnoredDuringExecution:\n              - {topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: nginx}}}\n".to_string(),
+                ),
+            };
+            out.push_str(&format!(
+                "  - name: part{part}-{own}\n    kind: Deployment\n    replicas: {replicas}\n    template:\n      metadata:\n        labels: {{{labels}}}\n      spec:\n{constraint}        containers:\n          - name: app\n            resources: {{requests: {{cpu: {cpu}, memory: {memory}}}}}\n"
+            ));
+        }
+    }
+    out
+}
+
+/// `replicas` one-CPU replicas under a NodePool limit of 100 CPUs: most can never be placed.
+pub fn over_limit_scenario(replicas: usize) -> String {
+    format!(
+        r#"name: over-limit
+duration: 10m
+cloud:
+  instanceTypes: [m5.xlarge]
+nodePools:
+  - apiVersion: karpenter.sh/v1
+    kind: NodePool
+    metadata: {{name: limited}}
+    spec:
+      template:
+        spec:
+          nodeClassRef: {{group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}}
+          requirements:
+            - {{key: karpenter.sh/capacity-type, operator: In, values: [on-demand]}}
+      limits:
+        cpu: "100"
+workloads:
+  - name: app
+    kind: Deployment
+    replicas: {replicas}
+    template:
+      spec:
+        containers:
+          - name: app
+            resources: {{requests: {{cpu: "1", memory: 1Gi}}}}
+"#
+    )
+}
+
+fn mix(pods: usize) -> anyhow::Result<serde_json::Value> {
+    let scenario = Scenario::parse(&karpenter_mix_scenario(pods), "karpenter-mix.yaml")?;
+    let started = Instant::now();
+    let outcome = simulate(&scenario, SimOptions::default(), &mut |_| {});
+    let seconds = started.elapsed().as_secs_f64();
+    let report = Report::from_outcome(&outcome);
+    Ok(serde_json::json!({
+        "case": format!("karpenter-mix-{pods}"),
+        "podsCreated": report.pods.created,
+        "neverPlaced": report.never_placed.len(),
+        "pendingAtEnd": report.pods.pending_at_end,
+        "nodesLaunched": report.nodes_launched,
+        "batches": outcome.controller.stats.batches,
+        "seconds": (seconds * 1000.0).round() / 1000.0,
+    }))
+}
+
+fn over_limit(replicas: usize) -> anyhow::Result<serde_json::Value> {
+    let scenario = Scenario::parse(&over_limit_scenario(replicas), "over-limit.yaml")?;
+    let started = Instant::now();
+    let outcome = simulate(&scenario, SimOptions::default(), &mut |_| {});
+    let seconds = started.elapsed().as_secs_f64();
+    let report = Report::from_outcome(&outcome);
+    Ok(serde_json::json!({
+        "case": format!("over-limit-{replicas}"),
+        "podsBound": report.pods.bound,
+        "pendingAtEnd": report.pods.pending_at_end,
+        "batches": outcome.controller.stats.batches,
+        "seconds": (seconds * 1000.0).round() / 1000.0,
+    }))
+}
+
 /// Pod events of a replay: creations plus deletions (scale-downs, completions, evictions).
 pub fn pod_events(outcome: &SimOutcome) -> u64 {
     outcome.pods_created * 2 - outcome.cluster.pod_count() as u64
@@ -158,6 +295,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 }
             }
             Case::Big => println!("{}", big()?),
+            Case::Mix => {
+                for pods in [600, 1200] {
+                    println!("{}", mix(pods)?);
+                }
+            }
+            Case::Limit => {
+                for replicas in [20_000, 100_000] {
+                    println!("{}", over_limit(replicas)?);
+                }
+            }
         }
     }
     Ok(())

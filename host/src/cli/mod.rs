@@ -1,5 +1,6 @@
 //! The `kestrel` command line: one module per command, each with its clap `Args` and a `run`.
 pub mod bench;
+pub mod bench_mix;
 pub mod bench_pack;
 pub mod bench_policy;
 pub mod bench_sim;

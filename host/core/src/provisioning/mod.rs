@@ -4,6 +4,7 @@
 //! `rank` call per NodePool per batch) to order and score the offerings; the packer in
 //! [`crate::scheduling`] then decides instance types and counts by the scores.
 
+pub mod check;
 pub mod plan;
 mod planner;
 pub mod ranking;

@@ -151,6 +151,9 @@ struct ClassInPool {
     term: Requirements,
     /// Indexes into `PoolView::offerings` that match the term and hold one pod.
     allowed: Vec<usize>,
+    /// The distinct (zone, capacity type) of `allowed`: the domains new claims could open (computed
+    /// once per class, not per plan: over the whole catalog `allowed` has thousands of entries).
+    domains: Arc<BTreeSet<(String, String)>>,
 }
 
 /// Plans a provisioning batch: every pending pod of `snapshot` is bound to existing capacity, carried by a
@@ -181,6 +184,33 @@ struct CachedPool {
     daemonsets: Vec<crate::model::DaemonSet>,
     offerings: Arc<Vec<PoolOffering>>,
     classes: HashMap<Arc<PodSpec>, Result<ClassInPool, Failure>>,
+    /// The same answers by what they depend on (`NodeFacts`): specs that differ only in labels or pod
+    /// terms (Karpenter's benchmark mix has thousands) share one scan of the offerings.
+    by_facts: HashMap<NodeFacts, Result<ClassInPool, Failure>>,
+}
+
+/// The parts of a pod spec [`class_in_pool`] reads.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct NodeFacts {
+    requests: ResourceList,
+    node_terms: Vec<Requirements>,
+    preferred_node_terms: Vec<(i32, Requirements)>,
+    tolerations: Vec<crate::model::Toleration>,
+    host_ports: Vec<HostPort>,
+    volume_zones: Option<BTreeSet<String>>,
+}
+
+impl NodeFacts {
+    fn of(spec: &PodSpec) -> NodeFacts {
+        NodeFacts {
+            requests: spec.requests.clone(),
+            node_terms: spec.node_terms.clone(),
+            preferred_node_terms: spec.preferred_node_terms.clone(),
+            tolerations: spec.tolerations.clone(),
+            host_ports: spec.host_ports.clone(),
+            volume_zones: spec.volume_zones.clone(),
+        }
+    }
 }
 
 impl Planner {
@@ -203,6 +233,7 @@ impl Planner {
                     daemonsets: snapshot.daemonsets.clone(),
                     offerings: Arc::new(pool_offerings(snapshot, pool)),
                     classes: HashMap::new(),
+                    by_facts: HashMap::new(),
                 },
             );
         }
@@ -253,6 +284,7 @@ fn plan_with(
     if pending.is_empty() {
         return out;
     }
+    let rank_of: HashMap<usize, usize> = pending.iter().enumerate().map(|(r, &p)| (p, r)).collect();
 
     // Classes: pods sharing a spec (by pointer first, then by value).
     let mut classes: Vec<Arc<PodSpec>> = Vec::new();
@@ -275,6 +307,17 @@ fn plan_with(
         .iter()
         .map(|spec| spec.with_preferred_pod_terms_required().map(Arc::new))
         .collect();
+    // Then relaxed one term at a time in Karpenter's order (`preferences.go`): the preferred pod
+    // affinity terms, heaviest first, then the preferred anti-affinity terms, heaviest first; the
+    // spec itself (every preferred pod term dropped) is the last attempt.
+    let ladders: Vec<Vec<Arc<PodSpec>>> = classes
+        .iter()
+        .zip(&strict)
+        .map(|(spec, strict)| match strict {
+            Some(strict) => relaxation_ladder(strict, spec),
+            None => vec![spec.clone()],
+        })
+        .collect();
     let class_at: HashMap<usize, usize> = pending
         .iter()
         .copied()
@@ -293,11 +336,17 @@ fn plan_with(
         if cached.classes.len() + classes.len() > MAX_CACHED_CLASSES {
             cached.classes.clear();
         }
+        if cached.by_facts.len() + classes.len() > MAX_CACHED_CLASSES {
+            cached.by_facts.clear();
+        }
         for (c, spec) in classes.iter().enumerate() {
-            let r = cached
-                .classes
-                .entry(spec.clone())
-                .or_insert_with(|| class_in_pool(catalog, &view, spec));
+            let by_facts = &mut cached.by_facts;
+            let r = cached.classes.entry(spec.clone()).or_insert_with(|| {
+                by_facts
+                    .entry(NodeFacts::of(spec))
+                    .or_insert_with(|| class_in_pool(catalog, &view, spec))
+                    .clone()
+            });
             class_pool[c].push(r.clone());
         }
         views.push(view);
@@ -305,19 +354,18 @@ fn plan_with(
     let new_domains: Vec<NewDomains> = (0..classes.len())
         .map(|c| {
             let mut nd = NewDomains::new();
-            for (v, r) in views.iter().zip(&class_pool[c]) {
+            for r in &class_pool[c] {
                 if let Ok(cp) = r {
                     if !cp.allowed.is_empty() {
                         fit::new_hosts_possible(&mut nd);
                     }
-                    for &i in &cp.allowed {
-                        let o = &catalog.offerings[v.offerings[i].offering];
+                    for (zone, ct) in cp.domains.iter() {
                         nd.entry(labels::ZONE.into())
                             .or_default()
-                            .insert(o.zone.clone());
+                            .insert(zone.clone());
                         nd.entry(labels::CAPACITY_TYPE.into())
                             .or_default()
-                            .insert(o.capacity_type.as_str().into());
+                            .insert(ct.clone());
                     }
                 }
             }
@@ -338,11 +386,11 @@ fn plan_with(
         let spec = &classes[c];
         let mut placed = false;
         // Existing capacity with the preferences, then without them, before any new claim.
-        let attempts: Vec<&Arc<PodSpec>> = strict[c].iter().chain([spec]).collect();
+        let attempts: &[Arc<PodSpec>] = &ladders[c];
         if !exhausted[c] {
             for (s, check) in attempts
                 .iter()
-                .flat_map(|check| (0..existing_count).map(move |s| (s, *check)))
+                .flat_map(|check| (0..existing_count).map(move |s| (s, check)))
             {
                 let ok_static = *static_cache[c][s].get_or_insert_with(|| {
                     fit::check_static(spec, &slots[s].labels, &slots[s].taints).is_ok()
@@ -510,7 +558,7 @@ fn plan_with(
             &class_at,
             &class_pool,
             pi,
-            &strict,
+            &ladders,
             &constrained,
             &scores,
             &mut slots,
@@ -550,7 +598,9 @@ fn plan_with(
                 }
             }
         }
-        later.sort_by_key(|p| pending.iter().position(|q| q == p));
+        // Back into the pending order (by each pod's rank there: a search of `pending` per
+        // comparison made 100,000 unplaceable pods cost minutes per batch).
+        later.sort_by_key(|p| rank_of[p]);
         remaining = later;
     }
     for pod in remaining {
@@ -573,6 +623,43 @@ fn plan_with(
         claim.explanation = format!("claim {n}: {}", claim.explanation);
     }
     out
+}
+
+/// The specs to try, strictest first: `strict` (every preferred pod term required), then one preferred
+/// pod affinity term dropped at a time (heaviest first), then the same for the anti-affinity terms,
+/// ending with `spec` (no preferred pod term left), as Karpenter relaxes a pod that failed.
+fn relaxation_ladder(strict: &Arc<PodSpec>, spec: &Arc<PodSpec>) -> Vec<Arc<PodSpec>> {
+    let base_affinity = spec.pod_affinity.len();
+    let base_anti = spec.pod_anti_affinity.len();
+    let mut affinity: Vec<&crate::model::WeightedPodAffinityTerm> =
+        spec.preferred_pod_affinity.iter().collect();
+    let mut anti: Vec<&crate::model::WeightedPodAffinityTerm> =
+        spec.preferred_pod_anti_affinity.iter().collect();
+    affinity.sort_by_key(|w| std::cmp::Reverse(w.weight));
+    anti.sort_by_key(|w| std::cmp::Reverse(w.weight));
+    let mut ladder = vec![strict.clone()];
+    let with = |aff: &[&crate::model::WeightedPodAffinityTerm],
+                anti: &[&crate::model::WeightedPodAffinityTerm]| {
+        let mut s = (**spec).clone();
+        s.pod_affinity.truncate(base_affinity);
+        s.pod_anti_affinity.truncate(base_anti);
+        s.pod_affinity.extend(aff.iter().map(|w| w.term.clone()));
+        s.pod_anti_affinity.extend(anti.iter().map(|w| w.term.clone()));
+        s.preferred_pod_affinity.clear();
+        s.preferred_pod_anti_affinity.clear();
+        Arc::new(s)
+    };
+    // Step k drops the k heaviest affinity terms, then the anti-affinity terms the same way; the
+    // first step is `strict` and the last, every term dropped, is `spec`.
+    for k in 1..=affinity.len() {
+        ladder.push(with(&affinity[k..], &anti));
+    }
+    for k in 1..=anti.len() {
+        ladder.push(with(&[], &anti[k..]));
+    }
+    ladder.pop();
+    ladder.push(spec.clone());
+    ladder
 }
 
 /// The nodes that accept pods, then launched in-flight claims, as slots with their free room.
@@ -866,7 +953,18 @@ fn class_in_pool(
                     first_failure.get_or_insert(f);
                     continue;
                 }
-                return Ok(ClassInPool { term: t, allowed });
+                let domains: BTreeSet<(String, String)> = allowed
+                    .iter()
+                    .map(|&i| {
+                        let o = &catalog.offerings[view.offerings[i].offering];
+                        (o.zone.clone(), o.capacity_type.as_str().to_string())
+                    })
+                    .collect();
+                return Ok(ClassInPool {
+                    term: t,
+                    allowed,
+                    domains: Arc::new(domains),
+                });
             }
             if let Some(f) = port_failure {
                 first_failure.get_or_insert(f);
@@ -1492,7 +1590,8 @@ fn pack_group(
     // Pods the packer could not place cannot happen (every class holds alone in some allowed offering).
     debug_assert!(packing.unplaced.iter().all(|u| *u == 0));
     if !spilled.is_empty() {
-        spilled.sort_by_key(|p| pods.iter().position(|q| q == p));
+        let rank_of: HashMap<usize, usize> = pods.iter().enumerate().map(|(r, &p)| (p, r)).collect();
+        spilled.sort_by_key(|p| rank_of[p]);
         pack_keeping_min_values(
             snapshot, view, class_at, class_pool, pi, allowed, scores, &spilled, claims,
         );
@@ -1770,6 +1869,8 @@ fn claim_min_values_failure(
 struct OpenClaim {
     slot: usize,
     candidates: Vec<usize>,
+    /// The most of each resource any candidate offers (a claim it cannot hold is skipped at once).
+    ceiling: ResourceList,
     load: ResourceList,
     pods: Vec<usize>,
     /// Pods placed only after their preferred pod (anti-)affinity was relaxed.
@@ -1797,8 +1898,25 @@ fn place_one(
     for &i in allowed {
         is_allowed[i] = true;
     }
+    // The placed pods do not change until this pod is placed: what the checks learn about the whole
+    // cluster is learnt once.
+    let mut memo = fit::Memo::new();
     for (at, oc) in open.iter_mut().enumerate() {
         let load = oc.load.plus(&spec.requests);
+        if !load.fits_in(&oc.ceiling) {
+            // No candidate holds it (the most any of them offers is short): skip the scan.
+            continue;
+        }
+        // The inter-pod rules first, against the most room any candidate leaves (they do not depend
+        // on which candidate launches), in place instead of on a copy; only a claim they admit pays
+        // for narrowing its candidates (thousands of offerings over the whole catalog).
+        let free = std::mem::replace(&mut slots[oc.slot].free, oc.ceiling.minus(&oc.load));
+        let fits =
+            fit::check_dynamic_memo(check, oc.slot, slots, eligible, new_domains, &mut memo).is_ok();
+        slots[oc.slot].free = free;
+        if !fits {
+            continue;
+        }
         let cands: Vec<usize> = oc
             .candidates
             .iter()
@@ -1808,16 +1926,11 @@ fn place_one(
         if cands.is_empty() || view.min_values_failure(&cands).is_some() {
             continue;
         }
-        // Check against the room the narrowed candidates leave, in place instead of on a copy.
-        let free = std::mem::replace(&mut slots[oc.slot].free, max_free(view, &cands, &oc.load));
-        let fits = fit::check_dynamic(check, oc.slot, slots, eligible, new_domains).is_ok();
-        slots[oc.slot].free = free;
-        if fits {
-            oc.candidates = cands;
-            oc.load = load;
-            slots[oc.slot].place(spec);
-            return Ok(at);
-        }
+        oc.ceiling = ceiling(view, &cands);
+        oc.candidates = cands;
+        oc.load = load;
+        slots[oc.slot].place(spec);
+        return Ok(at);
     }
     // A new claim: pick the zone (and capacity type) domain the rules prefer.
     let mut best: Option<Failure> = None;
@@ -1834,12 +1947,18 @@ fn place_one(
         .topology_spread
         .iter()
         .any(|t| t.topology_key == labels::CAPACITY_TYPE);
+    // Counted once per pod, not per comparison.
+    let spread_counts: Vec<BTreeMap<String, u32>> = check
+        .topology_spread
+        .iter()
+        .map(|t| fit::spread_counts(check, t, slots, eligible, new_domains))
+        .collect();
     let zone_count = |zone: &str, ct: &str| -> u32 {
         check
             .topology_spread
             .iter()
-            .map(|t| {
-                let counts = fit::spread_counts(check, t, slots, eligible, new_domains);
+            .zip(&spread_counts)
+            .map(|(t, counts)| {
                 let key = if t.topology_key == labels::CAPACITY_TYPE {
                     ct
                 } else {
@@ -1891,10 +2010,11 @@ fn place_one(
         );
         slots.push(slot);
         let si = slots.len() - 1;
-        match fit::check_dynamic(check, si, slots, eligible, new_domains) {
+        match fit::check_dynamic_memo(check, si, slots, eligible, new_domains, &mut memo) {
             Ok(()) => {
                 slots[si].place(spec);
                 open.push(OpenClaim {
+                    ceiling: ceiling(view, &cands),
                     slot: si,
                     candidates: cands,
                     load: spec.requests.clone(),
@@ -1923,7 +2043,7 @@ fn place_constrained(
     class_at: &HashMap<usize, usize>,
     class_pool: &[Vec<Result<ClassInPool, Failure>>],
     pi: usize,
-    strict: &[Option<Arc<PodSpec>>],
+    ladders: &[Vec<Arc<PodSpec>>],
     pods: &[usize],
     scores: &[f64],
     slots: &mut Vec<Slot>,
@@ -1945,11 +2065,11 @@ fn place_constrained(
             .filter(|i| scores[*i].is_finite())
             .collect();
         let eligible = |_: usize, s: &Slot| fit::check_static(spec, &s.labels, &s.taints).is_ok();
-        // With the preferred pod terms as required first; all of them relaxed at once if that fails.
+        // With the preferred pod terms as required first, then relaxed one at a time.
         let mut best: Option<Failure> = None;
         let mut placed = false;
-        for check in strict[c].iter().chain([spec]) {
-            let relaxed = strict[c].is_some() && Arc::ptr_eq(check, spec);
+        for (step, check) in ladders[c].iter().enumerate() {
+            let relaxed = step > 0;
             match place_one(
                 snapshot,
                 view,
@@ -2011,6 +2131,11 @@ fn place_constrained(
         }
         claims.push(claim);
     }
+}
+
+/// The most of each resource any of `candidates` offers.
+fn ceiling(view: &PoolView, candidates: &[usize]) -> ResourceList {
+    max_free(view, candidates, &ResourceList::new())
 }
 
 /// The most room any candidate offers after `load` (an upper bound used for inter-pod checks).
@@ -2914,6 +3039,28 @@ mod tests {
             .filter(|c| c.explanation.contains("relaxed"))
             .count();
         (sizes, relaxed)
+    }
+
+    #[test]
+    fn preferred_pod_terms_are_relaxed_one_at_a_time_heaviest_first() {
+        // Heavy: one replica per zone; light: one per node. Three zones hold three replicas with
+        // both; the others drop the heavy term only (Karpenter's order) and keep one per node. Dropping
+        // every preferred term at once packed them two per node.
+        let mut api = spec("api", "250m", "256Mi");
+        api.preferred_pod_anti_affinity.push(WeightedPodAffinityTerm {
+            weight: 1,
+            term: term("api", labels::HOSTNAME),
+        });
+        api.preferred_pod_anti_affinity.push(WeightedPodAffinityTerm {
+            weight: 100,
+            term: term("api", labels::ZONE),
+        });
+        let s = snapshot(vec![general()], vec![(api, 6)]);
+        let p = run(&s);
+        assert_valid(&s, &p);
+        assert!(p.unschedulable.is_empty(), "{:?}", p.unschedulable);
+        assert_eq!(claim_shape(&p), (vec![1; 6], 3));
+        assert_eq!(super::super::check::check_plan(&s, &p), vec![]);
     }
 
     #[test]

@@ -240,6 +240,23 @@ pub fn new_hosts_possible(new_domains: &mut NewDomains) {
     new_domains.entry(labels::HOSTNAME.to_string()).or_default();
 }
 
+/// What [`check_dynamic_memo`] learns about the whole cluster for one pod spec while the pods placed in
+/// `slots` stay the same (only free room may change): whether some pod matches each affinity term,
+/// the counts of each spread constraint, whether any pod repels beyond its node. Valid for one spec and
+/// one set of placed pods; start a new one when either changes.
+#[derive(Debug, Default)]
+pub struct Memo {
+    affinity_anywhere: Vec<Option<bool>>,
+    spread: Vec<Option<BTreeMap<String, u32>>>,
+    wider_repelling: Option<bool>,
+}
+
+impl Memo {
+    pub fn new() -> Memo {
+        Memo::default()
+    }
+}
+
 /// Resources, host ports, pod (anti-)affinity (both directions for hostname) and topology spread.
 /// `eligible(i, slot)` says whether `slots[i]` counts as a topology domain for the pod (its static rules
 /// pass there; callers cache that per template).
@@ -249,6 +266,29 @@ pub fn check_dynamic(
     slots: &[Slot],
     eligible: &dyn Fn(usize, &Slot) -> bool,
     new_domains: &NewDomains,
+) -> Result<(), Failure> {
+    check_dynamic_memo(
+        spec,
+        slot_index,
+        slots,
+        eligible,
+        new_domains,
+        &mut Memo::new(),
+    )
+}
+
+/// [`check_dynamic`], remembering in `memo` what does not depend on the slot, so trying one pod on many
+/// slots costs the cluster-wide scans once. The rules that only this slot can break (resources, host
+/// ports, hostname terms, hostname spread while new nodes can open) are checked first, so a slot that
+/// refuses the pod costs the pods on it, not the whole cluster: replicas that each need their own node
+/// are placed in time linear in the open claims.
+pub fn check_dynamic_memo(
+    spec: &Arc<PodSpec>,
+    slot_index: usize,
+    slots: &[Slot],
+    eligible: &dyn Fn(usize, &Slot) -> bool,
+    new_domains: &NewDomains,
+    memo: &mut Memo,
 ) -> Result<(), Failure> {
     let slot = &slots[slot_index];
     if !slot.accepting {
@@ -262,35 +302,97 @@ pub fn check_dynamic(
             return Err(Failure::HostPort(p.clone()));
         }
     }
-    // A pod without constraints of its own can only be refused by other pods' anti-affinity: theirs on
-    // this node, or a wider one anywhere.
-    if !spec.has_pod_constraints()
-        && !slot.pods.iter().any(|p| !p.pod_anti_affinity.is_empty())
-        && slots.iter().all(|s| s.zone_repelling == 0)
-    {
+    let hostname = labels::HOSTNAME;
+    // Hostname terms reach only the pods on this slot (every slot is its own hostname).
+    for other in &slot.pods {
+        for term in &other.pod_anti_affinity {
+            if term.topology_key == hostname
+                && slot.labels.contains_key(hostname)
+                && term.selects(&other.namespace, &spec.namespace, &spec.labels)
+            {
+                return Err(Failure::PodAntiAffinity {
+                    topology_key: term.topology_key.clone(),
+                });
+            }
+        }
+    }
+    if !spec.has_pod_constraints() && !*memo.wider_repelling.get_or_insert_with(|| {
+        slots.iter().any(|s| s.zone_repelling > 0)
+    }) {
         return Ok(());
     }
+    for term in &spec.pod_anti_affinity {
+        if term.topology_key == hostname
+            && slot.labels.contains_key(hostname)
+            && slot
+                .pods
+                .iter()
+                .any(|p| term.selects(&spec.namespace, &p.namespace, &p.labels))
+        {
+            return Err(Failure::PodAntiAffinity {
+                topology_key: term.topology_key.clone(),
+            });
+        }
+    }
+    let opens_hosts = new_domains.contains_key(hostname);
+    for c in &spec.topology_spread {
+        if c.when_unsatisfiable == WhenUnsatisfiable::DoNotSchedule
+            && c.topology_key == hostname
+            && opens_hosts
+            && slot.labels.contains_key(hostname)
+            && eligible(slot_index, slot)
+        {
+            // Minimum 0 (a new node is an empty domain): only this slot's count matters.
+            let mine = slot
+                .pods
+                .iter()
+                .filter(|p| p.namespace == spec.namespace && c.selector.matches(&p.labels))
+                .count() as u32;
+            if mine + 1 > c.max_skew {
+                return Err(Failure::TopologySpread {
+                    topology_key: c.topology_key.clone(),
+                    detail: format!(
+                        "{} would hold {} matching pods, min domain has 0, maxSkew {}",
+                        slot.name,
+                        mine + 1,
+                        c.max_skew
+                    ),
+                });
+            }
+        }
+    }
     let domain_of = |s: &Slot, key: &str| s.labels.get(key).cloned();
-    // Existing pods' anti-affinity against the incoming pod (symmetry), within the same domain.
-    for other_slot in slots {
-        for other in &other_slot.pods {
-            for term in &other.pod_anti_affinity {
-                let same = match (
-                    domain_of(other_slot, &term.topology_key),
-                    domain_of(slot, &term.topology_key),
-                ) {
-                    (Some(a), Some(b)) => a == b,
-                    _ => false,
-                };
-                if same && term.selects(&other.namespace, &spec.namespace, &spec.labels) {
-                    return Err(Failure::PodAntiAffinity {
-                        topology_key: term.topology_key.clone(),
-                    });
+    // Other pods' anti-affinity wider than a node against the incoming pod (symmetry).
+    if *memo
+        .wider_repelling
+        .get_or_insert_with(|| slots.iter().any(|s| s.zone_repelling > 0))
+    {
+        for other_slot in slots.iter().filter(|s| s.zone_repelling > 0) {
+            for other in &other_slot.pods {
+                for term in &other.pod_anti_affinity {
+                    if term.topology_key == hostname {
+                        continue;
+                    }
+                    let same = match (
+                        domain_of(other_slot, &term.topology_key),
+                        domain_of(slot, &term.topology_key),
+                    ) {
+                        (Some(a), Some(b)) => a == b,
+                        _ => false,
+                    };
+                    if same && term.selects(&other.namespace, &spec.namespace, &spec.labels) {
+                        return Err(Failure::PodAntiAffinity {
+                            topology_key: term.topology_key.clone(),
+                        });
+                    }
                 }
             }
         }
     }
     for term in &spec.pod_anti_affinity {
+        if term.topology_key == hostname {
+            continue;
+        }
         let Some(here) = domain_of(slot, &term.topology_key) else {
             continue;
         };
@@ -306,39 +408,39 @@ pub fn check_dynamic(
             });
         }
     }
-    for term in &spec.pod_affinity {
-        let matching_anywhere = slots.iter().any(|s| {
-            s.pods
-                .iter()
-                .any(|p| term.selects(&spec.namespace, &p.namespace, &p.labels))
-        });
-        if !matching_anywhere {
-            // kube-scheduler: the first pod of a group that selects itself may go anywhere.
-            if term.selects(&spec.namespace, &spec.namespace, &spec.labels) {
-                continue;
-            }
-            return Err(Failure::PodAffinity {
-                topology_key: term.topology_key.clone(),
-            });
-        }
+    memo.affinity_anywhere.resize(spec.pod_affinity.len(), None);
+    for (ti, term) in spec.pod_affinity.iter().enumerate() {
         let Some(here) = domain_of(slot, &term.topology_key) else {
             return Err(Failure::PodAffinity {
                 topology_key: term.topology_key.clone(),
             });
         };
-        let ok = slots.iter().any(|s| {
-            domain_of(s, &term.topology_key).as_deref() == Some(here.as_str())
-                && s.pods
-                    .iter()
-                    .any(|p| term.selects(&spec.namespace, &p.namespace, &p.labels))
-        });
-        if !ok {
+        let selected_in = |s: &Slot| {
+            s.pods
+                .iter()
+                .any(|p| term.selects(&spec.namespace, &p.namespace, &p.labels))
+        };
+        // A selected pod here settles it; otherwise only the first of a self-selecting group may go
+        // where nothing matches, and only while nothing matches anywhere.
+        let ok_here = if term.topology_key == hostname {
+            selected_in(slot)
+        } else {
+            slots.iter().any(|s| {
+                domain_of(s, &term.topology_key).as_deref() == Some(here.as_str()) && selected_in(s)
+            })
+        };
+        if ok_here {
+            continue;
+        }
+        let anywhere = *memo.affinity_anywhere[ti].get_or_insert_with(|| slots.iter().any(selected_in));
+        if anywhere || !term.selects(&spec.namespace, &spec.namespace, &spec.labels) {
             return Err(Failure::PodAffinity {
                 topology_key: term.topology_key.clone(),
             });
         }
     }
-    for c in &spec.topology_spread {
+    memo.spread.resize(spec.topology_spread.len(), None);
+    for (ci, c) in spec.topology_spread.iter().enumerate() {
         if c.when_unsatisfiable == WhenUnsatisfiable::ScheduleAnyway {
             continue;
         }
@@ -349,10 +451,14 @@ pub fn check_dynamic(
                 detail: "node has no such label".into(),
             });
         };
-        let counts = spread_counts(spec, c, slots, eligible, new_domains);
+        if key == hostname && opens_hosts && eligible(slot_index, slot) {
+            // Checked above against this slot alone.
+            continue;
+        }
+        let counts = memo.spread[ci]
+            .get_or_insert_with(|| spread_counts(spec, c, slots, eligible, new_domains));
         let domains = counts.len() as u32;
-        let opens_hosts = key == labels::HOSTNAME && new_domains.contains_key(labels::HOSTNAME);
-        let min = if opens_hosts || c.min_domains.is_some_and(|m| domains < m) {
+        let min = if (key == hostname && opens_hosts) || c.min_domains.is_some_and(|m| domains < m) {
             0
         } else {
             counts.values().copied().min().unwrap_or(0)
