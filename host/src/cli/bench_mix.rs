@@ -189,7 +189,9 @@ pub fn greedy(snapshot: &Snapshot) -> ProvisioningPlan {
         if !types.contains(&o.instance_type) {
             types.push(o.instance_type);
         }
-        let e = offering_at.entry((o.instance_type, o.zone.as_str())).or_insert(i);
+        let e = offering_at
+            .entry((o.instance_type, o.zone.as_str()))
+            .or_insert(i);
         if catalog.offerings[*e].price > o.price {
             *e = i;
         }
@@ -214,88 +216,102 @@ pub fn greedy(snapshot: &Snapshot) -> ProvisioningPlan {
     // again while a pass places something.
     let mut queue = order;
     loop {
-    let mut failed = Vec::new();
-    for &p in &queue {
-        let spec = &snapshot.pods[p].spec;
-        let allowed = |t: usize| {
-            let ty = &catalog.instance_types[t];
-            spec.node_terms
-                .iter()
-                .any(|term| term.matches_labels(&ty.labels).is_ok())
-        };
-        let mut placed = false;
-        for c in claims.iter_mut() {
-            let load = c.load.plus(&spec.requests);
-            if !load.fits_in(&c.ceiling) {
+        let mut failed = Vec::new();
+        for &p in &queue {
+            let spec = &snapshot.pods[p].spec;
+            let allowed = |t: usize| {
+                let ty = &catalog.instance_types[t];
+                spec.node_terms
+                    .iter()
+                    .any(|term| term.matches_labels(&ty.labels).is_ok())
+            };
+            let mut placed = false;
+            for c in claims.iter_mut() {
+                let load = c.load.plus(&spec.requests);
+                if !load.fits_in(&c.ceiling) {
+                    continue;
+                }
+                if topology
+                    .admits(spec, &|k| domain_of(&c.name, &c.zone, k))
+                    .is_err()
+                {
+                    continue;
+                }
+                let left: Vec<usize> = c
+                    .types
+                    .iter()
+                    .copied()
+                    .filter(|&t| allowed(t) && load.fits_in(&catalog.instance_types[t].allocatable))
+                    .collect();
+                if left.is_empty() {
+                    continue;
+                }
+                topology.record(spec, &|k| domain_of(&c.name, &c.zone, k));
+                c.ceiling = ceiling(catalog, &left);
+                c.types = left;
+                c.load = load;
+                c.pods.push(p);
+                placed = true;
+                break;
+            }
+            if placed {
                 continue;
             }
-            if topology
-                .admits(spec, &|k| domain_of(&c.name, &c.zone, k))
-                .is_err()
-            {
-                continue;
-            }
-            let left: Vec<usize> = c
-                .types
+            let fitting: Vec<usize> = types
                 .iter()
                 .copied()
-                .filter(|&t| allowed(t) && load.fits_in(&catalog.instance_types[t].allocatable))
+                .filter(|&t| {
+                    allowed(t)
+                        && spec
+                            .requests
+                            .fits_in(&catalog.instance_types[t].allocatable)
+                })
                 .collect();
-            if left.is_empty() {
+            let name = format!("greedy-{}", claims.len());
+            let zone = zones.iter().find(|z| {
+                fitting
+                    .iter()
+                    .any(|&t| offering_at.contains_key(&(t, z.as_str())))
+                    && topology.admits(spec, &|k| domain_of(&name, z, k)).is_ok()
+            });
+            let Some(zone) = zone else {
+                failed.push(p);
                 continue;
-            }
-            topology.record(spec, &|k| domain_of(&c.name, &c.zone, k));
-            c.ceiling = ceiling(catalog, &left);
-            c.types = left;
-            c.load = load;
-            c.pods.push(p);
-            placed = true;
-            break;
-        }
-        if placed {
-            continue;
-        }
-        let fitting: Vec<usize> = types
-            .iter()
-            .copied()
-            .filter(|&t| allowed(t) && spec.requests.fits_in(&catalog.instance_types[t].allocatable))
-            .collect();
-        let name = format!("greedy-{}", claims.len());
-        let zone = zones.iter().find(|z| {
-            fitting.iter().any(|&t| offering_at.contains_key(&(t, z.as_str())))
-                && topology.admits(spec, &|k| domain_of(&name, z, k)).is_ok()
-        });
-        let Some(zone) = zone else {
-            failed.push(p);
-            continue;
-        };
-        topology.record(spec, &|k| domain_of(&name, zone, k));
-        claims.push(GreedyClaim {
-            ceiling: ceiling(catalog, &fitting),
-            name,
-            zone: zone.clone(),
-            pods: vec![p],
-            load: spec.requests.clone(),
-            types: fitting,
-        });
-    }
-    if failed.is_empty() || failed.len() == queue.len() {
-        for p in failed {
-            plan.unschedulable.push(provisioning::Unschedulable {
-                pod: p,
-                reasons: vec![("greedy".into(), "no open claim or zone admits the pod".into())],
+            };
+            topology.record(spec, &|k| domain_of(&name, zone, k));
+            claims.push(GreedyClaim {
+                ceiling: ceiling(catalog, &fitting),
+                name,
+                zone: zone.clone(),
+                pods: vec![p],
+                load: spec.requests.clone(),
+                types: fitting,
             });
         }
-        break;
-    }
-    queue = failed;
+        if failed.is_empty() || failed.len() == queue.len() {
+            for p in failed {
+                plan.unschedulable.push(provisioning::Unschedulable {
+                    pod: p,
+                    reasons: vec![(
+                        "greedy".into(),
+                        "no open claim or zone admits the pod".into(),
+                    )],
+                });
+            }
+            break;
+        }
+        queue = failed;
     }
     for c in claims {
         let best = c
             .types
             .iter()
             .filter_map(|&t| offering_at.get(&(t, c.zone.as_str())).copied())
-            .min_by(|a, b| catalog.offerings[*a].price.total_cmp(&catalog.offerings[*b].price))
+            .min_by(|a, b| {
+                catalog.offerings[*a]
+                    .price
+                    .total_cmp(&catalog.offerings[*b].price)
+            })
             .expect("a claim keeps a type offered in its zone");
         let o = &catalog.offerings[best];
         plan.claims.push(PlannedClaim {

@@ -323,7 +323,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let mut rankers = RegistryRankers::new(registry.clone());
             let pool = super::bench_mix::snapshot(zones.clone(), 0)?.node_pools[0].clone();
             let _ = provisioning::RankerProvider::ranker_for(&mut rankers, &pool, &zones);
-            println!("{}", super::bench_mix::bench(zones.clone(), count, &mut rankers)?);
+            println!(
+                "{}",
+                super::bench_mix::bench(zones.clone(), count, &mut rankers)?
+            );
         }
     }
     if failed {

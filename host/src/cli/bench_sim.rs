@@ -26,7 +26,12 @@ pub enum Case {
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Which cases to run (default: all).
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "diurnal,big,mix,limit")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "diurnal,big,mix,limit"
+    )]
     case: Vec<Case>,
 }
 
@@ -104,8 +109,8 @@ workloads:
 "#;
 
 /// Karpenter's benchmark mix as Deployments (`makeDiversePods` draws labels per pod; a Deployment
-/// shares one template, so each part is split into seven Deployments, one per label value, whose
-/// selectors target the next value): unconstrained, zone spread, hostname spread, hostname pod affinity,
+/// shares one template, so each part is split into seven Deployments, one per label value; spread
+/// selectors target the next value, affinity selectors a self-selecting group): unconstrained, zone spread, hostname spread, hostname pod affinity,
 /// zone pod affinity, hostname anti-affinity; CPU 100m-1500m and memory 100Mi-4Gi by Deployment; one
 /// on-demand NodePool over three zones, 10 simulated minutes.
 pub fn karpenter_mix_scenario(pods: usize) -> String {
@@ -132,14 +137,25 @@ workloads:
     let per_part = pods / 6;
     let mut n = 0usize;
     for part in 0..6 {
-        let count = if part == 0 { pods - 5 * per_part } else { per_part };
+        let count = if part == 0 {
+            pods - 5 * per_part
+        } else {
+            per_part
+        };
         let deployments = if part == 5 { 1 } else { VALUES.len() };
         for d in 0..deployments {
             let replicas = count / deployments + usize::from(d < count % deployments);
             if replicas == 0 {
                 continue;
             }
-            let (own, target) = (VALUES[d], VALUES[(d + 1) % VALUES.len()]);
+            // Spread selects the next value's pods; affinity selects a group that selects itself
+            // (every even value does), so no group waits in a cycle that nothing can start: with
+            // random labels a seventh of Karpenter's affinity pods select themselves.
+            let target = match part {
+                3 | 4 => VALUES[d / 2 * 2],
+                _ => VALUES[(d + 1) % VALUES.len()],
+            };
+            let own = VALUES[d];
             let (cpu, memory) = (CPU[n % CPU.len()], MEMORY[(n / CPU.len()) % MEMORY.len()]);
             n += 1;
             let (labels, constraint) = match part {

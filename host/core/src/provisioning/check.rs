@@ -42,7 +42,11 @@ pub struct Violation {
 
 impl std::fmt::Display for Violation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "pod #{} on {}: {}: {}", self.pod, self.node, self.rule, self.detail)
+        write!(
+            f,
+            "pod #{} on {}: {}: {}",
+            self.pod, self.node, self.rule, self.detail
+        )
     }
 }
 
@@ -153,11 +157,13 @@ pub fn check_plan(snapshot: &Snapshot, plan: &ProvisioningPlan) -> Vec<Violation
         let mut variants = Vec::new();
         for o in &claim.offerings {
             let offering = &catalog.offerings[o.offering];
-            let mut l = catalog.offering_labels(offering);
+            // The claim's labels, then what the instance itself carries (a zone label the claim
+            // sets does not move an instance launched in another zone).
+            let mut l = claim.labels.clone();
             if let Some(pool) = pool {
                 l.extend(pool.labels.clone());
             }
-            l.extend(claim.labels.clone());
+            l.extend(catalog.offering_labels(offering));
             l.insert(labels::HOSTNAME.into(), hostname.clone());
             l.insert(labels::NODE_POOL.into(), claim.node_pool.clone());
             let alloc = catalog.instance_types[offering.instance_type]
@@ -211,7 +217,11 @@ fn check_node(snapshot: &Snapshot, place: &Place, out: &mut Vec<Violation>) {
         let mut ports = Vec::new();
         for ds in &snapshot.daemonsets {
             let runs = untolerated(&place.taints, &ds.pod.tolerations).is_none()
-                && ds.pod.node_terms.iter().any(|t| t.matches_labels(labels).is_ok());
+                && ds
+                    .pod
+                    .node_terms
+                    .iter()
+                    .any(|t| t.matches_labels(labels).is_ok());
             if runs {
                 load.add(&ds.pod.requests);
                 ports.extend(ds.pod.host_ports.iter().cloned());
@@ -236,7 +246,10 @@ fn check_node(snapshot: &Snapshot, place: &Place, out: &mut Vec<Violation>) {
         }
         for &p in place.running.iter().chain(&place.planned) {
             for hp in &pods[p].spec.host_ports {
-                if ports.iter().any(|u: &crate::model::HostPort| u.conflicts(hp)) {
+                if ports
+                    .iter()
+                    .any(|u: &crate::model::HostPort| u.conflicts(hp))
+                {
                     out.push(Violation {
                         pod: p,
                         node: place.name.clone(),
@@ -249,7 +262,11 @@ fn check_node(snapshot: &Snapshot, place: &Place, out: &mut Vec<Violation>) {
         }
         for &p in &place.planned {
             let spec = &pods[p].spec;
-            if !spec.node_terms.iter().any(|t| t.matches_labels(labels).is_ok()) {
+            if !spec
+                .node_terms
+                .iter()
+                .any(|t| t.matches_labels(labels).is_ok())
+            {
                 out.push(Violation {
                     pod: p,
                     node: place.name.clone(),
@@ -303,9 +320,7 @@ struct Term {
 impl Term {
     fn selects(&self, spec: &PodSpec) -> bool {
         match self.kind {
-            Kind::Spread => {
-                self.namespace == spec.namespace && self.selector.matches(&spec.labels)
-            }
+            Kind::Spread => self.namespace == spec.namespace && self.selector.matches(&spec.labels),
             _ => crate::model::PodAffinityTerm {
                 selector: self.selector.clone(),
                 namespaces: self.namespaces.clone(),
@@ -330,7 +345,16 @@ struct ClassTerms {
 /// greedy places its pods with it.
 pub struct Topology {
     terms: Vec<Term>,
-    by_value: HashMap<(Kind, String, String, Vec<String>, crate::model::LabelSelector), usize>,
+    by_value: HashMap<
+        (
+            Kind,
+            String,
+            String,
+            Vec<String>,
+            crate::model::LabelSelector,
+        ),
+        usize,
+    >,
     classes: HashMap<*const PodSpec, ClassTerms>,
     /// A NodePool can open nodes: a hostname spread's minimum is 0 (every new node is an empty domain).
     can_open_nodes: bool,
@@ -366,24 +390,47 @@ impl Topology {
             all.push(s.clone());
             let mut ct = ClassTerms::default();
             for a in &s.pod_affinity {
-                let id = t.term(Kind::Affinity, &a.topology_key, &s.namespace, &a.namespaces, &a.selector);
+                let id = t.term(
+                    Kind::Affinity,
+                    &a.topology_key,
+                    &s.namespace,
+                    &a.namespaces,
+                    &a.selector,
+                );
                 ct.own.push((id, 0, None));
             }
             for a in &s.pod_anti_affinity {
-                let id = t.term(Kind::AntiAffinity, &a.topology_key, &s.namespace, &a.namespaces, &a.selector);
+                let id = t.term(
+                    Kind::AntiAffinity,
+                    &a.topology_key,
+                    &s.namespace,
+                    &a.namespaces,
+                    &a.selector,
+                );
                 ct.own.push((id, 0, None));
             }
             for c in &s.topology_spread {
                 if c.when_unsatisfiable == WhenUnsatisfiable::DoNotSchedule {
-                    let id = t.term(Kind::Spread, &c.topology_key, &s.namespace, &[], &c.selector);
+                    let id = t.term(
+                        Kind::Spread,
+                        &c.topology_key,
+                        &s.namespace,
+                        &[],
+                        &c.selector,
+                    );
                     ct.own.push((id, c.max_skew, c.min_domains));
                 }
             }
             own.push((Arc::as_ptr(s), ct));
         }
         for (ptr, mut ct) in own {
-            let spec = all.iter().find(|s| Arc::as_ptr(s) == ptr).expect("collected");
-            ct.selected_by = (0..t.terms.len()).filter(|&i| t.terms[i].selects(spec)).collect();
+            let spec = all
+                .iter()
+                .find(|s| Arc::as_ptr(s) == ptr)
+                .expect("collected");
+            ct.selected_by = (0..t.terms.len())
+                .filter(|&i| t.terms[i].selects(spec))
+                .collect();
             t.classes.insert(ptr, ct);
         }
         let keys: BTreeSet<String> = t
@@ -397,7 +444,9 @@ impl Topology {
             for pool in &snapshot.node_pools {
                 let reqs = pool.compiled_requirements();
                 for o in snapshot.catalog.offerings.iter().filter(|o| o.available) {
-                    let l = snapshot.catalog.offering_labels(o);
+                    let mut l = snapshot.catalog.offering_labels(o);
+                    l.extend(pool.labels.clone());
+                    l.insert(labels::NODE_POOL.into(), pool.name.clone());
                     if reqs.matches_labels(&l).is_ok()
                         && let Some(v) = l.get(&key)
                     {
@@ -480,7 +529,10 @@ impl Topology {
             domain(key).map_err(|values| {
                 (
                     "topology",
-                    format!("{key} is not pinned: the claim may launch in {}", values.join(", ")),
+                    format!(
+                        "{key} is not pinned: the claim may launch in {}",
+                        values.join(", ")
+                    ),
                 )
             })
         };
@@ -522,7 +574,8 @@ impl Topology {
                     }
                 }
                 Kind::Spread => {
-                    let mut domains: BTreeSet<&str> = t.domains.iter().map(String::as_str).collect();
+                    let mut domains: BTreeSet<&str> =
+                        t.domains.iter().map(String::as_str).collect();
                     domains.extend(t.selected.keys().map(String::as_str));
                     domains.insert(here.as_str());
                     let min = if t.key == labels::HOSTNAME {
@@ -770,23 +823,17 @@ mod tests {
         // Every claim moved to us-east-1a: skew 2 appears by the third pod.
         let mut skewed = p.clone();
         for c in &mut skewed.claims {
-            c.offerings.retain(|o| o.zone == "us-east-1a");
-            if c.offerings.is_empty() {
-                let o = snap
-                    .catalog
-                    .offerings
-                    .iter()
-                    .position(|o| o.zone == "us-east-1a")
-                    .unwrap();
-                c.offerings.push(crate::provisioning::RankedOffering {
-                    offering: o,
-                    instance_type: String::new(),
-                    zone: "us-east-1a".into(),
-                    capacity_type: snap.catalog.offerings[o].capacity_type,
-                    price: 1.0,
-                    score: 1.0,
-                });
-            }
+            // The same instance type, in us-east-1a.
+            let ty = snap.catalog.offerings[c.offerings[0].offering].instance_type;
+            let o = snap
+                .catalog
+                .offerings
+                .iter()
+                .position(|o| o.zone == "us-east-1a" && o.instance_type == ty)
+                .unwrap();
+            c.offerings.truncate(1);
+            c.offerings[0].offering = o;
+            c.offerings[0].zone = "us-east-1a".into();
         }
         let v = check_plan(&snap, &skewed);
         assert!(rules(&v).contains("topology spread"), "{v:?}");
@@ -803,7 +850,8 @@ mod tests {
         unpinned.claims[0].offerings.push(o);
         let v = check_plan(&snap, &unpinned);
         assert!(
-            v.iter().any(|v| v.rule == "topology" && v.detail.contains("not pinned")),
+            v.iter()
+                .any(|v| v.rule == "topology" && v.detail.contains("not pinned")),
             "{v:?}"
         );
     }
@@ -834,7 +882,9 @@ mod tests {
         assert_eq!(check_plan(&snap, &p), vec![]);
         let mut split = p.clone();
         let mut second = split.claims[0].clone();
-        second.labels.insert(labels::HOSTNAME.into(), "elsewhere".into());
+        second
+            .labels
+            .insert(labels::HOSTNAME.into(), "elsewhere".into());
         second.pods = vec![1];
         split.claims[0].pods.retain(|&q| q != 1);
         split.claims.push(second);

@@ -644,7 +644,8 @@ fn relaxation_ladder(strict: &Arc<PodSpec>, spec: &Arc<PodSpec>) -> Vec<Arc<PodS
         s.pod_affinity.truncate(base_affinity);
         s.pod_anti_affinity.truncate(base_anti);
         s.pod_affinity.extend(aff.iter().map(|w| w.term.clone()));
-        s.pod_anti_affinity.extend(anti.iter().map(|w| w.term.clone()));
+        s.pod_anti_affinity
+            .extend(anti.iter().map(|w| w.term.clone()));
         s.preferred_pod_affinity.clear();
         s.preferred_pod_anti_affinity.clear();
         Arc::new(s)
@@ -1590,7 +1591,8 @@ fn pack_group(
     // Pods the packer could not place cannot happen (every class holds alone in some allowed offering).
     debug_assert!(packing.unplaced.iter().all(|u| *u == 0));
     if !spilled.is_empty() {
-        let rank_of: HashMap<usize, usize> = pods.iter().enumerate().map(|(r, &p)| (p, r)).collect();
+        let rank_of: HashMap<usize, usize> =
+            pods.iter().enumerate().map(|(r, &p)| (p, r)).collect();
         spilled.sort_by_key(|p| rank_of[p]);
         pack_keeping_min_values(
             snapshot, view, class_at, class_pool, pi, allowed, scores, &spilled, claims,
@@ -1911,8 +1913,8 @@ fn place_one(
         // on which candidate launches), in place instead of on a copy; only a claim they admit pays
         // for narrowing its candidates (thousands of offerings over the whole catalog).
         let free = std::mem::replace(&mut slots[oc.slot].free, oc.ceiling.minus(&oc.load));
-        let fits =
-            fit::check_dynamic_memo(check, oc.slot, slots, eligible, new_domains, &mut memo).is_ok();
+        let fits = fit::check_dynamic_memo(check, oc.slot, slots, eligible, new_domains, &mut memo)
+            .is_ok();
         slots[oc.slot].free = free;
         if !fits {
             continue;
@@ -2054,53 +2056,70 @@ fn place_constrained(
     reasons: &mut HashMap<usize, Vec<(String, String)>>,
 ) {
     let mut open: Vec<OpenClaim> = Vec::new();
-    for &pod in pods {
-        let c = class_at[&pod];
-        let spec = &classes[c];
-        let Ok(cp) = &class_pool[c][pi] else { continue };
-        let allowed: Vec<usize> = cp
-            .allowed
-            .iter()
-            .copied()
-            .filter(|i| scores[*i].is_finite())
-            .collect();
-        let eligible = |_: usize, s: &Slot| fit::check_static(spec, &s.labels, &s.taints).is_ok();
-        // With the preferred pod terms as required first, then relaxed one at a time.
-        let mut best: Option<Failure> = None;
-        let mut placed = false;
-        for (step, check) in ladders[c].iter().enumerate() {
-            let relaxed = step > 0;
-            match place_one(
-                snapshot,
-                view,
-                check,
-                spec,
-                &allowed,
-                scores,
-                slots,
-                &eligible,
-                &new_domains[c],
-                claim_seq,
-                &mut open,
-            ) {
-                Ok(at) => {
-                    open[at].pods.push(pod);
-                    open[at].relaxed += usize::from(relaxed);
-                    placed = true;
-                    break;
+    // As Karpenter's scheduler does, pods that fail are tried again while a pass places something:
+    // a pod whose required affinity selects pods that come later in the order fits once they are
+    // placed.
+    let mut queue: Vec<usize> = pods.to_vec();
+    loop {
+        let mut failed: Vec<(usize, Failure)> = Vec::new();
+        for &pod in &queue {
+            let c = class_at[&pod];
+            let spec = &classes[c];
+            let Ok(cp) = &class_pool[c][pi] else { continue };
+            let allowed: Vec<usize> = cp
+                .allowed
+                .iter()
+                .copied()
+                .filter(|i| scores[*i].is_finite())
+                .collect();
+            let eligible =
+                |_: usize, s: &Slot| fit::check_static(spec, &s.labels, &s.taints).is_ok();
+            // With the preferred pod terms as required first, then relaxed one at a time.
+            let mut best: Option<Failure> = None;
+            let mut placed = false;
+            for (step, check) in ladders[c].iter().enumerate() {
+                let relaxed = step > 0;
+                match place_one(
+                    snapshot,
+                    view,
+                    check,
+                    spec,
+                    &allowed,
+                    scores,
+                    slots,
+                    &eligible,
+                    &new_domains[c],
+                    claim_seq,
+                    &mut open,
+                ) {
+                    Ok(at) => {
+                        open[at].pods.push(pod);
+                        open[at].relaxed += usize::from(relaxed);
+                        placed = true;
+                        break;
+                    }
+                    // The relaxed attempt's failure is the one worth reporting.
+                    Err(f) => best = Some(f),
                 }
-                // The relaxed attempt's failure is the one worth reporting.
-                Err(f) => best = Some(f),
+            }
+            if !placed {
+                failed.push((
+                    pod,
+                    best.unwrap_or_else(|| Failure::NoOfferings("no domain".into())),
+                ));
             }
         }
-        if !placed {
-            let f = best.unwrap_or_else(|| Failure::NoOfferings("no domain".into()));
-            reasons
-                .entry(pod)
-                .or_default()
-                .push((view.pool.name.clone(), f.to_string()));
-            later.push(pod);
+        if failed.is_empty() || failed.len() == queue.len() {
+            for (pod, f) in failed {
+                reasons
+                    .entry(pod)
+                    .or_default()
+                    .push((view.pool.name.clone(), f.to_string()));
+                later.push(pod);
+            }
+            break;
         }
+        queue = failed.into_iter().map(|(pod, _)| pod).collect();
     }
     for oc in open {
         let chosen = *oc
@@ -3047,14 +3066,16 @@ mod tests {
         // both; the others drop the heavy term only (Karpenter's order) and keep one per node. Dropping
         // every preferred term at once packed them two per node.
         let mut api = spec("api", "250m", "256Mi");
-        api.preferred_pod_anti_affinity.push(WeightedPodAffinityTerm {
-            weight: 1,
-            term: term("api", labels::HOSTNAME),
-        });
-        api.preferred_pod_anti_affinity.push(WeightedPodAffinityTerm {
-            weight: 100,
-            term: term("api", labels::ZONE),
-        });
+        api.preferred_pod_anti_affinity
+            .push(WeightedPodAffinityTerm {
+                weight: 1,
+                term: term("api", labels::HOSTNAME),
+            });
+        api.preferred_pod_anti_affinity
+            .push(WeightedPodAffinityTerm {
+                weight: 100,
+                term: term("api", labels::ZONE),
+            });
         let s = snapshot(vec![general()], vec![(api, 6)]);
         let p = run(&s);
         assert_valid(&s, &p);

@@ -316,9 +316,11 @@ pub fn check_dynamic_memo(
             }
         }
     }
-    if !spec.has_pod_constraints() && !*memo.wider_repelling.get_or_insert_with(|| {
-        slots.iter().any(|s| s.zone_repelling > 0)
-    }) {
+    if !spec.has_pod_constraints()
+        && !*memo
+            .wider_repelling
+            .get_or_insert_with(|| slots.iter().any(|s| s.zone_repelling > 0))
+    {
         return Ok(());
     }
     for term in &spec.pod_anti_affinity {
@@ -432,7 +434,8 @@ pub fn check_dynamic_memo(
         if ok_here {
             continue;
         }
-        let anywhere = *memo.affinity_anywhere[ti].get_or_insert_with(|| slots.iter().any(selected_in));
+        let anywhere =
+            *memo.affinity_anywhere[ti].get_or_insert_with(|| slots.iter().any(selected_in));
         if anywhere || !term.selects(&spec.namespace, &spec.namespace, &spec.labels) {
             return Err(Failure::PodAffinity {
                 topology_key: term.topology_key.clone(),
@@ -458,7 +461,8 @@ pub fn check_dynamic_memo(
         let counts = memo.spread[ci]
             .get_or_insert_with(|| spread_counts(spec, c, slots, eligible, new_domains));
         let domains = counts.len() as u32;
-        let min = if (key == hostname && opens_hosts) || c.min_domains.is_some_and(|m| domains < m) {
+        let min = if (key == hostname && opens_hosts) || c.min_domains.is_some_and(|m| domains < m)
+        {
             0
         } else {
             counts.values().copied().min().unwrap_or(0)
