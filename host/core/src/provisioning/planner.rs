@@ -354,19 +354,17 @@ fn plan_with(
     let new_domains: Vec<NewDomains> = (0..classes.len())
         .map(|c| {
             let mut nd = NewDomains::new();
-            for r in &class_pool[c] {
-                if let Ok(cp) = r {
-                    if !cp.allowed.is_empty() {
-                        fit::new_hosts_possible(&mut nd);
-                    }
-                    for (zone, ct) in cp.domains.iter() {
-                        nd.entry(labels::ZONE.into())
-                            .or_default()
-                            .insert(zone.clone());
-                        nd.entry(labels::CAPACITY_TYPE.into())
-                            .or_default()
-                            .insert(ct.clone());
-                    }
+            for cp in class_pool[c].iter().flatten() {
+                if !cp.allowed.is_empty() {
+                    fit::new_hosts_possible(&mut nd);
+                }
+                for (zone, ct) in cp.domains.iter() {
+                    nd.entry(labels::ZONE.into())
+                        .or_default()
+                        .insert(zone.clone());
+                    nd.entry(labels::CAPACITY_TYPE.into())
+                        .or_default()
+                        .insert(ct.clone());
                 }
             }
             nd
