@@ -395,3 +395,29 @@ pub fn bench(
         "ratioToGreedy": round(cost / greedy_cost.max(1e-9), 4),
     }))
 }
+
+/// `replicas` pods that each need their own node (required hostname anti-affinity among them) planned
+/// in one batch over the whole catalog: one JSON line with the decision time, so the cost per replica
+/// shows at several sizes.
+pub fn bench_anti_affinity(
+    catalog: Arc<Catalog>,
+    replicas: usize,
+    rankers: &mut dyn provisioning::RankerProvider,
+) -> anyhow::Result<serde_json::Value> {
+    let mut snapshot = snapshot(catalog, 0)?;
+    let mut spec = spec_for(Part::HostnameAntiAffinity, "", "", 500, 512);
+    spec.labels = label("app", "nginx");
+    snapshot.pods = Pod::replicas("anti", Arc::new(spec), replicas);
+    let started = Instant::now();
+    let plan = provisioning::plan(&snapshot, rankers);
+    let seconds = started.elapsed().as_secs_f64();
+    let violations = check::check_plan(&snapshot, &plan);
+    Ok(serde_json::json!({
+        "workload": format!("hostname-anti-affinity-{replicas}"),
+        "nodes": plan.claims.len(),
+        "unschedulable": plan.unschedulable.len(),
+        "violations": violations.len(),
+        "seconds": round(seconds, 4),
+        "microsecondsPerReplica": round(seconds * 1e6 / replicas.max(1) as f64, 1),
+    }))
+}

@@ -26,12 +26,16 @@ use crate::scheduling::packer::BinType;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Workload files (JSON, see host/data/bench/README.md).
-    #[arg(required_unless_present = "karpenter_mix")]
+    #[arg(required_unless_present_any = ["karpenter_mix", "anti_affinity"])]
     pub files: Vec<PathBuf>,
     /// Also plan Karpenter's benchmark mix (`makeDiversePods`) at these pod counts, over the whole
     /// embedded catalog in three zones, beside a Karpenter-style greedy; every constraint is checked.
     #[arg(long, value_delimiter = ',')]
     pub karpenter_mix: Vec<usize>,
+    /// Also plan this many replicas with required hostname anti-affinity among them (each needs its
+    /// own node), per count: the decision time per replica.
+    #[arg(long, value_delimiter = ',')]
+    pub anti_affinity: Vec<usize>,
     /// Rank with the natively compiled default ranker instead of the wasm one.
     #[arg(long)]
     pub native: bool,
@@ -314,7 +318,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for line in summary(&results) {
         println!("{line}");
     }
-    if !args.karpenter_mix.is_empty() {
+    if !args.karpenter_mix.is_empty() || !args.anti_affinity.is_empty() {
         let zones = Arc::new(
             Catalog::ec2_on_demand(&["us-east-1a", "us-east-1b", "us-east-1c"])
                 .context("loading the embedded catalog")?,
@@ -326,6 +330,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             println!(
                 "{}",
                 super::bench_mix::bench(zones.clone(), count, &mut rankers)?
+            );
+        }
+        for &replicas in &args.anti_affinity {
+            let mut rankers = RegistryRankers::new(registry.clone());
+            let pool = super::bench_mix::snapshot(zones.clone(), 0)?.node_pools[0].clone();
+            let _ = provisioning::RankerProvider::ranker_for(&mut rankers, &pool, &zones);
+            println!(
+                "{}",
+                super::bench_mix::bench_anti_affinity(zones.clone(), replicas, &mut rankers)?
             );
         }
     }
