@@ -3,7 +3,9 @@
 //! - `diurnal-24h`: a 24-hour day with more than 10,000 pod events (two diurnal Deployments re-targeted
 //!   every minute and a stream of short Jobs), with disruption on (the default controller) and off;
 //! - `5000-nodes-50000-pods`: 50,000 pods that need 5,000 nodes; the peak RSS (VmHWM) of the process,
-//!   so run it alone (`--case big`) for a clean figure.
+//!   so run it alone (`--case big`) for a clean figure;
+//! - `karpenter-mix-600|1200`: Karpenter's benchmark mix as Deployments, the pods never placed;
+//! - `over-limit-20000|100000`: replicas over a NodePool limit, the replay time.
 use std::time::Instant;
 
 use crate::sim::replay::{SimOptions, SimOutcome, simulate};
