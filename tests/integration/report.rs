@@ -201,25 +201,3 @@ fn the_comparison_table_stays_aligned_whatever_the_label_lengths() {
         assert_eq!(row(k).find(&v), Some(candidate_col), "{table}");
     }
 }
-
-/// A steady cluster over a long time: ten pods, nothing happens after the first minutes.
-fn idle(duration: &str) -> Scenario {
-    let text = format!(
-        "name: idle\nduration: {duration}\nnodePools:\n  - apiVersion: karpenter.sh/v1\n    kind: NodePool\n    metadata: {{name: default}}\n    spec:\n      template:\n        spec:\n          nodeClassRef: {{group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}}\n          expireAfter: Never\n      disruption: {{consolidationPolicy: WhenEmptyOrUnderutilized, consolidateAfter: 1m}}\nworkloads:\n  - name: web\n    kind: Deployment\n    replicas: 10\n    template:\n      spec:\n        containers:\n          - name: web\n            resources: {{requests: {{cpu: 500m, memory: 1Gi}}}}\n"
-    );
-    Scenario::parse(&text, "idle.yaml").unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// Replay cost follows events, not simulated time: an idle year with the disruption step on takes
-/// seconds (it took five minutes when a full disruption pass ran every simulated minute).
-#[test]
-fn an_idle_simulated_year_replays_in_seconds() {
-    let started = std::time::Instant::now();
-    let outcome = simulate(&idle("8760h"), SimOptions::default(), &mut |_| {});
-    let took = started.elapsed();
-    let r = Report::from_outcome(&outcome);
-    assert_eq!(r.pods.pending_at_end, 0);
-    // Generous for a loaded debug build; the old replay needed ~300 s.
-    assert!(took.as_secs() < 60, "an idle year took {took:?}");
-    eprintln!("idle year: {took:?}");
-}
