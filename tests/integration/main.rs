@@ -5,4 +5,5 @@ mod disruption;
 mod interruption;
 mod policy;
 mod provisioning;
+mod report;
 mod simulate;

@@ -163,8 +163,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // After the report, so a chart that cannot be written does not lose it.
     if let Some(mut file) = chart_file {
         use std::io::Write;
+        // A comparison overlays both runs; a single run gets its own chart.
+        let page = match &compared {
+            Some((a, b)) => chart::compare_html(a, b),
+            None => chart::html(&report),
+        };
         file.set_len(0)
-            .and_then(|()| file.write_all(chart::html(&report).as_bytes()))
+            .and_then(|()| file.write_all(page.as_bytes()))
             .with_context(|| format!("writing the chart to {}", args.chart.display()))?;
         eprintln!("chart written to {}", args.chart.display());
     }
@@ -219,9 +224,10 @@ pub fn candidate_options(
         Some(file) => format!("{kind} {file} (wasm)"),
         None => format!("built-in {kind}"),
     };
-    let provisioner = files
-        .contains_key("ranker")
-        .then(|| crate::sim::replay::core_planner(scenario, registry.clone(), label("ranker")));
+    // The provisioner's name already says "ranker": its label is the file alone.
+    let provisioner = files.get("ranker").map(|file| {
+        crate::sim::replay::core_planner(scenario, registry.clone(), format!("{file} (wasm)"))
+    });
     let disruption = disruption_candidate.then(|| {
         Box::new(
             Disruptor::from_manifests(

@@ -59,9 +59,18 @@ pub fn check_files(args: &Args) -> anyhow::Result<usize> {
                     kind,
                     name,
                 } => {
-                    println!(
-                        "{f}: {kind}/{name}: skipped ({api_version} {kind} is not a Karpenter resource)"
-                    )
+                    // Karpenter kinds Kestrel does not serve are named as such, not as foreign.
+                    let karpenter = api_version.starts_with("karpenter.sh/")
+                        || api_version.starts_with("karpenter.k8s.aws/");
+                    if karpenter {
+                        println!(
+                            "{f}: {kind}/{name}: skipped ({api_version} {kind} is a Karpenter resource Kestrel does not serve; see docs/api.md)"
+                        )
+                    } else {
+                        println!(
+                            "{f}: {kind}/{name}: skipped ({api_version} {kind} is not a Karpenter resource)"
+                        )
+                    }
                 }
                 Outcome::Invalid {
                     kind,

@@ -119,6 +119,10 @@ const V1_CLASS: &str = "karpenter.k8s.aws/v1";
 /// segments of their path.
 const HINTS: &[(&str, &str)] = &[
     (
+        "spec.replicas",
+        "spec.replicas is Karpenter's static-capacity NodePool (alpha since v1.5); Kestrel does not serve it yet: remove it to autoscale the NodePool",
+    ),
+    (
         "disruption.maxUnavailable",
         "no Karpenter version has maxUnavailable; limit how many nodes are disrupted at once with budgets, e.g. `budgets: [{nodes: \"5%\"}]` (a count or a percentage of the NodePool's nodes)",
     ),
@@ -187,6 +191,18 @@ const HINTS: &[(&str, &str)] = &[
 /// A hint for a field path that Karpenter v1 does not have (or has elsewhere), and for values renamed
 /// in v1 (`WhenUnderutilized`).
 pub fn field_hint(path: &str, reason: &str) -> Option<&'static str> {
+    // Values newer Karpenter releases accept and Kestrel does not implement yet: said so, with the
+    // nearest value Kestrel has, never ignored.
+    if path.ends_with("consolidationPolicy") && reason.contains("`Balanced`") {
+        return Some(
+            "Balanced is Karpenter v1.14's score-based policy (savings weighed against disruption); Kestrel does not implement it yet: use WhenEmptyOrUnderutilized, with a consolidator policy for the trade-off, or WhenEmpty",
+        );
+    }
+    if path.ends_with("operator") && (reason.contains("`Gte`") || reason.contains("`Lte`")) {
+        return Some(
+            "Gte and Lte are Karpenter v1.9's NodePool-only operators; Kestrel does not serve them yet: write `Gte N` as `Gt N-1` and `Lte N` as `Lt N+1`",
+        );
+    }
     if path.ends_with("consolidationPolicy") && reason.contains("WhenUnderutilized") {
         return Some(
             "v1 renamed WhenUnderutilized to WhenEmptyOrUnderutilized (`kestrel convert` rewrites v1beta1 NodePools)",

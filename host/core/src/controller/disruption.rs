@@ -102,8 +102,11 @@ struct Quiet {
     until: Millis,
 }
 
-/// A pass re-runs at least this often even when nothing changed (a safety net).
-const QUIET_MAX_MS: Millis = 60_000;
+/// A pass re-runs at least this often even when nothing changed (a safety net for what the
+/// fingerprint and `wake_at` might miss). An hour, not a minute: the full pass is the replay's
+/// dominant cost while nothing happens (an idle 240 h cost 19 s in a debug build at one minute), and
+/// everything a pass reads is in the fingerprint or has its instant in `wake_at`.
+const QUIET_MAX_MS: Millis = 3_600_000;
 
 /// The catalog as the last pass saw it, and what was derived from it: rebuilt only when the offerings
 /// revision moves (prices, availability), a pool or the DaemonSet overhead change, not on every pass.
@@ -563,5 +566,9 @@ impl DisruptionStep for Disruptor {
 
     fn take_policy_fallbacks(&mut self) -> Vec<String> {
         std::mem::take(&mut self.fallbacks)
+    }
+
+    fn journal(&self) -> Vec<JournalEntry> {
+        self.journal.lock().map(|j| j.clone()).unwrap_or_default()
     }
 }

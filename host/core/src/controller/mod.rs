@@ -231,6 +231,11 @@ pub trait DisruptionStep {
     /// validation). What production keeps durably (a node's drift stamp, the NodeClaim's hash
     /// annotation in Karpenter) may stay.
     fn forget(&mut self) {}
+    /// Every disruption the step executed or dropped so far, oldest first (for reports; a step that
+    /// keeps no journal has none).
+    fn journal(&self) -> Vec<disruption::JournalEntry> {
+        Vec::new()
+    }
 }
 
 /// No voluntary disruption (until `crate::disruption` lands).
@@ -527,6 +532,11 @@ impl Controller {
 
     pub fn disruption_name(&self) -> String {
         self.disruption.name()
+    }
+
+    /// The disruption step's journal: each disruption it executed or dropped, with its explanation.
+    pub fn disruption_journal(&self) -> Vec<disruption::JournalEntry> {
+        self.disruption.journal()
     }
 
     pub fn instance_type(&self, name: &str) -> Option<&InstanceTypeInfo> {

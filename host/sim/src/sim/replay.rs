@@ -52,6 +52,8 @@ const MAX_ROUNDS_PER_INSTANT: usize = 16;
 /// One pod that got a node.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BindRecord {
+    pub pod: PodKey,
+    pub node: Arc<str>,
     pub workload: Arc<str>,
     /// The replica this pod stands for: a pod recreated after an eviction keeps its predecessor's.
     pub lineage: u64,
@@ -59,6 +61,26 @@ pub struct BindRecord {
     pub bound_at: Millis,
     /// Recreated after an eviction or a node loss.
     pub recreated: bool,
+}
+
+/// One launch request the controller issued (a retry of a claim is another request), with the
+/// offerings it allowed, best first, and what the cloud answered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LaunchRecord {
+    pub at: Millis,
+    pub claim: String,
+    pub node_pool: String,
+    /// Shared with the request (no copy per record).
+    pub offerings: Arc<[crate::cloud::Offering]>,
+    /// The instance launched, or the cloud's error.
+    pub result: Result<String, String>,
+}
+
+/// When an instance's node registered, and as which node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Registration {
+    pub node: String,
+    pub at: Millis,
 }
 
 /// A point of the timeline.
@@ -105,6 +127,10 @@ pub struct SimOutcome {
     pub batch_max_ms: Millis,
     pub peak_nodes: usize,
     pub peak_pods: usize,
+    /// Every launch request, in issue order.
+    pub launches: Vec<LaunchRecord>,
+    /// Instance id -> its node's registration.
+    pub registrations: HashMap<String, Registration>,
 }
 
 pub struct Replay {
@@ -140,6 +166,8 @@ pub struct Replay {
     api_latency: Option<ApiLatency>,
     /// Bumped at each controller restart (answers to an older generation are dropped).
     generation: u32,
+    launches: Vec<LaunchRecord>,
+    registrations: HashMap<String, Registration>,
 }
 
 /// The provisioning core for `scenario`, each NodePool ranking with its ranker from `registry` (the
@@ -354,6 +382,8 @@ impl Replay {
             sample_due: false,
             api_latency,
             generation: 0,
+            launches: Vec::new(),
+            registrations: HashMap::new(),
         };
         replay.schedule_scenario();
         replay
@@ -463,6 +493,8 @@ impl Replay {
             batch_max_ms: self.batch_max_ms,
             peak_nodes: self.peak_nodes,
             peak_pods: self.peak_pods,
+            launches: self.launches,
+            registrations: self.registrations,
         }
     }
 
@@ -593,6 +625,13 @@ impl Replay {
                     now,
                 );
                 let name = node.name.clone();
+                self.registrations.insert(
+                    instance.id.clone(),
+                    Registration {
+                        node: name.to_string(),
+                        at: now,
+                    },
+                );
                 self.interruption_tracker.registered(&node.claim, now);
                 let labels = node.labels.clone();
                 let taints = node.taints.clone();
@@ -745,6 +784,19 @@ impl Replay {
     /// the API's latency, as an event of the virtual clock.
     fn execute(&mut self, command: Command, now: Millis) {
         let outcome = command::execute(&command, now, &mut self.cluster, &mut self.cloud);
+        if let (Command::Launch(request), command::Outcome::Launched(result)) = (&command, &outcome)
+        {
+            self.launches.push(LaunchRecord {
+                at: now,
+                claim: request.claim.clone(),
+                node_pool: request.node_pool.clone(),
+                offerings: request.offerings.clone(),
+                result: result
+                    .as_ref()
+                    .map(|l| l.instance.id.clone())
+                    .map_err(|e| e.to_string()),
+            });
+        }
         let completion = Completion {
             command,
             issued_at: now,
@@ -801,6 +853,8 @@ impl Replay {
                 }
                 let (lineage, recreated) = self.lineage.get(&b.pod).copied().unwrap_or((0, false));
                 self.binds.push(BindRecord {
+                    pod: b.pod.clone(),
+                    node: b.node.clone(),
                     workload: facts.workload.clone(),
                     lineage,
                     pending_ms: b.pending_ms,

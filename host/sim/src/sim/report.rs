@@ -8,6 +8,11 @@ use crate::clock::Millis;
 use crate::cloud::{CapacityType, InstanceState};
 use crate::controller::{Action, Reason};
 
+pub mod detail;
+pub use detail::{
+    DecisionReport, JournalReport, LaunchReport, NodeReport, OfferingReport, PodReport, Why,
+};
+
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
@@ -35,6 +40,17 @@ pub struct Report {
     /// How the controller coped with the edge's answers (retries, refusals, skipped passes).
     pub edge: EdgeCounters,
     pub timeline: Vec<Sample>,
+    /// Every instance launched: its NodePool, offering, price, times, and the decisions that
+    /// launched and removed it.
+    pub nodes: Vec<NodeReport>,
+    /// Every pod bound (where, when, how long it waited), then those still pending at the end.
+    pub pod_placements: Vec<PodReport>,
+    /// Every launch request with the offerings it allowed.
+    pub launches: Vec<LaunchReport>,
+    /// The controller's decision log.
+    pub decisions: Vec<DecisionReport>,
+    /// The disruption step's journal: each disruption executed or dropped, with its numbers.
+    pub disruption_journal: Vec<JournalReport>,
 }
 
 /// What the cluster's and the cloud's answers cost the controller (see docs/simulator.md, deferred
@@ -147,7 +163,7 @@ pub struct Accounting {
     pub leaked_instances: Vec<String>,
 }
 
-fn round(x: f64, digits: i32) -> f64 {
+pub(crate) fn round(x: f64, digits: i32) -> f64 {
     let f = 10f64.powi(digits);
     (x * f).round() / f
 }
@@ -247,6 +263,7 @@ impl Report {
             .cloned()
             .collect();
         let stats = &o.controller.stats;
+        let detail = detail::detail(o);
         Report {
             scenario: o.scenario.clone(),
             seed: o.seed,
@@ -302,6 +319,11 @@ impl Report {
                 restarts: stats.restarts,
             },
             timeline: o.samples.clone(),
+            nodes: detail.nodes,
+            pod_placements: detail.pods,
+            launches: detail.launches,
+            decisions: detail.decisions,
+            disruption_journal: detail.disruption_journal,
         }
     }
 
@@ -469,24 +491,50 @@ impl Report {
         rows
     }
 
-    /// Two reports side by side, with the difference.
+    /// Two reports side by side, with the difference. Each column is as wide as its longest value,
+    /// so long policy labels never push the other column off.
     pub fn compare(base: &Report, candidate: &Report) -> String {
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "scenario {} (seed {})\n  {:<34} {:<28} {:<28}",
-            base.scenario, base.seed, "", "default", "candidate"
+        let mut rows: Vec<(String, String, String)> = vec![
+            (
+                "provisioner".into(),
+                base.provisioner.clone(),
+                candidate.provisioner.clone(),
+            ),
+            (
+                "disruption".into(),
+                base.disruption.clone(),
+                candidate.disruption.clone(),
+            ),
+        ];
+        rows.extend(
+            base.rows()
+                .into_iter()
+                .zip(candidate.rows())
+                .map(|((k, a), (_, b))| (k, a, b)),
         );
-        for (k, a, b) in [
-            ("provisioner", &base.provisioner, &candidate.provisioner),
-            ("disruption", &base.disruption, &candidate.disruption),
-        ] {
+        let width = |f: fn(&(String, String, String)) -> &String, header: &str| {
+            rows.iter()
+                .map(|r| f(r).chars().count())
+                .chain([header.chars().count()])
+                .max()
+                .unwrap_or(0)
+        };
+        let (wk, wa, wb) = (
+            width(|r| &r.0, ""),
+            width(|r| &r.1, "default"),
+            width(|r| &r.2, "candidate"),
+        );
+        let mut s = String::new();
+        let _ = writeln!(s, "scenario {} (seed {})", base.scenario, base.seed);
+        let line = |k: &str, a: &str, b: &str, mark: &str| {
+            format!("  {k:<wk$}  {a:<wa$}  {b:<wb$}{mark}")
+                .trim_end()
+                .to_string()
+        };
+        let _ = writeln!(s, "{}", line("", "default", "candidate", ""));
+        for (k, a, b) in &rows {
             let mark = if a == b { "" } else { "  *" };
-            let _ = writeln!(s, "  {k:<34} {a:<28} {b:<28}{mark}");
-        }
-        for ((k, a), (_, b)) in base.rows().into_iter().zip(candidate.rows()) {
-            let mark = if a == b { "" } else { "  *" };
-            let _ = writeln!(s, "  {k:<34} {a:<28} {b:<28}{mark}");
+            let _ = writeln!(s, "{}", line(k, a, b, mark));
         }
         let delta = candidate.total_cost_usd - base.total_cost_usd;
         let pct = if base.total_cost_usd > 0.0 {

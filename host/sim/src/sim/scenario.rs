@@ -566,6 +566,21 @@ impl Scenario {
             if let Err(errors) = class.validate() {
                 return Err(manifest_error(&at, &errors.0[0]));
             }
+            // The virtual cloud has no capacity reservations: selecting some would be ignored and
+            // the replay would launch on-demand where production uses the reservation.
+            if !class.spec.capacity_reservation_selector_terms.is_empty() {
+                return Err(invalid(
+                    &[
+                        Seg::Key("nodeClasses"),
+                        Seg::Index(i),
+                        Seg::Key("spec"),
+                        Seg::Key("capacityReservationSelectorTerms"),
+                    ],
+                    "the simulator has no capacity reservations to model (reserved capacity is \
+                     not simulated); remove the terms to simulate on-demand and spot"
+                        .to_string(),
+                ));
+            }
             let name = class.metadata.name.as_deref().unwrap_or_default();
             if classes.contains(&name) {
                 return Err(invalid(
