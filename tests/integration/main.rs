@@ -4,5 +4,6 @@ mod deferred;
 mod disruption;
 mod interruption;
 mod policy;
+mod policy_contract;
 mod provisioning;
 mod simulate;
