@@ -7,8 +7,11 @@ cd "$(dirname "$0")/.."
 
 rustup target add wasm32-unknown-unknown
 
-# The example policy is its own workspace (what a policy team's repository looks like): its native tests.
-cargo test --manifest-path examples/policies/prefer-graviton/Cargo.toml
+# Each example policy is its own workspace (what a policy team's repository looks like): its native tests.
+examples=(prefer-graviton savings-plans patient-consolidator change-freeze)
+for e in "${examples[@]}"; do
+  cargo test --manifest-path "examples/policies/$e/Cargo.toml"
+done
 
 # The SDK packages for the registry (its README, the contract it generates bindings from, metadata).
 cargo package -q -p kestrel-policy-sdk --no-verify --allow-dirty
@@ -16,8 +19,13 @@ cargo package -q -p kestrel-policy-sdk --no-verify --allow-dirty
 # The README's "write your own policy" steps, through the CLI.
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
-cargo run -q -p kestrel -- policy build examples/policies/prefer-graviton -o "$out/prefer-graviton.wasm"
-cargo run -q -p kestrel -- policy test "$out/prefer-graviton.wasm" examples/policies/prefer-graviton/fixtures.yaml
+for e in "${examples[@]}"; do
+  cargo run -q -p kestrel -- policy build "examples/policies/$e" -o "$out/$e.wasm"
+  # Every fixture file of the example: good settings and cases, and settings the policy must refuse.
+  for f in examples/policies/$e/fixtures*.yaml; do
+    cargo run -q -p kestrel -- policy test "$out/$e.wasm" "$f"
+  done
+done
 # The SDK is not on the package registry yet: the scaffold depends on this checkout's SDK (by default it
 # depends on the SDK's version, for teams with only the `kestrel` binary).
 cargo run -q -p kestrel -- policy new --kind ranker --sdk-path sdk "$out/my-ranker"

@@ -9,7 +9,14 @@
 #![doc = include_str!("../README.md")]
 
 /// The contract version this SDK implements; policies report it from `info()`.
-pub const CONTRACT: &str = "kestrel:policy@0.1.0";
+pub const CONTRACT: &str = "kestrel:policy@0.2.0";
+
+/// The previous contract version: components built against it keep loading (the host keeps its bindings);
+/// they take no settings and give no reasons.
+pub const CONTRACT_0_1_0: &str = "kestrel:policy@0.1.0";
+
+/// The longest reason (in bytes) an answer may carry per choice; a longer one makes the answer invalid.
+pub const MAX_REASON_BYTES: usize = 200;
 
 /// This crate's version: what `kestrel policy new` writes as the scaffold's dependency.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -90,6 +97,69 @@ pub mod capacity_type {
 /// How many entries of a ranking the host launches from (like EC2 CreateFleet's 60 overrides): a ranker
 /// must make these first entries satisfy the NodePool's `minValues`.
 pub const LAUNCH_WINDOW: usize = 60;
+
+/// A policy's settings, typed with serde.
+///
+/// The host hands a policy its NodePool's settings (annotation `kestrel.dev/<kind>-settings`, JSON or
+/// YAML) as JSON text through `validate-settings`; `null` means the NodePool gave none. Parse them into
+/// your own type, refuse them with a message the NodePool's owner can act on, and keep them for the
+/// decisions that follow:
+///
+/// ```
+/// #[derive(serde::Deserialize, Default, Debug, PartialEq)]
+/// #[serde(default, deny_unknown_fields)]
+/// struct Settings {
+///     max_premium_percent: f64,
+/// }
+///
+/// let s: Settings = kestrel_policy_sdk::settings::parse(r#"{"max_premium_percent": 15}"#)?;
+/// assert_eq!(s.max_premium_percent, 15.0);
+/// // No settings: the type's default.
+/// assert_eq!(kestrel_policy_sdk::settings::parse::<Settings>("null")?, Settings::default());
+/// // A typo is refused with serde's message.
+/// let err = kestrel_policy_sdk::settings::parse::<Settings>(r#"{"max_premium": 15}"#).unwrap_err();
+/// assert!(err.contains("unknown field `max_premium`"), "{err}");
+/// # Ok::<(), String>(())
+/// ```
+pub mod settings {
+    /// Parses settings JSON into `T`; `null` (no settings given) is `T::default()`.
+    pub fn parse<T: serde::de::DeserializeOwned + Default>(json: &str) -> Result<T, String> {
+        if json.trim() == "null" {
+            return Ok(T::default());
+        }
+        serde_json::from_str(json).map_err(|e| format!("invalid settings: {e}"))
+    }
+
+    /// Parses settings JSON into `T`, refusing `null`: for policies that cannot work without settings.
+    pub fn require<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, String> {
+        if json.trim() == "null" {
+            return Err(
+                "this policy needs settings (annotation kestrel.dev/<kind>-settings)".into(),
+            );
+        }
+        serde_json::from_str(json).map_err(|e| format!("invalid settings: {e}"))
+    }
+}
+
+/// Builds a reason that fits [`MAX_REASON_BYTES`]: longer text is cut at a character boundary, with `…`.
+///
+/// ```
+/// let r = kestrel_policy_sdk::reason(&"x".repeat(500));
+/// assert!(r.len() <= kestrel_policy_sdk::MAX_REASON_BYTES);
+/// assert!(r.ends_with('…'));
+/// assert_eq!(kestrel_policy_sdk::reason("short"), "short");
+/// ```
+pub fn reason(text: &str) -> String {
+    if text.len() <= MAX_REASON_BYTES {
+        return text.to_string();
+    }
+    let ellipsis = '…';
+    let mut end = MAX_REASON_BYTES - ellipsis.len_utf8();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{ellipsis}", &text[..end])
+}
 
 /// Typed helpers over the ranker's columnar inputs.
 pub mod helpers {

@@ -265,6 +265,7 @@ impl Consolidator for NotDuringBusinessHours {
                 value: Vec::new(),
                 decided_by: "not-during-business-hours (native test policy)".into(),
                 fallback: None,
+                reasons: vec![],
             };
         }
         kestrel::policy::defaults::NativeConsolidator::answer(input)
@@ -359,6 +360,18 @@ fn a_wasm_consolidator_holds_consolidation_in_business_hours_only() {
             .decided_by
             .contains("not-during-business-hours")),
         "the wasm policy chose the moves"
+    );
+    // Contract 0.2.0: the policy's reason for each move is in the move's explanation (and its Event).
+    assert!(
+        weekend
+            .iter()
+            .all(
+                |e| e.explanation.policy_reason.as_deref() == Some("outside business hours")
+                    && e.explanation
+                        .to_string()
+                        .ends_with("; because outside business hours")
+            ),
+        "the policy's reasons reach the explanations"
     );
     assert!(weekend_cost < busy_cost / 2.0);
 }

@@ -4,6 +4,7 @@ mod deferred;
 mod disruption;
 mod interruption;
 mod policy;
+mod policy_contract;
 mod provisioning;
 mod report;
 mod simulate;

@@ -410,7 +410,7 @@ fn the_example_graviton_policy_builds_loads_and_prefers_arm64() {
         kestrel::cli::policy::test(&wasm, &out_dir.join("wrong.yaml"), &mut out).unwrap();
     assert_eq!(failures, 1, "{}", String::from_utf8_lossy(&out));
     // kestrel simulate --policy ranker=prefer-graviton.wasm (the simulator calls this loader)
-    let mut ranker = kestrel::policy::ranker_from_file(&wasm).unwrap();
+    let mut ranker = kestrel::policy::ranker_from_file(&wasm, "null").unwrap();
     ranker.set_catalog(&canary_catalog());
     // c5.large (amd64) at 0.085 vs m6g.large (arm64) 12% dearer at 0.095: Graviton wins; the default
     // ranker picks the cheaper c5.

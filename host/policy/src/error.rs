@@ -16,7 +16,9 @@ pub enum PolicyError {
     NotAComponent { detail: String },
     #[error("compiling the component failed: {detail}")]
     Compile { detail: String },
-    #[error("the component does not implement the {kind} world of kestrel:policy@0.1.0: {detail}")]
+    #[error(
+        "the component does not implement the {kind} world of kestrel:policy@0.2.0 or @0.1.0: {detail}"
+    )]
     WrongWorld { kind: PolicyKind, detail: String },
     #[error("the policy was built against contract {reported:?}, this host speaks {expected:?}")]
     ContractMismatch { reported: String, expected: String },
@@ -31,6 +33,9 @@ pub enum PolicyError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The policy refused its settings (its own message), or the settings are not JSON/YAML.
+    #[error("settings refused by {policy}: {message}")]
+    Settings { policy: String, message: String },
     #[error("annotation {key}={value:?}: {detail}")]
     Annotation {
         key: String,

@@ -3,6 +3,8 @@
 //!
 //! ```yaml
 //! kind: ranker            # ranker | consolidator | budgeter
+//! settings: { ... }       # optional: the policy's settings (what `kestrel.dev/<kind>-settings` holds)
+//! settings_error: "..."   # optional: loading must fail with a settings error containing this text
 //! catalog: { ... }        # ranker only: sent with set-catalog before the cases
 //! cases:
 //!   - name: cheapest first
@@ -17,9 +19,26 @@ use kestrel_policy_sdk::capacity_type::{ON_DEMAND, SPOT};
 #[serde(deny_unknown_fields)]
 pub struct FixtureFile {
     pub kind: PolicyKind,
+    /// The policy's settings; absent means none (`null`).
+    #[serde(default)]
+    pub settings: Option<serde_json::Value>,
+    /// When given, the policy must refuse `settings` with a message containing this text.
+    #[serde(default)]
+    pub settings_error: Option<String>,
     #[serde(default)]
     pub catalog: Option<rank::Catalog>,
+    #[serde(default)]
     pub cases: Vec<FixtureCase>,
+}
+
+impl FixtureFile {
+    /// The settings as the JSON text the policy receives.
+    pub fn settings_json(&self) -> String {
+        match &self.settings {
+            None => super::NO_SETTINGS.into(),
+            Some(v) => v.to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
@@ -188,6 +207,8 @@ mod tests {
     fn fixture_files_round_trip_through_yaml() {
         let file = FixtureFile {
             kind: PolicyKind::Budgeter,
+            settings: Some(json!({"freezes": []})),
+            settings_error: None,
             catalog: None,
             cases: vec![FixtureCase {
                 name: "c".into(),
@@ -200,5 +221,8 @@ mod tests {
         let input: budget::BudgetInput =
             serde_json::from_value(back.cases[0].input.clone()).unwrap();
         assert_eq!(input, canary_budget_input());
+        assert_eq!(back.settings_json(), r#"{"freezes":[]}"#);
+        let none: FixtureFile = serde_yaml_ng::from_str("kind: ranker\ncases: []\n").unwrap();
+        assert_eq!(none.settings_json(), "null");
     }
 }

@@ -17,6 +17,7 @@ pub mod fixtures;
 pub mod metrics;
 pub mod registry;
 pub mod sandbox;
+pub mod settings;
 pub mod validate;
 
 pub use defaults::{NativeBudgeter, NativeConsolidator, NativeRanker};
@@ -28,4 +29,6 @@ pub use registry::{
     PolicyRegistry, PolicySource, PoolBudgeter, PoolConsolidator, PoolRanker, RANKER_ANNOTATION,
     budgeter_from_file, consolidator_from_file, policy_refs, ranker_from_file,
 };
-pub use sandbox::{CompiledPolicy, WasmBudgeter, WasmConsolidator, WasmPolicy, WasmRanker};
+pub use sandbox::{
+    CompiledPolicy, Contract, NO_SETTINGS, WasmBudgeter, WasmConsolidator, WasmPolicy, WasmRanker,
+};

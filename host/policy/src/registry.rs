@@ -6,16 +6,19 @@
 //! |---|---|
 //! | `kestrel.dev/ranker`, `kestrel.dev/consolidator`, `kestrel.dev/budgeter` | `default` (the embedded wasm default), `native` (the same logic compiled in), or `configmap:NAME[/KEY]` (wasm bytes in the ConfigMap's `binaryData`, key `policy.wasm` by default) |
 //! | `kestrel.dev/ranker-sha256`, ... | optional sha256 pin of the module bytes |
+//! | `kestrel.dev/ranker-settings`, ... | optional settings for the policy, JSON or YAML (see [`crate::settings`]) |
 //!
-//! Installing a policy: bytes → sha256 pin check → compile (in-process, cached by digest) → canary calls
-//! on the built-in fixtures → swap under the slot's lock. On any failure a typed [`PolicyError`] comes
+//! Installing a policy: bytes → sha256 pin check → compile (in-process, cached by digest) →
+//! `validate-settings` with the NodePool's settings → canary calls on the built-in fixtures → swap under
+//! the slot's lock. A policy and its settings are installed together: bad settings are refused with the
+//! policy's own message like any other failure. On any failure a typed [`PolicyError`] comes
 //! back and the previous policy keeps serving.
 use super::contract::{budget, consolidate, rank};
 use super::defaults::{NativeBudgeter, NativeConsolidator, NativeRanker, embedded_wasm};
 use super::engine::{Limits, PolicyEngine, sha256_hex};
 use super::error::PolicyError;
 use super::metrics::{MetricsSnapshot, PolicyMetrics};
-use super::sandbox::{CompiledPolicy, WasmBudgeter, WasmConsolidator, WasmRanker};
+use super::sandbox::{CompiledPolicy, NO_SETTINGS, WasmBudgeter, WasmConsolidator, WasmRanker};
 use super::{Budgeter, Consolidator, PolicyKind, Ranker, Verdict, fixtures};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -53,12 +56,16 @@ pub enum PolicyRef {
     },
 }
 
-/// A NodePool's three policy references, parsed from its annotations (absent = `Default`).
+/// A NodePool's three policy references and their settings, parsed from its annotations (absent =
+/// `Default`, no settings).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyRefs {
     pub ranker: PolicyRef,
     pub consolidator: PolicyRef,
     pub budgeter: PolicyRef,
+    /// The settings of each kind (indexed by `PolicyKind as usize`), as the JSON text the policy
+    /// receives (`null` when none).
+    pub settings: [String; 3],
 }
 
 impl PolicyRefs {
@@ -68,6 +75,11 @@ impl PolicyRefs {
             PolicyKind::Consolidator => &self.consolidator,
             PolicyKind::Budgeter => &self.budgeter,
         }
+    }
+
+    /// The settings (JSON text) of the policy of `kind`.
+    pub fn settings(&self, kind: PolicyKind) -> &str {
+        &self.settings[kind as usize]
     }
 }
 
@@ -121,6 +133,7 @@ pub fn policy_refs(annotations: &BTreeMap<String, String>) -> Result<PolicyRefs,
         ranker: one(PolicyKind::Ranker)?,
         consolidator: one(PolicyKind::Consolidator)?,
         budgeter: one(PolicyKind::Budgeter)?,
+        settings: crate::settings::from_annotations(annotations)?,
     })
 }
 
@@ -185,6 +198,18 @@ pub fn prepare_wasm(
     pin: Option<&str>,
     limits: &Limits,
 ) -> Result<Arc<CompiledPolicy>, PolicyError> {
+    prepare_wasm_with_settings(engine, kind, bytes, pin, NO_SETTINGS, limits)
+}
+
+/// [`prepare_wasm`] with settings (JSON text): the policy validates them before the canary runs.
+pub fn prepare_wasm_with_settings(
+    engine: &PolicyEngine,
+    kind: PolicyKind,
+    bytes: &[u8],
+    pin: Option<&str>,
+    settings: &str,
+    limits: &Limits,
+) -> Result<Arc<CompiledPolicy>, PolicyError> {
     if let Some(pin) = pin {
         let expected = normalize_pin(pin)?;
         let actual = sha256_hex(bytes);
@@ -192,7 +217,9 @@ pub fn prepare_wasm(
             return Err(PolicyError::Sha256Mismatch { expected, actual });
         }
     }
-    let compiled = Arc::new(CompiledPolicy::new(engine, kind, bytes, limits)?);
+    let compiled = Arc::new(CompiledPolicy::with_settings(
+        engine, kind, bytes, settings, limits,
+    )?);
     canary(&compiled, limits)?;
     Ok(compiled)
 }
@@ -227,33 +254,47 @@ fn canary(policy: &Arc<CompiledPolicy>, limits: &Limits) -> Result<(), PolicyErr
     }
 }
 
-/// Loads a `.wasm` file as a ranker (for `kestrel simulate --policy ranker=FILE.wasm`), on the shared
-/// engine with default limits, after the canary.
-pub fn ranker_from_file(path: &Path) -> Result<WasmRanker, PolicyError> {
-    let (p, limits) = load_file(PolicyKind::Ranker, path)?;
+/// Loads a `.wasm` file as a ranker (for `kestrel policy test`), on the shared engine with default
+/// limits, with `settings` (JSON text, `null` for none), after the canary.
+pub fn ranker_from_file(path: &Path, settings: &str) -> Result<WasmRanker, PolicyError> {
+    let (p, limits) = load_file(PolicyKind::Ranker, path, settings)?;
     Ok(WasmRanker::new(p, limits, Arc::default()))
 }
 
 /// Loads a `.wasm` file as a consolidator (see [`ranker_from_file`]).
-pub fn consolidator_from_file(path: &Path) -> Result<WasmConsolidator, PolicyError> {
-    let (p, limits) = load_file(PolicyKind::Consolidator, path)?;
+pub fn consolidator_from_file(
+    path: &Path,
+    settings: &str,
+) -> Result<WasmConsolidator, PolicyError> {
+    let (p, limits) = load_file(PolicyKind::Consolidator, path, settings)?;
     Ok(WasmConsolidator::new(p, limits, Arc::default()))
 }
 
 /// Loads a `.wasm` file as a budgeter (see [`ranker_from_file`]).
-pub fn budgeter_from_file(path: &Path) -> Result<WasmBudgeter, PolicyError> {
-    let (p, limits) = load_file(PolicyKind::Budgeter, path)?;
+pub fn budgeter_from_file(path: &Path, settings: &str) -> Result<WasmBudgeter, PolicyError> {
+    let (p, limits) = load_file(PolicyKind::Budgeter, path, settings)?;
     Ok(WasmBudgeter::new(p, limits, Arc::default()))
 }
 
-fn load_file(kind: PolicyKind, path: &Path) -> Result<(Arc<CompiledPolicy>, Limits), PolicyError> {
+fn load_file(
+    kind: PolicyKind,
+    path: &Path,
+    settings: &str,
+) -> Result<(Arc<CompiledPolicy>, Limits), PolicyError> {
     let bytes = std::fs::read(path).map_err(|source| PolicyError::Io {
         path: path.into(),
         source,
     })?;
     let limits = Limits::default();
     Ok((
-        prepare_wasm(PolicyEngine::shared(), kind, &bytes, None, &limits)?,
+        prepare_wasm_with_settings(
+            PolicyEngine::shared(),
+            kind,
+            &bytes,
+            None,
+            settings,
+            &limits,
+        )?,
         limits,
     ))
 }
@@ -401,36 +442,85 @@ impl PolicyRegistry {
         kind: PolicyKind,
         source: &PolicySource,
     ) -> Result<PreparedPolicy, PolicyError> {
+        self.prepare_with_settings(kind, source, NO_SETTINGS)
+    }
+
+    /// [`PolicyRegistry::prepare`] with settings (JSON text); the native defaults take none, like their
+    /// wasm builds.
+    pub fn prepare_with_settings(
+        &self,
+        kind: PolicyKind,
+        source: &PolicySource,
+        settings: &str,
+    ) -> Result<PreparedPolicy, PolicyError> {
         match source {
-            PolicySource::Native => Ok(PreparedPolicy::Native(kind)),
-            PolicySource::EmbeddedDefault => Ok(PreparedPolicy::Wasm(prepare_wasm(
+            PolicySource::Native => {
+                let (label, accepted) = match kind {
+                    PolicyKind::Ranker => (
+                        NativeRanker::label(),
+                        kestrel_default_ranker::validate_settings(settings),
+                    ),
+                    PolicyKind::Consolidator => (
+                        NativeConsolidator::label(),
+                        kestrel_default_consolidator::validate_settings(settings),
+                    ),
+                    PolicyKind::Budgeter => (
+                        NativeBudgeter::label(),
+                        kestrel_default_budgeter::validate_settings(settings),
+                    ),
+                };
+                accepted.map_err(|message| PolicyError::Settings {
+                    policy: label,
+                    message,
+                })?;
+                Ok(PreparedPolicy::Native(kind))
+            }
+            PolicySource::EmbeddedDefault => Ok(PreparedPolicy::Wasm(prepare_wasm_with_settings(
                 &self.engine,
                 kind,
                 embedded_wasm(kind),
                 None,
+                settings,
                 &self.limits,
             )?)),
-            PolicySource::Wasm { bytes, sha256 } => Ok(PreparedPolicy::Wasm(prepare_wasm(
-                &self.engine,
-                kind,
-                bytes,
-                sha256.as_deref(),
-                &self.limits,
-            )?)),
+            PolicySource::Wasm { bytes, sha256 } => {
+                Ok(PreparedPolicy::Wasm(prepare_wasm_with_settings(
+                    &self.engine,
+                    kind,
+                    bytes,
+                    sha256.as_deref(),
+                    settings,
+                    &self.limits,
+                )?))
+            }
         }
     }
 
-    /// Replaces a NodePool's policy of `kind` (see the module docs). Returns the new policy's label; on
-    /// error the previous policy keeps serving.
+    /// Replaces a NodePool's policy of `kind` (see the module docs), without settings. Returns the new
+    /// policy's label; on error the previous policy keeps serving.
     pub fn install(
         &self,
         node_pool: &str,
         kind: PolicyKind,
         source: PolicySource,
     ) -> Result<String, PolicyError> {
+        self.install_with_settings(node_pool, kind, source, NO_SETTINGS)
+    }
+
+    /// Replaces a NodePool's policy of `kind` and its settings (JSON text, see [`crate::settings`]):
+    /// the swap path for a new policy, new settings, or both. Settings the policy refuses
+    /// ([`PolicyError::Settings`], with the policy's message) leave the previous policy and settings
+    /// serving.
+    pub fn install_with_settings(
+        &self,
+        node_pool: &str,
+        kind: PolicyKind,
+        source: PolicySource,
+        settings: &str,
+    ) -> Result<String, PolicyError> {
         let pool = self.pool(node_pool);
         let metrics = &pool.metrics[kind as usize];
-        let prepared = match self.prepare(kind, &source) {
+        let prepared = match self.prepare_with_settings(kind, &source, settings) {
             Ok(p) => p,
             Err(e) => {
                 metrics.swapped(false);

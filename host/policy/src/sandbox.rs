@@ -5,7 +5,7 @@
 //! instance is never called again — and the next call instantiates afresh (re-sending the catalog).
 //! After `Limits::degrade_after` consecutive failures the policy is degraded: the default answers until
 //! the policy is replaced.
-use super::bindings::{self, PolicyInfo, budgeter, consolidator, ranker};
+use super::bindings::{PolicyInfo, v0_1 as v1, v0_2 as v2};
 use super::contract::{budget, consolidate, rank};
 use super::defaults::{NativeBudgeter, NativeConsolidator, NativeRanker};
 use super::engine::{HostState, Limits, MemoryCapExceeded, PolicyEngine, chain, ticks};
@@ -18,17 +18,69 @@ use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::Store;
 
-enum Pre {
-    Ranker(ranker::RankerPre<HostState>),
-    Consolidator(consolidator::ConsolidatorPre<HostState>),
-    Budgeter(budgeter::BudgeterPre<HostState>),
+/// Which contract a component was built against (the host speaks both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum Contract {
+    /// `kestrel:policy@0.1.0`: no settings, no reasons.
+    #[serde(rename = "kestrel:policy@0.1.0")]
+    V0_1,
+    /// `kestrel:policy@0.2.0`: settings (`validate-settings`) and reasons.
+    #[serde(rename = "kestrel:policy@0.2.0")]
+    V0_2,
 }
 
-/// A compiled, linked policy component, ready to instantiate (shared by every instance of it).
+impl Contract {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Contract::V0_1 => kestrel_policy_sdk::CONTRACT_0_1_0,
+            Contract::V0_2 => kestrel_policy_sdk::CONTRACT,
+        }
+    }
+}
+
+impl std::fmt::Display for Contract {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The settings text a policy gets when its NodePool gives none.
+pub const NO_SETTINGS: &str = "null";
+
+enum Pre {
+    Ranker(v2::ranker::RankerPre<HostState>),
+    Consolidator(v2::consolidator::ConsolidatorPre<HostState>),
+    Budgeter(v2::budgeter::BudgeterPre<HostState>),
+    Ranker01(v1::ranker::RankerPre<HostState>),
+    Consolidator01(v1::consolidator::ConsolidatorPre<HostState>),
+    Budgeter01(v1::budgeter::BudgeterPre<HostState>),
+}
+
+/// A live ranker instance, of either contract.
+enum RankerInst {
+    V2(v2::ranker::Ranker),
+    V1(v1::ranker::Ranker),
+}
+enum ConsolidatorInst {
+    V2(v2::consolidator::Consolidator),
+    V1(v1::consolidator::Consolidator),
+}
+enum BudgeterInst {
+    V2(v2::budgeter::Budgeter),
+    V1(v1::budgeter::Budgeter),
+}
+
+/// A compiled, linked policy component with the settings it was validated with, ready to instantiate
+/// (shared by every instance of it).
 pub struct CompiledPolicy {
     pub kind: PolicyKind,
     pub sha256: String,
     pub info: PolicyInfo,
+    /// The contract the component implements (its exports), checked against what `info()` reports.
+    pub contract: Contract,
+    /// The settings (JSON text, [`NO_SETTINGS`] when none) the policy accepted at load time; handed to
+    /// every new instance.
+    pub settings: String,
     engine: PolicyEngine,
     pre: Pre,
 }
@@ -39,33 +91,72 @@ impl std::fmt::Debug for CompiledPolicy {
             .field("kind", &self.kind)
             .field("sha256", &self.sha256)
             .field("info", &self.info)
+            .field("contract", &self.contract)
+            .field("settings", &self.settings)
             .finish()
     }
 }
 
+/// Links the component as the `kind` world of the current contract, else of 0.1.0.
+fn link(
+    engine: &PolicyEngine,
+    kind: PolicyKind,
+    component: &wasmtime::component::Component,
+) -> Result<(Pre, Contract), PolicyError> {
+    let wrong = |e: wasmtime::Error| PolicyError::WrongWorld {
+        kind,
+        detail: chain(&e),
+    };
+    let instance_pre = engine.linker().instantiate_pre(component).map_err(wrong)?;
+    let current = match kind {
+        PolicyKind::Ranker => v2::ranker::RankerPre::new(instance_pre.clone()).map(Pre::Ranker),
+        PolicyKind::Consolidator => {
+            v2::consolidator::ConsolidatorPre::new(instance_pre.clone()).map(Pre::Consolidator)
+        }
+        PolicyKind::Budgeter => {
+            v2::budgeter::BudgeterPre::new(instance_pre.clone()).map(Pre::Budgeter)
+        }
+    };
+    let current_error = match current {
+        Ok(pre) => return Ok((pre, Contract::V0_2)),
+        Err(e) => e,
+    };
+    let old = match kind {
+        PolicyKind::Ranker => v1::ranker::RankerPre::new(instance_pre).map(Pre::Ranker01),
+        PolicyKind::Consolidator => {
+            v1::consolidator::ConsolidatorPre::new(instance_pre).map(Pre::Consolidator01)
+        }
+        PolicyKind::Budgeter => v1::budgeter::BudgeterPre::new(instance_pre).map(Pre::Budgeter01),
+    };
+    // Neither: the current contract's error is the one worth reading.
+    old.map(|pre| (pre, Contract::V0_1))
+        .map_err(|_| wrong(current_error))
+}
+
 impl CompiledPolicy {
-    /// Compiles (cached by sha256) and links `bytes` as a policy of `kind`, and reads its `info()`.
+    /// Compiles (cached by sha256) and links `bytes` as a policy of `kind`, reads its `info()`; no
+    /// settings.
     pub fn new(
         engine: &PolicyEngine,
         kind: PolicyKind,
         bytes: &[u8],
         limits: &Limits,
     ) -> Result<Self, PolicyError> {
+        Self::with_settings(engine, kind, bytes, NO_SETTINGS, limits)
+    }
+
+    /// [`CompiledPolicy::new`] with settings (JSON text): the policy's `validate-settings` is called on
+    /// a fresh instance and its `err` refuses the policy with the policy's own message. A 0.1.0
+    /// component takes no settings.
+    pub fn with_settings(
+        engine: &PolicyEngine,
+        kind: PolicyKind,
+        bytes: &[u8],
+        settings: &str,
+        limits: &Limits,
+    ) -> Result<Self, PolicyError> {
         let (sha256, component) = engine.compile(bytes)?;
-        let wrong = |e: wasmtime::Error| PolicyError::WrongWorld {
-            kind,
-            detail: chain(&e),
-        };
-        let instance_pre = engine.linker().instantiate_pre(&component).map_err(wrong)?;
-        let pre = match kind {
-            PolicyKind::Ranker => Pre::Ranker(ranker::RankerPre::new(instance_pre).map_err(wrong)?),
-            PolicyKind::Consolidator => {
-                Pre::Consolidator(consolidator::ConsolidatorPre::new(instance_pre).map_err(wrong)?)
-            }
-            PolicyKind::Budgeter => {
-                Pre::Budgeter(budgeter::BudgeterPre::new(instance_pre).map_err(wrong)?)
-            }
-        };
+        let (pre, contract) = link(engine, kind, &component)?;
         let mut policy = CompiledPolicy {
             kind,
             sha256,
@@ -74,37 +165,68 @@ impl CompiledPolicy {
                 version: String::new(),
                 contract: String::new(),
             },
+            contract,
+            settings: settings.to_string(),
             engine: engine.clone(),
             pre,
         };
         let mut store = engine.store(limits);
         store.set_epoch_deadline(ticks(limits.rank_deadline));
-        let info: wasmtime::Result<PolicyInfo> = match &policy.pre {
-            Pre::Ranker(p) => p
+        // `info()` and `validate-settings` on one fresh instance.
+        let answer: wasmtime::Result<(PolicyInfo, Result<(), String>)> = match &policy.pre {
+            Pre::Ranker(p) => p.instantiate(&mut store).and_then(|i| {
+                let api = i.kestrel_policy_ranking();
+                let info = api.call_info(&mut store)?.into();
+                Ok((info, api.call_validate_settings(&mut store, settings)?))
+            }),
+            Pre::Consolidator(p) => p.instantiate(&mut store).and_then(|i| {
+                let api = i.kestrel_policy_consolidation();
+                let info = api.call_info(&mut store)?.into();
+                Ok((info, api.call_validate_settings(&mut store, settings)?))
+            }),
+            Pre::Budgeter(p) => p.instantiate(&mut store).and_then(|i| {
+                let api = i.kestrel_policy_budgeting();
+                let info = api.call_info(&mut store)?.into();
+                Ok((info, api.call_validate_settings(&mut store, settings)?))
+            }),
+            Pre::Ranker01(p) => p
                 .instantiate(&mut store)
                 .and_then(|i| i.kestrel_policy_ranking().call_info(&mut store))
-                .map(Into::into),
-            Pre::Consolidator(p) => p
+                .map(|i| (i.into(), Ok(()))),
+            Pre::Consolidator01(p) => p
                 .instantiate(&mut store)
                 .and_then(|i| i.kestrel_policy_consolidation().call_info(&mut store))
-                .map(Into::into),
-            Pre::Budgeter(p) => p
+                .map(|i| (i.into(), Ok(()))),
+            Pre::Budgeter01(p) => p
                 .instantiate(&mut store)
                 .and_then(|i| i.kestrel_policy_budgeting().call_info(&mut store))
-                .map(Into::into),
+                .map(|i| (i.into(), Ok(()))),
         };
-        let info = info.map_err(|e| PolicyError::Canary {
+        let (info, accepted) = answer.map_err(|e| PolicyError::Canary {
             policy: format!("sha256:{}", policy.sha256),
             kind: classify(&e, &store, limits.rank_deadline).0,
-            detail: format!("info(): {}", chain(&e)),
+            detail: format!("info() / validate-settings: {}", chain(&e)),
         })?;
-        if info.contract != kestrel_policy_sdk::CONTRACT {
+        if info.contract != contract.as_str() {
             return Err(PolicyError::ContractMismatch {
                 reported: info.contract,
-                expected: kestrel_policy_sdk::CONTRACT.into(),
+                expected: contract.as_str().into(),
             });
         }
         policy.info = info;
+        if contract == Contract::V0_1 && settings.trim() != NO_SETTINGS {
+            return Err(PolicyError::Settings {
+                policy: policy.label(),
+                message: format!(
+                    "built against {contract}, which takes no settings; rebuild it against {} to give it settings",
+                    Contract::V0_2
+                ),
+            });
+        }
+        accepted.map_err(|message| PolicyError::Settings {
+            policy: policy.label(),
+            message,
+        })?;
         Ok(policy)
     }
 
@@ -116,6 +238,9 @@ impl CompiledPolicy {
             Pre::Ranker(p) => p.instantiate(&mut store).map(drop),
             Pre::Consolidator(p) => p.instantiate(&mut store).map(drop),
             Pre::Budgeter(p) => p.instantiate(&mut store).map(drop),
+            Pre::Ranker01(p) => p.instantiate(&mut store).map(drop),
+            Pre::Consolidator01(p) => p.instantiate(&mut store).map(drop),
+            Pre::Budgeter01(p) => p.instantiate(&mut store).map(drop),
         };
         made.map_err(|e| PolicyError::WrongWorld {
             kind: self.kind,
@@ -123,15 +248,27 @@ impl CompiledPolicy {
         })
     }
 
-    /// "name@version (wasm sha256:0123456789ab)".
+    /// "name@version (wasm sha256:0123456789ab, kestrel:policy@0.2.0)": what it says it is, which bytes,
+    /// and the contract it was built against.
     pub fn label(&self) -> String {
         format!(
-            "{}@{} (wasm sha256:{})",
+            "{}@{} (wasm sha256:{}, {})",
             self.info.name,
             self.info.version,
-            &self.sha256[..12]
+            &self.sha256[..12],
+            self.contract
         )
     }
+}
+
+/// `validate-settings` again on a new instance: the settings were accepted at load time, so a refusal
+/// now means the policy is not the pure function the contract asks for (treated as a trap).
+fn resend_settings(accepted: wasmtime::Result<Result<(), String>>) -> wasmtime::Result<()> {
+    accepted?.map_err(|m| {
+        wasmtime::Error::msg(format!(
+            "validate-settings refused settings it accepted at load time: {m}"
+        ))
+    })
 }
 
 /// Sorts a failed call into a fallback kind with a readable detail.
@@ -245,10 +382,10 @@ impl<B> Sandbox<B> {
         }
     }
 
-    /// Runs the policy, validates its answer, or falls back to `default`.
+    /// Runs the policy (its answer and reasons, validated), or falls back to `default`.
     fn decide<R>(
         &mut self,
-        attempt: impl FnOnce(&mut Self) -> Result<R, Failure>,
+        attempt: impl FnOnce(&mut Self) -> Result<(R, Vec<String>), Failure>,
         default: impl FnOnce() -> Verdict<R>,
     ) -> Verdict<R> {
         self.metrics.call();
@@ -259,12 +396,13 @@ impl<B> Sandbox<B> {
             return v;
         }
         match attempt(self) {
-            Ok(value) => {
+            Ok((value, reasons)) => {
                 self.consecutive_failures = 0;
                 Verdict {
                     value,
                     decided_by: self.label.clone(),
                     fallback: None,
+                    reasons,
                 }
             }
             Err(failure) => {
@@ -307,7 +445,7 @@ macro_rules! wasm_policy_common {
 
 /// A ranker component.
 pub struct WasmRanker {
-    sandbox: Sandbox<ranker::Ranker>,
+    sandbox: Sandbox<RankerInst>,
     /// The current catalog (for the fallback, and re-sent after every instantiation).
     catalog: Option<rank::Catalog>,
 }
@@ -330,9 +468,17 @@ impl WasmRanker {
 fn instantiate_ranker(
     p: &CompiledPolicy,
     store: &mut Store<HostState>,
-) -> wasmtime::Result<ranker::Ranker> {
+) -> wasmtime::Result<RankerInst> {
     match &p.pre {
-        Pre::Ranker(pre) => pre.instantiate(store),
+        Pre::Ranker(pre) => {
+            let i = pre.instantiate(&mut *store)?;
+            resend_settings(
+                i.kestrel_policy_ranking()
+                    .call_validate_settings(&mut *store, &p.settings),
+            )?;
+            Ok(RankerInst::V2(i))
+        }
+        Pre::Ranker01(pre) => pre.instantiate(store).map(RankerInst::V1),
         _ => unreachable!("checked in WasmRanker::new"),
     }
 }
@@ -351,35 +497,49 @@ impl Ranker for WasmRanker {
         let deadline = self.sandbox.limits.rank_deadline;
         let catalog = self.catalog.as_ref();
         let n = input.offerings.instance_type.len();
-        self.sandbox.decide(
+        let mut verdict = self.sandbox.decide(
             |sb| {
-                let answer = sb.call(
+                let (answer, reasons) = sb.call(
                     deadline,
                     instantiate_ranker,
-                    |b, store| match catalog {
-                        Some(c) => bindings::with_catalog(c, |c| {
+                    |b, store| match (catalog, b) {
+                        (None, _) => Ok(()),
+                        (Some(c), RankerInst::V2(b)) => v2::with_catalog(c, |c| {
                             b.kestrel_policy_ranking().call_set_catalog(store, c)
                         }),
-                        None => Ok(()),
+                        (Some(c), RankerInst::V1(b)) => v1::with_catalog(c, |c| {
+                            b.kestrel_policy_ranking().call_set_catalog(store, c)
+                        }),
                     },
-                    |b, store| {
-                        bindings::with_rank_input(input, |i| {
+                    |b, store| match b {
+                        RankerInst::V2(b) => v2::with_rank_input(input, |i| {
                             b.kestrel_policy_ranking().call_rank(store, i)
                         })
+                        .map(|r| r.map(v2::ranking)),
+                        RankerInst::V1(b) => v1::with_rank_input(input, |i| {
+                            b.kestrel_policy_ranking().call_rank(store, i)
+                        })
+                        .map(|r| r.map(|r| (v1::ranking(r), vec![]))),
                     },
                 )?;
-                let answer = bindings::ranking(answer);
                 validate::ranking(&answer, n).map_err(|d| (FallbackKind::InvalidAnswer, d))?;
-                Ok(answer)
+                validate::reasons(&reasons, answer.order.len())
+                    .map_err(|d| (FallbackKind::InvalidAnswer, d))?;
+                Ok((answer, reasons))
             },
             || NativeRanker::answer(catalog, input),
-        )
+        );
+        // The planner reports the ranking's `decided_by`: the reason for the first offering goes there.
+        if let Some(why) = verdict.reason(0) {
+            verdict.decided_by = format!("{}: {why}", verdict.decided_by);
+        }
+        verdict
     }
 }
 
 /// A consolidator component.
 pub struct WasmConsolidator {
-    sandbox: Sandbox<consolidator::Consolidator>,
+    sandbox: Sandbox<ConsolidatorInst>,
 }
 wasm_policy_common!(WasmConsolidator);
 
@@ -401,20 +561,38 @@ impl Consolidator for WasmConsolidator {
         let deadline = self.sandbox.limits.consolidate_deadline;
         self.sandbox.decide(
             |sb| {
-                let answer = sb.call(
+                let (ids, reasons) = sb.call(
                     deadline,
                     |p, store| match &p.pre {
-                        Pre::Consolidator(pre) => pre.instantiate(store),
+                        Pre::Consolidator(pre) => {
+                            let i = pre.instantiate(&mut *store)?;
+                            resend_settings(
+                                i.kestrel_policy_consolidation()
+                                    .call_validate_settings(&mut *store, &p.settings),
+                            )?;
+                            Ok(ConsolidatorInst::V2(i))
+                        }
+                        Pre::Consolidator01(pre) => {
+                            pre.instantiate(store).map(ConsolidatorInst::V1)
+                        }
                         _ => unreachable!("checked in WasmConsolidator::new"),
                     },
                     |_, _| Ok(()),
-                    |b, store| {
-                        b.kestrel_policy_consolidation()
-                            .call_consolidate(store, &bindings::consolidate_input(input))
+                    |b, store| match b {
+                        ConsolidatorInst::V2(b) => b
+                            .kestrel_policy_consolidation()
+                            .call_consolidate(store, &v2::consolidate_input(input))
+                            .map(|r| r.map(|c| (c.ids, c.reasons))),
+                        ConsolidatorInst::V1(b) => b
+                            .kestrel_policy_consolidation()
+                            .call_consolidate(store, &v1::consolidate_input(input))
+                            .map(|r| r.map(|ids| (ids, vec![]))),
                     },
                 )?;
-                validate::moves(&answer, input).map_err(|d| (FallbackKind::InvalidAnswer, d))?;
-                Ok(answer)
+                validate::moves(&ids, input).map_err(|d| (FallbackKind::InvalidAnswer, d))?;
+                validate::reasons(&reasons, ids.len())
+                    .map_err(|d| (FallbackKind::InvalidAnswer, d))?;
+                Ok((ids, reasons))
             },
             || NativeConsolidator::answer(input),
         )
@@ -423,7 +601,7 @@ impl Consolidator for WasmConsolidator {
 
 /// A budgeter component; its answers are clamped to the NodePool's own budgets (the native default's).
 pub struct WasmBudgeter {
-    sandbox: Sandbox<budgeter::Budgeter>,
+    sandbox: Sandbox<BudgeterInst>,
 }
 wasm_policy_common!(WasmBudgeter);
 
@@ -447,25 +625,54 @@ impl Budgeter for WasmBudgeter {
         let metrics = self.sandbox.metrics.clone();
         self.sandbox.decide(
             |sb| {
-                let answer = sb.call(
+                let (counts, reasons) = sb.call(
                     deadline,
                     |p, store| match &p.pre {
-                        Pre::Budgeter(pre) => pre.instantiate(store),
+                        Pre::Budgeter(pre) => {
+                            let i = pre.instantiate(&mut *store)?;
+                            resend_settings(
+                                i.kestrel_policy_budgeting()
+                                    .call_validate_settings(&mut *store, &p.settings),
+                            )?;
+                            Ok(BudgeterInst::V2(i))
+                        }
+                        Pre::Budgeter01(pre) => pre.instantiate(store).map(BudgeterInst::V1),
                         _ => unreachable!("checked in WasmBudgeter::new"),
                     },
                     |_, _| Ok(()),
-                    |b, store| {
-                        b.kestrel_policy_budgeting()
-                            .call_allowed(store, &bindings::budget_input(input))
+                    |b, store| match b {
+                        BudgeterInst::V2(b) => b
+                            .kestrel_policy_budgeting()
+                            .call_allowed(store, &v2::budget_input(input))
+                            .map(|r| r.map(|a| (v2::reason_counts(a.counts), a.reasons))),
+                        BudgeterInst::V1(b) => b
+                            .kestrel_policy_budgeting()
+                            .call_allowed(store, &v1::budget_input(input))
+                            .map(|r| r.map(|c| (v1::reason_counts(c), vec![]))),
                     },
                 )?;
-                let (answer, clamped) =
-                    validate::budget(&bindings::reason_counts(answer), &ceiling.value)
-                        .map_err(|d| (FallbackKind::InvalidAnswer, d))?;
+                validate::reasons(&reasons, counts.len())
+                    .map_err(|d| (FallbackKind::InvalidAnswer, d))?;
+                let (answer, clamped) = validate::budget(&counts, &ceiling.value)
+                    .map_err(|d| (FallbackKind::InvalidAnswer, d))?;
                 if clamped {
                     metrics.clamped();
                 }
-                Ok(answer)
+                // The answer is normalised to the ceiling's reasons: the reasons follow their entries.
+                let reasons = if reasons.is_empty() {
+                    reasons
+                } else {
+                    answer
+                        .iter()
+                        .map(|a| {
+                            counts
+                                .iter()
+                                .position(|c| c.reason == a.reason)
+                                .map_or_else(String::new, |k| reasons[k].clone())
+                        })
+                        .collect()
+                };
+                Ok((answer, reasons))
             },
             || ceiling.clone(),
         )

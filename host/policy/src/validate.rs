@@ -27,6 +27,25 @@ pub fn ranking(r: &rank::Ranking, offerings: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// Reasons: none at all, or exactly one per choice, each at most
+/// [`MAX_REASON_BYTES`](kestrel_policy_sdk::MAX_REASON_BYTES) bytes.
+pub fn reasons(reasons: &[String], choices: usize) -> Result<(), String> {
+    if !reasons.is_empty() && reasons.len() != choices {
+        return Err(format!(
+            "{} reasons for {choices} choices (give none, or one per choice)",
+            reasons.len()
+        ));
+    }
+    let max = kestrel_policy_sdk::MAX_REASON_BYTES;
+    if let Some((pos, r)) = reasons.iter().enumerate().find(|(_, r)| r.len() > max) {
+        return Err(format!(
+            "reasons[{pos}] is {} bytes long, more than {max}",
+            r.len()
+        ));
+    }
+    Ok(())
+}
+
 /// Chosen moves must be among the candidates, each at most once.
 pub fn moves(ids: &[u32], input: &consolidate::ConsolidateInput) -> Result<(), String> {
     let mut seen = Vec::with_capacity(ids.len());
@@ -78,7 +97,11 @@ mod tests {
 
     #[test]
     fn rankings_with_bad_indexes_or_scores_are_refused() {
-        let r = |order: Vec<u32>, scores: Vec<f64>| rank::Ranking { order, scores };
+        let r = |order: Vec<u32>, scores: Vec<f64>| rank::Ranking {
+            order,
+            scores,
+            reasons: vec![],
+        };
         assert!(ranking(&r(vec![1, 0], vec![1.0, 2.0]), 2).is_ok());
         assert!(ranking(&r(vec![], vec![]), 2).is_ok());
         assert!(
@@ -141,5 +164,20 @@ mod tests {
         assert!(moves(&[], &input).is_ok());
         assert!(moves(&[8], &input).is_err());
         assert!(moves(&[7, 7], &input).is_err());
+    }
+
+    #[test]
+    fn reasons_are_none_or_one_per_choice_and_short() {
+        assert!(reasons(&[], 3).is_ok());
+        assert!(reasons(&["a".into(), "b".into()], 2).is_ok());
+        assert!(
+            reasons(&["a".into()], 2)
+                .unwrap_err()
+                .contains("1 reasons for 2")
+        );
+        let max = kestrel_policy_sdk::MAX_REASON_BYTES;
+        assert!(reasons(&["é".repeat(max / 2)], 1).is_ok());
+        let err = reasons(&["x".repeat(max + 1)], 1).unwrap_err();
+        assert!(err.contains(&format!("{} bytes", max + 1)), "{err}");
     }
 }

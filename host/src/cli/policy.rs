@@ -2,7 +2,10 @@
 use crate::policy::build_component::{self, WASM_TARGET};
 use crate::policy::contract::{budget, consolidate, rank};
 use crate::policy::fixtures::{FixtureCase, FixtureFile, matches};
-use crate::policy::{Budgeter, Consolidator, PolicyKind, Ranker, Verdict, defaults};
+use crate::policy::{
+    Budgeter, Consolidator, PolicyError, PolicyKind, Ranker, Verdict, WasmBudgeter,
+    WasmConsolidator, WasmPolicy as _, WasmRanker, defaults,
+};
 use anyhow::{Context, bail};
 use clap::builder::TypedValueParser as _;
 use std::path::{Path, PathBuf};
@@ -17,8 +20,9 @@ pub enum Command {
         #[arg(short, long)]
         out: Option<PathBuf>,
     },
-    /// Run a component on a fixture file under the production engine and limits; fails on any fallback
-    /// or any answer that differs from the fixture's `expect`.
+    /// Run a component on a fixture file (with the fixture's `settings`) under the production engine and
+    /// limits; prints the policy and the contract it was built against, then one line per case; fails on
+    /// any fallback or any answer that differs from the fixture's `expect`.
     Test {
         wasm: PathBuf,
         /// YAML or JSON fixture file (see docs/policies.md).
@@ -180,15 +184,52 @@ pub fn build(crate_dir: &Path, out: Option<&Path>) -> anyhow::Result<PathBuf> {
     Ok(out)
 }
 
-/// Runs `wasm` on the fixture file, printing one JSON line per case; returns how many cases failed.
+/// Runs `wasm` on the fixture file: one JSON line naming the policy (name, version, the contract it was
+/// built against, its settings), then one per case; returns how many cases failed. With
+/// `settings_error`, the policy must refuse the fixture's settings with that text in its message.
 pub fn test(wasm: &Path, fixtures: &Path, out: &mut dyn std::io::Write) -> anyhow::Result<usize> {
     let text = std::fs::read_to_string(fixtures)
         .with_context(|| format!("reading {}", fixtures.display()))?;
     let file: FixtureFile = serde_yaml_ng::from_str(&text)
         .with_context(|| format!("parsing {}", fixtures.display()))?;
-    match file.kind {
-        PolicyKind::Ranker => {
-            let mut p = crate::policy::ranker_from_file(wasm)?;
+    let settings = file.settings_json();
+    let loaded = match file.kind {
+        PolicyKind::Ranker => crate::policy::ranker_from_file(wasm, &settings).map(Loaded::Ranker),
+        PolicyKind::Consolidator => {
+            crate::policy::consolidator_from_file(wasm, &settings).map(Loaded::Consolidator)
+        }
+        PolicyKind::Budgeter => {
+            crate::policy::budgeter_from_file(wasm, &settings).map(Loaded::Budgeter)
+        }
+    };
+    if let Some(expected) = &file.settings_error {
+        let (ok, message) = match &loaded {
+            Err(PolicyError::Settings { message, .. }) => {
+                (message.contains(expected.as_str()), message.clone())
+            }
+            Err(e) => (false, e.to_string()),
+            Ok(_) => (false, "the settings were accepted".into()),
+        };
+        let line = serde_json::json!({
+            "settings": settings, "refused": loaded.is_err(), "ok": ok, "message": message,
+            "expected": expected,
+        });
+        writeln!(out, "{line}")?;
+        return Ok(usize::from(!ok));
+    }
+    let loaded = loaded?;
+    let compiled = match &loaded {
+        Loaded::Ranker(p) => p.compiled(),
+        Loaded::Consolidator(p) => p.compiled(),
+        Loaded::Budgeter(p) => p.compiled(),
+    };
+    let line = serde_json::json!({
+        "policy": compiled.info.name, "version": compiled.info.version,
+        "contract": compiled.contract, "sha256": compiled.sha256, "settings": settings,
+    });
+    writeln!(out, "{line}")?;
+    match loaded {
+        Loaded::Ranker(mut p) => {
             let catalog = file
                 .catalog
                 .clone()
@@ -196,19 +237,22 @@ pub fn test(wasm: &Path, fixtures: &Path, out: &mut dyn std::io::Write) -> anyho
             p.set_catalog(&catalog);
             run_cases(&file.cases, out, |input: &rank::RankInput| p.rank(input))
         }
-        PolicyKind::Consolidator => {
-            let mut p = crate::policy::consolidator_from_file(wasm)?;
+        Loaded::Consolidator(mut p) => {
             run_cases(&file.cases, out, |input: &consolidate::ConsolidateInput| {
                 p.consolidate(input)
             })
         }
-        PolicyKind::Budgeter => {
-            let mut p = crate::policy::budgeter_from_file(wasm)?;
-            run_cases(&file.cases, out, |input: &budget::BudgetInput| {
-                p.allowed(input)
-            })
-        }
+        Loaded::Budgeter(mut p) => run_cases(&file.cases, out, |input: &budget::BudgetInput| {
+            p.allowed(input)
+        }),
     }
+}
+
+/// A component loaded as the fixture file's kind.
+enum Loaded {
+    Ranker(WasmRanker),
+    Consolidator(WasmConsolidator),
+    Budgeter(WasmBudgeter),
 }
 
 /// Decodes each case's input, asks `decide`, and prints one JSON line per case: the answer, who decided,
@@ -237,6 +281,7 @@ fn run_cases<I: serde::de::DeserializeOwned, O: serde::Serialize>(
         }
         let line = serde_json::json!({
             "case": case.name, "ok": ok, "decidedBy": verdict.decided_by, "answer": answer,
+            "reasons": verdict.reasons,
             "fallback": fallback, "expected": if mismatch { expect.cloned() } else { None },
         });
         writeln!(out, "{line}")?;
@@ -473,7 +518,7 @@ pub fn rank(_catalog: &Catalog, input: &RankInput) -> Result<Ranking, String> {
     let mut order: Vec<u32> = (0..o.price.len() as u32).collect();
     order.sort_by(|&a, &b| key(a as usize).total_cmp(&key(b as usize)).then(a.cmp(&b)));
     let scores = order.iter().map(|&i| o.price[i as usize]).collect();
-    Ok(Ranking { order, scores })
+    Ok(Ranking { order, scores, reasons: vec![] })
 }
 
 pub struct Policy;
@@ -481,6 +526,13 @@ pub struct Policy;
 impl Guest for Policy {
     fn info() -> PolicyInfo {
         PolicyInfo { name: "NAME".into(), version: env!("CARGO_PKG_VERSION").into(), contract: kestrel_policy_sdk::CONTRACT.into() }
+    }
+    fn validate_settings(settings: String) -> Result<(), String> {
+        // This policy takes no settings; parse yours with `kestrel_policy_sdk::settings::parse`.
+        match settings.trim() {
+            "null" | "{}" => Ok(()),
+            other => Err(format!("NAME takes no settings, got {other}")),
+        }
     }
     fn set_catalog(catalog: Catalog) {
         *CATALOG.lock().unwrap() = Some(catalog);
@@ -496,7 +548,7 @@ kestrel_policy_sdk::ranker::export_ranker!(Policy);
 "#
         }
         PolicyKind::Consolidator => {
-            r#"use kestrel_policy_sdk::consolidator::{ConsolidateInput, Guest, PolicyInfo};
+            r#"use kestrel_policy_sdk::consolidator::{ChosenMoves, ConsolidateInput, Guest, PolicyInfo};
 
 /// Every move that saves money, largest saving first.
 pub fn consolidate(input: &ConsolidateInput) -> Result<Vec<u32>, String> {
@@ -511,8 +563,15 @@ impl Guest for Policy {
     fn info() -> PolicyInfo {
         PolicyInfo { name: "NAME".into(), version: env!("CARGO_PKG_VERSION").into(), contract: kestrel_policy_sdk::CONTRACT.into() }
     }
-    fn consolidate(input: ConsolidateInput) -> Result<Vec<u32>, String> {
-        consolidate(&input)
+    fn validate_settings(settings: String) -> Result<(), String> {
+        // This policy takes no settings; parse yours with `kestrel_policy_sdk::settings::parse`.
+        match settings.trim() {
+            "null" | "{}" => Ok(()),
+            other => Err(format!("NAME takes no settings, got {other}")),
+        }
+    }
+    fn consolidate(input: ConsolidateInput) -> Result<ChosenMoves, String> {
+        Ok(ChosenMoves { ids: consolidate(&input)?, reasons: vec![] })
     }
 }
 
@@ -521,7 +580,7 @@ kestrel_policy_sdk::consolidator::export_consolidator!(Policy);
 "#
         }
         PolicyKind::Budgeter => {
-            r#"use kestrel_policy_sdk::budgeter::{BudgetInput, DisruptionReason, Guest, PolicyInfo, ReasonCount};
+            r#"use kestrel_policy_sdk::budgeter::{Allowance, BudgetInput, DisruptionReason, Guest, PolicyInfo, ReasonCount};
 
 /// One node at a time, for every reason (the host clamps to the NodePool's own budgets).
 pub fn allowed(input: &BudgetInput) -> Result<Vec<ReasonCount>, String> {
@@ -538,8 +597,15 @@ impl Guest for Policy {
     fn info() -> PolicyInfo {
         PolicyInfo { name: "NAME".into(), version: env!("CARGO_PKG_VERSION").into(), contract: kestrel_policy_sdk::CONTRACT.into() }
     }
-    fn allowed(input: BudgetInput) -> Result<Vec<ReasonCount>, String> {
-        allowed(&input)
+    fn validate_settings(settings: String) -> Result<(), String> {
+        // This policy takes no settings; parse yours with `kestrel_policy_sdk::settings::parse`.
+        match settings.trim() {
+            "null" | "{}" => Ok(()),
+            other => Err(format!("NAME takes no settings, got {other}")),
+        }
+    }
+    fn allowed(input: BudgetInput) -> Result<Allowance, String> {
+        Ok(Allowance { counts: allowed(&input)?, reasons: vec![] })
     }
 }
 

@@ -40,6 +40,10 @@ pub struct Args {
     /// kinds). Every NodePool uses it; kinds not given keep the built-in default.
     #[arg(long, value_name = "KIND=FILE")]
     pub policy: Vec<String>,
+    /// Settings for a candidate policy, `KIND=FILE` (JSON or YAML: what the NodePool annotation
+    /// `kestrel.dev/<kind>-settings` would hold); the policy validates them at load time.
+    #[arg(long, value_name = "KIND=FILE")]
+    pub policy_settings: Vec<String>,
     /// Run the default and the candidate policy on the same scenario and seed, side by side.
     #[arg(long)]
     pub compare: bool,
@@ -123,7 +127,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Box::new(crate::controller::NoDisruption) as Box<dyn crate::controller::DisruptionStep>
         })
     };
-    let candidate = candidate_options(&scenario, &args.policy, args.no_disruption)?.map(|mut o| {
+    let candidate = candidate_options(
+        &scenario,
+        &args.policy,
+        &args.policy_settings,
+        args.no_disruption,
+    )?
+    .map(|mut o| {
         o.seed = args.seed;
         if args.no_disruption {
             o.disruption = no_disruption();
@@ -181,13 +191,39 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 pub fn candidate_options(
     scenario: &Scenario,
     policies: &[String],
+    settings: &[String],
     no_disruption: bool,
 ) -> anyhow::Result<Option<SimOptions>> {
     if policies.is_empty() {
         return Ok(None);
     }
     let registry = PolicyRegistry::native();
+    let mut settings_of: BTreeMap<PolicyKind, (String, String)> = BTreeMap::new();
+    for spec in settings {
+        let Some((kind, file)) = spec.split_once('=') else {
+            bail!("--policy-settings {spec:?}: expected KIND=FILE, e.g. ranker=settings.yaml");
+        };
+        let kind: PolicyKind = kind
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--policy-settings {spec:?}: {e}"))?;
+        if !policies
+            .iter()
+            .any(|p| p.split_once('=').is_some_and(|(k, _)| k == kind.as_str()))
+        {
+            bail!(
+                "--policy-settings {spec:?}: no --policy {kind}=FILE.wasm candidate to give them to"
+            );
+        }
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("--policy-settings {spec:?}: reading {file}"))?;
+        let json = crate::policy::settings::to_json(&text)
+            .map_err(|e| anyhow::anyhow!("--policy-settings {spec:?}: {e}"))?;
+        if settings_of.insert(kind, (file.to_string(), json)).is_some() {
+            bail!("--policy-settings {spec:?}: a second {kind} settings file (one per kind)");
+        }
+    }
     let mut files: BTreeMap<&'static str, String> = BTreeMap::new();
+    let mut labels: BTreeMap<&'static str, String> = BTreeMap::new();
     for spec in policies {
         let Some((kind, file)) = spec.split_once('=') else {
             bail!("--policy {spec:?}: expected KIND=FILE.wasm, e.g. ranker=my-ranker.wasm");
@@ -200,28 +236,42 @@ pub fn candidate_options(
         }
         let bytes =
             read_policy(std::path::Path::new(file)).with_context(|| format!("{kind} policy"))?;
+        let (settings_file, settings) = settings_of
+            .get(&kind)
+            .map_or((None, crate::policy::NO_SETTINGS), |(f, s)| {
+                (Some(f.as_str()), s.as_str())
+            });
         // Every NodePool gets its own instance of the candidate (compiled once, cached by hash).
+        let mut installed = String::new();
         for pool in &scenario.node_pools {
             let name = pool.metadata.name.clone().unwrap_or_default();
-            registry
-                .install(
+            installed = registry
+                .install_with_settings(
                     &name,
                     kind,
                     PolicySource::Wasm {
                         bytes: bytes.clone(),
                         sha256: None,
                     },
+                    settings,
                 )
                 .with_context(|| format!("loading {kind} policy {file}"))?;
         }
+        // The report names the candidate: its file, what it says it is (with the contract it was built
+        // against) and its settings.
+        let settings_note = settings_file.map_or_else(String::new, |f| format!(", settings {f}"));
+        labels.insert(
+            kind.as_str(),
+            format!("{kind} {file}: {installed}{settings_note}"),
+        );
     }
     let disruption_candidate = files.contains_key("consolidator") || files.contains_key("budgeter");
     if no_disruption && disruption_candidate {
         bail!("--no-disruption leaves nothing for a consolidator or budgeter candidate to decide");
     }
     let registry = Arc::new(registry);
-    let label = |kind: &str| match files.get(kind) {
-        Some(file) => format!("{kind} {file} (wasm)"),
+    let label = |kind: &str| match labels.get(kind) {
+        Some(label) => label.clone(),
         None => format!("built-in {kind}"),
     };
     // The provisioner's name already says "ranker": its label is the file alone.

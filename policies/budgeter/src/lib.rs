@@ -73,9 +73,18 @@ pub fn allowed(input: &BudgetInput) -> Result<Vec<ReasonCount>, String> {
         .collect())
 }
 
+/// The default takes no settings: `null` (none given) or `{}`; anything else is refused, so that a
+/// NodePool owner who meant another policy hears about it.
+pub fn validate_settings(settings: &str) -> Result<(), String> {
+    match settings.trim() {
+        "null" | "{}" => Ok(()),
+        other => Err(format!("{NAME} takes no settings, got {other}")),
+    }
+}
+
 #[cfg(target_arch = "wasm32")]
 mod guest {
-    use kestrel_policy_sdk::budgeter::{BudgetInput, Guest, PolicyInfo, ReasonCount};
+    use kestrel_policy_sdk::budgeter::{Allowance, BudgetInput, Guest, PolicyInfo};
 
     struct DefaultBudgeter;
 
@@ -83,8 +92,14 @@ mod guest {
         fn info() -> PolicyInfo {
             super::info()
         }
-        fn allowed(input: BudgetInput) -> Result<Vec<ReasonCount>, String> {
-            super::allowed(&input)
+        fn validate_settings(settings: String) -> Result<(), String> {
+            super::validate_settings(&settings)
+        }
+        fn allowed(input: BudgetInput) -> Result<Allowance, String> {
+            Ok(Allowance {
+                counts: super::allowed(&input)?,
+                reasons: vec![],
+            })
         }
     }
 

@@ -83,9 +83,18 @@ pub fn consolidate(input: &ConsolidateInput) -> Result<Vec<u32>, String> {
     Ok(taken)
 }
 
+/// The default takes no settings: `null` (none given) or `{}`; anything else is refused, so that a
+/// NodePool owner who meant another policy hears about it.
+pub fn validate_settings(settings: &str) -> Result<(), String> {
+    match settings.trim() {
+        "null" | "{}" => Ok(()),
+        other => Err(format!("{NAME} takes no settings, got {other}")),
+    }
+}
+
 #[cfg(target_arch = "wasm32")]
 mod guest {
-    use kestrel_policy_sdk::consolidator::{ConsolidateInput, Guest, PolicyInfo};
+    use kestrel_policy_sdk::consolidator::{ChosenMoves, ConsolidateInput, Guest, PolicyInfo};
 
     struct DefaultConsolidator;
 
@@ -93,8 +102,14 @@ mod guest {
         fn info() -> PolicyInfo {
             super::info()
         }
-        fn consolidate(input: ConsolidateInput) -> Result<Vec<u32>, String> {
-            super::consolidate(&input)
+        fn validate_settings(settings: String) -> Result<(), String> {
+            super::validate_settings(&settings)
+        }
+        fn consolidate(input: ConsolidateInput) -> Result<ChosenMoves, String> {
+            Ok(ChosenMoves {
+                ids: super::consolidate(&input)?,
+                reasons: vec![],
+            })
         }
     }
 

@@ -124,7 +124,20 @@ pub fn rank(catalog: &Catalog, input: &RankInput) -> Result<Ranking, String> {
         order = honour_min_values(catalog, input, order);
     }
     let scores = order.iter().map(|&i| scores[i as usize]).collect();
-    Ok(Ranking { order, scores })
+    Ok(Ranking {
+        order,
+        scores,
+        reasons: vec![],
+    })
+}
+
+/// The default takes no settings: `null` (none given) or `{}`; anything else is refused, so that a
+/// NodePool owner who meant another policy hears about it.
+pub fn validate_settings(settings: &str) -> Result<(), String> {
+    match settings.trim() {
+        "null" | "{}" => Ok(()),
+        other => Err(format!("{NAME} takes no settings, got {other}")),
+    }
 }
 
 /// Reorders `sorted` so that its first [`LAUNCH_WINDOW`] entries carry the `minValues` (best effort).
@@ -182,6 +195,9 @@ mod guest {
     impl Guest for DefaultRanker {
         fn info() -> PolicyInfo {
             super::info()
+        }
+        fn validate_settings(settings: String) -> Result<(), String> {
+            super::validate_settings(&settings)
         }
         fn set_catalog(catalog: Catalog) {
             *CATALOG.lock().unwrap() = Some(catalog);

@@ -1,35 +1,76 @@
-//! Example Kestrel ranker: prefer Graviton (arm64) unless it is more than 20% dearer.
+//! Example Kestrel ranker: prefer Graviton (arm64) unless it is more than N% dearer (20% unless the
+//! NodePool's settings say otherwise: `kestrel.dev/ranker-settings: '{"max_premium_percent": 15}'`).
 //!
 //! Offerings are ordered by price per pending pod, where an arm64 offering's price counts as if it were
-//! 20% lower; scores stay the real hourly price (what the packer minimises).
+//! N% lower; scores stay the real hourly price (what the packer minimises). Each entry says why it is
+//! where it is.
 use kestrel_policy_sdk::helpers::{label, offerings};
 use kestrel_policy_sdk::ranker::{Catalog, Guest, PolicyInfo, RankInput, Ranking};
 use std::sync::Mutex;
 
-/// How much dearer Graviton may be and still be preferred.
-pub const GRAVITON_PREMIUM: f64 = 1.20;
+/// The policy's settings (typed with serde; unknown fields are refused so that a typo is caught at
+/// load time, not silently ignored).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// How much dearer (in percent) Graviton may be and still be preferred.
+    pub max_premium_percent: f64,
+}
 
-pub fn rank(catalog: &Catalog, input: &RankInput) -> Result<Ranking, String> {
-    let mut rows: Vec<(f64, f64, u32)> = offerings(&input.offerings)?
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            max_premium_percent: 20.0,
+        }
+    }
+}
+
+/// Parses and checks settings (JSON text, `null` for none).
+pub fn settings(json: &str) -> Result<Settings, String> {
+    let s: Settings = kestrel_policy_sdk::settings::parse(json)?;
+    if !(0.0..=100.0).contains(&s.max_premium_percent) {
+        return Err(format!(
+            "max_premium_percent must be between 0 and 100, got {}",
+            s.max_premium_percent
+        ));
+    }
+    Ok(s)
+}
+
+pub fn rank(settings: &Settings, catalog: &Catalog, input: &RankInput) -> Result<Ranking, String> {
+    let premium = 1.0 + settings.max_premium_percent / 100.0;
+    let mut rows: Vec<(f64, f64, u32, bool)> = offerings(&input.offerings)?
         .map(|o| {
             let arm = label(catalog, o.instance_type, "kubernetes.io/arch") == Some("arm64");
             let per_pod = o.price / f64::from(o.pods_per_node.max(1));
-            let key = if arm {
-                per_pod / GRAVITON_PREMIUM
-            } else {
-                per_pod
-            };
-            (key, o.price, o.index)
+            let key = if arm { per_pod / premium } else { per_pod };
+            (key, o.price, o.index, arm)
         })
         .collect();
     rows.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.2.cmp(&b.2)));
+    let reasons = rows
+        .iter()
+        .map(|r| {
+            kestrel_policy_sdk::reason(&if r.3 {
+                format!(
+                    "arm64, counted {}% cheaper: ${:.4}/pod-hour",
+                    settings.max_premium_percent,
+                    r.0
+                )
+            } else {
+                format!("x86, ${:.4}/pod-hour", r.0)
+            })
+        })
+        .collect();
     Ok(Ranking {
         order: rows.iter().map(|r| r.2).collect(),
         scores: rows.iter().map(|r| r.1).collect(),
+        reasons,
     })
 }
 
 static CATALOG: Mutex<Option<Catalog>> = Mutex::new(None);
+static SETTINGS: Mutex<Option<Settings>> = Mutex::new(None);
 
 pub struct PreferGraviton;
 
@@ -41,12 +82,21 @@ impl Guest for PreferGraviton {
             contract: kestrel_policy_sdk::CONTRACT.into(),
         }
     }
+    fn validate_settings(json: String) -> Result<(), String> {
+        *SETTINGS.lock().unwrap() = Some(settings(&json)?);
+        Ok(())
+    }
     fn set_catalog(catalog: Catalog) {
         *CATALOG.lock().unwrap() = Some(catalog);
     }
     fn rank(input: RankInput) -> Result<Ranking, String> {
         let catalog = CATALOG.lock().unwrap();
-        rank(catalog.as_ref().ok_or("rank before set-catalog")?, &input)
+        let settings = SETTINGS.lock().unwrap().unwrap_or_default();
+        rank(
+            &settings,
+            catalog.as_ref().ok_or("rank before set-catalog")?,
+            &input,
+        )
     }
 }
 
@@ -97,7 +147,34 @@ mod tests {
 
     // The native test harness: the Guest impl called as plain Rust.
     #[test]
+    fn settings_are_checked() {
+        assert_eq!(settings("null").unwrap().max_premium_percent, 20.0);
+        assert_eq!(
+            settings(r#"{"max_premium_percent": 15}"#)
+                .unwrap()
+                .max_premium_percent,
+            15.0
+        );
+        assert!(settings(r#"{"max_premium_percent": 150}"#)
+            .unwrap_err()
+            .contains("between 0 and 100"));
+        assert!(settings(r#"{"premium": 15}"#)
+            .unwrap_err()
+            .contains("unknown field"));
+    }
+
+    #[test]
+    fn the_premium_comes_from_the_settings_and_every_entry_has_a_reason() {
+        let s = settings(r#"{"max_premium_percent": 10}"#).unwrap();
+        let r = rank(&s, &catalog(), &input(0.10, 0.115)).unwrap();
+        assert_eq!(r.order, vec![0, 1], "15% dearer loses at a 10% premium");
+        assert_eq!(r.reasons.len(), 2);
+        assert!(r.reasons[1].starts_with("arm64"), "{:?}", r.reasons);
+    }
+
+    #[test]
     fn graviton_wins_unless_more_than_20_percent_dearer() {
+        PreferGraviton::validate_settings("null".into()).unwrap();
         PreferGraviton::set_catalog(catalog());
         assert_eq!(
             PreferGraviton::rank(input(0.10, 0.119)).unwrap().order,

@@ -27,6 +27,8 @@ pub struct Allowance {
     pub limit: BTreeMap<ApiReason, u32>,
     pub decided_by: String,
     pub fallback: Option<String>,
+    /// The budgeter's own reason per disruption reason (contract 0.2.0), when it gave any.
+    pub reasons: BTreeMap<ApiReason, String>,
 }
 
 impl Allowance {
@@ -138,12 +140,16 @@ pub fn allowance(
     let input = budget_input(pool, total, disrupting, candidates, now);
     let verdict = budgeter.allowed(&input);
     let mut answered: BTreeMap<ApiReason, u32> = BTreeMap::new();
-    for rc in &verdict.value {
+    let mut reasons: BTreeMap<ApiReason, String> = BTreeMap::new();
+    for (k, rc) in verdict.value.iter().enumerate() {
         let r = match rc.reason {
             wit::DisruptionReason::Empty => ApiReason::Empty,
             wit::DisruptionReason::Underutilized => ApiReason::Underutilized,
             wit::DisruptionReason::Drifted => ApiReason::Drifted,
         };
+        if let Some(why) = verdict.reason(k) {
+            reasons.entry(r).or_insert_with(|| why.to_string());
+        }
         // A reason answered twice counts at its tighter value.
         let v = answered.entry(r).or_insert(rc.count);
         *v = (*v).min(rc.count);
@@ -156,6 +162,7 @@ pub fn allowance(
         allowed,
         limit,
         decided_by: verdict.decided_by,
+        reasons,
         fallback: verdict.fallback.map(|f| {
             format!(
                 "{} failed ({:?}: {}), default used",

@@ -63,6 +63,17 @@ fn utilization(nodes: &[&NodeView]) -> (f64, f64) {
 
 /// Turns a proven move into a command with its explanation.
 pub fn command(view: &ClusterView, mv: &Move, decided_by: String, budget: String) -> Command {
+    command_with_reason(view, mv, decided_by, None, budget)
+}
+
+/// [`command`], with the consolidator's reason for the move.
+pub fn command_with_reason(
+    view: &ClusterView,
+    mv: &Move,
+    decided_by: String,
+    policy_reason: Option<String>,
+    budget: String,
+) -> Command {
     let nodes: Vec<&NodeView> = mv.nodes.iter().map(|&i| &view.nodes[i]).collect();
     let (cpu, mem) = utilization(&nodes);
     let explanation = MoveExplanation {
@@ -94,6 +105,7 @@ pub fn command(view: &ClusterView, mv: &Move, decided_by: String, budget: String
         memory_utilization: mem,
         cause: mv.cause.clone(),
         decided_by,
+        policy_reason,
         budget,
     };
     Command {
@@ -416,7 +428,7 @@ pub fn decide(view: &ClusterView, policies: &mut dyn super::DisruptionPolicies) 
         // The consolidator picks and orders; the host validates the answer.
         let input = consolidate_input(view, pool_name, &moves);
         let verdict = policies.consolidator(pool_name).consolidate(&input);
-        let (order, decided_by) =
+        let (order, decided_by, reasons) =
             checked_order(verdict, &input, &mut decision.fallbacks, pool_name);
 
         // The host clamps: budget per reason, one move per node, and each move proven again after
@@ -476,9 +488,13 @@ pub fn decide(view: &ClusterView, policies: &mut dyn super::DisruptionPolicies) 
             receivers.extend(mv.receivers.iter().cloned());
             let budget_note = budget_note(&allowance, reason, n);
             allowance.spend(n);
-            decision
-                .commands
-                .push(command(view, &mv, decided_by.clone(), budget_note));
+            decision.commands.push(command_with_reason(
+                view,
+                &mv,
+                decided_by.clone(),
+                reasons.get(&id).cloned(),
+                budget_note,
+            ));
         }
     }
     decision
@@ -486,10 +502,14 @@ pub fn decide(view: &ClusterView, policies: &mut dyn super::DisruptionPolicies) 
 
 fn budget_note(a: &Allowance, reason: ApiReason, n: u32) -> String {
     format!(
-        "{reason:?}: {n} of {} allowed (NodePool limit {}; {}{})",
+        "{reason:?}: {n} of {} allowed (NodePool limit {}; {}{}{})",
         a.get(reason),
         a.limit.get(&reason).copied().unwrap_or(0),
         a.decided_by,
+        a.reasons
+            .get(&reason)
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default(),
         a.fallback
             .as_deref()
             .map(|f| format!("; {f}"))
@@ -565,13 +585,14 @@ pub fn consolidate_input(view: &ClusterView, pool: &str, moves: &[Move]) -> wit:
     }
 }
 
-/// The policy's order if it keeps the contract; the native default's otherwise (reported).
+/// The policy's order (with its reasons by move id) if it keeps the contract; the native default's
+/// otherwise (reported).
 fn checked_order(
     verdict: Verdict<Vec<u32>>,
     input: &wit::ConsolidateInput,
     fallbacks: &mut Vec<String>,
     pool: &str,
-) -> (Vec<u32>, String) {
+) -> (Vec<u32>, String, BTreeMap<u32, String>) {
     let mut decided_by = verdict.decided_by.clone();
     if let Some(f) = &verdict.fallback {
         let note = format!(
@@ -587,7 +608,13 @@ fn checked_order(
         .iter()
         .all(|&id| (id as usize) < input.moves.len() && seen.insert(id));
     if valid {
-        return (verdict.value, decided_by);
+        let reasons = verdict
+            .value
+            .iter()
+            .enumerate()
+            .filter_map(|(k, &id)| verdict.reason(k).map(|r| (id, r.to_string())))
+            .collect();
+        return (verdict.value, decided_by, reasons);
     }
     let note = format!(
         "{} answered {:?}, not a list of distinct move ids below {}; default used",
@@ -597,7 +624,11 @@ fn checked_order(
     );
     fallbacks.push(format!("{pool}: consolidator {note}"));
     let default = crate::policy::native::NativeConsolidator::answer(input);
-    (default.value, format!("{}; {note}", default.decided_by))
+    (
+        default.value,
+        format!("{}; {note}", default.decided_by),
+        BTreeMap::new(),
+    )
 }
 
 /// Re-checks a command decided [`super::VALIDATION_DELAY_MS`] ago against the cluster now: its nodes

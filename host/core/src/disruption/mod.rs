@@ -197,6 +197,9 @@ pub struct MoveExplanation {
     pub cause: String,
     /// Which policy chose the move, and any fallback.
     pub decided_by: String,
+    /// The consolidator's own reason for this move (contract 0.2.0), if it gave one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_reason: Option<String>,
     /// The budget that allowed it ("Underutilized: 2 of 3 allowed by default-budgeter@0.1.0").
     pub budget: String,
 }
@@ -224,7 +227,11 @@ impl std::fmt::Display for MoveExplanation {
             self.memory_utilization * 100.0,
             self.decided_by,
             self.budget
-        )
+        )?;
+        if let Some(r) = &self.policy_reason {
+            write!(f, "; because {r}")?;
+        }
+        Ok(())
     }
 }
 

@@ -21,7 +21,9 @@ pub mod native;
 pub use native::{NativeBudgeter, NativeConsolidator, NativeRanker};
 
 /// The three kinds of policy (one WIT world each).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum PolicyKind {
     Ranker = 0,
@@ -89,6 +91,19 @@ pub struct Verdict<T> {
     pub decided_by: String,
     /// Set when the configured policy failed and the native default decided instead.
     pub fallback: Option<Fallback>,
+    /// The policy's reasons, one per choice (ranking entry, chosen move, budget entry), each at most
+    /// `kestrel_policy_sdk::MAX_REASON_BYTES`; empty when it gave none (the defaults give none).
+    pub reasons: Vec<String>,
+}
+
+impl<T> Verdict<T> {
+    /// The reason given for the choice at `index` of the answer, if any.
+    pub fn reason(&self, index: usize) -> Option<&str> {
+        self.reasons
+            .get(index)
+            .map(String::as_str)
+            .filter(|r| !r.is_empty())
+    }
 }
 
 /// Why a configured policy's answer was not used.

@@ -50,6 +50,7 @@ impl NativeRanker {
             || rank::Ranking {
                 order: vec![],
                 scores: vec![],
+                reasons: vec![],
             },
         )
     }
@@ -134,6 +135,7 @@ fn native_verdict<T>(
             value,
             decided_by,
             fallback: None,
+            reasons: vec![],
         },
         Err(detail) => Verdict {
             value: safe(),
@@ -143,6 +145,7 @@ fn native_verdict<T>(
                 detail,
             }),
             decided_by,
+            reasons: vec![],
         },
     }
 }

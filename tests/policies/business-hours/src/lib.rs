@@ -2,7 +2,7 @@
 //! that saves money (and every drift replacement), empty-node deletes first, then the largest saving,
 //! one move per node. Built to wasm by tests/build.rs for the disruption tests.
 use kestrel_policy_sdk::consolidator::{
-    CandidateMove, ConsolidateInput, DisruptionReason, Guest, MoveKind, PolicyInfo,
+    CandidateMove, ChosenMoves, ConsolidateInput, DisruptionReason, Guest, MoveKind, PolicyInfo,
 };
 
 struct BusinessHours;
@@ -23,9 +23,16 @@ impl Guest for BusinessHours {
         }
     }
 
-    fn consolidate(input: ConsolidateInput) -> Result<Vec<u32>, String> {
+    fn validate_settings(_settings: String) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn consolidate(input: ConsolidateInput) -> Result<ChosenMoves, String> {
         if in_business_hours(input.now) {
-            return Ok(Vec::new());
+            return Ok(ChosenMoves {
+                ids: Vec::new(),
+                reasons: Vec::new(),
+            });
         }
         let empty = |m: &CandidateMove| m.kind == MoveKind::Delete && m.pods_moved == 0;
         let mut moves: Vec<&CandidateMove> = input
@@ -53,7 +60,10 @@ impl Guest for BusinessHours {
             }
             taken.push(m.id);
         }
-        Ok(taken)
+        Ok(ChosenMoves {
+            reasons: vec!["outside business hours".into(); taken.len()],
+            ids: taken,
+        })
     }
 }
 

@@ -1,6 +1,8 @@
 //! A budgeter that always allows 1000 disruptions per reason: the host must clamp it to the NodePool's
 //! own budgets.
-use kestrel_policy_sdk::budgeter::{BudgetInput, DisruptionReason, Guest, PolicyInfo, ReasonCount};
+use kestrel_policy_sdk::budgeter::{
+    Allowance, BudgetInput, DisruptionReason, Guest, PolicyInfo, ReasonCount,
+};
 
 struct Generous;
 
@@ -13,8 +15,12 @@ impl Guest for Generous {
         }
     }
 
-    fn allowed(_input: BudgetInput) -> Result<Vec<ReasonCount>, String> {
-        Ok([
+    fn validate_settings(_settings: String) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn allowed(_input: BudgetInput) -> Result<Allowance, String> {
+        let counts = [
             DisruptionReason::Empty,
             DisruptionReason::Underutilized,
             DisruptionReason::Drifted,
@@ -24,7 +30,11 @@ impl Guest for Generous {
             reason,
             count: 1000,
         })
-        .collect())
+        .collect();
+        Ok(Allowance {
+            reasons: vec!["generous on purpose".into(); counts.len()],
+            counts,
+        })
     }
 }
 
