@@ -180,7 +180,15 @@ impl RunningController {
         cloud: &SimCloudApi,
         settings: Settings,
     ) -> RunningController {
-        let kubeconfig = cluster.kubeconfig_path();
+        Self::start_as(cluster.kubeconfig_path(), cloud, settings)
+    }
+
+    /// As [`RunningController::start`], authenticated by another kubeconfig (e.g. a ServiceAccount's).
+    pub fn start_as(
+        kubeconfig: std::path::PathBuf,
+        cloud: &SimCloudApi,
+        settings: Settings,
+    ) -> RunningController {
         let cloud: Arc<dyn kestrel_core::cloud::CloudApi> = Arc::new(cloud.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || -> Result<_> {
@@ -188,11 +196,7 @@ impl RunningController {
                 .enable_all()
                 .build()?;
             rt.block_on(async move {
-                let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig)?;
-                let config =
-                    kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
-                kestrel_kube::install_tls_provider();
-                let client = Client::try_from(config)?;
+                let client = kestrel_kube_tests::cluster::client_from(&kubeconfig).await?;
                 let shutdown = async move {
                     // A dropped sender (the test ended) is a shutdown too.
                     let _ = rx.await;

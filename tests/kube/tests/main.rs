@@ -2,6 +2,8 @@
 //! `tests/k8s/build.sh`), with the simulated cloud behind the production cloud edge.
 mod common;
 mod drain;
+mod helm;
+mod lease;
 mod manifests;
 mod provisioning;
 mod restart;
