@@ -15,6 +15,7 @@
 pub mod assemble;
 pub mod deletion;
 pub mod executor;
+pub mod lease;
 pub mod record;
 pub mod registration;
 pub mod run;
