@@ -40,6 +40,8 @@ struct CounterLabels {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// Every family's name, as registered (the documentation test checks them against the docs).
+    names: Vec<&'static str>,
     nodeclaims_created: Family<PoolLabels, Counter>,
     nodeclaims_terminated: Family<PoolLabels, Counter>,
     cloud_calls: Family<CallLabels, Counter>,
@@ -61,57 +63,58 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut registry = Registry::default();
+        let mut reg = Named::default();
         let nodeclaims_created = Family::<PoolLabels, Counter>::default();
-        registry.register(
+        reg.add(
             "karpenter_nodeclaims_created",
             "Number of nodeclaims created (launched) in total, by the owning nodepool",
             nodeclaims_created.clone(),
         );
         let nodeclaims_terminated = Family::<PoolLabels, Counter>::default();
-        registry.register(
+        reg.add(
             "karpenter_nodeclaims_terminated",
             "Number of nodeclaims whose instance was terminated in total, by the owning nodepool",
             nodeclaims_terminated.clone(),
         );
         let cloud_calls = Family::<CallLabels, Counter>::default();
-        registry.register(
+        reg.add(
             "kestrel_cloudprovider_calls",
             "Cloud provider calls answered, by method and outcome (ok or the error's kind)",
             cloud_calls.clone(),
         );
         let cluster_calls = Family::<CallLabels, Counter>::default();
-        registry.register(
+        reg.add(
             "kestrel_cluster_calls",
             "Kubernetes API writes answered, by method and outcome",
             cluster_calls.clone(),
         );
         let scheduling_duration = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
-        registry.register(
+        reg.add(
             "karpenter_provisioner_scheduling_duration_seconds",
             "Duration of one decision pass (snapshot to commands) in seconds",
             scheduling_duration.clone(),
         );
         let queue_depth = Gauge::default();
-        registry.register(
+        reg.add(
             "karpenter_provisioner_scheduling_queue_depth",
             "Pending pods waiting to be scheduled at the last decision pass",
             queue_depth.clone(),
         );
         let controller_events = Family::<CounterLabels, Counter>::default();
-        registry.register(
+        reg.add(
             "kestrel_controller_events",
             "The controller's own counters (launch failures and retries, interruptions, orphans collected, ...), by event",
             controller_events.clone(),
         );
         let leader = Gauge::default();
-        registry.register(
+        reg.add(
             "kestrel_leader",
             "1 while this replica holds the leader lease and may act, else 0",
             leader.clone(),
         );
         Metrics {
-            registry,
+            names: reg.names,
+            registry: reg.registry,
             nodeclaims_created,
             nodeclaims_terminated,
             cloud_calls,
@@ -196,6 +199,11 @@ impl Metrics {
         *published = stats.clone();
     }
 
+    /// The name of every metric family exported (without the `_total` of counters).
+    pub fn names(&self) -> &[&'static str] {
+        &self.names
+    }
+
     pub fn set_leader(&self, leader: bool) {
         self.leader.set(i64::from(leader));
     }
@@ -214,6 +222,25 @@ impl Metrics {
                 outcome: error.map_or("ok", cloud_error_kind).into(),
             })
             .inc();
+    }
+}
+
+/// A registry that remembers the names it was given.
+#[derive(Default)]
+struct Named {
+    registry: Registry,
+    names: Vec<&'static str>,
+}
+
+impl Named {
+    fn add(
+        &mut self,
+        name: &'static str,
+        help: &str,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
+        self.names.push(name);
+        self.registry.register(name, help, metric);
     }
 }
 
@@ -413,5 +440,70 @@ mod tests {
             ),
             Some(1.0)
         );
+    }
+}
+
+#[cfg(test)]
+mod documentation {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    fn repo(path: &str) -> String {
+        std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../..")
+                .join(path),
+        )
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// The metric names of docs/metrics.md's table (first column, without `_total`).
+    fn documented() -> BTreeSet<String> {
+        repo("docs/metrics.md")
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split('`').next())
+            .filter(|name| name.starts_with("karpenter_") || name.starts_with("kestrel_"))
+            .map(|name| name.trim_end_matches("_total").to_string())
+            .collect()
+    }
+
+    #[test]
+    fn every_exported_metric_is_documented_and_the_dashboard_uses_only_documented_ones() {
+        let metrics = super::Metrics::new();
+        let exported: BTreeSet<String> = metrics.names().iter().map(|n| n.to_string()).collect();
+        let documented = documented();
+        assert!(!exported.is_empty());
+        for name in &exported {
+            assert!(
+                documented.contains(name),
+                "{name} is exported but not in docs/metrics.md"
+            );
+        }
+        let dashboard: serde_json::Value =
+            serde_json::from_str(&repo("deploy/grafana/kestrel-dashboard.json")).unwrap();
+        let mut used = 0;
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"].as_str().unwrap();
+                let names: Vec<&str> = expr
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .filter(|w| w.starts_with("karpenter_") || w.starts_with("kestrel_"))
+                    .collect();
+                assert!(
+                    !names.is_empty(),
+                    "a panel without a Kestrel metric: {expr}"
+                );
+                for name in names {
+                    let base = name.trim_end_matches("_bucket").trim_end_matches("_total");
+                    assert!(
+                        exported.contains(base),
+                        "the dashboard queries {name}, which is not exported"
+                    );
+                    used += 1;
+                }
+            }
+        }
+        assert!(used >= exported.len(), "the dashboard leaves metrics out");
     }
 }
