@@ -59,7 +59,7 @@ fn now_time() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
 }
 
-fn condition(type_: &str, status: &str, reason: &str, message: &str) -> Condition {
+pub fn condition(type_: &str, status: &str, reason: &str, message: &str) -> Condition {
     // An empty message is serialized as null, which the NodeClaim schema refuses.
     let message = if message.is_empty() { reason } else { message };
     Condition {
@@ -118,11 +118,7 @@ impl Executor {
             Command::Cordon { node } => self.cordon(node, true).await,
             Command::Uncordon { node } => self.cordon(node, false).await,
             Command::Evict { pod, force, .. } => self.evict(pod, *force).await,
-            Command::DeleteNode { node } => gone_is_ok(
-                Api::<Node>::all(self.client.clone())
-                    .delete(node, &DeleteParams::default())
-                    .await,
-            ),
+            Command::DeleteNode { node } => self.delete_node(node).await,
             Command::Launch(_)
             | Command::Terminate { .. }
             | Command::ListInstances
@@ -331,6 +327,38 @@ impl Executor {
             .unwrap_or_else(|p| p.into_inner())
             .remove(name);
         Ok(())
+    }
+
+    /// Deletes a drained Node: Kestrel's finalizer removed (the drain it guards is done; the
+    /// instance's termination is the NodeClaim record's to guard), then the object deleted.
+    async fn delete_node(&self, node: &str) -> Result<(), ClusterError> {
+        let api = Api::<Node>::all(self.client.clone());
+        let current = match api.get(node).await {
+            Ok(n) => n,
+            Err(err) if is_not_found(&err) => return Ok(()),
+            Err(err) => return Err(unavailable(err)),
+        };
+        let finalizers = current.metadata.finalizers.clone().unwrap_or_default();
+        if finalizers.iter().any(|f| f == TERMINATION_FINALIZER) {
+            let kept: Vec<&String> = finalizers
+                .iter()
+                .filter(|f| *f != TERMINATION_FINALIZER)
+                .collect();
+            // The resourceVersion makes the patch fail rather than drop a finalizer another
+            // controller added meanwhile (the command is retried).
+            gone_is_ok(
+                api.patch(
+                    node,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {
+                        "finalizers": kept,
+                        "resourceVersion": current.metadata.resource_version,
+                    }})),
+                )
+                .await,
+            )?;
+        }
+        gone_is_ok(api.delete(node, &DeleteParams::default()).await)
     }
 
     async fn nominate(&self, pod: &str, claim: &str) -> Result<(), ClusterError> {

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use kestrel_core::api::{EC2NodeClass, NodeClaim, NodePool};
 use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::reflector::{self, Store};
@@ -64,6 +64,8 @@ pub struct Reflectors {
     pub node_classes: Store<EC2NodeClass>,
     pub daemonsets: Store<DaemonSet>,
     pub pdbs: Store<DynamicObject>,
+    /// The ConfigMaps of the controller's namespace (where NodePools' policies live).
+    pub configmaps: Store<ConfigMap>,
     pub policy: PolicyVersion,
     /// Notified on every watch event.
     pub wake: Arc<Notify>,
@@ -106,8 +108,9 @@ where
 }
 
 impl Reflectors {
-    /// Starts every watch (cluster-wide) and returns at once; see [`Self::wait_synced`].
-    pub async fn start(client: &Client) -> Result<Reflectors, kube::Error> {
+    /// Starts every watch (cluster-wide; ConfigMaps in `policy_namespace` only) and returns at once;
+    /// see [`Self::wait_synced`].
+    pub async fn start(client: &Client, policy_namespace: &str) -> Result<Reflectors, kube::Error> {
         let policy = PolicyVersion::discover(client).await?;
         let wake = Arc::new(Notify::new());
         let pod_revision = Arc::new(AtomicU64::new(0));
@@ -143,6 +146,16 @@ impl Reflectors {
             .default_backoff(),
         );
         tasks.push(drive(stream, wake.clone(), None));
+        let (configmaps, writer) = reflector::store::<ConfigMap>();
+        let stream = reflector::reflector(
+            writer,
+            watcher(
+                Api::<ConfigMap>::namespaced(client.clone(), policy_namespace),
+                config(),
+            )
+            .default_backoff(),
+        );
+        tasks.push(drive(stream, wake.clone(), None));
         Ok(Reflectors {
             pods,
             nodes,
@@ -151,6 +164,7 @@ impl Reflectors {
             node_classes,
             daemonsets,
             pdbs,
+            configmaps,
             policy,
             wake,
             pod_revision,
@@ -168,6 +182,7 @@ impl Reflectors {
         self.node_classes.wait_until_ready().await?;
         self.daemonsets.wait_until_ready().await?;
         self.pdbs.wait_until_ready().await?;
+        self.configmaps.wait_until_ready().await?;
         Ok(())
     }
 }
