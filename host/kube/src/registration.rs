@@ -245,6 +245,19 @@ pub async fn initialize_ready(
             done.insert(node.name.to_string());
             continue;
         }
+        // Only once the snapshot shows the registration written (this tick's snapshot predates a
+        // registration made this tick: its startup taints would not be seen yet).
+        let unregistered = object
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_deref())
+            .unwrap_or_default()
+            .iter()
+            .any(|t| t.key == UNREGISTERED_TAINT);
+        if object.labels().get(REGISTERED_LABEL).map(String::as_str) != Some("true") || unregistered
+        {
+            continue;
+        }
         let Some(record) = records.iter().find(|r| r.name == node.claim) else {
             continue;
         };

@@ -38,6 +38,8 @@ pub struct Settings {
     /// What a NodePool without policy annotations gets: the embedded wasm defaults (production) or
     /// the same logic compiled in.
     pub default_policies: kestrel_policy::DefaultBackend,
+    /// Per-call limits of wasm policies (deadlines, memory).
+    pub policy_limits: kestrel_policy::Limits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -172,7 +174,7 @@ pub async fn run(
 
     let registry = Arc::new(kestrel_policy::PolicyRegistry::with(
         kestrel_policy::PolicyEngine::shared().clone(),
-        kestrel_policy::Limits::default(),
+        settings.policy_limits,
         settings.default_policies,
     ));
     let mut swapper = PolicySwapper::new(
@@ -200,6 +202,14 @@ pub async fn run(
     // A starting process resumes from the NodeClaims: launches in flight are re-sent with their
     // claim's name as the client token (the cloud answers with the instance the first call made).
     let snapshot = Snapshot::build(&reflectors, &mut cache, now);
+    {
+        use kestrel_core::cluster::ClusterState;
+        tracing::info!(
+            records = snapshot.claim_records().len(),
+            nodeclaims = snapshot.node_claims.len(),
+            "resuming from the NodeClaims"
+        );
+    }
     controller.recover(now, &snapshot);
     let mut generation = 0u64;
     let mut wake_at: Option<Millis> = None;

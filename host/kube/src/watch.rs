@@ -115,7 +115,10 @@ impl Reflectors {
         let wake = Arc::new(Notify::new());
         let pod_revision = Arc::new(AtomicU64::new(0));
         let mut tasks = Vec::new();
-        let config = watcher::Config::default;
+        // Lists are quorum reads (not the API server's watch cache, which may lag etcd): a
+        // restarted controller must see the NodeClaim records its predecessor wrote a moment ago,
+        // or it plans their pods again.
+        let config = || watcher::Config::default().list_semantic(watcher::ListSemantic::MostRecent);
 
         macro_rules! reflect {
             ($ty:ty, $revision:expr) => {{

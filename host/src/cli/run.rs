@@ -149,6 +149,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         min_tick_interval: Duration::from_millis(20),
         policy_namespace: setting(&args.policy_namespace, "SYSTEM_NAMESPACE")
             .unwrap_or_else(|| "kestrel".into()),
+        policy_limits: kestrel_policy::Limits::default(),
         default_policies: match args.default_policies.as_str() {
             "wasm" => kestrel_policy::DefaultBackend::Wasm,
             "native" => kestrel_policy::DefaultBackend::Native,

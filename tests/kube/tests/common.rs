@@ -177,6 +177,14 @@ pub fn settings() -> Settings {
         min_tick_interval: Duration::from_millis(20),
         policy_namespace: "default".into(),
         default_policies: kestrel_policy::DefaultBackend::Native,
+        // A debug build on a loaded 2-core machine misses the production deadlines (50 ms per
+        // rank): a timed-out call would fall back to the default and hide which policy serves.
+        policy_limits: kestrel_policy::Limits {
+            rank_deadline: Duration::from_secs(5),
+            consolidate_deadline: Duration::from_secs(5),
+            budget_deadline: Duration::from_secs(5),
+            ..kestrel_policy::Limits::default()
+        },
     }
 }
 

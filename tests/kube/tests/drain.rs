@@ -369,11 +369,10 @@ spec:
         forced_after >= Duration::from_secs(GRACE_S - 1),
         "forced after {forced_after:?}, before the grace period"
     );
-    // Promptly after it: the eviction backoff the PDB built up (next try ~15 s) is not waited for.
-    assert!(
-        forced_after <= Duration::from_secs(GRACE_S + 4),
-        "forced only after {forced_after:?}"
-    );
+    // Promptly after it: at most one eviction still in flight (the v1.20 server holds a refused
+    // one for seconds; the executor gives up on a call after CLUSTER_CALL_TIMEOUT) plus a tick.
+    let bound = Duration::from_secs(GRACE_S + 3) + kestrel_kube::executor::CLUSTER_CALL_TIMEOUT;
+    assert!(forced_after <= bound, "forced only after {forced_after:?}");
     common::eventually(Duration::from_secs(60), "the NodeClaim gone", || async {
         Ok(claims.get_opt(&name).await?.is_none().then_some(()))
     })
