@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 
 use crate::assemble::{self, Assembly};
 use crate::executor::Executor;
+use crate::hotswap::PolicySwapper;
 use crate::registration;
 use crate::snapshot::{FactsCache, Snapshot};
 use crate::watch::Reflectors;
@@ -32,6 +33,13 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// At most one tick per this interval while events stream in (coalesces watch bursts).
     pub min_tick_interval: Duration,
+    /// The namespace of the policy ConfigMaps (`SYSTEM_NAMESPACE`, the controller's own).
+    pub policy_namespace: String,
+    /// What a NodePool without policy annotations gets: the embedded wasm defaults (production) or
+    /// the same logic compiled in.
+    pub default_policies: kestrel_policy::DefaultBackend,
+    /// Per-call limits of wasm policies (deadlines, memory).
+    pub policy_limits: kestrel_policy::Limits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,8 +62,9 @@ pub struct RunStats {
     pub max_tick_us: u128,
 }
 
-/// Fingerprint of what the controller is built from: NodePools, EC2NodeClasses, DaemonSets (name
-/// and resourceVersion). A change rebuilds the controller, which resumes from the claim records.
+/// Fingerprint of what the controller is built from: NodePools (generation and annotations: not
+/// their status, which Kestrel writes itself), EC2NodeClasses, DaemonSets (resourceVersion). A
+/// change rebuilds the controller, which resumes from the claim records.
 fn fingerprint(r: &Reflectors) -> Vec<(String, String)> {
     let mut f: Vec<(String, String)> = r
         .node_pools
@@ -64,7 +73,7 @@ fn fingerprint(r: &Reflectors) -> Vec<(String, String)> {
         .map(|p| {
             (
                 format!("pool/{}", p.name_any()),
-                p.resource_version().unwrap_or_default(),
+                format!("{:?} {:?}", p.metadata.generation, p.metadata.annotations),
             )
         })
         .chain(r.node_classes.state().iter().map(|c| {
@@ -84,11 +93,18 @@ fn fingerprint(r: &Reflectors) -> Vec<(String, String)> {
     f
 }
 
+/// The number a claim name ends with (`POOL-NNNNN`).
+fn claim_number(name: &str) -> Option<u64> {
+    name.rsplit('-').next()?.parse().ok()
+}
+
 fn build(
     r: &Reflectors,
     settings: &Settings,
     now: Millis,
     deleting: crate::deletion::Deleting,
+    policies: Arc<kestrel_policy::PolicyRegistry>,
+    claims_after: u64,
 ) -> Result<Controller, RunError> {
     let pools: Vec<_> = r.node_pools.state().iter().map(|p| (**p).clone()).collect();
     let classes: Vec<_> = r
@@ -112,13 +128,18 @@ fn build(
             }
         })
         .collect();
+    // Claim names continue from the wall clock's milliseconds (never below a name this process
+    // used): a name an earlier process or controller used is never reused as a new launch's token.
+    let mut assembly = settings.assembly.clone();
+    assembly.config.first_claim = (now.max(0) as u64).max(claims_after + 1);
     assemble::controller(
-        &settings.assembly,
+        &assembly,
         &pools,
         &classes,
         &daemonsets,
         now,
         deleting,
+        policies,
     )
     .map_err(RunError::Assemble)
 }
@@ -134,7 +155,9 @@ pub async fn run(
 ) -> Result<RunStats, RunError> {
     let clock = SystemClock;
     let mut shutdown = std::pin::pin!(shutdown);
-    let reflectors = Reflectors::start(&client).await.map_err(RunError::Watch)?;
+    let reflectors = Reflectors::start(&client, &settings.policy_namespace)
+        .await
+        .map_err(RunError::Watch)?;
     tokio::select! {
         synced = reflectors.wait_synced() => synced.map_err(|_| RunError::NotSynced)?,
         _ = &mut shutdown => return Ok(RunStats::default()),
@@ -145,16 +168,48 @@ pub async fn run(
     let mut cache = FactsCache::default();
     let mut stats = RunStats::default();
     let mut registered = HashSet::new();
+    let mut initialized = HashSet::new();
     let mut pool_status = std::collections::HashMap::new();
     let mut in_flight = 0usize;
+
+    let registry = Arc::new(kestrel_policy::PolicyRegistry::with(
+        kestrel_policy::PolicyEngine::shared().clone(),
+        settings.policy_limits,
+        settings.default_policies,
+    ));
+    let mut swapper = PolicySwapper::new(
+        registry.clone(),
+        client.clone(),
+        settings.policy_namespace.clone(),
+    );
+    // The configured policies are installed before the first decision.
+    swapper.reconcile(&reflectors.node_pools.state(), &reflectors.configmaps);
+    swapper.settle().await;
 
     let now = clock.now();
     let mut built_from = fingerprint(&reflectors);
     let deleting = crate::deletion::Deleting::default();
-    let mut controller = build(&reflectors, &settings, now, deleting.clone())?;
+    // The highest claim number this process wrote (a rebuilt controller continues past it).
+    let mut last_claim = 0u64;
+    let mut controller = build(
+        &reflectors,
+        &settings,
+        now,
+        deleting.clone(),
+        registry.clone(),
+        last_claim,
+    )?;
     // A starting process resumes from the NodeClaims: launches in flight are re-sent with their
     // claim's name as the client token (the cloud answers with the instance the first call made).
     let snapshot = Snapshot::build(&reflectors, &mut cache, now);
+    {
+        use kestrel_core::cluster::ClusterState;
+        tracing::info!(
+            records = snapshot.claim_records().len(),
+            nodeclaims = snapshot.node_claims.len(),
+            "resuming from the NodeClaims"
+        );
+    }
     controller.recover(now, &snapshot);
     let mut generation = 0u64;
     let mut wake_at: Option<Millis> = None;
@@ -162,16 +217,26 @@ pub async fn run(
     loop {
         let now = clock.now();
         let started = std::time::Instant::now();
+        // Policy changes are compiled off this thread; the controller's handles follow the swaps.
+        swapper.reconcile(&reflectors.node_pools.state(), &reflectors.configmaps);
         let fp = fingerprint(&reflectors);
         if fp != built_from {
             // NodePools changed: a new controller over the new pools resumes from the records;
             // answers to the old one's commands are dropped (their effects show in the records).
-            match build(&reflectors, &settings, now, deleting.clone()) {
+            match build(
+                &reflectors,
+                &settings,
+                now,
+                deleting.clone(),
+                registry.clone(),
+                last_claim,
+            ) {
                 Ok(c) => {
                     controller = c;
                     generation += 1;
                     stats.rebuilds += 1;
                     registered.clear();
+                    initialized.clear();
                     let snapshot = Snapshot::build(&reflectors, &mut cache, now);
                     controller.recover(now, &snapshot);
                     tracing::info!("NodePools changed; controller rebuilt");
@@ -185,12 +250,22 @@ pub async fn run(
         let snapshot = Snapshot::build(&reflectors, &mut cache, now);
         *deleting.lock().unwrap_or_else(|p| p.into_inner()) = snapshot.deleting_nodes();
         registration::register_new(&client, &controller, &snapshot, &mut registered).await;
-        crate::status::write_changed(&client, &snapshot, &mut pool_status).await;
+        registration::initialize_ready(&client, &snapshot, &registered, &mut initialized).await;
+        let class_names: Vec<String> = reflectors
+            .node_classes
+            .state()
+            .iter()
+            .map(|c| c.name_any())
+            .collect();
+        crate::status::write_changed(&client, &snapshot, &class_names, &mut pool_status).await;
         let tick = controller.tick(now, &snapshot);
         stats.ticks += 1;
         stats.max_tick_us = stats.max_tick_us.max(started.elapsed().as_micros());
         for command in tick.commands {
             log_command(&command);
+            if let Command::WriteClaim(r) = &command {
+                last_claim = last_claim.max(claim_number(&r.name).unwrap_or(0));
+            }
             stats.commands += 1;
             in_flight += 1;
             let executor = executor.clone();

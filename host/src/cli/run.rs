@@ -1,7 +1,7 @@
 //! `kestrel run`: the in-cluster controller (`kestrel-kube`) against the API server named by
 //! `--kubeconfig`, `KUBECONFIG` or the in-cluster service account, with settings from flags or the
 //! environment as Karpenter's (`CLUSTER_NAME`, `INTERRUPTION_QUEUE`, `BATCH_IDLE_DURATION`,
-//! `BATCH_MAX_DURATION`, `LOG_LEVEL`), until SIGTERM or ctrl-c.
+//! `BATCH_MAX_DURATION`, `LOG_LEVEL`, `LOG_FORMAT`, `SYSTEM_NAMESPACE`), until SIGTERM or ctrl-c.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -35,6 +35,9 @@ pub struct Args {
     /// Log filter (`info`, `kestrel_kube=debug`, …) [env: LOG_LEVEL].
     #[arg(long)]
     pub log_level: Option<String>,
+    /// `text` or `json` (one Karpenter-shaped JSON object per line) [env: LOG_FORMAT].
+    #[arg(long)]
+    pub log_format: Option<String>,
     /// Zones nodes are launched into.
     #[arg(
         long,
@@ -49,9 +52,31 @@ pub struct Args {
     /// for trying the controller against a cluster) until the AWS adapter is wired in.
     #[arg(long, default_value = "simulated")]
     pub cloud: String,
+    /// With `--cloud simulated`: keep the simulated cloud's instances in this JSON file, so they
+    /// outlive the process (a restarted controller meets its predecessor's instances; another
+    /// process can boot them into Nodes). Without it the simulated cloud lives in memory.
+    #[arg(long)]
+    pub cloud_state: Option<PathBuf>,
+    /// Give up a claim the cloud has not launched this long after it was made (Karpenter: 5m).
+    #[arg(long, default_value = "5m")]
+    pub launch_timeout: String,
+    /// Give up a launched claim whose node has not registered this long after (Karpenter: 15m).
+    #[arg(long, default_value = "15m")]
+    pub registration_timeout: String,
+    /// How often garbage collection (and the timeouts above) is checked.
+    #[arg(long, default_value = "1m")]
+    pub gc_interval: String,
     /// How long in-flight commands may finish after SIGTERM.
     #[arg(long, default_value = "10s")]
     pub shutdown_grace: String,
+    /// Namespace of the policy ConfigMaps NodePools name (`kestrel.dev/ranker: configmap:NAME`)
+    /// [env: SYSTEM_NAMESPACE, the controller's own namespace; default `kestrel`].
+    #[arg(long)]
+    pub policy_namespace: Option<String>,
+    /// Policies of NodePools without annotations: `wasm` (the embedded defaults in the sandbox) or
+    /// `native` (the same logic compiled in).
+    #[arg(long, default_value = "wasm")]
+    pub default_policies: String,
 }
 
 /// A flag, else the environment variable.
@@ -68,10 +93,17 @@ fn millis(value: &str, what: &str) -> anyhow::Result<i64> {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let filter = setting(&args.log_level, "LOG_LEVEL").unwrap_or_else(|| "info".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).context("LOG_LEVEL")?)
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter).context("LOG_LEVEL")?;
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match setting(&args.log_format, "LOG_FORMAT").as_deref() {
+        None | Some("text") => logs.init(),
+        Some("json") => logs
+            .event_format(kestrel_kube::log_format::JsonLines)
+            .init(),
+        Some(other) => bail!("LOG_FORMAT {other:?}: expected `text` or `json`"),
+    }
     let mut config = kestrel_core::controller::ControllerConfig::default();
     if let Some(v) = setting(&args.batch_idle_duration, "BATCH_IDLE_DURATION") {
         config.batch_idle_ms = millis(&v, "BATCH_IDLE_DURATION")?;
@@ -79,6 +111,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(v) = setting(&args.batch_max_duration, "BATCH_MAX_DURATION") {
         config.batch_max_ms = millis(&v, "BATCH_MAX_DURATION")?;
     }
+    config.launch_ttl_ms = millis(&args.launch_timeout, "--launch-timeout")?;
+    config.registration_ttl_ms = millis(&args.registration_timeout, "--registration-timeout")?;
+    config.gc_interval_ms = millis(&args.gc_interval, "--gc-interval")?;
     let assembly = Assembly {
         config,
         zones: args.zones.clone(),
@@ -86,6 +121,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         seed: 1,
     };
     let cloud: Arc<dyn CloudApi> = match args.cloud.as_str() {
+        "simulated" if args.cloud_state.is_some() => {
+            let path = args.cloud_state.clone().context("--cloud-state")?;
+            Arc::new(kestrel_kube::file_cloud::FileCloud::new(path))
+        }
         "simulated" => {
             let (_, _, prices) =
                 kestrel_kube::assemble::catalog(&assembly.instance_types, &assembly.zones)?;
@@ -108,6 +147,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             millis(&args.shutdown_grace, "--shutdown-grace")?.max(0) as u64,
         ),
         min_tick_interval: Duration::from_millis(20),
+        policy_namespace: setting(&args.policy_namespace, "SYSTEM_NAMESPACE")
+            .unwrap_or_else(|| "kestrel".into()),
+        policy_limits: kestrel_policy::Limits::default(),
+        default_policies: match args.default_policies.as_str() {
+            "wasm" => kestrel_policy::DefaultBackend::Wasm,
+            "native" => kestrel_policy::DefaultBackend::Native,
+            other => bail!("--default-policies {other}: expected `wasm` or `native`"),
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

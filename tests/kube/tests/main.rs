@@ -3,8 +3,11 @@
 mod common;
 mod drain;
 mod helm;
+mod hotswap;
 mod lease;
+mod lifecycle;
 mod manifests;
+mod process;
 mod provisioning;
 mod restart;
 mod scale;

@@ -12,7 +12,7 @@
 
 use std::collections::HashSet;
 
-use super::{Action, Command, Controller, REGISTRATION_TTL_MS, Reason};
+use super::{Action, Command, Controller, ControllerConfig, Reason};
 use crate::clock::Millis;
 use crate::cloud::{CloudError, Listing};
 use crate::cluster::ClusterState;
@@ -29,18 +29,45 @@ pub const LISTING_GRACE_MS: Millis = 30_000;
 /// by its interruption or state-change notice).
 pub const VANISH_CONFIRM_MS: Millis = 5 * 60_000;
 
+/// Why a claim is given up at `now`, if it is: not launched `launch_ttl_ms` after it was made, or
+/// launched (`launched_at`) but not registered `registration_ttl_ms` later. A claim leaves the
+/// controller's claims when its node registers, so any claim still there has not registered.
+pub(super) fn timed_out(
+    config: &ControllerConfig,
+    created_at: Millis,
+    launched_at: Option<Millis>,
+    now: Millis,
+) -> Option<&'static str> {
+    match launched_at {
+        None if now - created_at > config.launch_ttl_ms => Some("claim not launched in time"),
+        Some(at) if now - at > config.registration_ttl_ms => {
+            Some("claim's node did not register in time")
+        }
+        _ => None,
+    }
+}
+
 impl Controller {
     /// Gives up claims that never registered, then asks for a listing (the rest of the pass runs when
     /// it answers).
     pub(super) fn collect_garbage(&mut self, now: Millis) {
-        // Karpenter gives a launched claim 15 minutes to register before it gives up on it.
-        let stale: Vec<String> = self
+        // Karpenter gives a claim 5 minutes to launch and a launched one 15 minutes to register
+        // before it gives up on it.
+        let stale: Vec<(String, &'static str)> = self
             .claims
             .iter()
-            .filter(|(_, c)| now - c.created_at > REGISTRATION_TTL_MS)
-            .map(|(name, _)| name.clone())
+            .filter_map(|(name, c)| {
+                let launched_at = c
+                    .instance_id
+                    .as_ref()
+                    .map(|_| c.launched_seen_at.unwrap_or(c.created_at));
+                Some((
+                    name.clone(),
+                    timed_out(&self.config, c.created_at, launched_at, now)?,
+                ))
+            })
             .collect();
-        for name in stale {
+        for (name, why) in stale {
             let claim = self.claims.remove(&name).expect("listed above");
             self.claim_lost(now, &name);
             if let Some(id) = claim.instance_id {
@@ -52,8 +79,10 @@ impl Controller {
                         instance_id: id,
                     },
                     Reason::InstanceGone,
-                    "claim did not register within 15 minutes".into(),
+                    why.into(),
                 );
+            } else {
+                tracing::warn!(claim = %name, why, "claim given up; its pods are planned again");
             }
         }
         if !self.listing_in_flight {
@@ -175,5 +204,34 @@ impl Controller {
                 "instance no longer exists".into(),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_time_out_unlaunched_after_the_launch_ttl_and_unregistered_after_the_registration_ttl()
+    {
+        let config = ControllerConfig::default();
+        let (l, r) = (config.launch_ttl_ms, config.registration_ttl_ms);
+        assert_eq!((l, r), (5 * 60_000, 15 * 60_000), "Karpenter's timeouts");
+        // Not launched: the launch timeout, from the claim's creation.
+        assert_eq!(timed_out(&config, 0, None, l), None);
+        assert!(timed_out(&config, 0, None, l + 1).is_some());
+        // Launched late: the registration timeout counts from the launch, not the creation.
+        let launched = l - 1;
+        assert_eq!(timed_out(&config, 0, Some(launched), launched + r), None);
+        assert!(timed_out(&config, 0, Some(launched), launched + r + 1).is_some());
+        // Settable (tests and `kestrel run` flags).
+        let short = ControllerConfig {
+            launch_ttl_ms: 1_000,
+            registration_ttl_ms: 2_000,
+            ..config
+        };
+        assert!(timed_out(&short, 0, None, 1_001).is_some());
+        assert!(timed_out(&short, 0, Some(500), 2_501).is_some());
+        assert_eq!(timed_out(&short, 0, Some(500), 2_500), None);
     }
 }
