@@ -133,14 +133,18 @@ impl Metrics {
         let method = method(&completion.command);
         match (&completion.command, &completion.outcome) {
             (Command::Launch(request), Outcome::Launched(result)) => {
-                if let Ok(launched) = result {
+                // A launch retried with its claim's token answers with the instance the first
+                // call made: one NodeClaim, counted once.
+                if let Ok(launched) = result
+                    && lock(&self.pools_of_instances)
+                        .insert(launched.instance.id.clone(), request.node_pool.clone())
+                        .is_none()
+                {
                     self.nodeclaims_created
                         .get_or_create(&PoolLabels {
                             nodepool: request.node_pool.clone(),
                         })
                         .inc();
-                    lock(&self.pools_of_instances)
-                        .insert(launched.instance.id.clone(), request.node_pool.clone());
                 }
                 self.cloud(method, result.as_ref().err());
             }
@@ -359,6 +363,8 @@ mod tests {
                 skipped: Vec::new(),
             })),
         };
+        metrics.observe_completion(&ok);
+        // The same launch retried with its token: the same instance, not a second NodeClaim.
         metrics.observe_completion(&ok);
         metrics.observe_completion(&Completion {
             command: Command::Launch(request),

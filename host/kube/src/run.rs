@@ -10,14 +10,17 @@ use std::time::Duration;
 use kestrel_core::clock::{Clock, Millis, SystemClock};
 use kestrel_core::cloud::CloudApi;
 use kestrel_core::cluster::OwnerKind;
-use kestrel_core::controller::{Command, Completion, Controller};
+use kestrel_core::controller::{Command, Completion, Controller, Outcome};
 use kube::{Client, ResourceExt};
 use tokio::sync::mpsc;
 
 use crate::assemble::{self, Assembly};
 use crate::executor::Executor;
 use crate::hotswap::PolicySwapper;
+use crate::lease::{Elector, Fence, LeaseConfig};
+use crate::metrics::Metrics;
 use crate::registration;
+use crate::serve::Health;
 use crate::snapshot::{FactsCache, Snapshot};
 use crate::watch::Reflectors;
 
@@ -40,6 +43,12 @@ pub struct Settings {
     pub default_policies: kestrel_policy::DefaultBackend,
     /// Per-call limits of wasm policies (deadlines, memory).
     pub policy_limits: kestrel_policy::Limits,
+    /// Leader election among replicas (None: this process acts alone, as in most tests).
+    pub leader_election: Option<LeaseConfig>,
+    /// The metrics the loop feeds (served on `/metrics` by [`crate::serve`]).
+    pub metrics: Arc<Metrics>,
+    /// What the probes report (served on `/healthz` and `/readyz`).
+    pub health: Arc<Health>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +59,12 @@ pub enum RunError {
     NotSynced,
     #[error("building the controller")]
     Assemble(#[source] assemble::AssembleError),
+    #[error("leader election")]
+    Lease(#[source] crate::lease::LeaseError),
+    /// The lease was lost (not renewed in time, or taken by another replica): this process stops
+    /// acting at once and exits, to start again as a standby.
+    #[error("lost the leader lease")]
+    LostLeadership,
 }
 
 /// What the loop did, for logs, tests and the benchmark.
@@ -163,6 +178,50 @@ pub async fn run(
         _ = &mut shutdown => return Ok(RunStats::default()),
     }
     tracing::info!(cluster = %settings.cluster_name, policy = reflectors.policy.0, "caches synced");
+    let (metrics, health) = (settings.metrics.clone(), settings.health.clone());
+    health.set_ready(true);
+    // A standby waits here (healthy and ready) until it holds the lease; nothing below it decides
+    // or writes without the fence holding.
+    let (fence, campaign) = match &settings.leader_election {
+        None => (Fence::always(), None),
+        Some(config) => {
+            let elector =
+                Arc::new(Elector::new(client.clone(), config.clone()).map_err(RunError::Lease)?);
+            let fence = elector.fence();
+            let (stop_campaign, campaign_stopped) = tokio::sync::oneshot::channel::<()>();
+            let campaign = tokio::spawn({
+                let elector = elector.clone();
+                async move {
+                    elector
+                        .campaign(async {
+                            // Dropped (the loop ended): stop and release the lease.
+                            campaign_stopped.await.ok();
+                        })
+                        .await
+                }
+            });
+            tracing::info!(identity = %elector.identity(), "waiting for the leader lease");
+            loop {
+                health.beat();
+                if fence.holds() {
+                    break;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    _ = &mut shutdown => return Ok(RunStats::default()),
+                }
+            }
+            tracing::info!(identity = %elector.identity(), "leading");
+            (
+                fence,
+                Some(Campaign {
+                    stop: Some(stop_campaign),
+                    task: Some(campaign),
+                }),
+            )
+        }
+    };
+    metrics.set_leader(true);
     let executor = Executor::new(client.clone(), reflectors.clone(), cloud);
     let (tx, mut rx) = mpsc::unbounded_channel::<(u64, Completion)>();
     let mut cache = FactsCache::default();
@@ -215,6 +274,12 @@ pub async fn run(
     let mut wake_at: Option<Millis> = None;
 
     loop {
+        health.beat();
+        if !fence.holds() {
+            metrics.set_leader(false);
+            tracing::error!("the leader lease was lost; stopping before any further write");
+            return Err(RunError::LostLeadership);
+        }
         let now = clock.now();
         let started = std::time::Instant::now();
         // Policy changes are compiled off this thread; the controller's handles follow the swaps.
@@ -261,6 +326,8 @@ pub async fn run(
         let tick = controller.tick(now, &snapshot);
         stats.ticks += 1;
         stats.max_tick_us = stats.max_tick_us.max(started.elapsed().as_micros());
+        metrics.observe_tick(started.elapsed(), snapshot.pending_count());
+        metrics.publish_stats(&controller.stats);
         for command in tick.commands {
             log_command(&command);
             if let Command::WriteClaim(r) = &command {
@@ -271,8 +338,14 @@ pub async fn run(
             let executor = executor.clone();
             let tx = tx.clone();
             let g = generation;
+            let fence = fence.clone();
             tokio::spawn(async move {
-                let outcome = executor.execute(&command).await;
+                // Fenced before every write: a replica whose lease ran out does nothing.
+                let outcome = if fence.holds() {
+                    executor.execute(&command).await
+                } else {
+                    not_executed(&command)
+                };
                 let completion = Completion {
                     command,
                     issued_at: now,
@@ -295,6 +368,7 @@ pub async fn run(
                 let mut next = got;
                 while let Some((g, completion)) = next {
                     in_flight -= 1;
+                    metrics.observe_completion(&completion);
                     if g == generation {
                         controller.complete(clock.now(), &snapshot, completion);
                     }
@@ -325,7 +399,59 @@ pub async fn run(
             _ => break,
         }
     }
+    if let Some(campaign) = campaign {
+        campaign.finish().await;
+    }
+    metrics.set_leader(false);
     Ok(stats)
+}
+
+/// A campaign for the lease running beside the loop; stopped (and the lease released) with the loop.
+struct Campaign {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Campaign {
+    /// Stops campaigning and waits (briefly) for the lease's release, so the standby takes over at
+    /// its next look rather than after the lease expires.
+    async fn finish(mut self) {
+        if let Some(stop) = self.stop.take() {
+            // The campaign may have ended already; then there is nothing to stop.
+            stop.send(()).ok();
+        }
+        if let Some(task) = self.task.take()
+            && tokio::time::timeout(Duration::from_secs(3), task)
+                .await
+                .is_err()
+        {
+            tracing::warn!("the lease was not released in 3 s; the standby waits for it to expire");
+        }
+    }
+}
+
+impl Drop for Campaign {
+    fn drop(&mut self) {
+        // An early return (the lease lost, an error): stop campaigning; the release runs on.
+        if let Some(stop) = self.stop.take() {
+            stop.send(()).ok();
+        }
+    }
+}
+
+/// The answer to a command this replica did not carry out because its lease had run out: each says
+/// "nothing happened, try later", which every command's completion handling already treats safely.
+fn not_executed(command: &Command) -> Outcome {
+    let cloud = || kestrel_core::cloud::CloudError::Throttled("not the leader".into());
+    match command {
+        Command::Launch(_) => Outcome::Launched(Err(cloud())),
+        Command::Terminate { .. } => Outcome::Cloud(Err(cloud())),
+        Command::ListInstances => Outcome::Listed(Err(cloud())),
+        Command::ReadSpotPrices { .. } => Outcome::SpotPrices(Err(cloud())),
+        _ => Outcome::Cluster(Err(kestrel_core::cluster::ClusterError::Unavailable(
+            "not the leader".into(),
+        ))),
+    }
 }
 
 fn log_command(command: &Command) {

@@ -451,6 +451,13 @@ fn budget(pdb: &kube::api::DynamicObject) -> Option<DisruptionBudget> {
     })
 }
 
+impl Snapshot {
+    /// How many pods wait for capacity (the scheduling queue's depth).
+    pub fn pending_count(&self) -> usize {
+        self.pending.len()
+    }
+}
+
 impl ClusterState for Snapshot {
     fn pending_pods(&self) -> Vec<PodState> {
         self.pending.clone()

@@ -77,6 +77,57 @@ pub struct Args {
     /// `native` (the same logic compiled in).
     #[arg(long, default_value = "wasm")]
     pub default_policies: String,
+    /// Port of `/metrics` (Prometheus text; 0: none) [env: METRICS_PORT; default 8080].
+    #[arg(long)]
+    pub metrics_port: Option<u16>,
+    /// Port of `/healthz` and `/readyz` (0: none) [env: HEALTH_PROBE_PORT; default 8081].
+    #[arg(long)]
+    pub health_probe_port: Option<u16>,
+    /// Act without leader election (a single replica) [env: DISABLE_LEADER_ELECTION=true].
+    #[arg(long)]
+    pub disable_leader_election: bool,
+    /// The leader election Lease, in the controller's namespace (`SYSTEM_NAMESPACE`).
+    #[arg(long, default_value = "kestrel-leader-election")]
+    pub leader_election_lease: String,
+    /// This replica's identity in the Lease [env: POD_NAME; default: host name and process id].
+    #[arg(long)]
+    pub identity: Option<String>,
+}
+
+/// A port from its flag, else its environment variable, else the default; 0 turns it off.
+fn port(flag: Option<u16>, env: &str, default: u16) -> anyhow::Result<Option<u16>> {
+    let port = match flag {
+        Some(p) => p,
+        None => match std::env::var(env).ok().filter(|v| !v.is_empty()) {
+            Some(v) => v
+                .parse()
+                .with_context(|| format!("{env}: {v:?} is not a port"))?,
+            None => default,
+        },
+    };
+    Ok((port != 0).then_some(port))
+}
+
+/// Binds `/metrics`, `/healthz` and `/readyz` on `port` (all interfaces: the kubelet and Prometheus
+/// reach the pod's IP) and serves them until the process ends.
+async fn serve_on(
+    port: u16,
+    what: &str,
+    metrics: Arc<kestrel_kube::metrics::Metrics>,
+    health: Arc<kestrel_kube::serve::Health>,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
+        .await
+        .with_context(|| format!("binding the {what} port {port}"))?;
+    tracing::info!(port, what, "serving");
+    tokio::spawn(async move {
+        if let Err(err) =
+            kestrel_kube::serve::serve(listener, metrics, health, std::future::pending()).await
+        {
+            tracing::error!(error = %err, "the metrics/health server stopped");
+        }
+    });
+    Ok(())
 }
 
 /// A flag, else the environment variable.
@@ -138,6 +189,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         other => bail!("--cloud {other}: only `simulated` is available in this build"),
     };
+    let namespace =
+        setting(&args.policy_namespace, "SYSTEM_NAMESPACE").unwrap_or_else(|| "kestrel".into());
+    let disable_election = args.disable_leader_election
+        || std::env::var("DISABLE_LEADER_ELECTION").is_ok_and(|v| v == "true");
+    let identity = setting(&args.identity, "POD_NAME").unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "kestrel".into());
+        format!("{host}-{}", std::process::id())
+    });
+    let metrics_port = port(args.metrics_port, "METRICS_PORT", 8080)?;
+    let health_port = port(args.health_probe_port, "HEALTH_PROBE_PORT", 8081)?;
+    let metrics = Arc::new(kestrel_kube::metrics::Metrics::new());
+    // The loop turns at least every minute; three silent minutes mean it is stuck.
+    let health = Arc::new(kestrel_kube::serve::Health::new(Duration::from_secs(180)));
     let settings = kestrel_kube::Settings {
         cluster_name: setting(&args.cluster_name, "CLUSTER_NAME")
             .unwrap_or_else(|| "kestrel".into()),
@@ -147,8 +213,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             millis(&args.shutdown_grace, "--shutdown-grace")?.max(0) as u64,
         ),
         min_tick_interval: Duration::from_millis(20),
-        policy_namespace: setting(&args.policy_namespace, "SYSTEM_NAMESPACE")
-            .unwrap_or_else(|| "kestrel".into()),
+        policy_namespace: namespace.clone(),
+        leader_election: (!disable_election).then(|| {
+            kestrel_kube::lease::LeaseConfig::new(
+                namespace.clone(),
+                args.leader_election_lease.clone(),
+                identity.clone(),
+            )
+        }),
+        metrics: metrics.clone(),
+        health: health.clone(),
         policy_limits: kestrel_policy::Limits::default(),
         default_policies: match args.default_policies.as_str() {
             "wasm" => kestrel_policy::DefaultBackend::Wasm,
@@ -162,6 +236,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     // The loop's future is not Send: it runs on this thread (block_on); its commands use the pool.
     let stats = runtime.block_on(async move {
+        if let Some(port) = metrics_port {
+            serve_on(port, "metrics", metrics.clone(), health.clone()).await?;
+        }
+        if let Some(port) = health_port.filter(|p| Some(*p) != metrics_port) {
+            serve_on(port, "health probe", metrics.clone(), health.clone()).await?;
+        }
         let config = match &args.kubeconfig {
             Some(path) => {
                 let kubeconfig = kube::config::Kubeconfig::read_from(path)

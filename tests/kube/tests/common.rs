@@ -185,6 +185,9 @@ pub fn settings() -> Settings {
             budget_deadline: Duration::from_secs(5),
             ..kestrel_policy::Limits::default()
         },
+        leader_election: None,
+        metrics: Default::default(),
+        health: std::sync::Arc::new(kestrel_kube::serve::Health::new(Duration::from_secs(60))),
     }
 }
 

@@ -278,7 +278,10 @@ async fn the_chart_applies_and_the_controller_works_under_its_service_account_al
     // Eviction API, termination.
     let cloud = common::sim_cloud()?;
     let kubelet = kubelet::spawn(admin.clone(), cloud.clone(), common::instance_types()?);
-    let controller = RunningController::start_as(kubeconfig, &cloud, common::settings());
+    // As the chart runs it: policies (and the lease) in the release's namespace (SYSTEM_NAMESPACE).
+    let mut settings = common::settings();
+    settings.policy_namespace = NAMESPACE.into();
+    let controller = RunningController::start_as(kubeconfig, &cloud, settings);
     let pods = Api::<Pod>::namespaced(admin.clone(), "default");
     pods.create(&PostParams::default(), &pod("web-1", "500m"))
         .await?;

@@ -50,6 +50,12 @@ async fn one_leader_and_the_standby_takes_over_when_it_stops_or_dies() -> Result
     common::init_tracing();
     let cluster = TestCluster::start()?;
     let client = cluster.client().await?;
+    // The API server creates the `default` namespace shortly after it starts serving.
+    let namespaces = kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone());
+    common::eventually(Duration::from_secs(30), "the default namespace", || async {
+        Ok(namespaces.get_opt("default").await?.map(|_| ()))
+    })
+    .await?;
     let a = Elector::new(client.clone(), config("replica-a"))?;
     let b = Elector::new(client.clone(), config("replica-b"))?;
     let (fa, fb) = (a.fence(), b.fence());

@@ -87,6 +87,14 @@ impl Kestrel {
                 "kestrel_kube=info,warn",
                 "--log-format",
                 "json",
+                // A restarted container keeps its pod's name, so it holds its own lease again
+                // at once; the endpoints are not under test here (no fixed port to collide on).
+                "--identity",
+                "kestrel-process-test",
+                "--metrics-port",
+                "0",
+                "--health-probe-port",
+                "0",
             ])
             .stdout(Stdio::null())
             .stderr(log)
