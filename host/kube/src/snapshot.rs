@@ -29,10 +29,13 @@ pub const NOMINATION_ANNOTATION: &str = "kestrel.dev/nominated-nodeclaim";
 /// Taints the node lifecycle sets and clears on its own while a node starts (Karpenter's "known
 /// ephemeral taints"): planning ignores them, or every starting node would look useless and be
 /// replaced by another.
-pub const EPHEMERAL_TAINTS: [&str; 3] = [
+/// `karpenter.sh/unregistered` is among them: Kestrel removes it itself at registration, and a
+/// node seen before that write lands must not look useless to the pods waiting for it.
+pub const EPHEMERAL_TAINTS: [&str; 4] = [
     "node.kubernetes.io/not-ready",
     "node.kubernetes.io/unreachable",
     "node.cloudprovider.kubernetes.io/uninitialized",
+    "karpenter.sh/unregistered",
 ];
 /// The label carrying a node's instance type.
 pub const INSTANCE_TYPE_LABEL: &str = "node.kubernetes.io/instance-type";

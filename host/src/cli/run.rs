@@ -35,9 +35,6 @@ pub struct Args {
     /// Log filter (`info`, `kestrel_kube=debug`, …) [env: LOG_LEVEL].
     #[arg(long)]
     pub log_level: Option<String>,
-    /// `text` or `json` (one Karpenter-shaped JSON object per line) [env: LOG_FORMAT].
-    #[arg(long)]
-    pub log_format: Option<String>,
     /// Zones nodes are launched into.
     #[arg(
         long,
@@ -52,6 +49,20 @@ pub struct Args {
     /// for trying the controller against a cluster) until the AWS adapter is wired in.
     #[arg(long, default_value = "simulated")]
     pub cloud: String,
+    /// How long in-flight commands may finish after SIGTERM.
+    #[arg(long, default_value = "10s")]
+    pub shutdown_grace: String,
+    /// Lifecycle, cloud state and policy settings (boxed: they keep the command enum small).
+    #[command(flatten)]
+    pub more: Box<More>,
+}
+
+/// The settings `kestrel run` gained with the NodeClaim lifecycle, hot swap and the process tests.
+#[derive(Debug, clap::Args)]
+pub struct More {
+    /// `text` or `json` (one Karpenter-shaped JSON object per line) [env: LOG_FORMAT].
+    #[arg(long)]
+    pub log_format: Option<String>,
     /// With `--cloud simulated`: keep the simulated cloud's instances in this JSON file, so they
     /// outlive the process (a restarted controller meets its predecessor's instances; another
     /// process can boot them into Nodes). Without it the simulated cloud lives in memory.
@@ -66,9 +77,6 @@ pub struct Args {
     /// How often garbage collection (and the timeouts above) is checked.
     #[arg(long, default_value = "1m")]
     pub gc_interval: String,
-    /// How long in-flight commands may finish after SIGTERM.
-    #[arg(long, default_value = "10s")]
-    pub shutdown_grace: String,
     /// Namespace of the policy ConfigMaps NodePools name (`kestrel.dev/ranker: configmap:NAME`)
     /// [env: SYSTEM_NAMESPACE, the controller's own namespace; default `kestrel`].
     #[arg(long)]
@@ -148,7 +156,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    match setting(&args.log_format, "LOG_FORMAT").as_deref() {
+    match setting(&args.more.log_format, "LOG_FORMAT").as_deref() {
         None | Some("text") => logs.init(),
         Some("json") => logs
             .event_format(kestrel_kube::log_format::JsonLines)
@@ -162,9 +170,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(v) = setting(&args.batch_max_duration, "BATCH_MAX_DURATION") {
         config.batch_max_ms = millis(&v, "BATCH_MAX_DURATION")?;
     }
-    config.launch_ttl_ms = millis(&args.launch_timeout, "--launch-timeout")?;
-    config.registration_ttl_ms = millis(&args.registration_timeout, "--registration-timeout")?;
-    config.gc_interval_ms = millis(&args.gc_interval, "--gc-interval")?;
+    config.launch_ttl_ms = millis(&args.more.launch_timeout, "--launch-timeout")?;
+    config.registration_ttl_ms = millis(&args.more.registration_timeout, "--registration-timeout")?;
+    config.gc_interval_ms = millis(&args.more.gc_interval, "--gc-interval")?;
     let assembly = Assembly {
         config,
         zones: args.zones.clone(),
@@ -172,8 +180,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         seed: 1,
     };
     let cloud: Arc<dyn CloudApi> = match args.cloud.as_str() {
-        "simulated" if args.cloud_state.is_some() => {
-            let path = args.cloud_state.clone().context("--cloud-state")?;
+        "simulated" if args.more.cloud_state.is_some() => {
+            let path = args.more.cloud_state.clone().context("--cloud-state")?;
             Arc::new(kestrel_kube::file_cloud::FileCloud::new(path))
         }
         "simulated" => {
@@ -189,18 +197,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         other => bail!("--cloud {other}: only `simulated` is available in this build"),
     };
-    let namespace =
-        setting(&args.policy_namespace, "SYSTEM_NAMESPACE").unwrap_or_else(|| "kestrel".into());
-    let disable_election = args.disable_leader_election
+    let namespace = setting(&args.more.policy_namespace, "SYSTEM_NAMESPACE")
+        .unwrap_or_else(|| "kestrel".into());
+    let disable_election = args.more.disable_leader_election
         || std::env::var("DISABLE_LEADER_ELECTION").is_ok_and(|v| v == "true");
-    let identity = setting(&args.identity, "POD_NAME").unwrap_or_else(|| {
+    let identity = setting(&args.more.identity, "POD_NAME").unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "kestrel".into());
         format!("{host}-{}", std::process::id())
     });
-    let metrics_port = port(args.metrics_port, "METRICS_PORT", 8080)?;
-    let health_port = port(args.health_probe_port, "HEALTH_PROBE_PORT", 8081)?;
+    let metrics_port = port(args.more.metrics_port, "METRICS_PORT", 8080)?;
+    let health_port = port(args.more.health_probe_port, "HEALTH_PROBE_PORT", 8081)?;
     let metrics = Arc::new(kestrel_kube::metrics::Metrics::new());
     // The loop turns at least every minute; three silent minutes mean it is stuck.
     let health = Arc::new(kestrel_kube::serve::Health::new(Duration::from_secs(180)));
@@ -217,14 +225,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         leader_election: (!disable_election).then(|| {
             kestrel_kube::lease::LeaseConfig::new(
                 namespace.clone(),
-                args.leader_election_lease.clone(),
+                args.more.leader_election_lease.clone(),
                 identity.clone(),
             )
         }),
         metrics: metrics.clone(),
         health: health.clone(),
         policy_limits: kestrel_policy::Limits::default(),
-        default_policies: match args.default_policies.as_str() {
+        default_policies: match args.more.default_policies.as_str() {
             "wasm" => kestrel_policy::DefaultBackend::Wasm,
             "native" => kestrel_policy::DefaultBackend::Native,
             other => bail!("--default-policies {other}: expected `wasm` or `native`"),

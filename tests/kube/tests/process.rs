@@ -188,8 +188,12 @@ async fn kestrel_run_killed_during_a_launch_resumes_it_after_restart_without_a_s
         .collect();
     assert_eq!(before.len(), 1, "{before:?}");
 
-    let kubelet = kubelet::spawn_file(client.clone(), cloud.clone(), common::instance_types()?);
+    // The restarted process decides before any Node registers (longer than the 1 s batch window):
+    // only its recovery from the NodeClaim record keeps it from planning the pod again (a Node
+    // registering first would give the pod room and hide a missing recovery).
     let second = Kestrel::start(&cluster, &state, &log)?;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let kubelet = kubelet::spawn_file(client.clone(), cloud.clone(), common::instance_types()?);
     common::eventually(Duration::from_secs(60), "the pod bound", || async {
         second.check_alive()?;
         bound_node(&client, "web-1").await

@@ -396,9 +396,10 @@ pub struct ControllerConfig {
     pub retry_unplaced_ms: Millis,
     pub gc_interval_ms: Millis,
     /// A claim whose instance the cloud has not launched this long after the claim was made is
-    /// given up (Karpenter's launch timeout, 5 min): its pods are planned again.
+    /// given up: its pods are planned again. Karpenter's is 5 min (`kestrel run` sets it); the
+    /// default keeps the simulator's earlier rule (the registration timeout covers both).
     pub launch_ttl_ms: Millis,
-    /// A launched claim whose node has not registered this long after the launch is given up and
+    /// A claim whose node has not registered this long after the claim was made is given up and
     /// its instance terminated (Karpenter's registration timeout, 15 min).
     pub registration_ttl_ms: Millis,
     /// The number in the first claim name (`POOL-NNNNN`). Claim names are the launches'
@@ -415,7 +416,7 @@ impl Default for ControllerConfig {
             batch_max_ms: batch::DEFAULT_MAX_MS,
             retry_unplaced_ms: 60_000,
             gc_interval_ms: 60_000,
-            launch_ttl_ms: 5 * 60_000,
+            launch_ttl_ms: REGISTRATION_TTL_MS,
             registration_ttl_ms: REGISTRATION_TTL_MS,
             first_claim: 1,
         }
