@@ -10,7 +10,8 @@ use kestrel_core::cluster::PodSpecFacts;
 use kestrel_core::controller::assemble::Setup;
 use kestrel_core::controller::disruption::Disruptor;
 use kestrel_core::controller::{Controller, ControllerConfig};
-use kestrel_core::policy::NativePolicies;
+use kestrel_core::disruption::RegistryPolicies;
+use kestrel_core::policy::PolicyProvider;
 
 /// What the controller is built from, besides the API objects.
 #[derive(Debug, Clone)]
@@ -42,8 +43,9 @@ pub fn catalog(allowed: &[String], zones: &[String]) -> Result<Region, AssembleE
         .map_err(|e| AssembleError::Catalog(e.to_string()))
 }
 
-/// The controller for these objects, with the built-in policies (native: no wasm engine) and the
-/// built-in disruptor behind the deletion step.
+/// The controller for these objects: each NodePool ranks, consolidates and budgets with its policies
+/// from `policies` (the hot-swapped registry: its handles follow swaps), and the built-in disruptor
+/// runs behind the deletion step.
 pub fn controller(
     assembly: &Assembly,
     pools: &[NodePool],
@@ -51,6 +53,7 @@ pub fn controller(
     daemonsets: &[Arc<PodSpecFacts>],
     now: Millis,
     deleting: crate::deletion::Deleting,
+    policies: Arc<dyn PolicyProvider>,
 ) -> Result<Controller, AssembleError> {
     let (core_catalog, types, _) = catalog(&assembly.instance_types, &assembly.zones)?;
     let setup = Setup {
@@ -65,13 +68,17 @@ pub fn controller(
         start: now,
     };
     let disruption = Box::new(crate::deletion::DeletionStep::new(
-        Box::new(Disruptor::from_manifests(pools, classes, now)),
+        Box::new(
+            Disruptor::from_manifests(pools, classes, now)
+                .with_policies(Box::new(RegistryPolicies::new(policies.clone())))
+                .labelled("each NodePool's consolidator and budgeter".into()),
+        ),
         deleting,
     ));
     kestrel_core::controller::assemble::controller(
         &setup,
-        Arc::new(NativePolicies),
-        kestrel_core::policy::native::NativeRanker::label(),
+        policies,
+        "each NodePool's ranker (kestrel.dev/ranker)".into(),
         None,
         Some(disruption),
     )

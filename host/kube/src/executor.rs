@@ -25,6 +25,8 @@ use crate::watch::Reflectors;
 pub const DISRUPTED_TAINT: &str = "karpenter.sh/disrupted";
 /// The field manager of Kestrel's server-side applies.
 pub const FIELD_MANAGER: &str = "kestrel";
+/// How long one cluster command may take before it is answered as unavailable (and retried).
+pub const CLUSTER_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Where Events about cluster-scoped objects (NodeClaims, Nodes, NodePools) go.
 pub const EVENT_NAMESPACE: &str = "default";
 
@@ -59,7 +61,7 @@ fn now_time() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
 }
 
-fn condition(type_: &str, status: &str, reason: &str, message: &str) -> Condition {
+pub fn condition(type_: &str, status: &str, reason: &str, message: &str) -> Condition {
     // An empty message is serialized as null, which the NodeClaim schema refuses.
     let message = if message.is_empty() { reason } else { message };
     Condition {
@@ -111,6 +113,17 @@ impl Executor {
         if let Some(outcome) = kestrel_core::cloud::execute_cloud(&*self.cloud, command).await {
             return outcome;
         }
+        // A cluster call that hangs (an API server that accepted the connection and never
+        // answers) must not hold its command in flight forever: the controller retries it.
+        match tokio::time::timeout(CLUSTER_CALL_TIMEOUT, self.execute_cluster(command)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Outcome::Cluster(Err(ClusterError::Unavailable(format!(
+                "no answer within {CLUSTER_CALL_TIMEOUT:?}"
+            )))),
+        }
+    }
+
+    async fn execute_cluster(&self, command: &Command) -> Outcome {
         Outcome::Cluster(match command {
             Command::WriteClaim(record) => self.write_claim(record).await,
             Command::DeleteClaim { name } => self.delete_claim(name).await,
@@ -118,11 +131,7 @@ impl Executor {
             Command::Cordon { node } => self.cordon(node, true).await,
             Command::Uncordon { node } => self.cordon(node, false).await,
             Command::Evict { pod, force, .. } => self.evict(pod, *force).await,
-            Command::DeleteNode { node } => gone_is_ok(
-                Api::<Node>::all(self.client.clone())
-                    .delete(node, &DeleteParams::default())
-                    .await,
-            ),
+            Command::DeleteNode { node } => self.delete_node(node).await,
             Command::Launch(_)
             | Command::Terminate { .. }
             | Command::ListInstances
@@ -331,6 +340,50 @@ impl Executor {
             .unwrap_or_else(|p| p.into_inner())
             .remove(name);
         Ok(())
+    }
+
+    /// Deletes a drained Node: Kestrel's finalizer removed (the drain it guards is done; the
+    /// instance's termination is the NodeClaim record's to guard), then the object deleted.
+    async fn delete_node(&self, node: &str) -> Result<(), ClusterError> {
+        // A conflict (the Node changed between the read and the patch, e.g. the cloud node
+        // lifecycle deleting it too) is read again and retried a few times.
+        let mut attempt = 0;
+        loop {
+            match self.delete_node_once(node).await {
+                Err(kube::Error::Api(s)) if s.code == 409 && attempt < 5 => attempt += 1,
+                Err(err) if is_not_found(&err) => return Ok(()),
+                Err(err) => return Err(unavailable(err)),
+                Ok(()) => return Ok(()),
+            }
+        }
+    }
+
+    async fn delete_node_once(&self, node: &str) -> Result<(), kube::Error> {
+        let api = Api::<Node>::all(self.client.clone());
+        let current = api.get(node).await?;
+        let finalizers = current.metadata.finalizers.clone().unwrap_or_default();
+        if finalizers.iter().any(|f| f == TERMINATION_FINALIZER) {
+            let kept: Vec<&String> = finalizers
+                .iter()
+                .filter(|f| *f != TERMINATION_FINALIZER)
+                .collect();
+            // The resourceVersion makes the patch fail rather than drop a finalizer another
+            // controller added meanwhile.
+            api.patch(
+                node,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {
+                    "finalizers": kept,
+                    "resourceVersion": current.metadata.resource_version,
+                }})),
+            )
+            .await?;
+        }
+        match api.delete(node, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(err) if is_not_found(&err) => Ok(()),
+            Err(err) => Err(err),
+        }
     }
 
     async fn nominate(&self, pod: &str, claim: &str) -> Result<(), ClusterError> {

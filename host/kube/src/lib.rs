@@ -9,15 +9,24 @@
 //!   initialized with its NodePool's labels and taints;
 //! - [`deletion`]: a NodeClaim or Node deleted by hand is drained like a decided disruption;
 //! - [`status`]: NodePool status (nodes, resources);
+//! - [`hotswap`]: NodePools' policies from ConfigMaps, compiled off the decision thread and swapped;
+//! - [`file_cloud`]: a simulated cloud kept in a file, outliving the process (`--cloud-state`);
+//! - [`log_format`]: `--log-format json`, Karpenter-shaped JSON lines;
 //! - [`run`]: the loop that ties them to the core's [`kestrel_core::controller::Controller`].
 //!
 //! The decisions are all the core's; this crate only reads, writes and waits.
 pub mod assemble;
 pub mod deletion;
 pub mod executor;
+pub mod file_cloud;
+pub mod hotswap;
+pub mod lease;
+pub mod log_format;
+pub mod metrics;
 pub mod record;
 pub mod registration;
 pub mod run;
+pub mod serve;
 pub mod snapshot;
 pub mod status;
 pub mod watch;

@@ -1,6 +1,9 @@
-//! Registration: a launched instance's Node is matched to its NodeClaim by providerID, given its
-//! NodePool's labels and taints (Karpenter's `karpenter.sh/unregistered` taint removed), and the
-//! NodeClaim's status records the node (Registered, Initialized, Ready).
+//! Registration and initialization, as Karpenter's: a launched instance's Node is matched to its
+//! NodeClaim by providerID and registered: given its NodePool's labels, taints and startup taints,
+//! Karpenter's `karpenter.sh/unregistered` taint (the kubelet registers with it) removed, Kestrel's
+//! termination finalizer added, and the NodeClaim's status records the node (Registered). It is
+//! initialized (label `karpenter.sh/initialized`, conditions Initialized and Ready) once it is
+//! Ready and every startup taint is gone (removed by whatever agent owns it, e.g. a CNI).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -10,11 +13,11 @@ use kestrel_core::api::NodeClaim;
 use kestrel_core::cluster::{ClaimRecord, NodeState};
 use kestrel_core::controller::Controller;
 use kube::api::{Patch, PatchParams};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
 use crate::executor::{self, merge_conditions};
-use crate::record::NODECLAIM_LABEL;
+use crate::record::{NODECLAIM_LABEL, TERMINATION_FINALIZER};
 use crate::snapshot::Snapshot;
 
 /// The taint a node registers with until Kestrel has initialized it (Karpenter's).
@@ -51,7 +54,9 @@ pub fn plan(
     );
     labels.insert(NODECLAIM_LABEL.into(), node.claim.clone());
     labels.insert(REGISTERED_LABEL.into(), "true".into());
-    labels.insert(INITIALIZED_LABEL.into(), "true".into());
+    // Startup taints are put on at the first registration only: once an agent removed them, a
+    // restarted controller registering the node again must not put them back.
+    let first = !object.labels().contains_key(REGISTERED_LABEL);
     let mut taints: Vec<_> = object
         .spec
         .as_ref()
@@ -60,7 +65,8 @@ pub fn plan(
         .into_iter()
         .filter(|t| t.key != UNREGISTERED_TAINT)
         .collect();
-    for t in &record.template.spec.taints {
+    let startup = record.template.spec.startup_taints.iter().filter(|_| first);
+    for t in record.template.spec.taints.iter().chain(startup) {
         if !taints
             .iter()
             .any(|x| x.key == t.key && x.effect == t.effect)
@@ -83,12 +89,19 @@ async fn write(
     snapshot_claim: Option<Arc<NodeClaim>>,
     object: Arc<Node>,
 ) -> Result<(), kube::Error> {
+    // Karpenter's finalizer on the Nodes it owns: a `kubectl delete node` then waits for the drain
+    // and the instance's termination instead of orphaning the instance. (A merge patch replaces the
+    // list: the others already there are kept.)
+    let mut finalizers = object.metadata.finalizers.clone().unwrap_or_default();
+    if !finalizers.iter().any(|f| f == TERMINATION_FINALIZER) {
+        finalizers.push(TERMINATION_FINALIZER.into());
+    }
     Api::<Node>::all(client.clone())
         .patch(
             &r.node,
             &PatchParams::default(),
             &Patch::Merge(json!({
-                "metadata": {"labels": r.labels, "annotations": r.annotations},
+                "metadata": {"labels": r.labels, "annotations": r.annotations, "finalizers": finalizers},
                 "spec": {"taints": r.taints},
             })),
         )
@@ -101,11 +114,7 @@ async fn write(
     let status = object.status.clone().unwrap_or_default();
     let conditions = merge_conditions(
         &existing,
-        vec![
-            executor_condition("Registered", "Registered"),
-            executor_condition("Initialized", "Initialized"),
-            executor_condition("Ready", "Ready"),
-        ],
+        vec![executor_condition("Registered", "Registered")],
     );
     Api::<NodeClaim>::all(client.clone())
         .patch_status(
@@ -158,7 +167,124 @@ fn executor_condition(
     }
 }
 
-/// Initializes the claims' nodes that appeared since the last call (`done` remembers them; the
+/// Whether a registered node may be initialized: Ready, and none of its claim's startup taints left.
+pub fn initializable(record: &ClaimRecord, object: &Node) -> bool {
+    let ready = object
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    let taints = object
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_deref())
+        .unwrap_or_default();
+    let startup_left = record.template.spec.startup_taints.iter().any(|st| {
+        taints
+            .iter()
+            .any(|t| t.key == st.key && t.effect == st.effect)
+    });
+    ready && !startup_left
+}
+
+async fn initialize(
+    client: &Client,
+    node: &str,
+    claim: &str,
+    snapshot_claim: Option<Arc<NodeClaim>>,
+) -> Result<(), kube::Error> {
+    Api::<Node>::all(client.clone())
+        .patch(
+            node,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {INITIALIZED_LABEL: "true"}}})),
+        )
+        .await?;
+    let existing = snapshot_claim
+        .as_ref()
+        .and_then(|c| c.status.as_ref())
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let conditions = merge_conditions(
+        &existing,
+        vec![
+            executor_condition("Registered", "Registered"),
+            executor_condition("Initialized", "Initialized"),
+            executor_condition("Ready", "Ready"),
+        ],
+    );
+    Api::<NodeClaim>::all(client.clone())
+        .patch_status(
+            claim,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"conditions": conditions}})),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Initializes the registered nodes that became ready with no startup taint left since the last
+/// call (`done` remembers them; a node already labelled initialized is only remembered).
+pub async fn initialize_ready(
+    client: &Client,
+    snapshot: &Snapshot,
+    registered: &HashSet<String>,
+    done: &mut HashSet<String>,
+) {
+    use kestrel_core::cluster::ClusterState;
+    let records = snapshot.claim_records();
+    let mut work = Vec::new();
+    for node in snapshot.nodes() {
+        if node.deleting || !registered.contains(&*node.name) || done.contains(&*node.name) {
+            continue;
+        }
+        let Some(object) = snapshot.node_objects.get(&*node.name) else {
+            continue;
+        };
+        if object.labels().get(INITIALIZED_LABEL).map(String::as_str) == Some("true") {
+            done.insert(node.name.to_string());
+            continue;
+        }
+        // Only once the snapshot shows the registration written (this tick's snapshot predates a
+        // registration made this tick: its startup taints would not be seen yet).
+        let unregistered = object
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_deref())
+            .unwrap_or_default()
+            .iter()
+            .any(|t| t.key == UNREGISTERED_TAINT);
+        if object.labels().get(REGISTERED_LABEL).map(String::as_str) != Some("true") || unregistered
+        {
+            continue;
+        }
+        let Some(record) = records.iter().find(|r| r.name == node.claim) else {
+            continue;
+        };
+        if initializable(record, object) {
+            let claim = snapshot.node_claims.get(&node.claim).cloned();
+            work.push((node.name.to_string(), node.claim.clone(), claim));
+        }
+    }
+    let results = futures::future::join_all(
+        work.iter()
+            .map(|(node, claim, object)| initialize(client, node, claim, object.clone())),
+    )
+    .await;
+    for ((node, claim, _), result) in work.into_iter().zip(results) {
+        match result {
+            Ok(()) => {
+                tracing::info!(%node, %claim, "node initialized");
+                done.insert(node);
+            }
+            Err(err) => {
+                tracing::warn!(%node, %err, "initialization write failed; retried next tick")
+            }
+        }
+    }
+}
+
+/// Registers the claims' nodes that appeared since the last call (`done` remembers them; the
 /// controller sees the registration in its snapshot by itself). A failed write is tried again next
 /// tick.
 pub async fn register_new(
@@ -170,7 +296,9 @@ pub async fn register_new(
     use kestrel_core::cluster::ClusterState;
     let mut work = Vec::new();
     for node in snapshot.nodes() {
-        if node.claim.is_empty() || done.contains(&*node.name) {
+        // A node being deleted is drained, not initialized (and no finalizer may be added to an
+        // object being deleted).
+        if node.claim.is_empty() || node.deleting || done.contains(&*node.name) {
             continue;
         }
         let Some(object) = snapshot.node_objects.get(&*node.name).cloned() else {

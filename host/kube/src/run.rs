@@ -10,13 +10,17 @@ use std::time::Duration;
 use kestrel_core::clock::{Clock, Millis, SystemClock};
 use kestrel_core::cloud::CloudApi;
 use kestrel_core::cluster::OwnerKind;
-use kestrel_core::controller::{Command, Completion, Controller};
+use kestrel_core::controller::{Command, Completion, Controller, Outcome};
 use kube::{Client, ResourceExt};
 use tokio::sync::mpsc;
 
 use crate::assemble::{self, Assembly};
 use crate::executor::Executor;
+use crate::hotswap::PolicySwapper;
+use crate::lease::{Elector, Fence, LeaseConfig};
+use crate::metrics::Metrics;
 use crate::registration;
+use crate::serve::Health;
 use crate::snapshot::{FactsCache, Snapshot};
 use crate::watch::Reflectors;
 
@@ -32,6 +36,19 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// At most one tick per this interval while events stream in (coalesces watch bursts).
     pub min_tick_interval: Duration,
+    /// The namespace of the policy ConfigMaps (`SYSTEM_NAMESPACE`, the controller's own).
+    pub policy_namespace: String,
+    /// What a NodePool without policy annotations gets: the embedded wasm defaults (production) or
+    /// the same logic compiled in.
+    pub default_policies: kestrel_policy::DefaultBackend,
+    /// Per-call limits of wasm policies (deadlines, memory).
+    pub policy_limits: kestrel_policy::Limits,
+    /// Leader election among replicas (None: this process acts alone, as in most tests).
+    pub leader_election: Option<LeaseConfig>,
+    /// The metrics the loop feeds (served on `/metrics` by [`crate::serve`]).
+    pub metrics: Arc<Metrics>,
+    /// What the probes report (served on `/healthz` and `/readyz`).
+    pub health: Arc<Health>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +59,12 @@ pub enum RunError {
     NotSynced,
     #[error("building the controller")]
     Assemble(#[source] assemble::AssembleError),
+    #[error("leader election")]
+    Lease(#[source] crate::lease::LeaseError),
+    /// The lease was lost (not renewed in time, or taken by another replica): this process stops
+    /// acting at once and exits, to start again as a standby.
+    #[error("lost the leader lease")]
+    LostLeadership,
 }
 
 /// What the loop did, for logs, tests and the benchmark.
@@ -54,8 +77,9 @@ pub struct RunStats {
     pub max_tick_us: u128,
 }
 
-/// Fingerprint of what the controller is built from: NodePools, EC2NodeClasses, DaemonSets (name
-/// and resourceVersion). A change rebuilds the controller, which resumes from the claim records.
+/// Fingerprint of what the controller is built from: NodePools (generation and annotations: not
+/// their status, which Kestrel writes itself), EC2NodeClasses, DaemonSets (resourceVersion). A
+/// change rebuilds the controller, which resumes from the claim records.
 fn fingerprint(r: &Reflectors) -> Vec<(String, String)> {
     let mut f: Vec<(String, String)> = r
         .node_pools
@@ -64,7 +88,7 @@ fn fingerprint(r: &Reflectors) -> Vec<(String, String)> {
         .map(|p| {
             (
                 format!("pool/{}", p.name_any()),
-                p.resource_version().unwrap_or_default(),
+                format!("{:?} {:?}", p.metadata.generation, p.metadata.annotations),
             )
         })
         .chain(r.node_classes.state().iter().map(|c| {
@@ -84,11 +108,18 @@ fn fingerprint(r: &Reflectors) -> Vec<(String, String)> {
     f
 }
 
+/// The number a claim name ends with (`POOL-NNNNN`).
+fn claim_number(name: &str) -> Option<u64> {
+    name.rsplit('-').next()?.parse().ok()
+}
+
 fn build(
     r: &Reflectors,
     settings: &Settings,
     now: Millis,
     deleting: crate::deletion::Deleting,
+    policies: Arc<kestrel_policy::PolicyRegistry>,
+    claims_after: u64,
 ) -> Result<Controller, RunError> {
     let pools: Vec<_> = r.node_pools.state().iter().map(|p| (**p).clone()).collect();
     let classes: Vec<_> = r
@@ -112,13 +143,18 @@ fn build(
             }
         })
         .collect();
+    // Claim names continue from the wall clock's milliseconds (never below a name this process
+    // used): a name an earlier process or controller used is never reused as a new launch's token.
+    let mut assembly = settings.assembly.clone();
+    assembly.config.first_claim = (now.max(0) as u64).max(claims_after + 1);
     assemble::controller(
-        &settings.assembly,
+        &assembly,
         &pools,
         &classes,
         &daemonsets,
         now,
         deleting,
+        policies,
     )
     .map_err(RunError::Assemble)
 }
@@ -134,44 +170,138 @@ pub async fn run(
 ) -> Result<RunStats, RunError> {
     let clock = SystemClock;
     let mut shutdown = std::pin::pin!(shutdown);
-    let reflectors = Reflectors::start(&client).await.map_err(RunError::Watch)?;
+    let reflectors = Reflectors::start(&client, &settings.policy_namespace)
+        .await
+        .map_err(RunError::Watch)?;
     tokio::select! {
         synced = reflectors.wait_synced() => synced.map_err(|_| RunError::NotSynced)?,
         _ = &mut shutdown => return Ok(RunStats::default()),
     }
     tracing::info!(cluster = %settings.cluster_name, policy = reflectors.policy.0, "caches synced");
+    let (metrics, health) = (settings.metrics.clone(), settings.health.clone());
+    health.set_ready(true);
+    // A standby waits here (healthy and ready) until it holds the lease; nothing below it decides
+    // or writes without the fence holding.
+    let (fence, campaign) = match &settings.leader_election {
+        None => (Fence::always(), None),
+        Some(config) => {
+            let elector =
+                Arc::new(Elector::new(client.clone(), config.clone()).map_err(RunError::Lease)?);
+            let fence = elector.fence();
+            let (stop_campaign, campaign_stopped) = tokio::sync::oneshot::channel::<()>();
+            let campaign = tokio::spawn({
+                let elector = elector.clone();
+                async move {
+                    elector
+                        .campaign(async {
+                            // Dropped (the loop ended): stop and release the lease.
+                            campaign_stopped.await.ok();
+                        })
+                        .await
+                }
+            });
+            tracing::info!(identity = %elector.identity(), "waiting for the leader lease");
+            loop {
+                health.beat();
+                if fence.holds() {
+                    break;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    _ = &mut shutdown => return Ok(RunStats::default()),
+                }
+            }
+            tracing::info!(identity = %elector.identity(), "leading");
+            (
+                fence,
+                Some(Campaign {
+                    stop: Some(stop_campaign),
+                    task: Some(campaign),
+                }),
+            )
+        }
+    };
+    metrics.set_leader(true);
     let executor = Executor::new(client.clone(), reflectors.clone(), cloud);
     let (tx, mut rx) = mpsc::unbounded_channel::<(u64, Completion)>();
     let mut cache = FactsCache::default();
     let mut stats = RunStats::default();
     let mut registered = HashSet::new();
+    let mut initialized = HashSet::new();
     let mut pool_status = std::collections::HashMap::new();
     let mut in_flight = 0usize;
+
+    let registry = Arc::new(kestrel_policy::PolicyRegistry::with(
+        kestrel_policy::PolicyEngine::shared().clone(),
+        settings.policy_limits,
+        settings.default_policies,
+    ));
+    let mut swapper = PolicySwapper::new(
+        registry.clone(),
+        client.clone(),
+        settings.policy_namespace.clone(),
+    );
+    // The configured policies are installed before the first decision.
+    swapper.reconcile(&reflectors.node_pools.state(), &reflectors.configmaps);
+    swapper.settle().await;
 
     let now = clock.now();
     let mut built_from = fingerprint(&reflectors);
     let deleting = crate::deletion::Deleting::default();
-    let mut controller = build(&reflectors, &settings, now, deleting.clone())?;
+    // The highest claim number this process wrote (a rebuilt controller continues past it).
+    let mut last_claim = 0u64;
+    let mut controller = build(
+        &reflectors,
+        &settings,
+        now,
+        deleting.clone(),
+        registry.clone(),
+        last_claim,
+    )?;
     // A starting process resumes from the NodeClaims: launches in flight are re-sent with their
     // claim's name as the client token (the cloud answers with the instance the first call made).
     let snapshot = Snapshot::build(&reflectors, &mut cache, now);
+    {
+        use kestrel_core::cluster::ClusterState;
+        tracing::info!(
+            records = snapshot.claim_records().len(),
+            nodeclaims = snapshot.node_claims.len(),
+            "resuming from the NodeClaims"
+        );
+    }
     controller.recover(now, &snapshot);
     let mut generation = 0u64;
     let mut wake_at: Option<Millis> = None;
 
     loop {
+        health.beat();
+        if !fence.holds() {
+            metrics.set_leader(false);
+            tracing::error!("the leader lease was lost; stopping before any further write");
+            return Err(RunError::LostLeadership);
+        }
         let now = clock.now();
         let started = std::time::Instant::now();
+        // Policy changes are compiled off this thread; the controller's handles follow the swaps.
+        swapper.reconcile(&reflectors.node_pools.state(), &reflectors.configmaps);
         let fp = fingerprint(&reflectors);
         if fp != built_from {
             // NodePools changed: a new controller over the new pools resumes from the records;
             // answers to the old one's commands are dropped (their effects show in the records).
-            match build(&reflectors, &settings, now, deleting.clone()) {
+            match build(
+                &reflectors,
+                &settings,
+                now,
+                deleting.clone(),
+                registry.clone(),
+                last_claim,
+            ) {
                 Ok(c) => {
                     controller = c;
                     generation += 1;
                     stats.rebuilds += 1;
                     registered.clear();
+                    initialized.clear();
                     let snapshot = Snapshot::build(&reflectors, &mut cache, now);
                     controller.recover(now, &snapshot);
                     tracing::info!("NodePools changed; controller rebuilt");
@@ -185,19 +315,37 @@ pub async fn run(
         let snapshot = Snapshot::build(&reflectors, &mut cache, now);
         *deleting.lock().unwrap_or_else(|p| p.into_inner()) = snapshot.deleting_nodes();
         registration::register_new(&client, &controller, &snapshot, &mut registered).await;
-        crate::status::write_changed(&client, &snapshot, &mut pool_status).await;
+        registration::initialize_ready(&client, &snapshot, &registered, &mut initialized).await;
+        let class_names: Vec<String> = reflectors
+            .node_classes
+            .state()
+            .iter()
+            .map(|c| c.name_any())
+            .collect();
+        crate::status::write_changed(&client, &snapshot, &class_names, &mut pool_status).await;
         let tick = controller.tick(now, &snapshot);
         stats.ticks += 1;
         stats.max_tick_us = stats.max_tick_us.max(started.elapsed().as_micros());
+        metrics.observe_tick(started.elapsed(), snapshot.pending_count());
+        metrics.publish_stats(&controller.stats);
         for command in tick.commands {
             log_command(&command);
+            if let Command::WriteClaim(r) = &command {
+                last_claim = last_claim.max(claim_number(&r.name).unwrap_or(0));
+            }
             stats.commands += 1;
             in_flight += 1;
             let executor = executor.clone();
             let tx = tx.clone();
             let g = generation;
+            let fence = fence.clone();
             tokio::spawn(async move {
-                let outcome = executor.execute(&command).await;
+                // Fenced before every write: a replica whose lease ran out does nothing.
+                let outcome = if fence.holds() {
+                    executor.execute(&command).await
+                } else {
+                    not_executed(&command)
+                };
                 let completion = Completion {
                     command,
                     issued_at: now,
@@ -220,6 +368,7 @@ pub async fn run(
                 let mut next = got;
                 while let Some((g, completion)) = next {
                     in_flight -= 1;
+                    metrics.observe_completion(&completion);
                     if g == generation {
                         controller.complete(clock.now(), &snapshot, completion);
                     }
@@ -250,7 +399,59 @@ pub async fn run(
             _ => break,
         }
     }
+    if let Some(campaign) = campaign {
+        campaign.finish().await;
+    }
+    metrics.set_leader(false);
     Ok(stats)
+}
+
+/// A campaign for the lease running beside the loop; stopped (and the lease released) with the loop.
+struct Campaign {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Campaign {
+    /// Stops campaigning and waits (briefly) for the lease's release, so the standby takes over at
+    /// its next look rather than after the lease expires.
+    async fn finish(mut self) {
+        if let Some(stop) = self.stop.take() {
+            // The campaign may have ended already; then there is nothing to stop.
+            stop.send(()).ok();
+        }
+        if let Some(task) = self.task.take()
+            && tokio::time::timeout(Duration::from_secs(3), task)
+                .await
+                .is_err()
+        {
+            tracing::warn!("the lease was not released in 3 s; the standby waits for it to expire");
+        }
+    }
+}
+
+impl Drop for Campaign {
+    fn drop(&mut self) {
+        // An early return (the lease lost, an error): stop campaigning; the release runs on.
+        if let Some(stop) = self.stop.take() {
+            stop.send(()).ok();
+        }
+    }
+}
+
+/// The answer to a command this replica did not carry out because its lease had run out: each says
+/// "nothing happened, try later", which every command's completion handling already treats safely.
+fn not_executed(command: &Command) -> Outcome {
+    let cloud = || kestrel_core::cloud::CloudError::Throttled("not the leader".into());
+    match command {
+        Command::Launch(_) => Outcome::Launched(Err(cloud())),
+        Command::Terminate { .. } => Outcome::Cloud(Err(cloud())),
+        Command::ListInstances => Outcome::Listed(Err(cloud())),
+        Command::ReadSpotPrices { .. } => Outcome::SpotPrices(Err(cloud())),
+        _ => Outcome::Cluster(Err(kestrel_core::cluster::ClusterError::Unavailable(
+            "not the leader".into(),
+        ))),
+    }
 }
 
 fn log_command(command: &Command) {

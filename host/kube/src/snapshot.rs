@@ -29,10 +29,13 @@ pub const NOMINATION_ANNOTATION: &str = "kestrel.dev/nominated-nodeclaim";
 /// Taints the node lifecycle sets and clears on its own while a node starts (Karpenter's "known
 /// ephemeral taints"): planning ignores them, or every starting node would look useless and be
 /// replaced by another.
-pub const EPHEMERAL_TAINTS: [&str; 3] = [
+/// `karpenter.sh/unregistered` is among them: Kestrel removes it itself at registration, and a
+/// node seen before that write lands must not look useless to the pods waiting for it.
+pub const EPHEMERAL_TAINTS: [&str; 4] = [
     "node.kubernetes.io/not-ready",
     "node.kubernetes.io/unreachable",
     "node.cloudprovider.kubernetes.io/uninitialized",
+    "karpenter.sh/unregistered",
 ];
 /// The label carrying a node's instance type.
 pub const INSTANCE_TYPE_LABEL: &str = "node.kubernetes.io/instance-type";
@@ -53,8 +56,20 @@ impl FactsCache {
     }
 }
 
-/// What a pod's owner reference says about who recreates it.
+/// The annotation the kubelet puts on the API server's copy of a static pod (a mirror pod).
+pub const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
+
+/// What a pod's owner reference says about who recreates it. A mirror pod (a static pod the
+/// kubelet runs from its own manifest) is the node's own, like a DaemonSet's: it is never evicted
+/// and goes with its node, so the core is told it is a DaemonSet's.
 fn owner_of(meta: &ObjectMeta) -> (OwnerKind, String) {
+    if meta
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(MIRROR_ANNOTATION))
+    {
+        return (OwnerKind::DaemonSet, meta.name.clone().unwrap_or_default());
+    }
     let owner = meta
         .owner_references
         .as_ref()
@@ -277,13 +292,36 @@ impl Snapshot {
     }
 
     /// Nodes whose Node or NodeClaim is being deleted (by hand: Kestrel's own deletions come after
-    /// the drain).
-    pub fn deleting_nodes(&self) -> std::collections::BTreeSet<String> {
-        self.nodes
-            .iter()
-            .filter(|n| n.deleting)
-            .map(|n| n.name.to_string())
-            .collect()
+    /// the drain), with when the deletion was asked and the claim's terminationGracePeriod.
+    pub fn deleting_nodes(&self) -> BTreeMap<String, crate::deletion::Deletion> {
+        let mut out = BTreeMap::new();
+        for n in self.nodes.iter().filter(|n| n.deleting) {
+            let node_since = self
+                .node_objects
+                .get(&*n.name)
+                .and_then(|o| o.metadata.deletion_timestamp.as_ref())
+                .map(|t| t.0.as_millisecond());
+            let claim = self.node_claims.get(&n.claim);
+            let claim_since = claim
+                .and_then(|c| c.metadata.deletion_timestamp.as_ref())
+                .map(|t| t.0.as_millisecond());
+            let grace_ms = claim.and_then(|c| match c.spec.termination_grace_period() {
+                Ok(g) => g.map(|d| d.as_millis() as Millis),
+                Err(err) => {
+                    tracing::warn!(claim = %n.claim, %err, "terminationGracePeriod ignored");
+                    None
+                }
+            });
+            let since = match (node_since, claim_since) {
+                (Some(a), Some(b)) => a.min(b),
+                (a, b) => a.or(b).unwrap_or(self.now),
+            };
+            out.insert(
+                n.name.to_string(),
+                crate::deletion::Deletion { since, grace_ms },
+            );
+        }
+        out
     }
 
     /// The node registered for a claim, if any.
@@ -320,6 +358,9 @@ fn node_state(
         requested.add(bound[i].facts.requests());
         pods += 1;
     }
+    let initialized = labels
+        .get(crate::registration::INITIALIZED_LABEL)
+        .is_some_and(|v| v == "true");
     let claim_deleting = record
         .and_then(|r| claims.get(&r.name))
         .is_some_and(|c| c.metadata.deletion_timestamp.is_some());
@@ -356,6 +397,18 @@ fn node_state(
             .iter()
             .flatten()
             .filter(|t| !EPHEMERAL_TAINTS.contains(&t.key.as_str()))
+            // An uninitialized node's startup taints are about to go (Karpenter's rule): counted,
+            // they would make the node look useless to the pods waiting for it.
+            .filter(|t| {
+                initialized
+                    || !record.is_some_and(|r| {
+                        r.template
+                            .spec
+                            .startup_taints
+                            .iter()
+                            .any(|s| s.key == t.key && s.effect == t.effect)
+                    })
+            })
             .filter_map(|t| {
                 Some(Taint::new(
                     &t.key,
@@ -399,6 +452,13 @@ fn budget(pdb: &kube::api::DynamicObject) -> Option<DisruptionBudget> {
         min_available: spec.get("minAvailable").and_then(|v| v.as_i64()),
         max_unavailable: spec.get("maxUnavailable").and_then(|v| v.as_i64()),
     })
+}
+
+impl Snapshot {
+    /// How many pods wait for capacity (the scheduling queue's depth).
+    pub fn pending_count(&self) -> usize {
+        self.pending.len()
+    }
 }
 
 impl ClusterState for Snapshot {

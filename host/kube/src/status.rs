@@ -1,5 +1,7 @@
 //! NodePool status: each pool's node count and the total of its nodes' resources (Karpenter's
-//! `status.resources`, `status.nodes`), written when it changes.
+//! `status.resources`, `status.nodes`) and its conditions (Karpenter's `ValidationSucceeded`: the
+//! pool can be planned for; `NodeClassReady`: its EC2NodeClass exists; `Ready`: both), written when
+//! it changes.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -11,11 +13,63 @@ use serde_json::json;
 
 use crate::snapshot::Snapshot;
 
+/// One condition as the status carries it: (type, status, reason, message).
+pub type ConditionFacts = (String, String, String, String);
+
 /// What a pool's status says, as last written.
-pub type PoolStatus = (i64, BTreeMap<String, String>);
+pub type PoolStatus = (i64, BTreeMap<String, String>, Vec<ConditionFacts>);
+
+/// A pool's conditions: whether the core can plan for it, whether its EC2NodeClass exists.
+pub fn pool_conditions(pool: &NodePool, class_names: &[String]) -> Vec<ConditionFacts> {
+    let validation = match kestrel_core::controller::convert::node_pool(pool) {
+        Ok(_) => (
+            "True".to_string(),
+            "ValidationSucceeded".to_string(),
+            "the NodePool can be planned for".to_string(),
+        ),
+        Err(err) => ("False".into(), "ValidationFailed".into(), err.to_string()),
+    };
+    let class = &pool.spec.template.spec.node_class_ref.name;
+    let class_ready = if class_names.iter().any(|c| c == class) {
+        (
+            "True".to_string(),
+            "NodeClassReady".to_string(),
+            format!("EC2NodeClass {class} found"),
+        )
+    } else {
+        (
+            "False".into(),
+            "NodeClassNotFound".into(),
+            format!("EC2NodeClass {class} not found"),
+        )
+    };
+    let ready = if validation.0 == "True" && class_ready.0 == "True" {
+        ("True".to_string(), "Ready".to_string(), "ready".to_string())
+    } else {
+        let why = if validation.0 != "True" {
+            &validation.2
+        } else {
+            &class_ready.2
+        };
+        ("False".into(), "NotReady".into(), why.clone())
+    };
+    [
+        ("NodeClassReady", class_ready),
+        ("Ready", ready),
+        ("ValidationSucceeded", validation),
+    ]
+    .into_iter()
+    .map(|(t, (s, r, m))| (t.to_string(), s, r, m))
+    .collect()
+}
 
 /// Each pool's status from the snapshot (nodes of the pool's claims, registered or not deleted).
-pub fn pool_statuses(snapshot: &Snapshot) -> HashMap<String, PoolStatus> {
+pub fn pool_statuses(snapshot: &Snapshot, class_names: &[String]) -> HashMap<String, PoolStatus> {
+    let conditions: HashMap<String, Vec<ConditionFacts>> = snapshot
+        .node_pools
+        .iter()
+        .map(|p| (p.name_any(), pool_conditions(p, class_names)))
+        .collect();
     let mut totals: HashMap<String, (i64, ResourceList)> = snapshot
         .node_pools
         .iter()
@@ -39,7 +93,8 @@ pub fn pool_statuses(snapshot: &Snapshot) -> HashMap<String, PoolStatus> {
                 .map(|(n, q)| (n.to_string(), q.to_string()))
                 .collect();
             list.insert("nodes".into(), count.to_string());
-            (pool, (count, list))
+            let c = conditions.get(&pool).cloned().unwrap_or_default();
+            (pool, (count, list, c))
         })
         .collect()
 }
@@ -48,14 +103,34 @@ pub fn pool_statuses(snapshot: &Snapshot) -> HashMap<String, PoolStatus> {
 pub async fn write_changed(
     client: &Client,
     snapshot: &Snapshot,
+    class_names: &[String],
     written: &mut HashMap<String, PoolStatus>,
 ) {
     let api = Api::<NodePool>::all(client.clone());
-    for (pool, status) in pool_statuses(snapshot) {
+    for (pool, status) in pool_statuses(snapshot, class_names) {
         if written.get(&pool) == Some(&status) {
             continue;
         }
-        let patch = json!({"status": {"nodes": status.0, "resources": status.1}});
+        let existing = snapshot
+            .node_pools
+            .iter()
+            .find(|p| p.name_any() == pool)
+            .and_then(|p| p.status.as_ref())
+            .map(|s| s.conditions.clone())
+            .unwrap_or_default();
+        let conditions = crate::executor::merge_conditions(
+            &existing,
+            status
+                .2
+                .iter()
+                .map(|(t, s, r, m)| crate::executor::condition(t, s, r, m))
+                .collect(),
+        );
+        let patch = json!({"status": {
+            "nodes": status.0,
+            "resources": status.1,
+            "conditions": conditions,
+        }});
         match api
             .patch_status(&pool, &PatchParams::default(), &Patch::Merge(patch))
             .await

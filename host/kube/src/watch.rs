@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use kestrel_core::api::{EC2NodeClass, NodeClaim, NodePool};
 use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::reflector::{self, Store};
@@ -64,6 +64,8 @@ pub struct Reflectors {
     pub node_classes: Store<EC2NodeClass>,
     pub daemonsets: Store<DaemonSet>,
     pub pdbs: Store<DynamicObject>,
+    /// The ConfigMaps of the controller's namespace (where NodePools' policies live).
+    pub configmaps: Store<ConfigMap>,
     pub policy: PolicyVersion,
     /// Notified on every watch event.
     pub wake: Arc<Notify>,
@@ -106,13 +108,17 @@ where
 }
 
 impl Reflectors {
-    /// Starts every watch (cluster-wide) and returns at once; see [`Self::wait_synced`].
-    pub async fn start(client: &Client) -> Result<Reflectors, kube::Error> {
+    /// Starts every watch (cluster-wide; ConfigMaps in `policy_namespace` only) and returns at once;
+    /// see [`Self::wait_synced`].
+    pub async fn start(client: &Client, policy_namespace: &str) -> Result<Reflectors, kube::Error> {
         let policy = PolicyVersion::discover(client).await?;
         let wake = Arc::new(Notify::new());
         let pod_revision = Arc::new(AtomicU64::new(0));
         let mut tasks = Vec::new();
-        let config = watcher::Config::default;
+        // Lists are quorum reads (not the API server's watch cache, which may lag etcd): a
+        // restarted controller must see the NodeClaim records its predecessor wrote a moment ago,
+        // or it plans their pods again.
+        let config = || watcher::Config::default().list_semantic(watcher::ListSemantic::MostRecent);
 
         macro_rules! reflect {
             ($ty:ty, $revision:expr) => {{
@@ -143,6 +149,16 @@ impl Reflectors {
             .default_backoff(),
         );
         tasks.push(drive(stream, wake.clone(), None));
+        let (configmaps, writer) = reflector::store::<ConfigMap>();
+        let stream = reflector::reflector(
+            writer,
+            watcher(
+                Api::<ConfigMap>::namespaced(client.clone(), policy_namespace),
+                config(),
+            )
+            .default_backoff(),
+        );
+        tasks.push(drive(stream, wake.clone(), None));
         Ok(Reflectors {
             pods,
             nodes,
@@ -151,6 +167,7 @@ impl Reflectors {
             node_classes,
             daemonsets,
             pdbs,
+            configmaps,
             policy,
             wake,
             pod_revision,
@@ -168,6 +185,7 @@ impl Reflectors {
         self.node_classes.wait_until_ready().await?;
         self.daemonsets.wait_until_ready().await?;
         self.pdbs.wait_until_ready().await?;
+        self.configmaps.wait_until_ready().await?;
         Ok(())
     }
 }

@@ -45,8 +45,47 @@ pub struct PolicyEngine {
 struct Inner {
     engine: Engine,
     linker: Linker<HostState>,
-    cache: Mutex<HashMap<[u8; 32], Component>>,
+    cache: Mutex<CompileCache>,
     stop: Arc<AtomicBool>,
+}
+
+/// How many compiled components the engine keeps. Hot swap compiles every new ConfigMap version, so
+/// an unbounded cache would grow with each edit; a component still serving stays alive through its
+/// own handle when evicted (eviction only costs a recompile if those bytes come back).
+pub const COMPILE_CACHE_CAPACITY: usize = 32;
+
+/// Compiled components by sha256, least recently used evicted first.
+#[derive(Default)]
+struct CompileCache {
+    entries: HashMap<[u8; 32], (u64, Component)>,
+    clock: u64,
+}
+
+impl CompileCache {
+    fn get(&mut self, digest: &[u8; 32]) -> Option<Component> {
+        self.clock += 1;
+        let clock = self.clock;
+        self.entries.get_mut(digest).map(|(used, c)| {
+            *used = clock;
+            c.clone()
+        })
+    }
+
+    fn insert(&mut self, digest: [u8; 32], component: Component) {
+        self.clock += 1;
+        self.entries.insert(digest, (self.clock, component));
+        while self.entries.len() > COMPILE_CACHE_CAPACITY {
+            let Some(oldest) = self
+                .entries
+                .iter()
+                .min_by_key(|(_, (used, _))| *used)
+                .map(|(d, _)| *d)
+            else {
+                break;
+            };
+            self.entries.remove(&oldest);
+        }
+    }
 }
 
 impl Drop for Inner {
@@ -112,14 +151,14 @@ impl PolicyEngine {
     /// Compiles component bytes (in-process, never deserializing), cached by sha256. Returns the digest.
     pub fn compile(&self, bytes: &[u8]) -> Result<(String, Component), PolicyError> {
         let digest: [u8; 32] = Sha256::digest(bytes).into();
-        if let Some(c) = self
+        let cached = self
             .inner
             .cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&digest)
-        {
-            return Ok((hex::encode(digest), c.clone()));
+            .get(&digest);
+        if let Some(c) = cached {
+            return Ok((hex::encode(digest), c));
         }
         check_component_header(bytes)?;
         let component = Component::new(&self.inner.engine, bytes)
@@ -130,6 +169,16 @@ impl PolicyEngine {
             .unwrap_or_else(|p| p.into_inner())
             .insert(digest, component.clone());
         Ok((hex::encode(digest), component))
+    }
+
+    /// How many compiled components the cache holds (at most [`COMPILE_CACHE_CAPACITY`]).
+    pub fn cached(&self) -> usize {
+        self.inner
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entries
+            .len()
     }
 
     /// Compiles without the cache (for benchmarks).
@@ -231,6 +280,46 @@ mod tests {
         assert_eq!(ticks(Duration::from_millis(50)), 51);
         assert_eq!(ticks(Duration::from_micros(1500)), 3);
         assert_eq!(ticks(Duration::ZERO), 2);
+    }
+
+    /// An empty component whose one custom section makes its bytes (and digest) unique.
+    fn empty_component(tag: u32) -> Vec<u8> {
+        let name = format!("t{tag}");
+        let mut bytes = b"\0asm\x0d\0\x01\0".to_vec();
+        bytes.extend([0, name.len() as u8 + 1, name.len() as u8]);
+        bytes.extend(name.as_bytes());
+        bytes
+    }
+
+    #[test]
+    fn the_compile_cache_keeps_only_the_most_recently_used() {
+        let engine = PolicyEngine::new().unwrap();
+        let first = empty_component(0);
+        engine.compile(&first).unwrap();
+        for tag in 1..(COMPILE_CACHE_CAPACITY as u32 + 8) {
+            engine.compile(&empty_component(tag)).unwrap();
+            // The first one stays the most recently used: it is never evicted.
+            engine.compile(&first).unwrap();
+        }
+        assert_eq!(engine.cached(), COMPILE_CACHE_CAPACITY);
+        let digest: [u8; 32] = Sha256::digest(&first).into();
+        let kept = engine
+            .inner
+            .cache
+            .lock()
+            .unwrap()
+            .entries
+            .contains_key(&digest);
+        assert!(kept, "the most recently used component was evicted");
+        let digest: [u8; 32] = Sha256::digest(empty_component(1)).into();
+        let kept = engine
+            .inner
+            .cache
+            .lock()
+            .unwrap()
+            .entries
+            .contains_key(&digest);
+        assert!(!kept, "the least recently used component was kept");
     }
 
     #[test]

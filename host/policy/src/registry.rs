@@ -370,10 +370,7 @@ impl PolicyRegistry {
         // Prepared without holding the registry lock (compiling the defaults the first time takes tens of
         // milliseconds); if another thread created the pool meanwhile, its slots win.
         let metrics: [Arc<PolicyMetrics>; 3] = Default::default();
-        let default_source = match self.default_backend {
-            DefaultBackend::Wasm => PolicySource::EmbeddedDefault,
-            DefaultBackend::Native => PolicySource::Native,
-        };
+        let default_source = self.default_source();
         let prepared = |kind| {
             // The embedded defaults are built from the same sources as the native ones; if they ever
             // failed to load, the native default serves.
@@ -518,15 +515,27 @@ impl PolicyRegistry {
         source: PolicySource,
         settings: &str,
     ) -> Result<String, PolicyError> {
-        let pool = self.pool(node_pool);
-        let metrics = &pool.metrics[kind as usize];
         let prepared = match self.prepare_with_settings(kind, &source, settings) {
             Ok(p) => p,
             Err(e) => {
-                metrics.swapped(false);
+                self.pool(node_pool).metrics[kind as usize].swapped(false);
                 return Err(e);
             }
         };
+        Ok(self.install_prepared(node_pool, kind, prepared))
+    }
+
+    /// Swaps in a policy already compiled and canaried by [`Self::prepare`] (so a caller can prepare
+    /// off its decision thread and decide at swap time whether the result is still wanted). Returns
+    /// the new policy's label.
+    pub fn install_prepared(
+        &self,
+        node_pool: &str,
+        kind: PolicyKind,
+        prepared: PreparedPolicy,
+    ) -> String {
+        let pool = self.pool(node_pool);
+        let metrics = &pool.metrics[kind as usize];
         let label = prepared.label();
         match kind {
             PolicyKind::Ranker => {
@@ -553,7 +562,20 @@ impl PolicyRegistry {
         }
         metrics.swapped(true);
         tracing::info!(node_pool, %kind, policy = %label, "policy installed");
-        Ok(label)
+        label
+    }
+
+    /// Counts a refused install in the NodePool's metrics (for callers preparing on their own).
+    pub fn record_rejected(&self, node_pool: &str, kind: PolicyKind) {
+        self.pool(node_pool).metrics[kind as usize].swapped(false);
+    }
+
+    /// What a NodePool without an annotation for a kind gets.
+    pub fn default_source(&self) -> PolicySource {
+        match self.default_backend {
+            DefaultBackend::Wasm => PolicySource::EmbeddedDefault,
+            DefaultBackend::Native => PolicySource::Native,
+        }
     }
 
     /// Installs a `.wasm` file as a NodePool's policy.

@@ -1,7 +1,7 @@
 //! `kestrel run`: the in-cluster controller (`kestrel-kube`) against the API server named by
 //! `--kubeconfig`, `KUBECONFIG` or the in-cluster service account, with settings from flags or the
 //! environment as Karpenter's (`CLUSTER_NAME`, `INTERRUPTION_QUEUE`, `BATCH_IDLE_DURATION`,
-//! `BATCH_MAX_DURATION`, `LOG_LEVEL`), until SIGTERM or ctrl-c.
+//! `BATCH_MAX_DURATION`, `LOG_LEVEL`, `LOG_FORMAT`, `SYSTEM_NAMESPACE`), until SIGTERM or ctrl-c.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -52,6 +52,90 @@ pub struct Args {
     /// How long in-flight commands may finish after SIGTERM.
     #[arg(long, default_value = "10s")]
     pub shutdown_grace: String,
+    /// Lifecycle, cloud state and policy settings (boxed: they keep the command enum small).
+    #[command(flatten)]
+    pub more: Box<More>,
+}
+
+/// The settings `kestrel run` gained with the NodeClaim lifecycle, hot swap and the process tests.
+#[derive(Debug, clap::Args)]
+pub struct More {
+    /// `text` or `json` (one Karpenter-shaped JSON object per line) [env: LOG_FORMAT].
+    #[arg(long)]
+    pub log_format: Option<String>,
+    /// With `--cloud simulated`: keep the simulated cloud's instances in this JSON file, so they
+    /// outlive the process (a restarted controller meets its predecessor's instances; another
+    /// process can boot them into Nodes). Without it the simulated cloud lives in memory.
+    #[arg(long)]
+    pub cloud_state: Option<PathBuf>,
+    /// Give up a claim the cloud has not launched this long after it was made (Karpenter: 5m).
+    #[arg(long, default_value = "5m")]
+    pub launch_timeout: String,
+    /// Give up a launched claim whose node has not registered this long after (Karpenter: 15m).
+    #[arg(long, default_value = "15m")]
+    pub registration_timeout: String,
+    /// How often garbage collection (and the timeouts above) is checked.
+    #[arg(long, default_value = "1m")]
+    pub gc_interval: String,
+    /// Namespace of the policy ConfigMaps NodePools name (`kestrel.dev/ranker: configmap:NAME`)
+    /// [env: SYSTEM_NAMESPACE, the controller's own namespace; default `kestrel`].
+    #[arg(long)]
+    pub policy_namespace: Option<String>,
+    /// Policies of NodePools without annotations: `wasm` (the embedded defaults in the sandbox) or
+    /// `native` (the same logic compiled in).
+    #[arg(long, default_value = "wasm")]
+    pub default_policies: String,
+    /// Port of `/metrics` (Prometheus text; 0: none) [env: METRICS_PORT; default 8080].
+    #[arg(long)]
+    pub metrics_port: Option<u16>,
+    /// Port of `/healthz` and `/readyz` (0: none) [env: HEALTH_PROBE_PORT; default 8081].
+    #[arg(long)]
+    pub health_probe_port: Option<u16>,
+    /// Act without leader election (a single replica) [env: DISABLE_LEADER_ELECTION=true].
+    #[arg(long)]
+    pub disable_leader_election: bool,
+    /// The leader election Lease, in the controller's namespace (`SYSTEM_NAMESPACE`).
+    #[arg(long, default_value = "kestrel-leader-election")]
+    pub leader_election_lease: String,
+    /// This replica's identity in the Lease [env: POD_NAME; default: host name and process id].
+    #[arg(long)]
+    pub identity: Option<String>,
+}
+
+/// A port from its flag, else its environment variable, else the default; 0 turns it off.
+fn port(flag: Option<u16>, env: &str, default: u16) -> anyhow::Result<Option<u16>> {
+    let port = match flag {
+        Some(p) => p,
+        None => match std::env::var(env).ok().filter(|v| !v.is_empty()) {
+            Some(v) => v
+                .parse()
+                .with_context(|| format!("{env}: {v:?} is not a port"))?,
+            None => default,
+        },
+    };
+    Ok((port != 0).then_some(port))
+}
+
+/// Binds `/metrics`, `/healthz` and `/readyz` on `port` (all interfaces: the kubelet and Prometheus
+/// reach the pod's IP) and serves them until the process ends.
+async fn serve_on(
+    port: u16,
+    what: &str,
+    metrics: Arc<kestrel_kube::metrics::Metrics>,
+    health: Arc<kestrel_kube::serve::Health>,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(("0.0.0.0", port))
+        .await
+        .with_context(|| format!("binding the {what} port {port}"))?;
+    tracing::info!(port, what, "serving");
+    tokio::spawn(async move {
+        if let Err(err) =
+            kestrel_kube::serve::serve(listener, metrics, health, std::future::pending()).await
+        {
+            tracing::error!(error = %err, "the metrics/health server stopped");
+        }
+    });
+    Ok(())
 }
 
 /// A flag, else the environment variable.
@@ -68,10 +152,17 @@ fn millis(value: &str, what: &str) -> anyhow::Result<i64> {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let filter = setting(&args.log_level, "LOG_LEVEL").unwrap_or_else(|| "info".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).context("LOG_LEVEL")?)
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter).context("LOG_LEVEL")?;
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match setting(&args.more.log_format, "LOG_FORMAT").as_deref() {
+        None | Some("text") => logs.init(),
+        Some("json") => logs
+            .event_format(kestrel_kube::log_format::JsonLines)
+            .init(),
+        Some(other) => bail!("LOG_FORMAT {other:?}: expected `text` or `json`"),
+    }
     let mut config = kestrel_core::controller::ControllerConfig::default();
     if let Some(v) = setting(&args.batch_idle_duration, "BATCH_IDLE_DURATION") {
         config.batch_idle_ms = millis(&v, "BATCH_IDLE_DURATION")?;
@@ -79,6 +170,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(v) = setting(&args.batch_max_duration, "BATCH_MAX_DURATION") {
         config.batch_max_ms = millis(&v, "BATCH_MAX_DURATION")?;
     }
+    config.launch_ttl_ms = millis(&args.more.launch_timeout, "--launch-timeout")?;
+    config.registration_ttl_ms = millis(&args.more.registration_timeout, "--registration-timeout")?;
+    config.gc_interval_ms = millis(&args.more.gc_interval, "--gc-interval")?;
     let assembly = Assembly {
         config,
         zones: args.zones.clone(),
@@ -86,6 +180,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         seed: 1,
     };
     let cloud: Arc<dyn CloudApi> = match args.cloud.as_str() {
+        "simulated" if args.more.cloud_state.is_some() => {
+            let path = args.more.cloud_state.clone().context("--cloud-state")?;
+            Arc::new(kestrel_kube::file_cloud::FileCloud::new(path))
+        }
         "simulated" => {
             let (_, _, prices) =
                 kestrel_kube::assemble::catalog(&assembly.instance_types, &assembly.zones)?;
@@ -99,6 +197,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         other => bail!("--cloud {other}: only `simulated` is available in this build"),
     };
+    let namespace = setting(&args.more.policy_namespace, "SYSTEM_NAMESPACE")
+        .unwrap_or_else(|| "kestrel".into());
+    let disable_election = args.more.disable_leader_election
+        || std::env::var("DISABLE_LEADER_ELECTION").is_ok_and(|v| v == "true");
+    let identity = setting(&args.more.identity, "POD_NAME").unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "kestrel".into());
+        format!("{host}-{}", std::process::id())
+    });
+    let metrics_port = port(args.more.metrics_port, "METRICS_PORT", 8080)?;
+    let health_port = port(args.more.health_probe_port, "HEALTH_PROBE_PORT", 8081)?;
+    let metrics = Arc::new(kestrel_kube::metrics::Metrics::new());
+    // The loop turns at least every minute; three silent minutes mean it is stuck.
+    let health = Arc::new(kestrel_kube::serve::Health::new(Duration::from_secs(180)));
     let settings = kestrel_kube::Settings {
         cluster_name: setting(&args.cluster_name, "CLUSTER_NAME")
             .unwrap_or_else(|| "kestrel".into()),
@@ -108,6 +221,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             millis(&args.shutdown_grace, "--shutdown-grace")?.max(0) as u64,
         ),
         min_tick_interval: Duration::from_millis(20),
+        policy_namespace: namespace.clone(),
+        leader_election: (!disable_election).then(|| {
+            kestrel_kube::lease::LeaseConfig::new(
+                namespace.clone(),
+                args.more.leader_election_lease.clone(),
+                identity.clone(),
+            )
+        }),
+        metrics: metrics.clone(),
+        health: health.clone(),
+        policy_limits: kestrel_policy::Limits::default(),
+        default_policies: match args.more.default_policies.as_str() {
+            "wasm" => kestrel_policy::DefaultBackend::Wasm,
+            "native" => kestrel_policy::DefaultBackend::Native,
+            other => bail!("--default-policies {other}: expected `wasm` or `native`"),
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -115,6 +244,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     // The loop's future is not Send: it runs on this thread (block_on); its commands use the pool.
     let stats = runtime.block_on(async move {
+        if let Some(port) = metrics_port {
+            serve_on(port, "metrics", metrics.clone(), health.clone()).await?;
+        }
+        if let Some(port) = health_port.filter(|p| Some(*p) != metrics_port) {
+            serve_on(port, "health probe", metrics.clone(), health.clone()).await?;
+        }
         let config = match &args.kubeconfig {
             Some(path) => {
                 let kubeconfig = kube::config::Kubeconfig::read_from(path)

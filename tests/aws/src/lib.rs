@@ -3,27 +3,25 @@
 //! control endpoint, and kills it on drop. Each test starts its own server, so faults and state never
 //! leak between tests running in parallel.
 //!
-//! moto is installed into a venv outside the repository (`$KESTREL_CACHE/moto-<version>`, default
-//! `~/.cache/kestrel`), by `.ci/run` or, when absent, by the harness itself; `KESTREL_MOTO_PYTHON`
-//! names another interpreter that has it.
+//! moto is installed into a venv outside the repository by `kestrel_test_pyenv` (`.ci/run` or, when
+//! absent, the harness itself); `KESTREL_MOTO_PYTHON` names another interpreter that has it.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::Duration;
 
 /// The moto version the suites are written against (its behaviour changes between releases).
-pub const MOTO_VERSION: &str = "5.2.5";
+pub const MOTO_VERSION: &str = kestrel_test_pyenv::MOTO.version;
 
 /// How long a cold server may take to print its port (2 cores shared with compilers).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum HarnessError {
-    #[error("installing moto {MOTO_VERSION} into {venv}: {detail}")]
-    Install { venv: PathBuf, detail: String },
+    #[error(transparent)]
+    Install(#[from] kestrel_test_pyenv::InstallError),
     #[error("starting the fault server: {0}")]
     Spawn(#[source] std::io::Error),
     #[error("the fault server did not report its port within {0:?}: {1}")]
@@ -45,7 +43,7 @@ pub struct MotoServer {
 impl MotoServer {
     /// Starts a fresh server (installing moto first if this machine has none).
     pub fn start() -> Result<MotoServer, HarnessError> {
-        let python = python()?;
+        let python = kestrel_test_pyenv::python(&kestrel_test_pyenv::MOTO)?;
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("moto/fault_server.py");
         let mut child = Command::new(python)
             .arg(script)
@@ -146,44 +144,4 @@ fn kill_with(mut child: Child, error: HarnessError) -> HarnessError {
     child.kill().ok();
     child.wait().ok();
     error
-}
-
-/// The interpreter that has moto: `KESTREL_MOTO_PYTHON`, else the cached venv (created on first use;
-/// one install at a time within this process).
-fn python() -> Result<PathBuf, HarnessError> {
-    if let Some(python) = std::env::var_os("KESTREL_MOTO_PYTHON") {
-        return Ok(PathBuf::from(python));
-    }
-    static INSTALL: Mutex<()> = Mutex::new(());
-    let _guard = INSTALL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let cache = std::env::var_os("KESTREL_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/kestrel")))
-        .unwrap_or_else(|| PathBuf::from("/tmp/kestrel-cache"));
-    let venv = cache.join(format!("moto-{MOTO_VERSION}"));
-    let python = venv.join("bin/python");
-    let marker = venv.join(".installed");
-    if marker.exists() {
-        return Ok(python);
-    }
-    let install = |detail: String| HarnessError::Install {
-        venv: venv.clone(),
-        detail,
-    };
-    let run = |cmd: &mut Command| -> Result<(), HarnessError> {
-        let status = cmd.status().map_err(|e| install(format!("{cmd:?}: {e}")))?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(install(format!("{cmd:?} exited with {status}")))
-        }
-    };
-    run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
-    run(Command::new(&python)
-        .args(["-m", "pip", "install", "--quiet"])
-        .arg(format!("moto[server]=={MOTO_VERSION}")))?;
-    std::fs::write(&marker, MOTO_VERSION).map_err(|e| install(e.to_string()))?;
-    Ok(python)
 }

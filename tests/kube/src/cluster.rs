@@ -122,6 +122,14 @@ impl TestCluster {
     }
 
     fn start_apiserver(&mut self) -> Result<()> {
+        // Every request a ServiceAccount makes is audited (the RBAC tests read which calls of the
+        // controller's own account were refused); the test's admin requests are not, to keep it small.
+        let audit_policy = self.dir.join("audit-policy.yaml");
+        std::fs::write(
+            &audit_policy,
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n\
+             - level: Metadata\n  userGroups: [\"system:serviceaccounts\"]\n- level: None\n",
+        )?;
         let pki = self.dir.join("pki");
         let p = |f: &str| pki.join(f).display().to_string();
         let child = Command::new(self.bin.join("kube-apiserver"))
@@ -152,6 +160,8 @@ impl TestCluster {
                 "--disable-admission-plugins=ServiceAccount",
             ])
             .arg(format!("--cert-dir={}", self.dir.join("certs").display()))
+            .arg(format!("--audit-policy-file={}", audit_policy.display()))
+            .arg(format!("--audit-log-path={}", self.audit_log().display()))
             .stdout(self.log("apiserver")?)
             .stderr(self.log("apiserver")?)
             .spawn()
@@ -214,21 +224,55 @@ impl TestCluster {
     }
 
     fn kubeconfig(&self) -> String {
+        self.kubeconfig_with_token(TOKEN)
+    }
+
+    fn kubeconfig_with_token(&self, token: &str) -> String {
         format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster: {{server: \"https://127.0.0.1:{}\", certificate-authority: \"{}\"}}\nusers:\n- name: admin\n  user: {{token: {TOKEN}}}\ncontexts:\n- name: test\n  context: {{cluster: test, user: admin}}\ncurrent-context: test\n",
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster: {{server: \"https://127.0.0.1:{}\", certificate-authority: \"{}\"}}\nusers:\n- name: user\n  user: {{token: \"{token}\"}}\ncontexts:\n- name: test\n  context: {{cluster: test, user: user}}\ncurrent-context: test\n",
             self.api_port,
             self.dir.join("pki/ca.crt").display()
         )
     }
 
-    /// A client for the test's API server.
-    pub async fn client(&self) -> Result<Client> {
-        let kubeconfig = Kubeconfig::read_from(self.kubeconfig_path())?;
-        let config =
-            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
-        kestrel_kube::install_tls_provider();
-        Ok(Client::try_from(config)?)
+    /// A kubeconfig that authenticates with `token` (e.g. a ServiceAccount's, from the TokenRequest
+    /// API), written beside the admin's as `kubeconfig-NAME`.
+    pub fn kubeconfig_for(&self, name: &str, token: &str) -> Result<PathBuf> {
+        let path = self.dir.join(format!("kubeconfig-{name}"));
+        std::fs::write(&path, self.kubeconfig_with_token(token))?;
+        Ok(path)
     }
+
+    fn audit_log(&self) -> PathBuf {
+        self.dir.join("audit.log")
+    }
+
+    /// The audit events of every ServiceAccount's requests so far (one JSON object per request).
+    pub fn service_account_audit(&self) -> Result<Vec<serde_json::Value>> {
+        let text = match std::fs::read_to_string(self.audit_log()) {
+            Ok(text) => text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(err) => return Err(err).context("reading the API server's audit log"),
+        };
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).context("an audit log line that is not JSON"))
+            .collect()
+    }
+
+    /// A client for the test's API server, as its admin.
+    pub async fn client(&self) -> Result<Client> {
+        client_from(&self.kubeconfig_path()).await
+    }
+}
+
+/// A client from a kubeconfig file of the test's API server.
+pub async fn client_from(path: &Path) -> Result<Client> {
+    let kubeconfig = Kubeconfig::read_from(path)?;
+    let config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+    kestrel_kube::install_tls_provider();
+    Ok(Client::try_from(config)?)
 }
 
 fn stop(child: &mut Option<Child>) {

@@ -2,6 +2,8 @@
 //! kubelet on EC2 does (providerID `aws:///zone/i-...`, the instance type's capacity, well-known
 //! labels, Ready, and Karpenter's `karpenter.sh/unregistered` taint until Kestrel initializes it),
 //! and deletes the Node when the instance terminates (the cloud node lifecycle controller's job).
+//! [`spawn`] serves the in-process simulated cloud, [`spawn_file`] the file-backed one another
+//! process (`kestrel run --cloud-state`) launches into.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -19,6 +21,8 @@ use serde_json::json;
 use tokio::task::JoinHandle;
 
 use crate::sim_cloud::SimCloudApi;
+use kestrel_core::cloud::Instance;
+use kestrel_kube::file_cloud::FileCloud;
 
 /// The Node name an instance registers as.
 pub fn node_name(instance_id: &str) -> String {
@@ -50,6 +54,15 @@ async fn register(
     let Some(instance) = instance else {
         return Ok(());
     };
+    register_instance(client, types, &instance).await
+}
+
+/// Registers the Node of a booted instance, as a kubelet on EC2 does.
+pub async fn register_instance(
+    client: &Client,
+    types: &[InstanceTypeInfo],
+    instance: &Instance,
+) -> Result<()> {
     let Some(it) = types
         .iter()
         .find(|t| t.name == instance.offering.instance_type)
@@ -104,6 +117,18 @@ async fn register(
     )
     .await?;
     Ok(())
+}
+
+/// The cloud node lifecycle controller's part: a terminated instance's Node is deleted.
+async fn delete_node_of(client: &Client, instance_id: &str) -> Result<()> {
+    match Api::<Node>::all(client.clone())
+        .delete(&node_name(instance_id), &DeleteParams::default())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The node lifecycle controller's part: a Ready node loses the `not-ready` taint the API server
@@ -173,20 +198,78 @@ pub fn spawn(client: Client, cloud: SimCloudApi, types: Vec<InstanceTypeInfo>) -
                     }
                     CloudEvent::Terminated { instance_id } => {
                         registered.retain(|n| *n != node_name(instance_id));
-                        match Api::<Node>::all(client.clone())
-                            .delete(&node_name(instance_id), &DeleteParams::default())
-                            .await
-                        {
-                            Ok(_) => Ok(()),
-                            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-                            Err(e) => Err(e.into()),
-                        }
+                        delete_node_of(&client, instance_id).await
                     }
                     _ => Ok(()),
                 };
                 if let Err(err) = result {
                     tracing::warn!(?event, %err, "test kubelet");
                 }
+            }
+            if let Err(err) = clear_not_ready(&client, &registered).await {
+                tracing::warn!(%err, "test kubelet: clearing not-ready");
+            }
+            if let Err(err) = start_pods(&client, &registered).await {
+                tracing::warn!(%err, "test kubelet: starting pods");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+}
+
+/// How long a file-cloud instance takes to boot before its Node registers.
+const FILE_BOOT_MS: i64 = 300;
+
+/// The kubelet over the file-backed cloud `kestrel run --cloud-state FILE` uses (another process's
+/// cloud): every 100 ms, pending instances older than the boot time are marked running and
+/// registered, terminated ones' Nodes deleted.
+pub fn spawn_file(
+    client: Client,
+    cloud: FileCloud,
+    types: Vec<InstanceTypeInfo>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut registered: Vec<String> = Vec::new();
+        let mut deleted: Vec<String> = Vec::new();
+        loop {
+            let now = SystemClock.now();
+            let changed = cloud.update(|state| {
+                let mut booted = Vec::new();
+                for i in state.instances.iter_mut() {
+                    if i.state == "pending" && i.launched_at + FILE_BOOT_MS <= now {
+                        i.state = "running".into();
+                        booted.push(i.to_instance());
+                    }
+                }
+                let gone: Vec<String> = state
+                    .instances
+                    .iter()
+                    .filter(|i| i.state == "terminated")
+                    .map(|i| i.id.clone())
+                    .collect();
+                (booted, gone)
+            });
+            match changed {
+                Ok((booted, gone)) => {
+                    for instance in booted {
+                        registered.push(node_name(&instance.id));
+                        if let Err(err) = register_instance(&client, &types, &instance).await {
+                            tracing::warn!(id = %instance.id, %err, "test kubelet: registering");
+                        }
+                    }
+                    let new_gone: Vec<String> = gone
+                        .into_iter()
+                        .filter(|id| !deleted.contains(id))
+                        .collect();
+                    for id in &new_gone {
+                        registered.retain(|n| *n != node_name(id));
+                        match delete_node_of(&client, id).await {
+                            Ok(()) => deleted.push(id.clone()),
+                            Err(err) => tracing::warn!(%id, %err, "test kubelet: deleting"),
+                        }
+                    }
+                }
+                Err(err) => tracing::warn!(%err, "test kubelet: reading the cloud state"),
             }
             if let Err(err) = clear_not_ready(&client, &registered).await {
                 tracing::warn!(%err, "test kubelet: clearing not-ready");

@@ -2,6 +2,7 @@
 //! `CloudProvider` on a virtual clock) made a `CloudApi` with a mutex and the wall clock, so the
 //! in-cluster controller launches "instances" the test kubelet then registers.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use kestrel_core::clock::{Clock, Millis, SystemClock};
@@ -15,6 +16,9 @@ pub struct SimCloudApi {
     cloud: Arc<Mutex<SimCloud>>,
     /// The cloud's events (instances booted, terminated) not yet acted on by the kubelet.
     events: Arc<Mutex<Vec<(Millis, CloudEvent)>>>,
+    /// While set, CreateFleet calls never answer and launch nothing (a request the cloud lost).
+    hang_launches: Arc<AtomicBool>,
+    hung: Arc<AtomicUsize>,
 }
 
 impl SimCloudApi {
@@ -22,6 +26,8 @@ impl SimCloudApi {
         SimCloudApi {
             cloud: Arc::new(Mutex::new(cloud)),
             events: Arc::default(),
+            hang_launches: Arc::default(),
+            hung: Arc::default(),
         }
     }
 
@@ -59,6 +65,16 @@ impl SimCloudApi {
             .collect()
     }
 
+    /// Makes launches hang (never answer, launch nothing) or answer again.
+    pub fn hang_launches(&self, hang: bool) {
+        self.hang_launches.store(hang, Ordering::SeqCst);
+    }
+
+    /// How many launch calls hung so far.
+    pub fn hung_launches(&self) -> usize {
+        self.hung.load(Ordering::SeqCst)
+    }
+
     /// Every instance ever launched.
     pub fn launched(&self) -> usize {
         self.lock().records().len()
@@ -67,6 +83,10 @@ impl SimCloudApi {
 
 impl CloudApi for SimCloudApi {
     fn create<'a>(&'a self, request: &'a LaunchRequest) -> CloudCall<'a, Launched> {
+        if self.hang_launches.load(Ordering::SeqCst) {
+            self.hung.fetch_add(1, Ordering::SeqCst);
+            return Box::pin(futures::future::pending());
+        }
         let out = self.call(|c, now| c.create(request, now));
         Box::pin(async move { out })
     }

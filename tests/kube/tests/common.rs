@@ -132,8 +132,13 @@ pub async fn apply_yaml(client: &Client, yaml: &str) -> Result<Vec<DynamicObject
 
 /// The simulated cloud of the tests' small region, booting instances in 0.3–0.6 s.
 pub fn sim_cloud() -> Result<SimCloudApi> {
+    sim_cloud_of(&FAMILIES)
+}
+
+/// The simulated cloud of a region offering these instance families.
+pub fn sim_cloud_of(families: &[&str]) -> Result<SimCloudApi> {
     let zones: Vec<String> = ZONES.iter().map(|z| z.to_string()).collect();
-    let families: Vec<String> = FAMILIES.iter().map(|f| f.to_string()).collect();
+    let families: Vec<String> = families.iter().map(|f| f.to_string()).collect();
     let (_, _, prices) = assemble::catalog(&families, &zones)?;
     let config = SimCloudConfig {
         zones,
@@ -147,8 +152,14 @@ pub fn sim_cloud() -> Result<SimCloudApi> {
 }
 
 pub fn instance_types() -> Result<Vec<kestrel_core::controller::InstanceTypeInfo>> {
+    instance_types_of(&FAMILIES)
+}
+
+pub fn instance_types_of(
+    families: &[&str],
+) -> Result<Vec<kestrel_core::controller::InstanceTypeInfo>> {
     let zones: Vec<String> = ZONES.iter().map(|z| z.to_string()).collect();
-    let families: Vec<String> = FAMILIES.iter().map(|f| f.to_string()).collect();
+    let families: Vec<String> = families.iter().map(|f| f.to_string()).collect();
     Ok(assemble::catalog(&families, &zones)?.1)
 }
 
@@ -164,6 +175,19 @@ pub fn settings() -> Settings {
         },
         shutdown_grace: Duration::from_secs(5),
         min_tick_interval: Duration::from_millis(20),
+        policy_namespace: "default".into(),
+        default_policies: kestrel_policy::DefaultBackend::Native,
+        // A debug build on a loaded 2-core machine misses the production deadlines (50 ms per
+        // rank): a timed-out call would fall back to the default and hide which policy serves.
+        policy_limits: kestrel_policy::Limits {
+            rank_deadline: Duration::from_secs(5),
+            consolidate_deadline: Duration::from_secs(5),
+            budget_deadline: Duration::from_secs(5),
+            ..kestrel_policy::Limits::default()
+        },
+        leader_election: None,
+        metrics: Default::default(),
+        health: std::sync::Arc::new(kestrel_kube::serve::Health::new(Duration::from_secs(60))),
     }
 }
 
@@ -180,7 +204,15 @@ impl RunningController {
         cloud: &SimCloudApi,
         settings: Settings,
     ) -> RunningController {
-        let kubeconfig = cluster.kubeconfig_path();
+        Self::start_as(cluster.kubeconfig_path(), cloud, settings)
+    }
+
+    /// As [`RunningController::start`], authenticated by another kubeconfig (e.g. a ServiceAccount's).
+    pub fn start_as(
+        kubeconfig: std::path::PathBuf,
+        cloud: &SimCloudApi,
+        settings: Settings,
+    ) -> RunningController {
         let cloud: Arc<dyn kestrel_core::cloud::CloudApi> = Arc::new(cloud.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || -> Result<_> {
@@ -188,11 +220,7 @@ impl RunningController {
                 .enable_all()
                 .build()?;
             rt.block_on(async move {
-                let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig)?;
-                let config =
-                    kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
-                kestrel_kube::install_tls_provider();
-                let client = Client::try_from(config)?;
+                let client = kestrel_kube_tests::cluster::client_from(&kubeconfig).await?;
                 let shutdown = async move {
                     // A dropped sender (the test ended) is a shutdown too.
                     let _ = rx.await;
@@ -228,6 +256,50 @@ impl Drop for RunningController {
             let _ = t.join();
         }
     }
+}
+
+/// The Events about one object (any namespace's `default` Events: cluster-scoped objects' go there).
+pub async fn events_about(
+    client: &Client,
+    kind: &str,
+    name: &str,
+) -> Result<Vec<k8s_openapi::api::core::v1::Event>> {
+    Ok(
+        Api::<k8s_openapi::api::core::v1::Event>::namespaced(client.clone(), "default")
+            .list(&Default::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.involved_object.kind.as_deref() == Some(kind)
+                    && e.involved_object.name.as_deref() == Some(name)
+            })
+            .collect(),
+    )
+}
+
+/// What `kubectl get` prints for a list: the server's Table (column names, each row's cells).
+pub async fn table(
+    client: &Client,
+    path: &str,
+) -> Result<(Vec<String>, Vec<Vec<serde_json::Value>>)> {
+    let request = http::Request::get(path)
+        .header("Accept", "application/json;as=Table;g=meta.k8s.io;v=v1")
+        .body(Vec::new())?;
+    let table: serde_json::Value = client.request(request).await?;
+    let columns = table["columnDefinitions"]
+        .as_array()
+        .context("a Table")?
+        .iter()
+        .map(|c| c["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let rows = table["rows"]
+        .as_array()
+        .context("a Table")?
+        .iter()
+        .map(|r| r["cells"].as_array().cloned().unwrap_or_default())
+        .collect();
+    Ok((columns, rows))
 }
 
 /// Polls `check` every 100 ms until it returns Some, or fails after `timeout`.

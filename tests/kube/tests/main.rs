@@ -2,7 +2,13 @@
 //! `tests/k8s/build.sh`), with the simulated cloud behind the production cloud edge.
 mod common;
 mod drain;
+mod helm;
+mod hotswap;
+mod leader;
+mod lease;
+mod lifecycle;
 mod manifests;
+mod process;
 mod provisioning;
 mod restart;
 mod scale;

@@ -216,6 +216,45 @@ async fn pending_pod_gets_a_node_and_the_scheduler_binds_it() -> Result<()> {
         },
     )
     .await?;
+    // `kubectl get nodeclaims,nodepools`: Karpenter's columns, filled.
+    let (columns, rows) = common::table(&client, "/apis/karpenter.sh/v1/nodeclaims").await?;
+    assert_eq!(
+        columns[..7],
+        ["Name", "Type", "Capacity", "Zone", "Node", "Ready", "Age"],
+        "{columns:?}"
+    );
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0][0], name.as_str());
+    assert_eq!(rows[0][1], instance[0].offering.instance_type.as_str());
+    assert_eq!(rows[0][2], "on-demand");
+    assert_eq!(rows[0][3], instance[0].offering.zone.as_str());
+    assert_eq!(rows[0][4], node_name.as_str());
+    assert_eq!(rows[0][5], "True");
+    common::eventually(Duration::from_secs(10), "NodePool Ready", || async {
+        let (columns, rows) = common::table(&client, "/apis/karpenter.sh/v1/nodepools").await?;
+        assert_eq!(
+            columns[..5],
+            ["Name", "NodeClass", "Nodes", "Ready", "Age"],
+            "{columns:?}"
+        );
+        Ok((rows[0][0] == "default"
+            && rows[0][1] == "default"
+            && rows[0][2] == "1"
+            && rows[0][3] == "True")
+            .then_some(()))
+    })
+    .await?;
+    let pool = pools.get("default").await?;
+    let conditions = pool.status.map(|s| s.conditions).unwrap_or_default();
+    for c in ["Ready", "ValidationSucceeded", "NodeClassReady"] {
+        assert!(
+            conditions
+                .iter()
+                .any(|x| x.type_ == c && x.status == "True"),
+            "NodePool {c} not True: {conditions:?}"
+        );
+    }
+
     let events = Api::<k8s_openapi::api::core::v1::Event>::namespaced(client.clone(), "default")
         .list(&ListParams::default())
         .await?

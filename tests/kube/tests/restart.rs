@@ -39,8 +39,11 @@ async fn a_controller_killed_during_a_launch_resumes_it_without_a_second_instanc
     first.stop()?;
     let launched_before_restart = cloud.launched();
 
-    let kubelet = kubelet::spawn(client.clone(), cloud.clone(), common::instance_types()?);
+    // The restarted controller decides before any Node registers (longer than the batch window):
+    // only its recovery from the NodeClaim record keeps it from planning the pod again.
     let second = RunningController::start(&cluster, &cloud, settings);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let kubelet = kubelet::spawn(client.clone(), cloud.clone(), common::instance_types()?);
     common::eventually(Duration::from_secs(60), "the pod bound", || {
         bound_node(&client, "web-1")
     })

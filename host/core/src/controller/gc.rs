@@ -12,7 +12,7 @@
 
 use std::collections::HashSet;
 
-use super::{Action, Command, Controller, REGISTRATION_TTL_MS, Reason};
+use super::{Action, Command, Controller, ControllerConfig, Reason};
 use crate::clock::Millis;
 use crate::cloud::{CloudError, Listing};
 use crate::cluster::ClusterState;
@@ -29,18 +29,57 @@ pub const LISTING_GRACE_MS: Millis = 30_000;
 /// by its interruption or state-change notice).
 pub const VANISH_CONFIRM_MS: Millis = 5 * 60_000;
 
+/// Why a claim is given up at `now`, if it is (Karpenter's liveness rules, both from the claim's
+/// creation): not launched `launch_ttl_ms` after it was made, or not registered
+/// `registration_ttl_ms` after. A claim leaves the controller's claims when its node registers, so
+/// any claim still there has not registered.
+pub(super) fn timed_out(
+    config: &ControllerConfig,
+    created_at: Millis,
+    launched: bool,
+    now: Millis,
+) -> Option<String> {
+    if !launched && now - created_at > config.launch_ttl_ms {
+        Some(format!(
+            "claim not launched within {} s",
+            config.launch_ttl_ms / 1000
+        ))
+    } else if now - created_at > config.registration_ttl_ms {
+        // The simulator's reports carry this text: unchanged for the default 15 minutes.
+        Some(if config.registration_ttl_ms % 60_000 == 0 {
+            format!(
+                "claim did not register within {} minutes",
+                config.registration_ttl_ms / 60_000
+            )
+        } else {
+            format!(
+                "claim did not register within {} s",
+                config.registration_ttl_ms / 1000
+            )
+        })
+    } else {
+        None
+    }
+}
+
 impl Controller {
     /// Gives up claims that never registered, then asks for a listing (the rest of the pass runs when
     /// it answers).
     pub(super) fn collect_garbage(&mut self, now: Millis) {
-        // Karpenter gives a launched claim 15 minutes to register before it gives up on it.
-        let stale: Vec<String> = self
+        // Karpenter gives a claim 5 minutes to launch and 15 minutes to register before it gives
+        // up on it.
+        let stale: Vec<(String, String)> = self
             .claims
             .iter()
-            .filter(|(_, c)| now - c.created_at > REGISTRATION_TTL_MS)
-            .map(|(name, _)| name.clone())
+            .filter_map(|(name, c)| {
+                let launched = c.instance_id.is_some();
+                Some((
+                    name.clone(),
+                    timed_out(&self.config, c.created_at, launched, now)?,
+                ))
+            })
             .collect();
-        for name in stale {
+        for (name, why) in stale {
             let claim = self.claims.remove(&name).expect("listed above");
             self.claim_lost(now, &name);
             if let Some(id) = claim.instance_id {
@@ -52,8 +91,10 @@ impl Controller {
                         instance_id: id,
                     },
                     Reason::InstanceGone,
-                    "claim did not register within 15 minutes".into(),
+                    why,
                 );
+            } else {
+                tracing::warn!(claim = %name, %why, "claim given up; its pods are planned again");
             }
         }
         if !self.listing_in_flight {
@@ -175,5 +216,34 @@ impl Controller {
                 "instance no longer exists".into(),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_time_out_unlaunched_after_the_launch_ttl_and_unregistered_after_the_registration_ttl()
+    {
+        let config = ControllerConfig::default();
+        let (l, r) = (config.launch_ttl_ms, config.registration_ttl_ms);
+        assert_eq!(r, 15 * 60_000, "Karpenter's registration timeout");
+        assert!(l <= r);
+        // Not launched: the launch timeout.
+        assert_eq!(timed_out(&config, 0, false, l), None);
+        assert!(timed_out(&config, 0, false, l + 1).is_some());
+        // Launched: only the registration timeout, from the creation.
+        assert_eq!(timed_out(&config, 0, true, r), None);
+        assert!(timed_out(&config, 0, true, r + 1).is_some());
+        // Settable (`kestrel run` sets Karpenter's 5 min launch timeout; the tests seconds).
+        let short = ControllerConfig {
+            launch_ttl_ms: 1_000,
+            registration_ttl_ms: 3_000,
+            ..config
+        };
+        assert!(timed_out(&short, 0, false, 1_001).is_some());
+        assert_eq!(timed_out(&short, 0, true, 1_001), None);
+        assert!(timed_out(&short, 0, true, 3_001).is_some());
     }
 }

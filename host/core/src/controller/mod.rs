@@ -329,6 +329,39 @@ impl Retry {
     }
 }
 
+/// A drain turned forceful (past its grace period) waits for nothing: the backoffs its pods built
+/// up from PDB refusals are dropped, so the next tick deletes them.
+fn reset_backoffs(evictions: &mut HashMap<(String, PodKey), Retry>, node: &str, now: Millis) {
+    for ((n, _), retry) in evictions.iter_mut() {
+        if n == node {
+            retry.attempts = 0;
+            retry.next_at = retry.next_at.min(now);
+        }
+    }
+}
+
+#[cfg(test)]
+mod forceful_tests {
+    use super::*;
+
+    #[test]
+    fn a_forceful_drain_drops_its_pods_backoffs_only() {
+        let mut evictions: HashMap<(String, PodKey), Retry> = HashMap::new();
+        let mut backed_off = Retry::default();
+        for t in [0, 1_000, 3_000, 7_000] {
+            backed_off.refused(t);
+        }
+        assert_eq!(backed_off.next_at, 15_000, "four refusals: 1+2+4+8 s");
+        evictions.insert(("a".into(), Arc::from("ns/p1")), backed_off.clone());
+        evictions.insert(("b".into(), Arc::from("ns/p2")), backed_off.clone());
+        reset_backoffs(&mut evictions, "a", 8_000);
+        let a = &evictions[&("a".to_string(), Arc::from("ns/p1"))];
+        assert!(a.due(8_000) && a.attempts == 0);
+        let b = &evictions[&("b".to_string(), Arc::from("ns/p2"))];
+        assert!(!b.due(8_000), "another node's backoff was dropped");
+    }
+}
+
 /// Counters the report reads.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct ControllerStats {
@@ -367,6 +400,18 @@ pub struct ControllerConfig {
     /// Retry pods that could not be placed this often.
     pub retry_unplaced_ms: Millis,
     pub gc_interval_ms: Millis,
+    /// A claim whose instance the cloud has not launched this long after the claim was made is
+    /// given up: its pods are planned again. Karpenter's is 5 min (`kestrel run` sets it); the
+    /// default keeps the simulator's earlier rule (the registration timeout covers both).
+    pub launch_ttl_ms: Millis,
+    /// A claim whose node has not registered this long after the claim was made is given up and
+    /// its instance terminated (Karpenter's registration timeout, 15 min).
+    pub registration_ttl_ms: Millis,
+    /// The number in the first claim name (`POOL-NNNNN`). Claim names are the launches'
+    /// idempotency tokens: a controller process that starts from the wall clock's milliseconds
+    /// never reuses the name of a claim an earlier process made, so only its recovery (which resumes
+    /// that claim) can find the earlier process's instance. 1 in the simulator (names stable).
+    pub first_claim: u64,
 }
 
 impl Default for ControllerConfig {
@@ -376,6 +421,9 @@ impl Default for ControllerConfig {
             batch_max_ms: batch::DEFAULT_MAX_MS,
             retry_unplaced_ms: 60_000,
             gc_interval_ms: 60_000,
+            launch_ttl_ms: REGISTRATION_TTL_MS,
+            registration_ttl_ms: REGISTRATION_TTL_MS,
+            first_claim: 1,
         }
     }
 }
@@ -501,7 +549,7 @@ impl Controller {
             next_gc_at: 0,
             claims: BTreeMap::new(),
             records: BTreeMap::new(),
-            next_claim: 1,
+            next_claim: config.first_claim.max(1),
             node_by_instance: HashMap::new(),
             draining: BTreeMap::new(),
             evictions: HashMap::new(),
@@ -868,6 +916,7 @@ impl Controller {
                         drain.drain_by = drain.drain_by.min(now);
                         let drain = drain.clone();
                         self.write_drain(&drain.claim.clone(), Some(&drain));
+                        reset_backoffs(&mut self.evictions, node, now);
                     }
                     continue;
                 }
