@@ -156,16 +156,7 @@ impl Elector {
     pub async fn step(&self) -> Result<bool, LeaseError> {
         let started = Instant::now();
         let now = MicroTime(Timestamp::now());
-        let current = self
-            .api
-            .get_opt(&self.config.name)
-            .await
-            .map_err(|source| LeaseError::Read {
-                namespace: self.config.namespace.clone(),
-                name: self.config.name.clone(),
-                source,
-            })?;
-        let Some(current) = current else {
+        let Some(current) = self.read().await? else {
             let lease = Lease {
                 metadata: ObjectMeta {
                     name: Some(self.config.name.clone()),
@@ -210,16 +201,7 @@ impl Elector {
     /// after a whole lease duration. Only a Lease this replica holds is touched.
     pub async fn release(&self) -> Result<(), LeaseError> {
         self.fence.close();
-        let Some(mut current) = self
-            .api
-            .get_opt(&self.config.name)
-            .await
-            .map_err(|source| LeaseError::Read {
-                namespace: self.config.namespace.clone(),
-                name: self.config.name.clone(),
-                source,
-            })?
-        else {
+        let Some(mut current) = self.read().await? else {
             return Ok(());
         };
         let spec = current.spec.get_or_insert_with(LeaseSpec::default);
@@ -268,6 +250,17 @@ impl Elector {
         if let Err(err) = self.release().await {
             tracing::warn!(error = %err, "releasing the lease (the standby waits for it to expire)");
         }
+    }
+
+    async fn read(&self) -> Result<Option<Lease>, LeaseError> {
+        self.api
+            .get_opt(&self.config.name)
+            .await
+            .map_err(|source| LeaseError::Read {
+                namespace: self.config.namespace.clone(),
+                name: self.config.name.clone(),
+                source,
+            })
     }
 
     fn spec(&self, acquired: &MicroTime, renewed: &MicroTime, transitions: i32) -> LeaseSpec {
