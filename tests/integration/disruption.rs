@@ -388,9 +388,10 @@ fn simulate_takes_a_consolidator_candidate_from_the_command_line() {
     // Monday 09:00 UTC: the whole replay is in business hours.
     s.start = Some("2026-01-05T09:00:00Z".into());
     let spec = format!("consolidator={}", wasm.display());
-    let options = kestrel::cli::simulate::candidate_options(&s, std::slice::from_ref(&spec), false)
-        .unwrap()
-        .expect("a candidate");
+    let options =
+        kestrel::cli::simulate::candidate_options(&s, std::slice::from_ref(&spec), &[], false)
+            .unwrap()
+            .expect("a candidate");
     let candidate = kestrel::sim::report::Report::from_outcome(&simulate(&s, options, &mut |_| {}));
     let default = kestrel::sim::report::Report::from_outcome(&simulate(
         &s,
@@ -426,7 +427,7 @@ fn simulate_takes_a_consolidator_candidate_from_the_command_line() {
     // Bad specs fail with what was wrong.
     let err = |specs: &[&str], no_disruption: bool| {
         let specs: Vec<String> = specs.iter().map(|s| s.to_string()).collect();
-        kestrel::cli::simulate::candidate_options(&s, &specs, no_disruption)
+        kestrel::cli::simulate::candidate_options(&s, &specs, &[], no_disruption)
             .err()
             .map(|e| format!("{e:#}"))
             .unwrap_or_default()

@@ -101,7 +101,8 @@ fn components_built_against_0_1_0_load_and_answer_like_the_0_2_0_defaults() {
     let mut input: consolidate::ConsolidateInput = canary_consolidate_input();
     for k in 0..4 {
         input.now += 3600;
-        if let Some(m) = input.moves.get_mut(k % input.moves.len()) {
+        let n = input.moves.len();
+        if let Some(m) = input.moves.get_mut(k % n) {
             m.savings_per_hour *= 1.5;
         }
         let v = old.consolidate(&input);

@@ -708,10 +708,12 @@ pub fn revalidate(
     safety::spend_pdbs(removed.into_iter(), pdbs);
     *spent.entry(pool_name).or_default() += idx.len() as u32;
     receivers.extend(mv.receivers.iter().cloned());
-    let mut fresh = command(
+    // Re-proven, the move keeps what the decision said of it: who chose it, why, and its budget.
+    let mut fresh = command_with_reason(
         view,
         &mv,
         cmd.explanation.decided_by.clone(),
+        cmd.explanation.policy_reason.clone(),
         cmd.explanation.budget.clone(),
     );
     fresh.explanation.cause = format!(

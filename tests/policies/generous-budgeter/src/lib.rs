@@ -20,7 +20,7 @@ impl Guest for Generous {
     }
 
     fn allowed(_input: BudgetInput) -> Result<Allowance, String> {
-        let counts = [
+        let counts: Vec<ReasonCount> = [
             DisruptionReason::Empty,
             DisruptionReason::Underutilized,
             DisruptionReason::Drifted,
