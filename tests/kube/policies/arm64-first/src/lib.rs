@@ -16,6 +16,7 @@ fn rank(catalog: &Catalog, input: &RankInput) -> Result<Ranking, String> {
     Ok(Ranking {
         order: rows.iter().map(|r| r.1).collect(),
         scores: rows.iter().map(|r| r.0).collect(),
+        reasons: Vec::new(),
     })
 }
 
@@ -29,6 +30,12 @@ impl Guest for Arm64First {
             name: "arm64-first".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             contract: kestrel_policy_sdk::CONTRACT.into(),
+        }
+    }
+    fn validate_settings(settings: String) -> Result<(), String> {
+        match settings.as_str() {
+            "null" => Ok(()),
+            _ => Err("arm64-first takes no settings".into()),
         }
     }
     fn set_catalog(catalog: Catalog) {
