@@ -75,6 +75,9 @@ pub fn html(report: &Report) -> String {
     page
 }
 
+/// Which of a run's series a comparison panel plots.
+type RunSeries = fn(&Run) -> &[f64];
+
 /// The comparison chart: both runs overlaid on each panel (the default solid, the candidate dashed),
 /// each with its own disruption and interruption markers.
 pub fn compare_html(base: &Report, candidate: &Report) -> String {
@@ -124,7 +127,7 @@ pub fn compare_html(base: &Report, candidate: &Report) -> String {
     page.push_str(&marker_legend(&markers));
     let (a, b) = (Run::of(base), Run::of(candidate));
     let duration = base.duration_seconds.max(candidate.duration_seconds);
-    let panels: [(&str, &str, fn(&Run) -> &[f64]); 3] = [
+    let panels: [(&str, &str, RunSeries); 3] = [
         ("Nodes (all capacity types)", "nodes", |r| &r.total),
         ("Cost per hour (USD)", "$/h", |r| &r.cost),
         ("Pending pods", "pods", |r| &r.pending),
