@@ -298,12 +298,23 @@ pub async fn register_new(
     for node in snapshot.nodes() {
         // A node being deleted is drained, not initialized (and no finalizer may be added to an
         // object being deleted).
-        if node.claim.is_empty() || node.deleting || done.contains(&*node.name) {
+        if node.claim.is_empty() || node.deleting {
             continue;
         }
         let Some(object) = snapshot.node_objects.get(&*node.name).cloned() else {
             continue;
         };
+        // Registered once is not enough when the Node still carries `karpenter.sh/unregistered`:
+        // another writer (the kubelet, the node lifecycle controller) may have written its taints
+        // back over ours, and the node would never take a pod. Registration is idempotent.
+        let still_unregistered = object
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .is_some_and(|taints| taints.iter().any(|t| t.key == UNREGISTERED_TAINT));
+        if done.contains(&*node.name) && !still_unregistered {
+            continue;
+        }
         let records = snapshot.claim_records();
         let Some(record) = records.iter().find(|r| r.name == node.claim) else {
             continue;
