@@ -287,7 +287,7 @@ impl Executor {
                     o.instance_type,
                     o.zone,
                     o.price,
-                    record.pods,
+                    record.pods.len(),
                     record::reason_name(record.reason)
                 ),
             ));

@@ -58,7 +58,9 @@ struct DrainJson {
 struct RecordJson {
     created_at: i64,
     reason: String,
-    pods: usize,
+    /// The pods (`namespace/name`) it was launched for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pods: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     offerings: Vec<OfferingJson>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -125,7 +127,7 @@ pub fn encode(record: &ClaimRecord) -> String {
     let json = RecordJson {
         created_at: record.created_at,
         reason: reason_name(record.reason),
-        pods: record.pods,
+        pods: record.pods.iter().map(|p| p.to_string()).collect(),
         offerings: record.offerings.iter().map(offering_json).collect(),
         instance_id: record.instance_id.clone(),
         offering: record.offering.as_ref().map(offering_json),
@@ -166,7 +168,7 @@ pub fn decode(name: &str, node_pool: &str, annotation: &str) -> Result<ClaimReco
         created_at: json.created_at,
         offerings: json.offerings.into_iter().map(offering).collect(),
         reason: parse_reason(name, &json.reason)?,
-        pods: json.pods,
+        pods: json.pods.into_iter().map(std::sync::Arc::from).collect(),
         instance_id: json.instance_id,
         offering: json.offering.map(offering),
         drain,
@@ -204,7 +206,7 @@ mod tests {
             }]
             .into(),
             reason: Reason::Underutilized,
-            pods: 3,
+            pods: vec!["default/web-1".into(), "default/web-2".into()],
             instance_id: Some("i-0abc".into()),
             offering: None,
             drain: Some(DrainRecord {

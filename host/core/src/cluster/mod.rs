@@ -236,8 +236,11 @@ pub struct ClaimRecord {
     /// What the launch asks for, best first (emptied once launched).
     pub offerings: Arc<[crate::cloud::Offering]>,
     pub reason: crate::controller::Reason,
-    /// Pods it was launched for (the nominations live on the pods).
-    pub pods: usize,
+    /// Pods it was launched for. A provisioning claim's pods are nominated to it; the record keeps
+    /// them too, because the nominations are separate writes a crash can lose (written alongside the
+    /// record, not before it): a restarted controller nominates them again rather than planning them
+    /// a second time.
+    pub pods: Vec<PodKey>,
     pub instance_id: Option<String>,
     pub offering: Option<crate::cloud::Offering>,
     /// The drain of its node, once disruption started (Karpenter's `Disrupting` condition and the

@@ -122,3 +122,44 @@ pub fn node_pool(pool: &api::NodePool) -> Result<model::NodePool, PoolError> {
     out.policies = model::PolicyRefs::default();
     Ok(out)
 }
+
+/// The core's view of a claim in flight rebuilt from its record (what a restarted controller plans
+/// around): the labels and taints of the template it was made from and the instance it launched,
+/// if it did. None when the template no longer converts (the claim then offers no room until its
+/// node registers, which is safe: its pods are still held for it).
+pub fn recovered_claim(record: &crate::cluster::ClaimRecord) -> Option<model::NodeClaim> {
+    let pool = api::NodePool::new(
+        &record.node_pool,
+        api::NodePoolSpec {
+            template: (*record.template).clone(),
+            disruption: None,
+            limits: None,
+            weight: None,
+        },
+    );
+    let pool = node_pool(&pool).ok()?;
+    let launched = match (&record.offering, &record.instance_id) {
+        (Some(o), Some(id)) => Some(model::Launched {
+            instance_type: o.instance_type.clone(),
+            zone: o.zone.clone(),
+            capacity_type: o.capacity_type,
+            price: o.price,
+            provider_id: format!("aws:///{}/{}", o.zone, id),
+        }),
+        _ => None,
+    };
+    Some(model::NodeClaim {
+        name: record.name.clone(),
+        node_pool: record.node_pool.clone(),
+        requirements: model::Requirements::from_requirements(&pool.requirements),
+        requests: model::ResourceList::new(),
+        labels: pool.labels,
+        taints: pool.taints,
+        startup_taints: pool.startup_taints,
+        created_at: record.created_at,
+        launched,
+        node_name: None,
+        marked_for_deletion: false,
+        nominated: Vec::new(),
+    })
+}

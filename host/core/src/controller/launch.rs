@@ -46,7 +46,7 @@ impl Controller {
                 created_at: now,
                 offerings,
                 reason,
-                pods: planned.pods.len(),
+                pods: planned.pods.clone(),
                 instance_id: None,
                 offering: None,
                 drain: None,
@@ -66,7 +66,7 @@ impl Controller {
                     launched_seen_at: None,
                     missing_since: None,
                     core,
-                    pods: planned.pods.len(),
+                    pods: planned.pods.clone(),
                     reason,
                     explanation: planned.explanation,
                     attempts: 0,
@@ -258,7 +258,7 @@ impl Controller {
                 }
                 let (pool, pods, explanation) = (
                     claim.node_pool.clone(),
-                    claim.pods,
+                    claim.pods.len(),
                     claim.explanation.clone(),
                 );
                 if let Some(record) = self.records.get_mut(name) {
@@ -310,7 +310,7 @@ impl Controller {
                         claim: name.to_string(),
                         node_pool: claim.node_pool,
                         offering: None,
-                        pods: claim.pods,
+                        pods: claim.pods.len(),
                     },
                     reason,
                     format!("launch failed: {err}"),
@@ -415,6 +415,9 @@ impl Controller {
     /// garbage-collection pass.
     pub fn recover(&mut self, now: Millis, cluster: &dyn ClusterState) {
         let nodes = cluster.nodes();
+        let pending = cluster.pending_pods();
+        let pending: std::collections::HashMap<&crate::cluster::PodKey, &crate::cluster::PodState> =
+            pending.iter().map(|p| (&p.key, p)).collect();
         for record in cluster.claim_records() {
             if let Some(n) = record
                 .name
@@ -457,6 +460,19 @@ impl Controller {
                         self.outbox.push(Command::Launch(request.clone()));
                         ClaimPhase::Launching
                     };
+                    // Nominations the old process issued but a crash kept from landing.
+                    if record.reason == Reason::Provisioning {
+                        for pod in &record.pods {
+                            if pending.get(pod).is_some_and(|p| {
+                                p.nominated.as_deref() != Some(record.name.as_str())
+                            }) {
+                                self.outbox.push(Command::Nominate {
+                                    pod: pod.clone(),
+                                    claim: record.name.clone(),
+                                });
+                            }
+                        }
+                    }
                     self.claims.insert(
                         record.name.clone(),
                         ClaimState {
@@ -468,8 +484,8 @@ impl Controller {
                             offering: record.offering.clone(),
                             launched_seen_at: record.instance_id.as_ref().map(|_| now),
                             missing_since: None,
-                            core: None,
-                            pods: record.pods,
+                            core: super::convert::recovered_claim(&record),
+                            pods: record.pods.clone(),
                             reason: record.reason,
                             explanation: "resumed after a restart".into(),
                             attempts: 0,

@@ -282,7 +282,8 @@ struct ClaimState {
     missing_since: Option<Millis>,
     /// The core's view of the claim (when the core planned it), for later batches.
     core: Option<crate::model::NodeClaim>,
-    pods: usize,
+    /// The pods it was launched for (a provisioning claim holds them while it launches).
+    pods: Vec<PodKey>,
     reason: Reason,
     explanation: String,
     /// Retryable failures so far (throttling, an unknown outcome).
@@ -772,20 +773,19 @@ impl Controller {
         } else {
             Vec::new()
         };
-        // Pods nominated to a launching claim and not planned now take their room on it.
+        // Pods held by a launching claim and not planned now take their room on it.
         let planned: BTreeSet<&PodKey> = pods.iter().map(|p| &p.key).collect();
         let mut held: HashMap<&str, Vec<crate::model::Pod>> = HashMap::new();
         let pending = cluster.pending_pods();
+        let listed = self.pods_of_provisioning_claims();
         for p in &pending {
-            if let Some(claim) = &p.nominated
+            if let Some(claim) = self.holder(p, &listed)
                 && !planned.contains(&p.key)
             {
-                held.entry(&**claim)
-                    .or_default()
-                    .push(crate::model::Pod::new(
-                        p.key.to_string(),
-                        p.facts.compiled.clone(),
-                    ));
+                held.entry(claim).or_default().push(crate::model::Pod::new(
+                    p.key.to_string(),
+                    p.facts.compiled.clone(),
+                ));
             }
         }
         let in_flight: Vec<crate::model::NodeClaim> = self
@@ -819,6 +819,27 @@ impl Controller {
         plan
     }
 
+    /// The pods each provisioning claim in flight was launched for, by pod.
+    fn pods_of_provisioning_claims(&self) -> HashMap<&PodKey, &str> {
+        self.claims
+            .iter()
+            .filter(|(_, c)| c.reason == Reason::Provisioning)
+            .flat_map(|(name, c)| c.pods.iter().map(move |p| (p, name.as_str())))
+            .collect()
+    }
+
+    /// The claim in flight a pending pod waits for: the one it is nominated to, else the
+    /// provisioning claim whose record lists it (its nomination was lost, or is still being
+    /// written). Such a pod is not planned again while its claim launches.
+    fn holder<'a>(&'a self, pod: &PodState, listed: &HashMap<&PodKey, &'a str>) -> Option<&'a str> {
+        if let Some(claim) = &pod.nominated
+            && let Some((name, _)) = self.claims.get_key_value(&**claim)
+        {
+            return Some(name.as_str());
+        }
+        listed.get(&pod.key).copied()
+    }
+
     /// The snapshot's nodes as the controller has decided them: a node it is draining is cordoned
     /// even if the cordon command has not been carried out yet, so no plan counts on its room.
     fn nodes_as_decided(&self, cluster: &dyn ClusterState) -> Vec<Arc<NodeState>> {
@@ -843,14 +864,11 @@ impl Controller {
             return;
         }
         self.seen_revision = Some(revision);
+        let listed = self.pods_of_provisioning_claims();
         let pending: Vec<PodState> = cluster
             .pending_pods()
             .into_iter()
-            .filter(|p| {
-                p.nominated
-                    .as_ref()
-                    .is_none_or(|c| !self.claims.contains_key(&**c))
-            })
+            .filter(|p| self.holder(p, &listed).is_none())
             .collect();
         if new_pods {
             let current: BTreeSet<PodKey> = pending.iter().map(|p| p.key.clone()).collect();

@@ -46,9 +46,9 @@ pub struct ApiSpec {
 }
 
 /// A scenario event: the controller loses its whole memory and resumes from the cluster (a crash, a
-/// restart, a leader failover). Answers to commands still in flight are lost with the old process;
-/// the calls themselves took effect. Interruption messages not yet handled are delivered again (SQS
-/// keeps a message until it is deleted).
+/// restart, a leader failover). Requests still on their way are lost with the old process; calls that
+/// reached their server took effect and only their answers are lost. Interruption messages not yet
+/// handled are delivered again (SQS keeps a message until it is deleted).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ControllerRestart {}

@@ -39,10 +39,22 @@ enum SimEvent {
     Storm(usize),
     Sample,
     Wake,
+    /// A deferred command's request reaches its server.
+    Delivery(Box<InFlight>),
     /// A deferred command's answer arrives (to the controller generation that asked).
     Completion(Box<Completion>, u32),
     /// The controller restarts.
     Restart,
+}
+
+/// A deferred command on its way to its server.
+#[derive(Debug, Clone)]
+struct InFlight {
+    command: Command,
+    /// The controller generation that sent it.
+    generation: u32,
+    issued_at: Millis,
+    answer_at: Millis,
 }
 
 /// A tick whose commands keep deciding more commands at one instant stops after this many rounds
@@ -524,6 +536,12 @@ impl Replay {
                     self.scheduled_wake = None;
                 }
             }
+            SimEvent::Delivery(sent) => {
+                // A request still on its way from a process that died is lost with it.
+                if sent.generation == self.generation {
+                    self.carry_out(sent.command, now, sent.issued_at, Some(sent.answer_at));
+                }
+            }
             SimEvent::Completion(completion, generation) => {
                 // An answer to a process that died is lost with it.
                 if generation == self.generation {
@@ -779,10 +797,36 @@ impl Replay {
         self.peak_pods = self.peak_pods.max(self.cluster.pod_count());
     }
 
-    /// Carries out one command against the simulated cluster and cloud. Inline: the completion is
-    /// applied now. Deferred: the call takes effect now but its answer reaches the controller after
-    /// the API's latency, as an event of the virtual clock.
+    /// Carries out one command against the simulated cluster and cloud. Inline: the call takes
+    /// effect and its completion is applied now. Deferred: the API's latency is split between the
+    /// request's way to its server (half) and the answer's way back; the call takes effect when the
+    /// request arrives, as events of the virtual clock. A restart (a killed process) between the two
+    /// halves loses the request if it was still on its way, and the answer if the call took effect.
     fn execute(&mut self, command: Command, now: Millis) {
+        match self.api_latency {
+            None => self.carry_out(command, now, now, None),
+            Some(latency) => {
+                let delay = latency.draw(&command, self.cloud.rng());
+                let sent = InFlight {
+                    command,
+                    generation: self.generation,
+                    issued_at: now,
+                    answer_at: now + delay,
+                };
+                self.queue
+                    .push(now + delay / 2, SimEvent::Delivery(Box::new(sent)));
+            }
+        }
+    }
+
+    /// The call takes effect now; its answer is applied now (inline) or at `answer_at`.
+    fn carry_out(
+        &mut self,
+        command: Command,
+        now: Millis,
+        issued_at: Millis,
+        answer_at: Option<Millis>,
+    ) {
         let outcome = command::execute(&command, now, &mut self.cluster, &mut self.cloud);
         if let (Command::Launch(request), command::Outcome::Launched(result)) = (&command, &outcome)
         {
@@ -799,18 +843,15 @@ impl Replay {
         }
         let completion = Completion {
             command,
-            issued_at: now,
+            issued_at,
             outcome,
         };
-        match self.api_latency {
+        match answer_at {
             None => self.controller.complete(now, &self.cluster, completion),
-            Some(latency) => {
-                let delay = latency.draw(&completion.command, self.cloud.rng());
-                self.queue.push(
-                    now + delay,
-                    SimEvent::Completion(Box::new(completion), self.generation),
-                );
-            }
+            Some(at) => self.queue.push(
+                at,
+                SimEvent::Completion(Box::new(completion), self.generation),
+            ),
         }
     }
 
