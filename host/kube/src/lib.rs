@@ -9,6 +9,8 @@
 //!   initialized with its NodePool's labels and taints;
 //! - [`deletion`]: a NodeClaim or Node deleted by hand is drained like a decided disruption;
 //! - [`status`]: NodePool status (nodes, resources);
+//! - [`interruptions`]: interruption messages from a queue to the controller and, acknowledged,
+//!   back to be deleted;
 //! - [`hotswap`]: NodePools' policies from ConfigMaps, compiled off the decision thread and swapped;
 //! - [`file_cloud`]: a simulated cloud kept in a file, outliving the process (`--cloud-state`);
 //! - [`log_format`]: `--log-format json`, Karpenter-shaped JSON lines;
@@ -20,6 +22,7 @@ pub mod deletion;
 pub mod executor;
 pub mod file_cloud;
 pub mod hotswap;
+pub mod interruptions;
 pub mod lease;
 pub mod log_format;
 pub mod metrics;

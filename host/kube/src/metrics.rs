@@ -31,6 +31,13 @@ struct CallLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MessageLabels {
+    /// The notice's kind (`spot_interrupted`, `rebalance_recommendation`, `scheduled_change`,
+    /// `state_change`, `capacity_reservation_interrupted`).
+    message_type: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CounterLabels {
     /// Which of the controller's own counters (`docs/metrics.md` lists them).
     event: String,
@@ -50,6 +57,10 @@ pub struct Metrics {
     queue_depth: Gauge,
     controller_events: Family<CounterLabels, Counter>,
     leader: Gauge,
+    interruptions_received: Family<MessageLabels, Counter>,
+    interruptions_deleted: Counter,
+    interruptions_waiting: Gauge,
+    interruption_queue_available: Gauge,
     /// The pool of each instance launched, so a termination is counted against its NodePool.
     pools_of_instances: Mutex<HashMap<String, String>>,
     published: Mutex<ControllerStats>,
@@ -112,6 +123,30 @@ impl Metrics {
             "1 while this replica holds the leader lease and may act, else 0",
             leader.clone(),
         );
+        let interruptions_received = Family::<MessageLabels, Counter>::default();
+        reg.add(
+            "karpenter_interruption_received_messages",
+            "Interruption notices received from the queue, by message type",
+            interruptions_received.clone(),
+        );
+        let interruptions_deleted = Counter::default();
+        reg.add(
+            "karpenter_interruption_deleted_messages",
+            "Interruption messages deleted from the queue (handled, or needing nothing)",
+            interruptions_deleted.clone(),
+        );
+        let interruptions_waiting = Gauge::default();
+        reg.add(
+            "kestrel_interruption_messages_waiting",
+            "Interruption messages received whose notices the controller has not acknowledged yet",
+            interruptions_waiting.clone(),
+        );
+        let interruption_queue_available = Gauge::default();
+        reg.add(
+            "kestrel_interruption_queue_available",
+            "1 while the leader's interruption queue exists (0: it is missing and looked up again with backoff)",
+            interruption_queue_available.clone(),
+        );
         Metrics {
             names: reg.names,
             registry: reg.registry,
@@ -123,6 +158,10 @@ impl Metrics {
             queue_depth,
             controller_events,
             leader,
+            interruptions_received,
+            interruptions_deleted,
+            interruptions_waiting,
+            interruption_queue_available,
             pools_of_instances: Mutex::new(HashMap::new()),
             published: Mutex::new(ControllerStats::default()),
         }
@@ -206,6 +245,29 @@ impl Metrics {
     /// The name of every metric family exported (without the `_total` of counters).
     pub fn names(&self) -> &[&'static str] {
         &self.names
+    }
+
+    /// A notice handed to the controller.
+    pub fn interruption_received(&self, message_type: &str) {
+        self.interruptions_received
+            .get_or_create(&MessageLabels {
+                message_type: message_type.into(),
+            })
+            .inc();
+    }
+
+    pub fn interruption_deleted(&self, messages: usize) {
+        self.interruptions_deleted
+            .inc_by(u64::try_from(messages).unwrap_or(u64::MAX));
+    }
+
+    pub fn set_interruptions_waiting(&self, messages: usize) {
+        self.interruptions_waiting
+            .set(i64::try_from(messages).unwrap_or(i64::MAX));
+    }
+
+    pub fn set_interruption_queue_available(&self, available: bool) {
+        self.interruption_queue_available.set(i64::from(available));
     }
 
     pub fn set_leader(&self, leader: bool) {

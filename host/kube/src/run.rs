@@ -31,6 +31,9 @@ pub struct Settings {
     pub cluster_name: String,
     /// `INTERRUPTION_QUEUE`: the SQS queue of interruption notices (read by the AWS adapter).
     pub interruption_queue: Option<String>,
+    /// The queue's consumer (the AWS adapter's, built from `interruption_queue`): started once
+    /// this replica leads. None: no interruption handling.
+    pub notice_queue: Option<Arc<dyn crate::interruptions::NoticeQueue>>,
     pub assembly: Assembly,
     /// How long in-flight commands may finish after a shutdown signal before they are abandoned.
     pub shutdown_grace: Duration,
@@ -78,8 +81,9 @@ pub struct RunStats {
 }
 
 /// Fingerprint of what the controller is built from: NodePools (generation and annotations: not
-/// their status, which Kestrel writes itself), EC2NodeClasses, DaemonSets (resourceVersion). A
-/// change rebuilds the controller, which resumes from the claim records.
+/// their status, which Kestrel writes itself), EC2NodeClasses (generation: their status is
+/// Kestrel's too, and drift reads only their spec), DaemonSets (resourceVersion). A change rebuilds
+/// the controller, which resumes from the claim records.
 fn fingerprint(r: &Reflectors) -> Vec<(String, String)> {
     let mut f: Vec<(String, String)> = r
         .node_pools
@@ -94,7 +98,7 @@ fn fingerprint(r: &Reflectors) -> Vec<(String, String)> {
         .chain(r.node_classes.state().iter().map(|c| {
             (
                 format!("class/{}", c.name_any()),
-                c.resource_version().unwrap_or_default(),
+                format!("{:?}", c.metadata.generation),
             )
         }))
         .chain(r.daemonsets.state().iter().map(|d| {
@@ -270,6 +274,11 @@ pub async fn run(
         );
     }
     controller.recover(now, &snapshot);
+    // Only the leader consumes the interruption queue: started now, stopped with the loop.
+    let mut notices = settings
+        .notice_queue
+        .clone()
+        .map(|q| crate::interruptions::Consumer::start(q, metrics.clone(), health.clone()));
     let mut generation = 0u64;
     let mut wake_at: Option<Millis> = None;
 
@@ -297,6 +306,12 @@ pub async fn run(
                 last_claim,
             ) {
                 Ok(c) => {
+                    // Notices the old controller has not handled go to the new one (their messages
+                    // are still waiting in the inbox); acknowledgements it made are delivered.
+                    if let Some(consumer) = &mut notices {
+                        consumer.acknowledge(now, &mut controller);
+                    }
+                    let unhandled = controller.take_notices();
                     controller = c;
                     generation += 1;
                     stats.rebuilds += 1;
@@ -304,6 +319,9 @@ pub async fn run(
                     initialized.clear();
                     let snapshot = Snapshot::build(&reflectors, &mut cache, now);
                     controller.recover(now, &snapshot);
+                    for notice in unhandled {
+                        controller.notify(notice);
+                    }
                     tracing::info!("NodePools changed; controller rebuilt");
                 }
                 Err(err) => {
@@ -324,6 +342,9 @@ pub async fn run(
             .collect();
         crate::status::write_changed(&client, &snapshot, &class_names, &mut pool_status).await;
         let tick = controller.tick(now, &snapshot);
+        if let Some(consumer) = &mut notices {
+            consumer.acknowledge(now, &mut controller);
+        }
         stats.ticks += 1;
         stats.max_tick_us = stats.max_tick_us.max(started.elapsed().as_micros());
         metrics.observe_tick(started.elapsed(), snapshot.pending_count());
@@ -359,9 +380,13 @@ pub async fn run(
             });
         }
         wake_at = tick.wake.or(wake_at.filter(|w| *w > now));
-        let sleep_for = wake_at
+        let mut sleep_for = wake_at
             .map(|w| Duration::from_millis((w - now).max(0) as u64))
             .unwrap_or(Duration::from_secs(60));
+        if notices.is_some() {
+            // The queue's health (readiness) is looked at on every turn: at least every 5 s.
+            sleep_for = sleep_for.min(Duration::from_secs(5));
+        }
         tokio::select! {
             got = rx.recv() => {
                 let snapshot = Snapshot::build(&reflectors, &mut cache, clock.now());
@@ -373,6 +398,11 @@ pub async fn run(
                         controller.complete(clock.now(), &snapshot, completion);
                     }
                     next = rx.try_recv().ok();
+                }
+            }
+            message = next_message(&mut notices) => {
+                if let Some(consumer) = &mut notices {
+                    consumer.receive(message, clock.now(), &mut controller);
                 }
             }
             _ = reflectors.wake.notified() => {
@@ -404,6 +434,16 @@ pub async fn run(
     }
     metrics.set_leader(false);
     Ok(stats)
+}
+
+/// The next interruption message, when a queue is consumed (else never).
+async fn next_message(
+    consumer: &mut Option<crate::interruptions::Consumer>,
+) -> crate::interruptions::QueuedMessage {
+    match consumer {
+        Some(c) => c.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// A campaign for the lease running beside the loop; stopped (and the lease released) with the loop.

@@ -20,6 +20,9 @@ use crate::metrics::Metrics;
 #[derive(Debug)]
 pub struct Health {
     ready: AtomicBool,
+    /// Why this replica cannot do its job although its caches are synced (the leader's interruption
+    /// queue is missing), for `/readyz`.
+    problem: Mutex<Option<String>>,
     heartbeat: Mutex<Instant>,
     /// The loop is alive while it has turned within this long (it turns at least on every timer
     /// wake, so a longer silence means it is stuck).
@@ -30,6 +33,7 @@ impl Health {
     pub fn new(stall_after: Duration) -> Health {
         Health {
             ready: AtomicBool::new(false),
+            problem: Mutex::new(None),
             heartbeat: Mutex::new(Instant::now()),
             stall_after,
         }
@@ -50,7 +54,23 @@ impl Health {
     }
 
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.readiness().is_ok()
+    }
+
+    /// Ready, or why not.
+    pub fn readiness(&self) -> Result<(), String> {
+        if !self.ready.load(Ordering::Acquire) {
+            return Err("caches not synced yet".into());
+        }
+        match &*self.problem.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(problem) => Err(problem.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Sets (or, with None, clears) what keeps this replica from being ready.
+    pub fn set_problem(&self, problem: Option<String>) {
+        *self.problem.lock().unwrap_or_else(|p| p.into_inner()) = problem;
     }
 
     pub fn is_live(&self) -> bool {
@@ -126,12 +146,14 @@ fn respond(path: &str, metrics: &Metrics, health: &Health) -> Response<Full<Byte
             "text/plain",
             format!("the loop has not turned for {:?}\n", health.stall_after),
         ),
-        "/readyz" if health.is_ready() => (StatusCode::OK, "text/plain", "ok\n".into()),
-        "/readyz" => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "caches not synced yet\n".into(),
-        ),
+        "/readyz" => match health.readiness() {
+            Ok(()) => (StatusCode::OK, "text/plain", "ok\n".into()),
+            Err(why) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("{why}\n"),
+            ),
+        },
         _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));

@@ -120,7 +120,7 @@ pub async fn register_instance(
 }
 
 /// The cloud node lifecycle controller's part: a terminated instance's Node is deleted.
-async fn delete_node_of(client: &Client, instance_id: &str) -> Result<()> {
+pub async fn delete_node_of(client: &Client, instance_id: &str) -> Result<()> {
     match Api::<Node>::all(client.clone())
         .delete(&node_name(instance_id), &DeleteParams::default())
         .await
@@ -133,7 +133,7 @@ async fn delete_node_of(client: &Client, instance_id: &str) -> Result<()> {
 
 /// The node lifecycle controller's part: a Ready node loses the `not-ready` taint the API server
 /// put on it at creation (there is no controller-manager in the test control plane).
-async fn clear_not_ready(client: &Client, names: &[String]) -> Result<()> {
+pub async fn clear_not_ready(client: &Client, names: &[String]) -> Result<()> {
     let api = Api::<Node>::all(client.clone());
     for name in names {
         let node = match api.get(name).await {
@@ -157,7 +157,7 @@ async fn clear_not_ready(client: &Client, names: &[String]) -> Result<()> {
 
 /// A kubelet starts the pods bound to its nodes: they turn Running (the Eviction API lets a Pending
 /// pod go without asking its PodDisruptionBudget, so a drain test needs them Running).
-async fn start_pods(client: &Client, names: &[String]) -> Result<()> {
+pub async fn start_pods(client: &Client, names: &[String]) -> Result<()> {
     let pods = Api::<Pod>::all(client.clone())
         .list(&Default::default())
         .await?;

@@ -4,6 +4,7 @@ mod common;
 mod drain;
 mod helm;
 mod hotswap;
+mod interruption;
 mod leader;
 mod lease;
 mod lifecycle;

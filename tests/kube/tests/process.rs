@@ -23,34 +23,8 @@ use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, PostParams
 use crate::common;
 use crate::provisioning::{bound_node, pod, setup};
 
-/// The `kestrel` binary: `KESTREL_BIN`, else built (incrementally) into this test's target dir.
 fn kestrel_binary() -> Result<PathBuf> {
-    static BIN: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(bin) = std::env::var_os("KESTREL_BIN") {
-            return Ok(PathBuf::from(bin));
-        }
-        // target/debug/deps/kube-HASH -> target
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let target = exe
-            .ancestors()
-            .nth(3)
-            .ok_or("the test binary is not in a target dir")?
-            .to_path_buf();
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "kestrel", "--bin", "kestrel", "--target-dir"])
-            .arg(&target)
-            .current_dir(common::repo_root())
-            .status()
-            .map_err(|e| format!("running cargo: {e}"))?;
-        if !status.success() {
-            return Err(format!("cargo build -p kestrel: {status}"));
-        }
-        Ok(target.join("debug/kestrel"))
-    })
-    .clone()
-    .map_err(anyhow::Error::msg)
+    kestrel_kube_tests::binary::kestrel()
 }
 
 /// One `kestrel run` process, its log in `log`. Killed (SIGKILL) on drop.
