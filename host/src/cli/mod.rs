@@ -8,5 +8,7 @@ pub mod convert;
 pub mod policy;
 #[cfg(feature = "kube")]
 pub mod run;
+#[cfg(feature = "aws")]
+pub mod run_aws;
 pub mod simulate;
 pub mod validate;

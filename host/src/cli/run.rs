@@ -45,10 +45,15 @@ pub struct Args {
     /// Instance types or families offered (default: the whole embedded catalog).
     #[arg(long, value_delimiter = ',')]
     pub instance_types: Vec<String>,
-    /// The cloud behind the controller. Only `simulated` (the simulator's cloud, no real instances:
-    /// for trying the controller against a cluster) until the AWS adapter is wired in.
+    /// The cloud behind the controller: `aws` (EC2 and the SQS interruption queue; a build with
+    /// the `aws` feature, as the container image is) or `simulated` (the simulator's cloud, no real
+    /// instances: for trying the controller against a cluster).
     #[arg(long, default_value = "simulated")]
     pub cloud: String,
+    /// `--cloud aws` settings.
+    #[cfg(feature = "aws")]
+    #[command(flatten)]
+    pub aws: Box<super::run_aws::AwsArgs>,
     /// How long in-flight commands may finish after SIGTERM.
     #[arg(long, default_value = "10s")]
     pub shutdown_grace: String,
@@ -179,10 +184,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         instance_types: args.instance_types.clone(),
         seed: 1,
     };
-    let cloud: Arc<dyn CloudApi> = match args.cloud.as_str() {
+    // The simulated clouds are built now; AWS's once the kube client exists (it reads the cluster).
+    let simulated: Option<Arc<dyn CloudApi>> = match args.cloud.as_str() {
         "simulated" if args.more.cloud_state.is_some() => {
             let path = args.more.cloud_state.clone().context("--cloud-state")?;
-            Arc::new(kestrel_kube::file_cloud::FileCloud::new(path))
+            Some(Arc::new(kestrel_kube::file_cloud::FileCloud::new(path)))
         }
         "simulated" => {
             let (_, _, prices) =
@@ -191,12 +197,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 zones: assembly.zones.clone(),
                 ..Default::default()
             };
-            Arc::new(SimulatedCloud(Mutex::new(
+            Some(Arc::new(SimulatedCloud(Mutex::new(
                 kestrel_sim::cloud::sim::SimCloud::new(config, prices),
-            )))
+            ))))
         }
-        other => bail!("--cloud {other}: only `simulated` is available in this build"),
+        #[cfg(feature = "aws")]
+        "aws" => None,
+        #[cfg(not(feature = "aws"))]
+        "aws" => bail!(
+            "--cloud aws: this build has no AWS adapter (build with `cargo build -p kestrel --features aws`, as the container image is)"
+        ),
+        other => bail!("--cloud {other}: expected `aws` or `simulated`"),
     };
+    let interruption_queue = setting(&args.interruption_queue, "INTERRUPTION_QUEUE");
+    if interruption_queue.is_some() && simulated.is_some() {
+        bail!(
+            "INTERRUPTION_QUEUE / --interruption-queue is read by the AWS adapter: it needs --cloud aws"
+        );
+    }
     let namespace = setting(&args.more.policy_namespace, "SYSTEM_NAMESPACE")
         .unwrap_or_else(|| "kestrel".into());
     let disable_election = args.more.disable_leader_election
@@ -212,10 +230,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let metrics = Arc::new(kestrel_kube::metrics::Metrics::new());
     // The loop turns at least every minute; three silent minutes mean it is stuck.
     let health = Arc::new(kestrel_kube::serve::Health::new(Duration::from_secs(180)));
-    let settings = kestrel_kube::Settings {
+    let mut settings = kestrel_kube::Settings {
         cluster_name: setting(&args.cluster_name, "CLUSTER_NAME")
             .unwrap_or_else(|| "kestrel".into()),
-        interruption_queue: setting(&args.interruption_queue, "INTERRUPTION_QUEUE"),
+        interruption_queue: interruption_queue.clone(),
+        notice_queue: None,
         assembly,
         shutdown_grace: Duration::from_millis(
             millis(&args.shutdown_grace, "--shutdown-grace")?.max(0) as u64,
@@ -261,7 +280,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .context("no kubeconfig and not in a cluster")?,
         };
         kestrel_kube::install_tls_provider();
-        let client = kube::Client::try_from(config).context("building the kube client")?;
+        let client = kube::Client::try_from(config.clone()).context("building the kube client")?;
+        let cloud = match simulated {
+            Some(cloud) => cloud,
+            #[cfg(feature = "aws")]
+            None => {
+                let edge = super::run_aws::connect(
+                    client.clone(),
+                    &config,
+                    &args.aws,
+                    &settings.cluster_name,
+                    interruption_queue.as_deref(),
+                )
+                .await?;
+                settings.notice_queue = edge.notice_queue;
+                edge.cloud
+            }
+            #[cfg(not(feature = "aws"))]
+            None => unreachable!("--cloud aws is refused above in a build without it"),
+        };
         anyhow::Ok(kestrel_kube::run(client, cloud, settings, shutdown_signal()).await?)
     })?;
     tracing::info!(ticks = stats.ticks, commands = stats.commands, "stopped");

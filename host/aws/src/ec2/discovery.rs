@@ -441,7 +441,18 @@ pub fn status(
     };
     let (condition_status, reason, message) = match problem {
         Some((reason, message)) => ("False", reason, message),
-        None => ("True", "Ready", String::new()),
+        // Said even when ready: an empty message is refused by some API servers (1.20 validates
+        // `""` against the CRD's `type: string` as null), and the counts help anyway.
+        None => (
+            "True",
+            "Ready",
+            format!(
+                "resolved {} subnet(s), {} security group(s), {} AMI(s)",
+                resolution.subnets.len(),
+                resolution.security_groups.len(),
+                resolution.amis.len()
+            ),
+        ),
     };
     let transition = k8s_openapi::jiff::Timestamp::from_millisecond(now)
         .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);

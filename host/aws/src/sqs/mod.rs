@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 /// How the queue is consumed.
 #[derive(Debug, Clone)]
 pub struct QueueConfig {
-    /// The queue's name (`--interruption-queue`, `INTERRUPTION_QUEUE`).
+    /// The queue's name or URL (`--interruption-queue`, `INTERRUPTION_QUEUE`).
     pub queue_name: String,
     /// Concurrent long polls: with 20 s waits, a message becomes visible to a poll that is already
     /// waiting, so a few pollers keep the pickup latency at the network's, not the poll interval's.
@@ -153,6 +153,10 @@ impl InterruptionQueue {
             return Ok(url.clone());
         }
         let queue = &self.config.queue_name;
+        // `INTERRUPTION_QUEUE` may be the queue's URL rather than its name: then it is used as is.
+        if queue.starts_with("https://") || queue.starts_with("http://") {
+            return Ok(queue.clone());
+        }
         let answer = self
             .client
             .get_queue_url()

@@ -1,0 +1,368 @@
+//! `kestrel run --cloud aws`: the AWS adapter (`kestrel-aws`) joined to the cluster.
+//!
+//! - The SDK is configured as any AWS tool is (IRSA in a pod, the environment, a profile;
+//!   `AWS_ENDPOINT_URL` for another endpoint).
+//! - Each NodePool is bound to its EC2NodeClass as resolved (subnets, security groups, AMIs), with
+//!   its userData rendered for the AMI family from the cluster's bootstrap settings and the pool's
+//!   labels and taints; the NodeClass's status (resolved values, `Ready`) is written. Resolution
+//!   runs at start (before the first launch) and then every `--resolve-interval`; a failed
+//!   resolution keeps the previous binding and says so in the log and the status.
+//! - The interruption queue (`INTERRUPTION_QUEUE`) is consumed through the loop's
+//!   [`NoticeQueue`] edge.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use kestrel_aws::ec2::user_data::{self, Bootstrap};
+use kestrel_aws::ec2::{BoundNodeClass, DiscoverySettings, Ec2Cloud, Ec2Settings, Resolution};
+use kestrel_aws::sqs::{InterruptionQueue, QueueConfig, QueueHealth};
+use kestrel_core::api::ec2nodeclass::{EC2NodeClass, EC2NodeClassStatus};
+use kestrel_core::api::nodepool::NodePool;
+use kestrel_core::clock::{Clock, SystemClock};
+use kestrel_core::cloud::CloudApi;
+use kestrel_core::interruption::inbox::Deletion;
+use kestrel_kube::interruptions::{DeleteCall, NoticeQueue, QueuedMessage};
+use kestrel_kube::kube::api::{Api, ListParams, Patch, PatchParams};
+use kestrel_kube::kube::{self, ResourceExt};
+use tokio::sync::{mpsc, watch};
+
+/// `kestrel run`'s AWS settings (flags, else Karpenter's environment variables).
+#[derive(Debug, Clone, clap::Args)]
+pub struct AwsArgs {
+    /// The API server's endpoint the nodes join (`https://…eks.amazonaws.com`) [env:
+    /// CLUSTER_ENDPOINT]. Required with `--cloud aws`.
+    #[arg(long)]
+    pub cluster_endpoint: Option<String>,
+    /// The cluster's CA bundle for the nodes, base64 PEM as `aws eks describe-cluster` prints it
+    /// [env: CLUSTER_CA_BUNDLE; default: the CA the controller's own kube client trusts].
+    #[arg(long)]
+    pub cluster_ca_bundle: Option<String>,
+    /// The cluster's service CIDR (AL2023's nodeadm needs it) [env: SERVICE_CIDR]. Required with
+    /// `--cloud aws` for AL2023 NodeClasses.
+    #[arg(long)]
+    pub service_cidr: Option<String>,
+    /// Owners of the AMIs an `amiSelectorTerms` alias resolves to (an account id where the EKS
+    /// AMIs are copied).
+    #[arg(long, value_delimiter = ',', default_value = "amazon")]
+    pub ami_alias_owners: Vec<String>,
+    /// How often EC2NodeClasses are resolved again (new AMIs, subnets, security groups).
+    #[arg(long, default_value = "5m")]
+    pub resolve_interval: String,
+}
+
+/// The cluster facts every node's bootstrap takes.
+#[derive(Debug, Clone)]
+struct ClusterFacts {
+    name: String,
+    endpoint: String,
+    ca_bundle: String,
+    service_cidr: String,
+    /// `1.33`: what alias AMIs are looked up for.
+    kubernetes_version: Option<String>,
+}
+
+/// What `--cloud aws` plugs into the loop.
+pub struct AwsEdge {
+    pub cloud: Arc<dyn CloudApi>,
+    pub notice_queue: Option<Arc<dyn NoticeQueue>>,
+}
+
+/// Builds the AWS edge: the SDK configuration, a first resolution of every EC2NodeClass (so the
+/// first launch finds its pool bound), the periodic resolution, and the interruption queue.
+pub async fn connect(
+    client: kube::Client,
+    kube_config: &kube::Config,
+    args: &AwsArgs,
+    cluster_name: &str,
+    interruption_queue: Option<&str>,
+) -> anyhow::Result<AwsEdge> {
+    let endpoint = setting(&args.cluster_endpoint, "CLUSTER_ENDPOINT").context(
+        "--cloud aws needs the API server endpoint the nodes join: --cluster-endpoint or CLUSTER_ENDPOINT",
+    )?;
+    let ca_bundle = match setting(&args.cluster_ca_bundle, "CLUSTER_CA_BUNDLE") {
+        Some(b) => b,
+        None => ca_bundle_of(kube_config).context(
+            "no CA bundle for the nodes: set --cluster-ca-bundle or CLUSTER_CA_BUNDLE (the kube client trusts no explicit CA)",
+        )?,
+    };
+    let version = client
+        .apiserver_version()
+        .await
+        .context("reading the API server's version (for alias AMIs)")?;
+    let facts = ClusterFacts {
+        name: cluster_name.to_string(),
+        endpoint,
+        ca_bundle,
+        service_cidr: setting(&args.service_cidr, "SERVICE_CIDR").unwrap_or_default(),
+        kubernetes_version: Some(format!(
+            "{}.{}",
+            version.major,
+            version.minor.trim_end_matches('+')
+        )),
+    };
+    let every = kestrel_core::api::parse_duration(&args.resolve_interval)
+        .with_context(|| format!("--resolve-interval {:?}", args.resolve_interval))?;
+    let config = kestrel_aws::config::load().await;
+    let cloud = Arc::new(Ec2Cloud::from_config(
+        &config,
+        Ec2Settings::new(cluster_name),
+    ));
+    let mut binder = Binder {
+        client,
+        cloud: cloud.clone(),
+        discovery: DiscoverySettings {
+            kubernetes_version: facts.kubernetes_version.clone(),
+            alias_owners: args.ami_alias_owners.clone(),
+        },
+        facts,
+        resolved: BTreeMap::new(),
+    };
+    binder.pass().await;
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            binder.pass().await;
+        }
+    });
+    let notice_queue = interruption_queue.map(|name| {
+        let queue =
+            InterruptionQueue::new(aws_sdk_sqs::Client::new(&config), QueueConfig::new(name));
+        Arc::new(SqsNotices(queue)) as Arc<dyn NoticeQueue>
+    });
+    Ok(AwsEdge {
+        cloud,
+        notice_queue,
+    })
+}
+
+/// Binds NodePools to their EC2NodeClasses as resolved and writes the NodeClasses' status.
+struct Binder {
+    client: kube::Client,
+    cloud: Arc<Ec2Cloud>,
+    facts: ClusterFacts,
+    discovery: DiscoverySettings,
+    /// The last good resolution of each NodeClass (kept while a resolution fails).
+    resolved: BTreeMap<String, Resolution>,
+}
+
+impl Binder {
+    /// One resolution of every EC2NodeClass and one binding of every NodePool. Failures are logged:
+    /// the previous binding stays, and a pool whose class never resolved launches nothing (its
+    /// launches fail with the reason, and its pods are planned again).
+    async fn pass(&mut self) {
+        let classes = match Api::<EC2NodeClass>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await
+        {
+            Ok(list) => list.items,
+            Err(err) => {
+                tracing::warn!(%err, "listing EC2NodeClasses failed; the bindings stay as they are");
+                return;
+            }
+        };
+        let pools = match Api::<NodePool>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await
+        {
+            Ok(list) => list.items,
+            Err(err) => {
+                tracing::warn!(%err, "listing NodePools failed; the bindings stay as they are");
+                return;
+            }
+        };
+        for class in &classes {
+            let name = class.name_any();
+            match kestrel_aws::ec2::resolve(self.cloud.client(), &class.spec, &self.discovery).await
+            {
+                Ok(resolution) => {
+                    self.write_status(class, &resolution).await;
+                    self.resolved.insert(name, resolution);
+                }
+                Err(err) => {
+                    tracing::warn!(class = %name, %err, "resolving the EC2NodeClass failed; its previous resolution stays in use")
+                }
+            }
+        }
+        for pool in &pools {
+            let pool_name = pool.name_any();
+            let class_name = &pool.spec.template.spec.node_class_ref.name;
+            let (Some(class), Some(resolution)) = (
+                classes.iter().find(|c| &c.name_any() == class_name),
+                self.resolved.get(class_name),
+            ) else {
+                tracing::warn!(pool = %pool_name, class = %class_name, "the NodePool's EC2NodeClass is missing or never resolved; nothing launches for it");
+                continue;
+            };
+            match self.user_data(pool, class) {
+                Ok(user_data) => self.cloud.bind(
+                    &pool_name,
+                    BoundNodeClass {
+                        name: class_name.clone(),
+                        spec: class.spec.clone(),
+                        resolution: resolution.clone(),
+                        user_data,
+                    },
+                ),
+                Err(err) => {
+                    tracing::error!(pool = %pool_name, class = %class_name, error = %err, "the NodePool's userData cannot be rendered; its binding stays as it was")
+                }
+            }
+        }
+    }
+
+    /// The pool's userData (base64), for its class's AMI family.
+    fn user_data(&self, pool: &NodePool, class: &EC2NodeClass) -> anyhow::Result<Option<String>> {
+        let Some(family) = class.spec.ami_family() else {
+            // No family (only id/name/tag terms and no amiFamily): the userData is the user's.
+            return Ok(class.spec.user_data.as_deref().map(user_data::encode));
+        };
+        let template = &pool.spec.template;
+        let mut labels: BTreeMap<String, String> = template
+            .metadata
+            .as_ref()
+            .map(|m| m.labels.clone())
+            .unwrap_or_default();
+        labels.insert(
+            kestrel_core::model::labels::NODE_POOL.into(),
+            pool.name_any(),
+        );
+        let model = kestrel_core::controller::convert::node_pool(pool)?;
+        let mut taints = model.taints.clone();
+        taints.extend(model.startup_taints.iter().cloned());
+        let kubelet = class.spec.kubelet.as_ref();
+        if family == kestrel_core::api::ec2nodeclass::AMIFamily::AL2023
+            && self.facts.service_cidr.is_empty()
+        {
+            bail!(
+                "AL2023 nodes need the cluster's service CIDR: set --service-cidr or SERVICE_CIDR"
+            );
+        }
+        let bootstrap = Bootstrap {
+            cluster_name: self.facts.name.clone(),
+            api_server_endpoint: self.facts.endpoint.clone(),
+            ca_bundle: self.facts.ca_bundle.clone(),
+            service_cidr: self.facts.service_cidr.clone(),
+            cluster_dns: kubelet.map(|k| k.cluster_dns.clone()).unwrap_or_default(),
+            max_pods: kubelet.and_then(|k| k.max_pods),
+            labels,
+            taints,
+        };
+        let text = user_data::render(family, &bootstrap, class.spec.user_data.as_deref())?;
+        Ok(Some(user_data::encode(&text)))
+    }
+
+    /// Writes the class's status when what it says changed (not on every pass: the condition's
+    /// time alone is no change).
+    async fn write_status(&self, class: &EC2NodeClass, resolution: &Resolution) {
+        let now = SystemClock.now();
+        let status =
+            kestrel_aws::ec2::status(&class.spec, resolution, class.metadata.generation, now);
+        if class
+            .status
+            .as_ref()
+            .is_some_and(|current| same_status(current, &status))
+        {
+            return;
+        }
+        let patch = serde_json::json!({ "status": status });
+        if let Err(err) = Api::<EC2NodeClass>::all(self.client.clone())
+            .patch_status(
+                &class.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(patch),
+            )
+            .await
+        {
+            tracing::warn!(class = %class.name_any(), %err, "writing the EC2NodeClass status failed; written again at the next resolution");
+        }
+    }
+}
+
+/// Whether two statuses say the same (conditions compared without their times).
+fn same_status(a: &EC2NodeClassStatus, b: &EC2NodeClassStatus) -> bool {
+    let conditions = |s: &EC2NodeClassStatus| {
+        s.conditions
+            .iter()
+            .map(|c| {
+                (
+                    c.type_.clone(),
+                    c.status.clone(),
+                    c.reason.clone(),
+                    c.message.clone(),
+                    c.observed_generation,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    a.subnets == b.subnets
+        && a.security_groups == b.security_groups
+        && a.amis == b.amis
+        && conditions(a) == conditions(b)
+}
+
+/// The CA the kube client trusts, as a base64 PEM bundle (what the nodes' kubelets trust too).
+fn ca_bundle_of(config: &kube::Config) -> Option<String> {
+    let certs = config.root_cert.as_ref().filter(|c| !c.is_empty())?;
+    let engine = base64::engine::general_purpose::STANDARD;
+    let mut pem = String::new();
+    for der in certs {
+        pem.push_str("-----BEGIN CERTIFICATE-----\n");
+        let body = engine.encode(der);
+        for line in body.as_bytes().chunks(64) {
+            pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+            pem.push('\n');
+        }
+        pem.push_str("-----END CERTIFICATE-----\n");
+    }
+    Some(engine.encode(pem))
+}
+
+/// A flag, else the environment variable.
+fn setting(flag: &Option<String>, env: &str) -> Option<String> {
+    flag.clone()
+        .or_else(|| std::env::var(env).ok().filter(|v| !v.is_empty()))
+}
+
+/// The SQS consumer behind the loop's queue edge.
+#[derive(Clone)]
+struct SqsNotices(Arc<InterruptionQueue>);
+
+impl std::fmt::Debug for SqsNotices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SqsNotices({})", self.0.config().queue_name)
+    }
+}
+
+impl NoticeQueue for SqsNotices {
+    fn start(&self, messages: mpsc::Sender<QueuedMessage>, stop: watch::Receiver<bool>) {
+        let (received, mut from_sqs) = mpsc::channel(64);
+        self.0.spawn(received, stop);
+        tokio::spawn(async move {
+            while let Some(m) = from_sqs.recv().await {
+                let message = QueuedMessage {
+                    message_id: m.message_id,
+                    receipt_handle: m.receipt_handle,
+                    body: m.body,
+                };
+                if messages.send(message).await.is_err() {
+                    return; // The loop stopped: its pollers stop with it.
+                }
+            }
+        });
+    }
+
+    fn delete<'a>(&'a self, deletions: &'a [Deletion]) -> DeleteCall<'a> {
+        Box::pin(async move { self.0.delete(deletions).await.map_err(|e| e.to_string()) })
+    }
+
+    fn problem(&self) -> Option<String> {
+        match &*self.0.health().borrow() {
+            QueueHealth::Missing { queue } => Some(format!(
+                "interruption queue {queue} not found (looked up again with backoff)"
+            )),
+            _ => None,
+        }
+    }
+}

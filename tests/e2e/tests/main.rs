@@ -1,0 +1,551 @@
+//! End to end: `kestrel run --cloud aws` as a process, configured as in a pod (the standard AWS
+//! environment pointed at moto, the cluster's settings as flags), against a real kube-apiserver and
+//! kube-scheduler, with moto as EC2 and SQS and a test kubelet that registers a Node for each
+//! instance EC2 runs.
+//!
+//! A pending pod gets an instance from CreateFleet with the NodeClass's subnets, security group,
+//! AMI and a userData that joins this cluster; its Node registers and the scheduler binds the pod.
+//! A spot interruption warning sent to the queue drains that node: cordoned, the message deleted
+//! once the drain is recorded, the instance terminated in EC2.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use aws_config::BehaviorVersion;
+use aws_config::Region;
+use aws_sdk_ec2::config::Credentials;
+use aws_sdk_ec2::types::{Filter, InstanceStateName, ResourceType, Tag, TagSpecification};
+use base64::Engine;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kestrel_aws_tests::MotoServer;
+use kestrel_core::api::EC2NodeClass;
+use kestrel_core::clock::{Clock, SystemClock};
+use kestrel_core::cloud::{CapacityType, Instance, InstanceState, Offering};
+use kestrel_kube_tests::cluster::TestCluster;
+use kestrel_kube_tests::kubelet;
+use kestrel_kube_tests::setup::{apply_yaml, eventually, install_crds};
+use kube::api::PostParams;
+use kube::{Api, Client};
+
+const CLUSTER: &str = "kestrel-e2e";
+const QUEUE: &str = "kestrel-e2e-interruptions";
+const ZONES: [&str; 2] = ["us-east-1a", "us-east-1b"];
+const FAMILIES: [&str; 2] = ["m5", "c5"];
+/// What the nodes are told to join (the userData carries it; nothing connects to it here).
+const ENDPOINT: &str = "https://10.0.0.1:443";
+
+/// The SDK configuration of the test's own calls (the process gets the same through its
+/// environment).
+async fn sdk_config(moto: &MotoServer) -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(moto.endpoint())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+        .load()
+        .await
+}
+
+fn tags(resource: ResourceType) -> TagSpecification {
+    TagSpecification::builder()
+        .resource_type(resource)
+        .tags(
+            Tag::builder()
+                .key("karpenter.sh/discovery")
+                .value(CLUSTER)
+                .build(),
+        )
+        .build()
+}
+
+/// A VPC with a discoverable subnet per zone and a security group; returns a stock AL2023 AMI.
+async fn network(ec2: &aws_sdk_ec2::Client) -> Result<String> {
+    let vpc = ec2
+        .create_vpc()
+        .cidr_block("10.0.0.0/16")
+        .send()
+        .await?
+        .vpc
+        .and_then(|v| v.vpc_id)
+        .context("no vpc id")?;
+    for (i, zone) in ZONES.iter().enumerate() {
+        ec2.create_subnet()
+            .vpc_id(&vpc)
+            .cidr_block(format!("10.0.{}.0/24", i + 1))
+            .availability_zone(*zone)
+            .tag_specifications(tags(ResourceType::Subnet))
+            .send()
+            .await?;
+    }
+    ec2.create_security_group()
+        .group_name("nodes")
+        .description("nodes")
+        .vpc_id(&vpc)
+        .tag_specifications(tags(ResourceType::SecurityGroup))
+        .send()
+        .await?;
+    ec2.describe_images()
+        .owners("amazon")
+        .filters(
+            Filter::builder()
+                .name("architecture")
+                .values("x86_64")
+                .build(),
+        )
+        .filters(
+            Filter::builder()
+                .name("name")
+                .values("al2023-ami-2023*")
+                .build(),
+        )
+        .send()
+        .await?
+        .images
+        .unwrap_or_default()
+        .into_iter()
+        .find_map(|i| i.image_id)
+        .context("moto has no x86_64 AL2023 image")
+}
+
+fn manifests(ami: &str) -> String {
+    format!(
+        r#"
+apiVersion: karpenter.k8s.aws/v1
+kind: EC2NodeClass
+metadata: {{name: default}}
+spec:
+  amiFamily: AL2023
+  amiSelectorTerms: [{{id: {ami}}}]
+  subnetSelectorTerms: [{{tags: {{karpenter.sh/discovery: {CLUSTER}}}}}]
+  securityGroupSelectorTerms: [{{tags: {{karpenter.sh/discovery: {CLUSTER}}}}}]
+  instanceProfile: KestrelNodeProfile
+---
+apiVersion: karpenter.sh/v1
+kind: NodePool
+metadata: {{name: default}}
+spec:
+  template:
+    metadata:
+      labels: {{team: web}}
+    spec:
+      nodeClassRef: {{group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}}
+      requirements:
+        - {{key: karpenter.sh/capacity-type, operator: In, values: [on-demand]}}
+        - {{key: karpenter.k8s.aws/instance-category, operator: In, values: [m, c]}}
+"#
+    )
+}
+
+fn pod(name: &str) -> Pod {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default", "labels": {"app": "web"}},
+        "spec": {
+            "terminationGracePeriodSeconds": 0,
+            "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.9",
+                            "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}}}]
+        }
+    }))
+    .expect("a valid pod")
+}
+
+/// `kestrel run --cloud aws`, its log appended to `log`; killed on drop.
+struct Kestrel(std::sync::Mutex<Child>);
+
+impl Kestrel {
+    fn start(cluster: &TestCluster, moto: &MotoServer, log: &Path) -> Result<Kestrel> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
+        let child = Command::new(kestrel_kube_tests::binary::kestrel()?)
+            .arg("run")
+            .arg("--kubeconfig")
+            .arg(cluster.kubeconfig_path())
+            .args([
+                "--cloud",
+                "aws",
+                "--cluster-name",
+                CLUSTER,
+                "--cluster-endpoint",
+                ENDPOINT,
+                "--service-cidr",
+                "10.100.0.0/16",
+                "--interruption-queue",
+                QUEUE,
+                "--zones",
+                &ZONES.join(","),
+                "--instance-types",
+                &FAMILIES.join(","),
+                "--default-policies",
+                "native",
+                "--policy-namespace",
+                "default",
+                "--identity",
+                "kestrel-e2e",
+                "--metrics-port",
+                "0",
+                "--health-probe-port",
+                "0",
+                "--log-level",
+                "kestrel=info,kestrel_kube=info,kestrel_aws=info,warn",
+            ])
+            // As in a pod: the standard chain (here static keys), the endpoint from the environment.
+            .env("AWS_ENDPOINT_URL", moto.endpoint())
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("CLUSTER_CA_BUNDLE")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting kestrel run")?;
+        Ok(Kestrel(std::sync::Mutex::new(child)))
+    }
+
+    fn check_alive(&self) -> Result<()> {
+        let mut child = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("kestrel run exited: {status}");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Kestrel {
+    fn drop(&mut self) {
+        let child = self.0.get_mut().unwrap_or_else(|p| p.into_inner());
+        if child.try_wait().ok().flatten().is_none() {
+            if let Err(err) = child.kill() {
+                eprintln!("killing kestrel run: {err}");
+            }
+            if let Err(err) = child.wait() {
+                eprintln!("waiting for kestrel run: {err}");
+            }
+        }
+    }
+}
+
+/// Kestrel's instances as EC2 reports them (tagged with a NodeClaim), with their state.
+async fn claimed_instances(
+    ec2: &aws_sdk_ec2::Client,
+) -> Result<Vec<(Instance, InstanceStateName, Option<String>)>> {
+    let answer = ec2
+        .describe_instances()
+        .filters(
+            Filter::builder()
+                .name("tag-key")
+                .values("karpenter.sh/nodeclaim")
+                .build(),
+        )
+        .send()
+        .await?;
+    let mut out = Vec::new();
+    for i in answer
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances().iter())
+    {
+        let tag = |key: &str| {
+            i.tags()
+                .iter()
+                .find(|t| t.key() == Some(key))
+                .and_then(|t| t.value())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let state = i
+            .state()
+            .and_then(|s| s.name())
+            .cloned()
+            .unwrap_or(InstanceStateName::Pending);
+        let instance = Instance {
+            id: i.instance_id().unwrap_or_default().to_string(),
+            claim: tag("karpenter.sh/nodeclaim"),
+            node_pool: tag("karpenter.sh/nodepool"),
+            offering: Offering {
+                instance_type: i
+                    .instance_type()
+                    .map(|t| t.as_str().to_string())
+                    .unwrap_or_default(),
+                zone: i
+                    .placement()
+                    .and_then(|p| p.availability_zone())
+                    .unwrap_or_default()
+                    .to_string(),
+                capacity_type: CapacityType::OnDemand,
+                price: 0.0,
+            },
+            launched_at: SystemClock.now(),
+            state: InstanceState::Running,
+        };
+        out.push((instance, state, i.image_id().map(str::to_string)));
+    }
+    Ok(out)
+}
+
+/// A kubelet per EC2 instance: registers the Node of each running instance of Kestrel's, deletes
+/// the Node of a terminated one, and starts the pods bound to its nodes.
+fn spawn_kubelet(client: Client, ec2: aws_sdk_ec2::Client) -> Result<tokio::task::JoinHandle<()>> {
+    let zones: Vec<String> = ZONES.iter().map(|z| z.to_string()).collect();
+    let families: Vec<String> = FAMILIES.iter().map(|f| f.to_string()).collect();
+    let types = kestrel_kube::assemble::catalog(&families, &zones)?.1;
+    Ok(tokio::spawn(async move {
+        let mut registered: BTreeSet<String> = BTreeSet::new();
+        let mut gone: BTreeSet<String> = BTreeSet::new();
+        loop {
+            match claimed_instances(&ec2).await {
+                Ok(instances) => {
+                    for (instance, state, _) in instances {
+                        let running = state == InstanceStateName::Running;
+                        if running && !registered.contains(&instance.id) {
+                            match kubelet::register_instance(&client, &types, &instance).await {
+                                Ok(()) => {
+                                    registered.insert(instance.id.clone());
+                                }
+                                Err(err) => {
+                                    eprintln!("test kubelet: registering {}: {err}", instance.id)
+                                }
+                            }
+                        }
+                        let stopped = matches!(
+                            state,
+                            InstanceStateName::ShuttingDown | InstanceStateName::Terminated
+                        );
+                        if stopped
+                            && registered.contains(&instance.id)
+                            && !gone.contains(&instance.id)
+                        {
+                            match kubelet::delete_node_of(&client, &instance.id).await {
+                                Ok(()) => {
+                                    gone.insert(instance.id.clone());
+                                }
+                                Err(err) => {
+                                    eprintln!("test kubelet: deleting {}: {err}", instance.id)
+                                }
+                            }
+                        }
+                    }
+                }
+                Err(err) => eprintln!("test kubelet: DescribeInstances: {err}"),
+            }
+            let names: Vec<String> = registered
+                .iter()
+                .filter(|id| !gone.contains(*id))
+                .map(|id| kubelet::node_name(id))
+                .collect();
+            if let Err(err) = kubelet::clear_not_ready(&client, &names).await {
+                eprintln!("test kubelet: clearing not-ready: {err}");
+            }
+            if let Err(err) = kubelet::start_pods(&client, &names).await {
+                eprintln!("test kubelet: starting pods: {err}");
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }))
+}
+
+/// An EventBridge spot interruption warning for `instance`, sent now.
+fn spot_warning(instance: &str) -> String {
+    serde_json::json!({
+        "version": "0",
+        "id": "e2e-spot-warning",
+        "detail-type": "EC2 Spot Instance Interruption Warning",
+        "source": "aws.ec2",
+        "account": "123456789012",
+        "time": chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        "region": "us-east-1",
+        "resources": [format!("arn:aws:ec2:us-east-1a:instance/{instance}")],
+        "detail": {"instance-id": instance, "instance-action": "terminate"}
+    })
+    .to_string()
+}
+
+/// Messages in the queue, visible or being handled.
+async fn queue_depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<u64> {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let answer = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await?;
+    let attrs = answer.attributes().cloned().unwrap_or_default();
+    let count = |a: A| {
+        attrs
+            .get(&a)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Ok(count(A::ApproximateNumberOfMessages) + count(A::ApproximateNumberOfMessagesNotVisible))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kestrel_run_on_aws_launches_for_a_pending_pod_and_drains_on_a_spot_warning() -> Result<()>
+{
+    let bin = tokio::task::spawn_blocking(kestrel_kube_tests::binary::kestrel).await??;
+    eprintln!("kestrel binary: {}", bin.display());
+    let moto = MotoServer::start()?;
+    let config = sdk_config(&moto).await;
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let ami = network(&ec2).await?;
+    let url = sqs
+        .create_queue()
+        .queue_name(QUEUE)
+        .send()
+        .await?
+        .queue_url
+        .context("no queue url")?;
+    let cluster = TestCluster::start()?;
+    let client = cluster.client().await?;
+    install_crds(&client).await?;
+    apply_yaml(&client, &manifests(&ami)).await?;
+
+    let dir = std::env::temp_dir().join(format!("kestrel-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let log = dir.join("kestrel.log");
+    let kestrel = Kestrel::start(&cluster, &moto, &log)?;
+    let kubelet = spawn_kubelet(client.clone(), ec2.clone())?;
+    let context = || format!("log: {}", log.display());
+
+    // The NodeClass resolves and says so.
+    let classes = Api::<EC2NodeClass>::all(client.clone());
+    let status = eventually(
+        Duration::from_secs(60),
+        "the EC2NodeClass Ready",
+        || async {
+            kestrel.check_alive()?;
+            let class = classes.get("default").await?;
+            Ok(class.status.filter(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            }))
+        },
+    )
+    .await
+    .with_context(context)?;
+    assert_eq!(status.subnets.len(), 2, "{status:?}");
+    assert_eq!(status.security_groups.len(), 1, "{status:?}");
+    assert_eq!(
+        status
+            .amis
+            .iter()
+            .map(|a| a.id.as_str())
+            .collect::<Vec<_>>(),
+        [ami.as_str()]
+    );
+
+    let pods = Api::<Pod>::namespaced(client.clone(), "default");
+    pods.create(&PostParams::default(), &pod("web-1")).await?;
+    let node = eventually(Duration::from_secs(90), "web-1 bound", || async {
+        kestrel.check_alive()?;
+        Ok(pods.get("web-1").await?.spec.and_then(|s| s.node_name))
+    })
+    .await
+    .with_context(context)?;
+    let instances = claimed_instances(&ec2).await?;
+    assert_eq!(instances.len(), 1, "one instance for one pod");
+    let (instance, _, image) = &instances[0];
+    assert_eq!(
+        image.as_deref(),
+        Some(ami.as_str()),
+        "launched from the NodeClass's AMI"
+    );
+    assert_eq!(instance.node_pool, "default");
+    assert_eq!(node, kubelet::node_name(&instance.id));
+    // The launch template carries a userData that joins this cluster, with the pool's labels.
+    let templates = ec2
+        .describe_launch_template_versions()
+        .launch_template_id(
+            ec2.describe_launch_templates()
+                .send()
+                .await?
+                .launch_templates()
+                .first()
+                .and_then(|t| t.launch_template_id())
+                .context("a launch template")?,
+        )
+        .send()
+        .await?;
+    let user_data = templates
+        .launch_template_versions()
+        .first()
+        .and_then(|v| v.launch_template_data())
+        .and_then(|d| d.user_data())
+        .context("the launch template has userData")?;
+    let user_data =
+        String::from_utf8(base64::engine::general_purpose::STANDARD.decode(user_data)?)?;
+    for expected in [
+        CLUSTER,
+        ENDPOINT,
+        "10.100.0.0/16",
+        "team=web",
+        "karpenter.sh/nodepool=default",
+    ] {
+        assert!(
+            user_data.contains(expected),
+            "userData without {expected}:\n{user_data}"
+        );
+    }
+
+    // A spot interruption warning for it: the node drains and the message goes once recorded.
+    sqs.send_message()
+        .queue_url(&url)
+        .message_body(spot_warning(&instance.id))
+        .send()
+        .await?;
+    let nodes = Api::<Node>::all(client.clone());
+    eventually(Duration::from_secs(60), "the node cordoned", || async {
+        kestrel.check_alive()?;
+        let spec = nodes.get(&node).await?.spec.unwrap_or_default();
+        let tainted = spec
+            .taints
+            .unwrap_or_default()
+            .iter()
+            .any(|t| t.key == "karpenter.sh/disrupted");
+        Ok((spec.unschedulable == Some(true) && tainted).then_some(()))
+    })
+    .await
+    .with_context(context)?;
+    eventually(Duration::from_secs(60), "the message deleted", || async {
+        Ok((queue_depth(&sqs, &url).await? == 0).then_some(()))
+    })
+    .await
+    .with_context(context)?;
+    eventually(
+        Duration::from_secs(120),
+        "the interrupted instance terminated",
+        || async {
+            kestrel.check_alive()?;
+            let state = claimed_instances(&ec2)
+                .await?
+                .into_iter()
+                .find(|(i, _, _)| i.id == instance.id)
+                .map(|(_, s, _)| s);
+            Ok(matches!(
+                state,
+                Some(InstanceStateName::ShuttingDown | InstanceStateName::Terminated)
+            )
+            .then_some(()))
+        },
+    )
+    .await
+    .with_context(context)?;
+    eventually(Duration::from_secs(30), "the Node gone", || async {
+        Ok(nodes.get_opt(&node).await?.is_none().then_some(()))
+    })
+    .await
+    .with_context(context)?;
+    kestrel.check_alive()?;
+    kubelet.abort();
+    drop(kestrel);
+    drop(moto);
+    Ok(())
+}
