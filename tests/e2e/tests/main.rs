@@ -6,7 +6,10 @@
 //! A pending pod gets an instance from CreateFleet with the NodeClass's subnets, security group,
 //! AMI and a userData that joins this cluster; its Node registers and the scheduler binds the pod.
 //! A spot interruption warning sent to the queue drains that node: cordoned, the message deleted
-//! once the drain is recorded, the instance terminated in EC2.
+//! once the drain is recorded, the instance terminated in EC2. A process SIGKILLed right after
+//! CreateFleet answered resumes the launch after a restart: the same claim, the same instance.
+//! Offerings without capacity (CreateFleet's `Errors[]`) fall through to the next ranked one. The
+//! metrics Prometheus scrapes say what happened.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -156,7 +159,12 @@ fn pod(name: &str) -> Pod {
 struct Kestrel(std::sync::Mutex<Child>);
 
 impl Kestrel {
-    fn start(cluster: &TestCluster, moto: &MotoServer, log: &Path) -> Result<Kestrel> {
+    fn start(
+        cluster: &TestCluster,
+        moto: &MotoServer,
+        log: &Path,
+        metrics_port: u16,
+    ) -> Result<Kestrel> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -186,13 +194,13 @@ impl Kestrel {
                 "default",
                 "--identity",
                 "kestrel-e2e",
-                "--metrics-port",
-                "0",
                 "--health-probe-port",
                 "0",
                 "--log-level",
                 "kestrel=info,kestrel_kube=info,kestrel_aws=info,warn",
             ])
+            .arg("--metrics-port")
+            .arg(metrics_port.to_string())
             // As in a pod: the standard chain (here static keys), the endpoint from the environment.
             .env("AWS_ENDPOINT_URL", moto.endpoint())
             .env("AWS_REGION", "us-east-1")
@@ -385,32 +393,76 @@ async fn queue_depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<u64> {
     Ok(count(A::ApproximateNumberOfMessages) + count(A::ApproximateNumberOfMessagesNotVisible))
 }
 
+/// moto with a network and a queue, a control plane with Kestrel's CRDs, a NodeClass and a NodePool.
+struct Env {
+    /// Dropped last: the clients talk to it.
+    moto: MotoServer,
+    ec2: aws_sdk_ec2::Client,
+    sqs: aws_sdk_sqs::Client,
+    ami: String,
+    queue_url: String,
+    cluster: TestCluster,
+    client: Client,
+    log: std::path::PathBuf,
+}
+
+impl Env {
+    async fn new(name: &str) -> Result<Env> {
+        let bin = tokio::task::spawn_blocking(kestrel_kube_tests::binary::kestrel).await??;
+        eprintln!("kestrel binary: {}", bin.display());
+        let moto = MotoServer::start()?;
+        let config = sdk_config(&moto).await;
+        let ec2 = aws_sdk_ec2::Client::new(&config);
+        let sqs = aws_sdk_sqs::Client::new(&config);
+        let ami = network(&ec2).await?;
+        let queue_url = sqs
+            .create_queue()
+            .queue_name(QUEUE)
+            .send()
+            .await?
+            .queue_url
+            .context("no queue url")?;
+        let cluster = TestCluster::start()?;
+        let client = cluster.client().await?;
+        install_crds(&client).await?;
+        apply_yaml(&client, &manifests(&ami)).await?;
+        let dir = std::env::temp_dir().join(format!(
+            "kestrel-e2e-{name}-{}-{}",
+            std::process::id(),
+            SystemClock.now()
+        ));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Env {
+            moto,
+            ec2,
+            sqs,
+            ami,
+            queue_url,
+            cluster,
+            client,
+            log: dir.join("kestrel.log"),
+        })
+    }
+
+    fn kestrel(&self) -> Result<Kestrel> {
+        Kestrel::start(&self.cluster, &self.moto, &self.log, 0)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kestrel_run_on_aws_launches_for_a_pending_pod_and_drains_on_a_spot_warning() -> Result<()>
 {
-    let bin = tokio::task::spawn_blocking(kestrel_kube_tests::binary::kestrel).await??;
-    eprintln!("kestrel binary: {}", bin.display());
-    let moto = MotoServer::start()?;
-    let config = sdk_config(&moto).await;
-    let ec2 = aws_sdk_ec2::Client::new(&config);
-    let sqs = aws_sdk_sqs::Client::new(&config);
-    let ami = network(&ec2).await?;
-    let url = sqs
-        .create_queue()
-        .queue_name(QUEUE)
-        .send()
-        .await?
-        .queue_url
-        .context("no queue url")?;
-    let cluster = TestCluster::start()?;
-    let client = cluster.client().await?;
-    install_crds(&client).await?;
-    apply_yaml(&client, &manifests(&ami)).await?;
-
-    let dir = std::env::temp_dir().join(format!("kestrel-e2e-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let log = dir.join("kestrel.log");
-    let kestrel = Kestrel::start(&cluster, &moto, &log)?;
+    let env = Env::new("launch").await?;
+    let (ec2, sqs, client, ami, url, log) = (
+        &env.ec2,
+        &env.sqs,
+        &env.client,
+        &env.ami,
+        &env.queue_url,
+        &env.log,
+    );
+    let metrics_port = free_port()?;
+    let kestrel = Kestrel::start(&env.cluster, &env.moto, log, metrics_port)?;
     let kubelet = spawn_kubelet(client.clone(), ec2.clone())?;
     let context = || format!("log: {}", log.display());
 
@@ -450,7 +502,7 @@ async fn kestrel_run_on_aws_launches_for_a_pending_pod_and_drains_on_a_spot_warn
     })
     .await
     .with_context(context)?;
-    let instances = claimed_instances(&ec2).await?;
+    let instances = claimed_instances(ec2).await?;
     assert_eq!(instances.len(), 1, "one instance for one pod");
     let (instance, _, image) = &instances[0];
     assert_eq!(
@@ -497,7 +549,7 @@ async fn kestrel_run_on_aws_launches_for_a_pending_pod_and_drains_on_a_spot_warn
 
     // A spot interruption warning for it: the node drains and the message goes once recorded.
     sqs.send_message()
-        .queue_url(&url)
+        .queue_url(url.as_str())
         .message_body(spot_warning(&instance.id))
         .send()
         .await?;
@@ -515,7 +567,7 @@ async fn kestrel_run_on_aws_launches_for_a_pending_pod_and_drains_on_a_spot_warn
     .await
     .with_context(context)?;
     eventually(Duration::from_secs(60), "the message deleted", || async {
-        Ok((queue_depth(&sqs, &url).await? == 0).then_some(()))
+        Ok((queue_depth(sqs, url).await? == 0).then_some(()))
     })
     .await
     .with_context(context)?;
@@ -524,7 +576,7 @@ async fn kestrel_run_on_aws_launches_for_a_pending_pod_and_drains_on_a_spot_warn
         "the interrupted instance terminated",
         || async {
             kestrel.check_alive()?;
-            let state = claimed_instances(&ec2)
+            let state = claimed_instances(ec2)
                 .await?
                 .into_iter()
                 .find(|(i, _, _)| i.id == instance.id)
@@ -543,9 +595,149 @@ async fn kestrel_run_on_aws_launches_for_a_pending_pod_and_drains_on_a_spot_warn
     })
     .await
     .with_context(context)?;
+    // What happened, as Prometheus scrapes it (the names docs/metrics.md documents).
+    let text = scrape(metrics_port)?;
+    for series in [
+        "karpenter_nodeclaims_created_total{nodepool=\"default\"} 2",
+        "karpenter_nodeclaims_terminated_total{nodepool=\"default\"} 1",
+        "karpenter_interruption_received_messages_total{message_type=\"spot_interrupted\"} 1",
+        "karpenter_interruption_deleted_messages_total 1",
+        "kestrel_cloudprovider_calls_total{method=\"create\",outcome=\"ok\"} 2",
+        "kestrel_interruption_queue_available 1",
+        "kestrel_leader 1",
+    ] {
+        assert!(
+            text.lines().any(|l| l == series),
+            "/metrics lacks `{series}`:\n{text}"
+        );
+    }
     kestrel.check_alive()?;
     kubelet.abort();
     drop(kestrel);
-    drop(moto);
+    drop(env);
+    Ok(())
+}
+
+/// A port free at the time of asking.
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// `GET /metrics` (HTTP/1.0: the server closes the connection after the answer).
+fn scrape(port: u16) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    let (head, body) = answer.split_once("\r\n\r\n").context("an HTTP answer")?;
+    anyhow::ensure!(
+        head.starts_with("HTTP/1.") && head.contains(" 200 "),
+        "{head}"
+    );
+    Ok(body.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kestrel_run_on_aws_falls_through_offerings_without_capacity() -> Result<()> {
+    let env = Env::new("ice").await?;
+    // No capacity for the two smallest general-purpose types, in any zone (moto's fault layer
+    // reports them in CreateFleet's Errors[], as EC2 does).
+    let out = ["c5.large", "m5.large"];
+    env.moto.arm(serde_json::json!({
+        "ice": out.iter().map(|t| serde_json::json!({"instance_type": t})).collect::<Vec<_>>()
+    }))?;
+    let kestrel = env.kestrel()?;
+    let kubelet = spawn_kubelet(env.client.clone(), env.ec2.clone())?;
+    let pods = Api::<Pod>::namespaced(env.client.clone(), "default");
+    pods.create(&PostParams::default(), &pod("web-1")).await?;
+    eventually(Duration::from_secs(90), "web-1 bound", || async {
+        kestrel.check_alive()?;
+        Ok(pods.get("web-1").await?.spec.and_then(|s| s.node_name))
+    })
+    .await
+    .with_context(|| format!("log: {}", env.log.display()))?;
+    let instances = claimed_instances(&env.ec2).await?;
+    assert_eq!(instances.len(), 1);
+    let launched = &instances[0].0.offering.instance_type;
+    assert!(
+        !out.contains(&launched.as_str()),
+        "launched {launched}, which has no capacity"
+    );
+    // The refused offerings were in the request, ahead of the one that launched.
+    let request = env.moto.last_request("CreateFleet")?;
+    let asked: Vec<&String> = request
+        .iter()
+        .filter(|(k, _)| k.ends_with(".InstanceType"))
+        .map(|(_, v)| v)
+        .collect();
+    assert!(
+        out.iter().all(|t| asked.iter().any(|a| a.as_str() == *t)),
+        "the ICE'd types were not asked for: {asked:?}"
+    );
+    kubelet.abort();
+    drop(kestrel);
+    drop(env);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kestrel_run_on_aws_killed_after_create_fleet_resumes_without_a_second_instance()
+-> Result<()> {
+    let env = Env::new("kill").await?;
+    let first = env.kestrel()?;
+    let pods = Api::<Pod>::namespaced(env.client.clone(), "default");
+    pods.create(&PostParams::default(), &pod("web-1")).await?;
+    // SIGKILL as soon as EC2 has the instance: no Node yet (no kubelet), the claim's record may or
+    // may not have heard of it.
+    eventually(Duration::from_secs(90), "the instance launched", || async {
+        first.check_alive()?;
+        Ok((!claimed_instances(&env.ec2).await?.is_empty()).then_some(()))
+    })
+    .await
+    .with_context(|| format!("log: {}", env.log.display()))?;
+    drop(first);
+    let claims = Api::<kestrel_core::api::NodeClaim>::all(env.client.clone());
+    let before: Vec<String> = claims
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .collect();
+    assert_eq!(before.len(), 1, "{before:?}");
+
+    // The restarted process decides before any Node registers (longer than the batch window): only
+    // its recovery (the record, the instance found by its claim tag) keeps it from a second launch.
+    let second = env.kestrel()?;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let kubelet = spawn_kubelet(env.client.clone(), env.ec2.clone())?;
+    eventually(Duration::from_secs(90), "web-1 bound", || async {
+        second.check_alive()?;
+        Ok(pods.get("web-1").await?.spec.and_then(|s| s.node_name))
+    })
+    .await
+    .with_context(|| format!("log: {}", env.log.display()))?;
+    let instances = claimed_instances(&env.ec2).await?;
+    assert_eq!(
+        instances.len(),
+        1,
+        "a second instance: {:?}",
+        instances.iter().map(|(i, _, _)| &i.id).collect::<Vec<_>>()
+    );
+    assert_eq!(instances[0].0.claim, before[0]);
+    let after: Vec<String> = claims
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .collect();
+    assert_eq!(after, before, "the restarted process made another claim");
+    kubelet.abort();
+    drop(second);
+    drop(env);
     Ok(())
 }
