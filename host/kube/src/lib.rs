@@ -8,6 +8,7 @@
 //! - [`registration`]: a launched instance's Node is matched to its NodeClaim by providerID and
 //!   initialized with its NodePool's labels and taints;
 //! - [`deletion`]: a NodeClaim or Node deleted by hand is drained like a decided disruption;
+//! - [`volumes`]: the zones a pod's persistent volumes pin it to;
 //! - [`status`]: NodePool status (nodes, resources);
 //! - [`interruptions`]: interruption messages from a queue to the controller and, acknowledged,
 //!   back to be deleted;
@@ -32,6 +33,7 @@ pub mod run;
 pub mod serve;
 pub mod snapshot;
 pub mod status;
+pub mod volumes;
 pub mod watch;
 
 pub use run::{RunError, Settings, run};

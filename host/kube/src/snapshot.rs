@@ -220,6 +220,16 @@ impl Snapshot {
                     }
                 },
             };
+            // Zones its volumes pin it to: looked up each time (a claim binds, a volume appears),
+            // the facts rebuilt only when they change.
+            let zones = crate::volumes::zones(&pod, reflectors);
+            let facts = if facts.compiled.volume_zones != zones {
+                let mut f = (*facts).clone();
+                std::sync::Arc::make_mut(&mut f.compiled).volume_zones = zones;
+                Arc::new(f)
+            } else {
+                facts
+            };
             live.insert(uid, facts.clone());
             let key: Arc<str> = Arc::from(format!(
                 "{}/{}",

@@ -66,6 +66,10 @@ pub struct Reflectors {
     pub pdbs: Store<DynamicObject>,
     /// The ConfigMaps of the controller's namespace (where NodePools' policies live).
     pub configmaps: Store<ConfigMap>,
+    /// What pins pods with persistent volumes to zones (`crate::volumes`).
+    pub claims: Store<k8s_openapi::api::core::v1::PersistentVolumeClaim>,
+    pub volumes: Store<k8s_openapi::api::core::v1::PersistentVolume>,
+    pub storage_classes: Store<k8s_openapi::api::storage::v1::StorageClass>,
     pub policy: PolicyVersion,
     /// Notified on every watch event.
     pub wake: Arc<Notify>,
@@ -137,6 +141,19 @@ impl Reflectors {
         let node_claims = reflect!(NodeClaim, None);
         let node_classes = reflect!(EC2NodeClass, None);
         let daemonsets = reflect!(DaemonSet, None);
+        // A volume event changes where a pending pod may go: counted as a pod event.
+        let claims = reflect!(
+            k8s_openapi::api::core::v1::PersistentVolumeClaim,
+            Some(pod_revision.clone())
+        );
+        let volumes = reflect!(
+            k8s_openapi::api::core::v1::PersistentVolume,
+            Some(pod_revision.clone())
+        );
+        let storage_classes = reflect!(
+            k8s_openapi::api::storage::v1::StorageClass,
+            Some(pod_revision.clone())
+        );
         let ar = policy.pdb_resource();
         let writer = reflector::store::Writer::<DynamicObject>::new(ar.clone());
         let pdbs = writer.as_reader();
@@ -168,6 +185,9 @@ impl Reflectors {
             daemonsets,
             pdbs,
             configmaps,
+            claims,
+            volumes,
+            storage_classes,
             policy,
             wake,
             pod_revision,
@@ -186,6 +206,30 @@ impl Reflectors {
         self.daemonsets.wait_until_ready().await?;
         self.pdbs.wait_until_ready().await?;
         self.configmaps.wait_until_ready().await?;
+        self.claims.wait_until_ready().await?;
+        self.volumes.wait_until_ready().await?;
+        self.storage_classes.wait_until_ready().await?;
         Ok(())
+    }
+}
+
+impl crate::volumes::VolumeObjects for Reflectors {
+    fn claim(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Arc<k8s_openapi::api::core::v1::PersistentVolumeClaim>> {
+        self.claims
+            .get(&kube::runtime::reflector::ObjectRef::new(name).within(namespace))
+    }
+
+    fn volume(&self, name: &str) -> Option<Arc<k8s_openapi::api::core::v1::PersistentVolume>> {
+        self.volumes
+            .get(&kube::runtime::reflector::ObjectRef::new(name))
+    }
+
+    fn class(&self, name: &str) -> Option<Arc<k8s_openapi::api::storage::v1::StorageClass>> {
+        self.storage_classes
+            .get(&kube::runtime::reflector::ObjectRef::new(name))
     }
 }

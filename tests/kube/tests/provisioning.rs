@@ -279,3 +279,77 @@ async fn pending_pod_gets_a_node_and_the_scheduler_binds_it() -> Result<()> {
     kubelet.abort();
     Ok(())
 }
+
+/// A PersistentVolume in `zone` (EBS-like: its node affinity names the zone), bound to claim
+/// `default/data`, and the pod `db-0` mounting it.
+fn volume_yaml(zone: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: PersistentVolume
+metadata: {{name: pv-data}}
+spec:
+  capacity: {{storage: 10Gi}}
+  accessModes: [ReadWriteOnce]
+  storageClassName: gp3
+  csi: {{driver: ebs.csi.aws.com, volumeHandle: vol-0123456789abcdef0}}
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+        - matchExpressions:
+            - {{key: topology.kubernetes.io/zone, operator: In, values: [{zone}]}}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: data
+  namespace: default
+  # What the PV controller writes once it bound the pair (there is none in the test control plane).
+  annotations: {{pv.kubernetes.io/bind-completed: "yes"}}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: gp3
+  volumeName: pv-data
+  resources: {{requests: {{storage: 10Gi}}}}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_with_a_zonal_volume_gets_a_node_in_the_volumes_zone() -> Result<()> {
+    let (cluster, client) = setup().await?;
+    // Not the first zone: the cheapest-first ranking alone would not land there.
+    let zone = common::ZONES[2];
+    common::apply_yaml(&client, &volume_yaml(zone)).await?;
+    let cloud = common::sim_cloud()?;
+    let kubelet = kubelet::spawn(client.clone(), cloud.clone(), common::instance_types()?);
+    let controller = RunningController::start(&cluster, &cloud, common::settings());
+    let mut db = pod("db-0", "500m");
+    let spec = db.spec.as_mut().context("a spec")?;
+    spec.volumes = Some(vec![serde_json::from_value(serde_json::json!({
+        "name": "data", "persistentVolumeClaim": {"claimName": "data"}
+    }))?]);
+    Api::<Pod>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &db)
+        .await?;
+    let node = common::eventually(Duration::from_secs(60), "db-0 bound", || {
+        bound_node(&client, "db-0")
+    })
+    .await?;
+    let labels = Api::<Node>::all(client.clone())
+        .get(&node)
+        .await?
+        .metadata
+        .labels
+        .unwrap_or_default();
+    assert_eq!(
+        labels
+            .get("topology.kubernetes.io/zone")
+            .map(String::as_str),
+        Some(zone),
+        "the node is not in its volume's zone"
+    );
+    controller.stop()?;
+    kubelet.abort();
+    Ok(())
+}
