@@ -195,6 +195,11 @@ impl Binder {
                 tracing::warn!(pool = %pool_name, class = %class_name, "the NodePool's EC2NodeClass is missing or never resolved; nothing launches for it");
                 continue;
             };
+            if class.spec.instance_profile.is_none() {
+                // Karpenter makes an instance profile for `spec.role` through IAM; Kestrel does not
+                // call IAM yet, and a node without a profile never joins the cluster.
+                tracing::error!(pool = %pool_name, class = %class_name, "the EC2NodeClass names a role but no instanceProfile: Kestrel cannot create instance profiles yet; set spec.instanceProfile");
+            }
             match self.user_data(pool, class) {
                 Ok(user_data) => self.cloud.bind(
                     &pool_name,
