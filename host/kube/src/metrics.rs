@@ -63,7 +63,8 @@ pub struct Metrics {
     interruption_queue_available: Gauge,
     /// The pool of each instance launched, so a termination is counted against its NodePool.
     pools_of_instances: Mutex<HashMap<String, String>>,
-    published: Mutex<ControllerStats>,
+    /// The controller's counters at the last publication, in [`counters`]' order.
+    published: Mutex<Vec<u64>>,
 }
 
 impl Default for Metrics {
@@ -163,7 +164,7 @@ impl Metrics {
             interruptions_waiting,
             interruption_queue_available,
             pools_of_instances: Mutex::new(HashMap::new()),
-            published: Mutex::new(ControllerStats::default()),
+            published: Mutex::new(Vec::new()),
         }
     }
 
@@ -230,16 +231,18 @@ impl Metrics {
     /// rebuilt from scratch starts its counters at zero again, which is not counted as a decrease.
     pub fn publish_stats(&self, stats: &ControllerStats) {
         let mut published = lock(&self.published);
-        for (event, now, before) in counters(stats, &published) {
-            if now > before {
+        let now = counters(stats);
+        for (i, (event, value)) in now.iter().enumerate() {
+            let before = published.get(i).copied().unwrap_or(0);
+            if *value > before {
                 self.controller_events
                     .get_or_create(&CounterLabels {
-                        event: event.into(),
+                        event: (*event).into(),
                     })
-                    .inc_by(now - before);
+                    .inc_by(value - before);
             }
         }
-        *published = stats.clone();
+        *published = now.into_iter().map(|(_, v)| v).collect();
     }
 
     /// The name of every metric family exported (without the `_total` of counters).
@@ -349,38 +352,28 @@ fn cluster_error_kind(error: &ClusterError) -> &'static str {
     }
 }
 
-/// The controller's counters by their metric label, now and at the last publication.
-fn counters(now: &ControllerStats, before: &ControllerStats) -> Vec<(&'static str, u64, u64)> {
-    let pairs = |f: fn(&ControllerStats) -> u64| (f(now), f(before));
-    [
-        ("batch", pairs(|s| s.batches)),
-        ("launch_failure", pairs(|s| s.launch_failures)),
-        ("launch_retry", pairs(|s| s.launch_retries)),
+/// The controller's counters by their metric label (always in this order).
+fn counters(s: &ControllerStats) -> Vec<(&'static str, u64)> {
+    vec![
+        ("batch", s.batches),
+        ("launch_failure", s.launch_failures),
+        ("launch_retry", s.launch_retries),
         (
             "insufficient_capacity_fallthrough",
-            pairs(|s| s.insufficient_capacity_fallthroughs),
+            s.insufficient_capacity_fallthroughs,
         ),
-        ("interruption_handled", pairs(|s| s.interruptions_handled)),
-        (
-            "rebalance_recommendation",
-            pairs(|s| s.rebalance_recommendations),
-        ),
-        ("rebalance_replacement", pairs(|s| s.rebalance_replacements)),
-        ("notice_duplicate", pairs(|s| s.notices_duplicate)),
-        ("notice_not_owned", pairs(|s| s.notices_not_owned)),
-        (
-            "policy_fallback",
-            pairs(|s| s.policy_fallbacks.len() as u64),
-        ),
-        ("orphan_collected", pairs(|s| s.orphans_collected)),
-        ("eviction_refused", pairs(|s| s.evictions_refused)),
-        ("disruption_aborted", pairs(|s| s.disruptions_aborted)),
-        ("listing_failed", pairs(|s| s.listings_failed)),
-        ("price_read_failed", pairs(|s| s.price_reads_failed)),
+        ("interruption_handled", s.interruptions_handled),
+        ("rebalance_recommendation", s.rebalance_recommendations),
+        ("rebalance_replacement", s.rebalance_replacements),
+        ("notice_duplicate", s.notices_duplicate),
+        ("notice_not_owned", s.notices_not_owned),
+        ("policy_fallback", s.policy_fallback_count),
+        ("orphan_collected", s.orphans_collected),
+        ("eviction_refused", s.evictions_refused),
+        ("disruption_aborted", s.disruptions_aborted),
+        ("listing_failed", s.listings_failed),
+        ("price_read_failed", s.price_reads_failed),
     ]
-    .into_iter()
-    .map(|(name, (now, before))| (name, now, before))
-    .collect()
 }
 
 #[cfg(test)]

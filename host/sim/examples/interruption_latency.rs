@@ -13,53 +13,10 @@ use std::time::Instant;
 use kestrel_sim::controller::{Action, Reason};
 use kestrel_sim::interruption::{Notice, NoticeKind};
 use kestrel_sim::sim::replay::{Replay, SimOptions};
+use kestrel_sim::sim::report::nearest_rank;
 use kestrel_sim::sim::scenario::Scenario;
 
-const SCENARIO: &str = r#"
-name: interruption-latency
-seed: 5
-duration: 6h
-zones: [us-east-1a, us-east-1b, us-east-1c]
-cloud:
-  instanceTypes: [m5.large, c5.large, m6i.large]
-nodeClasses:
-  - apiVersion: karpenter.k8s.aws/v1
-    kind: EC2NodeClass
-    metadata: {name: default}
-    spec:
-      role: KarpenterNodeRole-bench
-      amiSelectorTerms: [{alias: al2023@latest}]
-      subnetSelectorTerms: [{tags: {karpenter.sh/discovery: bench}}]
-      securityGroupSelectorTerms: [{tags: {karpenter.sh/discovery: bench}}]
-nodePools:
-  - apiVersion: karpenter.sh/v1
-    kind: NodePool
-    metadata: {name: spot}
-    spec:
-      disruption: {consolidationPolicy: WhenEmpty, consolidateAfter: Never}
-      template:
-        spec:
-          nodeClassRef: {group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}
-          expireAfter: Never
-          requirements:
-            - {key: karpenter.sh/capacity-type, operator: In, values: [spot]}
-workloads:
-  - name: web
-    kind: Deployment
-    replicas: 200
-    template:
-      metadata: {labels: {app: web}}
-      spec:
-        containers:
-          - name: web
-            image: nginx
-            resources: {requests: {cpu: 1500m, memory: 2Gi}}
-"#;
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
+const SCENARIO: &str = include_str!("../../../examples/benchmarks/interruption-latency.yaml");
 
 fn main() {
     let warnings: usize = std::env::args()
@@ -120,8 +77,8 @@ fn main() {
          p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         millis.len(),
         instances.len(),
-        percentile(&millis, 0.50),
-        percentile(&millis, 0.99),
+        nearest_rank(&millis, 0.50),
+        nearest_rank(&millis, 0.99),
         millis.last().copied().unwrap_or(0.0)
     );
 }

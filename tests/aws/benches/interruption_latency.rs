@@ -14,49 +14,11 @@ use kestrel_aws_tests::MotoServer;
 use kestrel_core::controller::{Action, Reason};
 use kestrel_core::interruption::inbox::{Disposition, Inbox};
 use kestrel_sim::sim::replay::{Replay, SimOptions};
+use kestrel_sim::sim::report::nearest_rank;
 use kestrel_sim::sim::scenario::Scenario;
 use tokio::sync::{mpsc, watch};
 
-const SCENARIO: &str = r#"
-name: interruption-latency
-seed: 5
-duration: 12h
-zones: [us-east-1a, us-east-1b, us-east-1c]
-cloud:
-  instanceTypes: [m5.large, c5.large, m6i.large]
-nodeClasses:
-  - apiVersion: karpenter.k8s.aws/v1
-    kind: EC2NodeClass
-    metadata: {name: default}
-    spec:
-      role: KarpenterNodeRole-bench
-      amiSelectorTerms: [{alias: al2023@latest}]
-      subnetSelectorTerms: [{tags: {karpenter.sh/discovery: bench}}]
-      securityGroupSelectorTerms: [{tags: {karpenter.sh/discovery: bench}}]
-nodePools:
-  - apiVersion: karpenter.sh/v1
-    kind: NodePool
-    metadata: {name: spot}
-    spec:
-      disruption: {consolidationPolicy: WhenEmpty, consolidateAfter: Never}
-      template:
-        spec:
-          nodeClassRef: {group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}
-          expireAfter: Never
-          requirements:
-            - {key: karpenter.sh/capacity-type, operator: In, values: [spot]}
-workloads:
-  - name: web
-    kind: Deployment
-    replicas: 200
-    template:
-      metadata: {labels: {app: web}}
-      spec:
-        containers:
-          - name: web
-            image: nginx
-            resources: {requests: {cpu: 1500m, memory: 2Gi}}
-"#;
+const SCENARIO: &str = include_str!("../../../examples/benchmarks/interruption-latency.yaml");
 
 /// The EventBridge spot warning for `instance_id`, stamped at `at` (the fleet's virtual now).
 fn warning(instance_id: &str, at_ms: i64, n: usize) -> String {
@@ -75,11 +37,6 @@ fn warning(instance_id: &str, at_ms: i64, n: usize) -> String {
         "detail": {"instance-id": instance_id, "instance-action": "terminate"}
     })
     .to_string()
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
 }
 
 fn main() {
@@ -186,8 +143,8 @@ async fn bench(messages: usize) {
     println!(
         "{messages} messages ({with_launch} needed a launch): visible in the queue -> replacement launch \
          submitted p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (3 pollers, WaitTimeSeconds 20)",
-        percentile(&millis, 0.50),
-        percentile(&millis, 0.99),
+        nearest_rank(&millis, 0.50),
+        nearest_rank(&millis, 0.99),
         millis.last().copied().unwrap_or(0.0)
     );
 }

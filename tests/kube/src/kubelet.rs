@@ -141,15 +141,28 @@ pub async fn clear_not_ready(client: &Client, names: &[String]) -> Result<()> {
             Err(kube::Error::Api(s)) if s.code == 404 => continue,
             Err(e) => return Err(e.into()),
         };
+        let version = node.metadata.resource_version.clone();
         let taints = node.spec.and_then(|s| s.taints).unwrap_or_default();
         if taints.iter().any(|t| t.key == NOT_READY) {
             let kept: Vec<_> = taints.into_iter().filter(|t| t.key != NOT_READY).collect();
-            api.patch(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"spec": {"taints": kept}})),
-            )
-            .await?;
+            // At the version read, as the node lifecycle controller writes: a taint list another
+            // writer (Kestrel's registration) changed meanwhile is not written back over (409:
+            // read again next round).
+            match api
+                .patch(
+                    name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({
+                        "metadata": {"resourceVersion": version},
+                        "spec": {"taints": kept}
+                    })),
+                )
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
         }
     }
     Ok(())

@@ -380,6 +380,10 @@ pub struct ControllerStats {
     pub notices_duplicate: u64,
     /// Notices for instances Kestrel does not own (dropped).
     pub notices_not_owned: u64,
+    /// Policy calls answered by the built-in default instead (a trap, a timeout, an invalid answer).
+    pub policy_fallback_count: u64,
+    /// What the last [`MAX_KEPT_FALLBACKS`] of them were (a long-running controller with a broken
+    /// policy falls back at every batch: the list must not grow with it).
     pub policy_fallbacks: Vec<String>,
     pub orphans_collected: u64,
     /// Evictions refused (a PDB's 429, or the API server) and backed off.
@@ -392,6 +396,26 @@ pub struct ControllerStats {
     pub price_reads_failed: u64,
     /// Times the controller lost its memory and resumed from the cluster (simulated restarts).
     pub restarts: u64,
+}
+
+/// How many policy fallbacks [`ControllerStats`] keeps the text of.
+pub const MAX_KEPT_FALLBACKS: usize = 100;
+
+impl ControllerStats {
+    /// Counts policy fallbacks and keeps the latest of their descriptions.
+    pub fn record_fallbacks(&mut self, fallbacks: impl IntoIterator<Item = String>) {
+        for f in fallbacks {
+            self.policy_fallback_count += 1;
+            self.policy_fallbacks.push(f);
+        }
+        let excess = self
+            .policy_fallbacks
+            .len()
+            .saturating_sub(MAX_KEPT_FALLBACKS);
+        if excess > 0 {
+            self.policy_fallbacks.drain(..excess);
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -814,8 +838,7 @@ impl Controller {
         };
         let plan = self.provisioner.plan(&input);
         self.stats
-            .policy_fallbacks
-            .extend(plan.policy_fallbacks.iter().cloned());
+            .record_fallbacks(plan.policy_fallbacks.iter().cloned());
         plan
     }
 
@@ -920,7 +943,7 @@ impl Controller {
             self.disruption.decide(&input)
         };
         let fallbacks = self.disruption.take_policy_fallbacks();
-        self.stats.policy_fallbacks.extend(fallbacks);
+        self.stats.record_fallbacks(fallbacks);
         for command in commands {
             let waiting_for = match command.replacement {
                 Some(claim) => self.launch(now, vec![claim], command.reason, false),

@@ -35,7 +35,11 @@ pub struct Report {
     pub interruptions: Interruptions,
     pub launch_failures: u64,
     pub insufficient_capacity_fallthroughs: u64,
+    /// The latest policy fallbacks (at most `controller::MAX_KEPT_FALLBACKS`).
     pub policy_fallbacks: Vec<String>,
+    /// Every policy fallback of the run.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub policy_fallback_count: u64,
     pub accounting: Accounting,
     /// How the controller coped with the edge's answers (retries, refusals, skipped passes).
     pub edge: EdgeCounters,
@@ -172,8 +176,19 @@ fn percentile(sorted: &[Millis], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
-    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1] as f64 / 1000.0
+    sorted[rank_index(sorted.len(), p)] as f64 / 1000.0
+}
+
+/// The nearest-rank percentile `p` (0..=1) of sorted values; 0 for none.
+pub fn nearest_rank(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[rank_index(sorted.len(), p)]
+}
+
+fn rank_index(len: usize, p: f64) -> usize {
+    ((p * len as f64).ceil() as usize).clamp(1, len) - 1
 }
 
 impl Report {
@@ -303,6 +318,7 @@ impl Report {
             launch_failures: stats.launch_failures,
             insufficient_capacity_fallthroughs: stats.insufficient_capacity_fallthroughs,
             policy_fallbacks: stats.policy_fallbacks.clone(),
+            policy_fallback_count: stats.policy_fallback_count,
             accounting: Accounting {
                 live_instances: live.len() as u64,
                 nodes: o.cluster.node_count() as u64,
@@ -470,7 +486,7 @@ impl Report {
             ),
             (
                 "policy fallbacks".into(),
-                self.policy_fallbacks.len().to_string(),
+                self.policy_fallback_count.to_string(),
             ),
             (
                 "instances live / nodes / launching".into(),
@@ -592,4 +608,8 @@ fn human_duration(seconds: i64) -> String {
         (h, 0) => format!("{h}h"),
         (h, m) => format!("{h}h{m}m"),
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
