@@ -160,6 +160,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&filter).context("LOG_LEVEL")?;
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colours only on a terminal: a container's log (a file, a pipe) gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match setting(&args.more.log_format, "LOG_FORMAT").as_deref() {
         None | Some("text") => logs.init(),

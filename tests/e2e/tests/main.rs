@@ -6,10 +6,12 @@
 //! A pending pod gets an instance from CreateFleet with the NodeClass's subnets, security group,
 //! AMI and a userData that joins this cluster; its Node registers and the scheduler binds the pod.
 //! A spot interruption warning sent to the queue drains that node: cordoned, the message deleted
-//! once the drain is recorded, the instance terminated in EC2. A process SIGKILLed right after
+//! once the drain is recorded, the instance terminated in EC2; the empty replacement is then
+//! consolidated away. A process SIGKILLed right after
 //! CreateFleet answered resumes the launch after a restart: the same claim, the same instance.
 //! Offerings without capacity (CreateFleet's `Errors[]`) fall through to the next ranked one. The
-//! metrics Prometheus scrapes say what happened.
+//! metrics Prometheus scrapes say what happened. A leader SIGKILLed mid-launch is replaced by its
+//! standby once the lease runs out, which finishes the launch (one claim, one instance).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -164,6 +166,7 @@ impl Kestrel {
         moto: &MotoServer,
         log: &Path,
         metrics_port: u16,
+        identity: &str,
     ) -> Result<Kestrel> {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -193,7 +196,7 @@ impl Kestrel {
                 "--policy-namespace",
                 "default",
                 "--identity",
-                "kestrel-e2e",
+                identity,
                 "--health-probe-port",
                 "0",
                 "--log-level",
@@ -445,7 +448,8 @@ impl Env {
     }
 
     fn kestrel(&self) -> Result<Kestrel> {
-        Kestrel::start(&self.cluster, &self.moto, &self.log, 0)
+        // One identity: a restarted process holds its own lease again at once.
+        Kestrel::start(&self.cluster, &self.moto, &self.log, 0, "kestrel-e2e")
     }
 }
 
@@ -462,7 +466,7 @@ async fn kestrel_run_on_aws_launches_for_a_pending_pod_and_drains_on_a_spot_warn
         &env.log,
     );
     let metrics_port = free_port()?;
-    let kestrel = Kestrel::start(&env.cluster, &env.moto, log, metrics_port)?;
+    let kestrel = Kestrel::start(&env.cluster, &env.moto, log, metrics_port, "kestrel-e2e")?;
     let kubelet = spawn_kubelet(client.clone(), ec2.clone())?;
     let context = || format!("log: {}", log.display());
 
@@ -595,21 +599,68 @@ async fn kestrel_run_on_aws_launches_for_a_pending_pod_and_drains_on_a_spot_warn
     })
     .await
     .with_context(context)?;
-    // What happened, as Prometheus scrapes it (the names docs/metrics.md documents).
-    let text = scrape(metrics_port)?;
-    for series in [
+    // The replacement is empty (the bare pod is gone with its eviction): consolidation removes it.
+    let consolidated = std::time::Instant::now();
+    eventually(
+        Duration::from_secs(120),
+        "the empty replacement consolidated",
+        || async {
+            kestrel.check_alive()?;
+            let live = claimed_instances(ec2)
+                .await?
+                .into_iter()
+                .filter(|(_, s, _)| {
+                    !matches!(
+                        s,
+                        InstanceStateName::ShuttingDown | InstanceStateName::Terminated
+                    )
+                })
+                .count();
+            let claims = Api::<kestrel_core::api::NodeClaim>::all(client.clone())
+                .list(&Default::default())
+                .await?
+                .items
+                .len();
+            Ok((live == 0 && claims == 0).then_some(()))
+        },
+    )
+    .await
+    .with_context(context)?;
+    eprintln!(
+        "the empty replacement was consolidated {:.1} s after the interrupted node went",
+        consolidated.elapsed().as_secs_f64()
+    );
+    // What happened, as Prometheus scrapes it (the names docs/metrics.md documents). The last
+    // termination's answer may still be on its way when EC2 already shows it: scraped until it is in.
+    let expected = [
         "karpenter_nodeclaims_created_total{nodepool=\"default\"} 2",
-        "karpenter_nodeclaims_terminated_total{nodepool=\"default\"} 1",
+        "karpenter_nodeclaims_terminated_total{nodepool=\"default\"} 2",
         "karpenter_interruption_received_messages_total{message_type=\"spot_interrupted\"} 1",
         "karpenter_interruption_deleted_messages_total 1",
         "kestrel_cloudprovider_calls_total{method=\"create\",outcome=\"ok\"} 2",
         "kestrel_interruption_queue_available 1",
         "kestrel_leader 1",
-    ] {
-        assert!(
-            text.lines().any(|l| l == series),
-            "/metrics lacks `{series}`:\n{text}"
-        );
+    ];
+    let mut text = String::new();
+    let complete = eventually(Duration::from_secs(10), "the metrics", || {
+        let scraped = scrape(metrics_port);
+        let done = scraped.as_ref().is_ok_and(|t| {
+            expected
+                .iter()
+                .all(|series| t.lines().any(|l| l == *series))
+        });
+        if let Ok(t) = scraped {
+            text = t;
+        }
+        async move { Ok(done.then_some(())) }
+    })
+    .await;
+    if complete.is_err() {
+        let missing: Vec<&&str> = expected
+            .iter()
+            .filter(|series| !text.lines().any(|l| l == **series))
+            .collect();
+        panic!("/metrics lacks {missing:?}:\n{text}");
     }
     kestrel.check_alive()?;
     kubelet.abort();
@@ -738,6 +789,87 @@ async fn kestrel_run_on_aws_killed_after_create_fleet_resumes_without_a_second_i
     assert_eq!(after, before, "the restarted process made another claim");
     kubelet.abort();
     drop(second);
+    drop(env);
+    Ok(())
+}
+
+/// Whether a process's log has a line saying `message` (the text format: `… module: message …`).
+fn logged(log: &Path, message: &str) -> Result<bool> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let needle = format!(": {message}");
+    Ok(text.lines().any(|l| l.contains(&needle)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kestrel_run_on_aws_leader_killed_mid_launch_the_standby_finishes_it() -> Result<()> {
+    let env = Env::new("failover").await?;
+    let (log_a, log_b) = (
+        env.log.with_file_name("leader.log"),
+        env.log.with_file_name("standby.log"),
+    );
+    let leader = Kestrel::start(&env.cluster, &env.moto, &log_a, 0, "kestrel-a")?;
+    eventually(Duration::from_secs(60), "kestrel-a leading", || async {
+        leader.check_alive()?;
+        Ok(logged(&log_a, "leading")?.then_some(()))
+    })
+    .await
+    .with_context(|| format!("log: {}", log_a.display()))?;
+    let standby = Kestrel::start(&env.cluster, &env.moto, &log_b, 0, "kestrel-b")?;
+    eventually(Duration::from_secs(60), "kestrel-b standing by", || async {
+        standby.check_alive()?;
+        Ok(logged(&log_b, "waiting for the leader lease")?.then_some(()))
+    })
+    .await
+    .with_context(|| format!("log: {}", log_b.display()))?;
+    // The kubelet runs throughout: the Node registers, but only a leader makes it the claim's.
+    let kubelet = spawn_kubelet(env.client.clone(), env.ec2.clone())?;
+    let pods = Api::<Pod>::namespaced(env.client.clone(), "default");
+    pods.create(&PostParams::default(), &pod("web-1")).await?;
+    eventually(Duration::from_secs(90), "the instance launched", || async {
+        leader.check_alive()?;
+        Ok((!claimed_instances(&env.ec2).await?.is_empty()).then_some(()))
+    })
+    .await
+    .with_context(|| format!("log: {}", log_a.display()))?;
+    drop(leader); // SIGKILL: the lease is not released, it runs out.
+    let killed = std::time::Instant::now();
+    eventually(Duration::from_secs(60), "kestrel-b leading", || async {
+        standby.check_alive()?;
+        Ok(logged(&log_b, "leading")?.then_some(()))
+    })
+    .await
+    .with_context(|| format!("log: {}", log_b.display()))?;
+    let took_over = killed.elapsed();
+    eventually(Duration::from_secs(60), "web-1 bound", || async {
+        standby.check_alive()?;
+        Ok(pods.get("web-1").await?.spec.and_then(|s| s.node_name))
+    })
+    .await
+    .with_context(|| format!("log: {}", log_b.display()))?;
+    let bound = killed.elapsed();
+    eprintln!(
+        "failover: the standby led {:.1} s after the leader was SIGKILLed (lease 15 s), web-1 bound after {:.1} s",
+        took_over.as_secs_f64(),
+        bound.as_secs_f64()
+    );
+    let instances = claimed_instances(&env.ec2).await?;
+    assert_eq!(
+        instances.len(),
+        1,
+        "a second instance: {:?}",
+        instances.iter().map(|(i, _, _)| &i.id).collect::<Vec<_>>()
+    );
+    let claims = Api::<kestrel_core::api::NodeClaim>::all(env.client.clone())
+        .list(&Default::default())
+        .await?
+        .items;
+    assert_eq!(claims.len(), 1, "one claim");
+    assert_eq!(
+        claims[0].metadata.name.as_deref(),
+        Some(instances[0].0.claim.as_str())
+    );
+    kubelet.abort();
+    drop(standby);
     drop(env);
     Ok(())
 }
