@@ -281,6 +281,7 @@ pub async fn run(
         .map(|q| crate::interruptions::Consumer::start(q, metrics.clone(), health.clone()));
     let mut generation = 0u64;
     let mut wake_at: Option<Millis> = None;
+    let mut woke_at: Option<Millis> = None;
 
     loop {
         health.beat();
@@ -289,7 +290,9 @@ pub async fn run(
             tracing::error!("the leader lease was lost; stopping before any further write");
             return Err(RunError::LostLeadership);
         }
-        let now = clock.now();
+        // A tick woken by a watch event decides as of the event's arrival (the coalescing pause
+        // after it is not time the pods waited unseen: the batch window counts from the event).
+        let now = woke_at.take().unwrap_or_else(|| clock.now());
         // Policy changes are compiled off this thread; the controller's handles follow the swaps.
         swapper.reconcile(&reflectors.node_pools.state(), &reflectors.configmaps);
         let fp = fingerprint(&reflectors);
@@ -384,8 +387,9 @@ pub async fn run(
             });
         }
         wake_at = tick.wake.or(wake_at.filter(|w| *w > now));
+        // Until the wake-up from now, not from the tick's start: the tick and its writes took time.
         let mut sleep_for = wake_at
-            .map(|w| Duration::from_millis((w - now).max(0) as u64))
+            .map(|w| Duration::from_millis((w - clock.now()).max(0) as u64))
             .unwrap_or(Duration::from_secs(60));
         if notices.is_some() {
             // The queue's health (readiness) is looked at on every turn: at least every 5 s.
@@ -410,6 +414,7 @@ pub async fn run(
                 }
             }
             _ = reflectors.wake.notified() => {
+                woke_at = Some(clock.now());
                 tokio::time::sleep(settings.min_tick_interval).await;
             }
             _ = tokio::time::sleep(sleep_for) => {}
