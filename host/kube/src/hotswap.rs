@@ -11,12 +11,17 @@
 //! ConfigMap version never wins. Each outcome is an Event on the NodePool, `PolicySwapped` or
 //! `PolicyRejected` with the reason; a rejected policy changes nothing (the previous one keeps
 //! serving). Removing the annotation installs the default again.
+//!
+//! A policy's settings (`kestrel.dev/ranker-settings`, …: JSON or YAML, see
+//! `kestrel_policy::settings`) are installed with it: a change of settings alone is an install too,
+//! and settings the policy's `validate-settings` refuses are rejected like a bad policy.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kestrel_core::api::NodePool;
+use kestrel_policy::NO_SETTINGS;
 use kestrel_policy::registry::{SHA256_SUFFIX, annotation, policy_refs};
 use kestrel_policy::{PolicyKind, PolicyRef, PolicyRegistry, PolicySource};
 use kube::runtime::reflector::Store;
@@ -53,8 +58,9 @@ pub struct PolicySwapper {
     registry: Arc<PolicyRegistry>,
     client: Client,
     namespace: String,
-    /// What was last asked per (NodePool, kind); an absent entry is the default.
-    asked: HashMap<SlotKey, Wanted>,
+    /// What was last asked per (NodePool, kind), with its settings (JSON text); an absent entry is
+    /// the default without settings.
+    asked: HashMap<SlotKey, (Wanted, String)>,
     /// The newest install started per (NodePool, kind); an install swaps only if it is still the
     /// newest, checked and swapped under this lock.
     latest: Arc<Mutex<HashMap<SlotKey, u64>>>,
@@ -62,17 +68,37 @@ pub struct PolicySwapper {
     jobs: Vec<JoinHandle<()>>,
 }
 
-/// A NodePool's annotations for one kind only (so a bad one of another kind does not hide it).
-fn wanted(pool: &NodePool, kind: PolicyKind, configmaps: &Store<ConfigMap>, ns: &str) -> Wanted {
+/// A NodePool's annotations for one kind only (so a bad one of another kind does not hide it): the
+/// policy and its settings (JSON text).
+fn wanted(
+    pool: &NodePool,
+    kind: PolicyKind,
+    configmaps: &Store<ConfigMap>,
+    ns: &str,
+) -> (Wanted, String) {
     let key = annotation(kind);
     let pin_key = format!("{key}{SHA256_SUFFIX}");
+    let settings_key = kestrel_policy::settings::settings_annotation(kind);
     let own: BTreeMap<String, String> = pool
         .annotations()
         .iter()
-        .filter(|(k, _)| **k == key || **k == pin_key)
+        .filter(|(k, _)| **k == key || **k == pin_key || **k == settings_key)
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    match policy_refs(&own).map(|r| r.get(kind).clone()) {
+    let settings = match kestrel_policy::settings::from_annotations(&own) {
+        Ok(all) => all[kind as usize].clone(),
+        Err(err) => return (Wanted::Invalid(err.to_string()), NO_SETTINGS.into()),
+    };
+    (wanted_policy(&own, kind, configmaps, ns), settings)
+}
+
+fn wanted_policy(
+    own: &BTreeMap<String, String>,
+    kind: PolicyKind,
+    configmaps: &Store<ConfigMap>,
+    ns: &str,
+) -> Wanted {
+    match policy_refs(own).map(|r| r.get(kind).clone()) {
         Err(err) => Wanted::Invalid(err.to_string()),
         Ok(PolicyRef::Default) => Wanted::Default,
         Ok(PolicyRef::Native) => Wanted::Native,
@@ -132,7 +158,11 @@ impl PolicySwapper {
             for kind in PolicyKind::ALL {
                 let want = wanted(pool, kind, configmaps, &self.namespace);
                 let key = (pool.name_any(), kind);
-                if self.asked.get(&key).unwrap_or(&Wanted::Default) == &want {
+                let unchanged = match self.asked.get(&key) {
+                    Some(asked) => asked == &want,
+                    None => want == (Wanted::Default, NO_SETTINGS.to_string()),
+                };
+                if unchanged {
                     continue;
                 }
                 self.asked.insert(key.clone(), want.clone());
@@ -151,7 +181,13 @@ impl PolicySwapper {
         }
     }
 
-    fn start(&mut self, pool: &NodePool, key: SlotKey, want: Wanted, cms: &Store<ConfigMap>) {
+    fn start(
+        &mut self,
+        pool: &NodePool,
+        key: SlotKey,
+        (want, settings): (Wanted, String),
+        cms: &Store<ConfigMap>,
+    ) {
         self.next_generation += 1;
         let generation = self.next_generation;
         lock(&self.latest).insert(key.clone(), generation);
@@ -194,7 +230,10 @@ impl PolicySwapper {
                 Err(reason) => Err(reason),
                 Ok(source) => {
                     let registry = registry.clone();
-                    match tokio::task::spawn_blocking(move || registry.prepare(kind, &source)).await
+                    match tokio::task::spawn_blocking(move || {
+                        registry.prepare_with_settings(kind, &source, &settings)
+                    })
+                    .await
                     {
                         Ok(result) => result.map_err(|e| e.to_string()),
                         Err(join) => Err(format!("the compile task failed: {join}")),

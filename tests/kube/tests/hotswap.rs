@@ -2,7 +2,7 @@
 //! configmap:NAME` is installed from the ConfigMap's `binaryData` as it changes, which shows in the
 //! instance type the next launch picks; a broken module (truncated bytes) or a pin that does not
 //! match is rejected with an Event while the previous ranker keeps serving; removing the annotation
-//! returns to the default.
+//! returns to the default; settings the policy refuses are rejected the same way.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -170,6 +170,21 @@ async fn a_configmap_update_swaps_the_ranker_a_broken_one_is_rejected_and_the_de
         "{swapped}"
     );
     assert_eq!(launch_arch(&client, "p4").await?, "amd64");
+
+    // Settings are installed with their policy: the default ranker takes none, so these are
+    // rejected (it keeps serving as it was); taking them away is an install again.
+    annotate(&client, json!({"kestrel.dev/ranker-settings": "weight: 3"})).await?;
+    let rejected = nth_event(&client, "PolicyRejected", 3).await?;
+    assert!(
+        rejected.contains("takes no settings") && rejected.contains("keeps serving"),
+        "{rejected}"
+    );
+    annotate(&client, json!({"kestrel.dev/ranker-settings": null})).await?;
+    let swapped = nth_event(&client, "PolicySwapped", 4).await?;
+    assert!(
+        swapped.contains(&kestrel_policy::NativeRanker::label()),
+        "{swapped}"
+    );
     assert_eq!(cloud.live_instances().len(), 4, "one node per pod");
 
     controller.stop()?;
