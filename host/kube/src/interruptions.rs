@@ -91,13 +91,14 @@ impl Consumer {
     }
 
     /// Hands a message (and every other one already waiting) to the controller; the messages that
-    /// need nothing are deleted at once.
+    /// need nothing are deleted at once. Returns the notices handed on, for their Events.
     pub(crate) fn receive(
         &mut self,
         first: QueuedMessage,
         now: Millis,
         controller: &mut Controller,
-    ) {
+    ) -> Vec<kestrel_core::interruption::Notice> {
+        let mut handed = Vec::new();
         let mut deletions = Vec::new();
         let mut next = Some(first);
         while let Some(m) = next {
@@ -118,6 +119,7 @@ impl Consumer {
                             kind = notice_kind(&notice.kind),
                             "interruption notice"
                         );
+                        handed.push(notice.clone());
                         controller.notify(notice);
                     }
                 }
@@ -126,6 +128,7 @@ impl Consumer {
             next = self.messages.try_recv().ok();
         }
         self.delete(deletions);
+        handed
     }
 
     /// Deletes the messages whose notices the controller has acknowledged since the last call, and
@@ -188,5 +191,46 @@ fn notice_kind(kind: &kestrel_core::interruption::NoticeKind) -> &'static str {
         NoticeKind::ScheduledChange { .. } => "scheduled_change",
         NoticeKind::StateChange { .. } => "state_change",
         NoticeKind::CapacityReservationInterruption { .. } => "capacity_reservation_interrupted",
+    }
+}
+
+/// The Event a notice gets on its instance's Node (Karpenter's reasons), with its message.
+pub fn event_of(kind: &kestrel_core::interruption::NoticeKind) -> (&'static str, String) {
+    use kestrel_core::interruption::{NoticeKind, StateChange};
+    match kind {
+        NoticeKind::SpotInterruptionWarning { .. } => (
+            "SpotInterrupted",
+            "Spot interruption warning: the instance is reclaimed in 2 minutes".into(),
+        ),
+        NoticeKind::RebalanceRecommendation => (
+            "SpotRebalanceRecommendation",
+            "Spot rebalance recommendation: the instance is at elevated risk of interruption"
+                .into(),
+        ),
+        NoticeKind::ScheduledChange { .. } => (
+            "InstanceUnhealthy",
+            "AWS Health scheduled change for the instance".into(),
+        ),
+        NoticeKind::CapacityReservationInterruption { .. } => (
+            "CapacityReservationInterrupted",
+            "The capacity reservation takes the instance back".into(),
+        ),
+        NoticeKind::StateChange { state } => {
+            let reason = match state {
+                StateChange::Stopping | StateChange::Stopped => "InstanceStopping",
+                StateChange::ShuttingDown | StateChange::Terminated => "InstanceTerminating",
+            };
+            (reason, format!("The instance is {}", state_name(*state)))
+        }
+    }
+}
+
+fn state_name(state: kestrel_core::interruption::StateChange) -> &'static str {
+    use kestrel_core::interruption::StateChange;
+    match state {
+        StateChange::Stopping => "stopping",
+        StateChange::Stopped => "stopped",
+        StateChange::ShuttingDown => "shutting down",
+        StateChange::Terminated => "terminated",
     }
 }

@@ -410,7 +410,8 @@ pub async fn run(
             }
             message = next_message(&mut notices) => {
                 if let Some(consumer) = &mut notices {
-                    consumer.receive(message, clock.now(), &mut controller);
+                    let handed = consumer.receive(message, clock.now(), &mut controller);
+                    notice_events(&client, &reflectors, handed);
                 }
             }
             _ = reflectors.wake.notified() => {
@@ -443,6 +444,43 @@ pub async fn run(
     }
     metrics.set_leader(false);
     Ok(stats)
+}
+
+/// An Event on the Node of each notice's instance (for `kubectl describe node`), written beside the
+/// loop; an instance without a Node (not Kestrel's, or not registered) gets none.
+fn notice_events(
+    client: &kube::Client,
+    reflectors: &Reflectors,
+    notices: Vec<kestrel_core::interruption::Notice>,
+) {
+    if notices.is_empty() {
+        return;
+    }
+    let nodes = reflectors.nodes.state();
+    for notice in notices {
+        let suffix = format!("/{}", notice.instance_id);
+        let Some(node) = nodes.iter().find(|n| {
+            n.spec
+                .as_ref()
+                .and_then(|s| s.provider_id.as_deref())
+                .is_some_and(|p| p.ends_with(&suffix))
+        }) else {
+            continue;
+        };
+        let (reason, message) = crate::interruptions::event_of(&notice.kind);
+        let object = crate::executor::reference::<k8s_openapi::api::core::v1::Node>(
+            &node.name_any(),
+            node.metadata.uid.clone(),
+        );
+        let client = client.clone();
+        tokio::spawn(async move {
+            if let Err(err) =
+                crate::executor::emit(&client, object, "Warning", reason, &message).await
+            {
+                tracing::warn!(%err, reason, "interruption Event not recorded");
+            }
+        });
+    }
 }
 
 /// The next interruption message, when a queue is consumed (else never).

@@ -95,6 +95,19 @@ async fn a_spot_warning_from_the_queue_drains_its_node_and_the_message_goes_once
         Ok((spec.unschedulable == Some(true) && tainted).then_some(()))
     })
     .await?;
+    // The Node says why (`kubectl describe node`).
+    common::eventually(
+        Duration::from_secs(30),
+        "a SpotInterrupted Event",
+        || async {
+            Ok(common::events_about(&client, "Node", &node)
+                .await?
+                .iter()
+                .any(|e| e.reason.as_deref() == Some("SpotInterrupted"))
+                .then_some(()))
+        },
+    )
+    .await?;
     // Deleted once the drain is in the claim's record (its Disrupting condition).
     common::eventually(Duration::from_secs(30), "the message deleted", || async {
         Ok(queue.deleted().contains(&"m-1".to_string()).then_some(()))
