@@ -26,6 +26,9 @@ enum Command {
     /// Run the controller in (or against) a cluster until SIGTERM or ctrl-c.
     #[cfg(feature = "kube")]
     Run(cli::run::Args),
+    /// Record a live cluster's NodePools and workloads over a window as a scenario to simulate.
+    #[cfg(feature = "kube")]
+    Record(cli::record::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -53,5 +56,7 @@ fn main() -> anyhow::Result<()> {
         Command::Policy(command) => cli::policy::run(command),
         #[cfg(feature = "kube")]
         Command::Run(_) => unreachable!("handled above"),
+        #[cfg(feature = "kube")]
+        Command::Record(args) => cli::record::run(args),
     }
 }

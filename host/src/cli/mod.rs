@@ -7,6 +7,8 @@ pub mod bench_sim;
 pub mod convert;
 pub mod policy;
 #[cfg(feature = "kube")]
+pub mod record;
+#[cfg(feature = "kube")]
 pub mod run;
 #[cfg(feature = "aws")]
 pub mod run_aws;

@@ -232,6 +232,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let metrics = Arc::new(kestrel_kube::metrics::Metrics::new());
     // The loop turns at least every minute; three silent minutes mean it is stuck.
     let health = Arc::new(kestrel_kube::serve::Health::new(Duration::from_secs(180)));
+    // Mutated by `--cloud aws` (its notice queue), which a build without the feature lacks.
+    #[cfg_attr(not(feature = "aws"), allow(unused_mut))]
     let mut settings = kestrel_kube::Settings {
         cluster_name: setting(&args.cluster_name, "CLUSTER_NAME")
             .unwrap_or_else(|| "kestrel".into()),

@@ -11,5 +11,6 @@ mod lifecycle;
 mod manifests;
 mod process;
 mod provisioning;
+mod record;
 mod restart;
 mod scale;
