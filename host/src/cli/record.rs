@@ -93,17 +93,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 async fn client(kubeconfig: &Option<PathBuf>) -> anyhow::Result<kube::Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("no kubeconfig and not in a cluster")?,
-    };
-    kestrel_kube::install_tls_provider();
+    let config = super::run::kube_config(kubeconfig.as_deref()).await?;
     kube::Client::try_from(config).context("building the kube client")
 }
 

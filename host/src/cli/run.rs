@@ -273,17 +273,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         if let Some(port) = health_port.filter(|p| Some(*p) != metrics_port) {
             serve_on(port, "health probe", metrics.clone(), health.clone()).await?;
         }
-        let config = match &args.kubeconfig {
-            Some(path) => {
-                let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                    .with_context(|| format!("reading {}", path.display()))?;
-                kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?
-            }
-            None => kube::Config::infer()
-                .await
-                .context("no kubeconfig and not in a cluster")?,
-        };
-        kestrel_kube::install_tls_provider();
+        let config = kube_config(args.kubeconfig.as_deref()).await?;
         let client = kube::Client::try_from(config.clone()).context("building the kube client")?;
         let cloud = match simulated {
             Some(cloud) => cloud,
@@ -307,6 +297,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     })?;
     tracing::info!(ticks = stats.ticks, commands = stats.commands, "stopped");
     Ok(())
+}
+
+/// The kube client's configuration: `--kubeconfig`, else `KUBECONFIG` or the in-cluster service
+/// account (the TLS provider installed for the client built from it).
+pub async fn kube_config(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Config> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no kubeconfig and not in a cluster")?,
+    };
+    kestrel_kube::install_tls_provider();
+    Ok(config)
 }
 
 /// SIGTERM (the kubelet stopping the pod) or ctrl-c.
