@@ -113,7 +113,12 @@ async fn record(
             .list(&ListParams::default())
             .await
             .context("listing pods")?;
-        sample(&mut workloads, &pods.items, at);
+        let counted = sample(&mut workloads, &pods.items, at);
+        // Progress on stderr (the scenario may be going to stdout).
+        eprintln!(
+            "kestrel record: {at} s: {counted} pods in {} workloads",
+            workloads.len()
+        );
         if started.elapsed() + every > duration {
             break;
         }
@@ -222,7 +227,8 @@ fn workload_of(pod: &Pod) -> Option<(String, &'static str)> {
     }
 }
 
-fn sample(workloads: &mut BTreeMap<String, Seen>, pods: &[Pod], at: u64) {
+/// Counts the pods of each workload at `at`; returns how many were counted.
+fn sample(workloads: &mut BTreeMap<String, Seen>, pods: &[Pod], at: u64) -> u32 {
     let mut counts: BTreeMap<String, u32> = BTreeMap::new();
     for pod in pods {
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
@@ -248,6 +254,7 @@ fn sample(workloads: &mut BTreeMap<String, Seen>, pods: &[Pod], at: u64) {
         seen.counts
             .push((at, counts.get(name).copied().unwrap_or(0)));
     }
+    counts.values().sum()
 }
 
 /// Labels that name a pod's instance, not its workload.

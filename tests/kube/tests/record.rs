@@ -3,7 +3,8 @@
 //! replays with the same shape (the NodePool, the workload, its replicas over time); no environment
 //! value, command or image of the pods is written.
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -72,15 +73,35 @@ async fn kestrel_record_captures_a_scenario_that_simulates_with_the_same_shape()
             "--output",
         ])
         .arg(&out)
+        .stderr(Stdio::piped())
         .spawn()
         .context("starting kestrel record")?;
-    // Scaled from 2 to 5 pods while recording.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Scaled from 2 to 5 pods while recording: once its first sample is taken (its progress line),
+    // however long the process took to start.
+    let stderr = record.stderr.take().context("stderr is piped")?;
+    let (first, sampled) = std::sync::mpsc::channel();
+    let progress = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains(" s: ") {
+                // The receiver only waits for the first; later sends may find it gone.
+                first.send(()).ok();
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    tokio::task::spawn_blocking(move || sampled.recv_timeout(Duration::from_secs(60)))
+        .await?
+        .context("kestrel record took no sample within 60 s")?;
     for i in 2..5 {
         pods.create(&PostParams::default(), &web_pod(i)).await?;
     }
     let status = tokio::task::spawn_blocking(move || record.wait()).await??;
-    assert!(status.success(), "kestrel record: {status}");
+    let progress = progress
+        .join()
+        .map_err(|_| anyhow::anyhow!("the stderr reader panicked"))?;
+    assert!(status.success(), "kestrel record: {status}: {progress:?}");
     let text = std::fs::read_to_string(&out)?;
     for secret in ["s3cr3t-value", "DB_PASSWORD", "private.example"] {
         assert!(!text.contains(secret), "{secret} was written:\n{text}");
