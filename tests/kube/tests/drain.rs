@@ -49,6 +49,8 @@ async fn deleting_a_nodeclaim_drains_its_node_honouring_the_pdb_then_terminates(
     // One batch, one node: both pods were pending within the batch window.
     assert_eq!(node, node2, "both pods on one node");
     common::apply_yaml(&client, PDB).await?;
+    crate::provisioning::wait_running(&client, "web-1").await?;
+    crate::provisioning::wait_running(&client, "web-2").await?;
 
     let claims = Api::<NodeClaim>::all(client.clone());
     let claim = claims.list(&ListParams::default()).await?.items;
@@ -135,6 +137,7 @@ async fn a_controller_killed_during_a_drain_finishes_it_after_restart() -> Resul
     })
     .await?;
     common::apply_yaml(&client, PDB).await?;
+    crate::provisioning::wait_running(&client, "web-1").await?;
     let claims = Api::<NodeClaim>::all(client.clone());
     let name = claims.list(&ListParams::default()).await?.items[0]
         .metadata
@@ -306,6 +309,7 @@ async fn past_the_termination_grace_period_pods_a_pdb_protects_are_deleted_daemo
     })
     .await?;
     common::apply_yaml(&client, PDB).await?;
+    crate::provisioning::wait_running(&client, "web-1").await?;
     // A DaemonSet's pod and a mirror pod on the node (no controller-manager here: made by hand).
     let ds = common::apply_yaml(
         &client,

@@ -233,6 +233,7 @@ async fn kestrel_run_killed_during_a_drain_finishes_it_after_restart() -> Result
     .await
     .with_context(|| format!("log: {}", log.display()))?;
     common::apply_yaml(&client, crate::drain::PDB).await?;
+    crate::provisioning::wait_running(&client, "web-1").await?;
     let claims = Api::<NodeClaim>::all(client.clone());
     let name = claims.list(&ListParams::default()).await?.items[0]
         .metadata

@@ -85,6 +85,21 @@ pub async fn setup() -> Result<(TestCluster, Client)> {
     Ok((cluster, client))
 }
 
+/// Waits until the test kubelet has started the pod (Running): the Eviction API lets a Pending pod go
+/// whatever its PodDisruptionBudget says, so a test of a PDB holding a drain waits for this first.
+pub async fn wait_running(client: &Client, pod: &str) -> Result<()> {
+    let pods = Api::<Pod>::namespaced(client.clone(), "default");
+    common::eventually(
+        Duration::from_secs(30),
+        &format!("{pod} running"),
+        || async {
+            let p = pods.get(pod).await?;
+            Ok((p.status.and_then(|s| s.phase).as_deref() == Some("Running")).then_some(()))
+        },
+    )
+    .await
+}
+
 pub async fn bound_node(client: &Client, pod: &str) -> Result<Option<String>> {
     let p = Api::<Pod>::namespaced(client.clone(), "default")
         .get(pod)
