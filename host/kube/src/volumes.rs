@@ -99,11 +99,24 @@ fn volume_zones(volume: &PersistentVolume) -> Option<BTreeSet<String>> {
 }
 
 fn term_zones(term: &NodeSelectorTerm) -> Option<BTreeSet<String>> {
+    intersect_zones(
+        term.match_expressions
+            .iter()
+            .flatten()
+            .filter(|e| e.operator == "In")
+            .map(|e| (e.key.as_str(), e.values.iter().flatten())),
+    )
+}
+
+/// The zones every zone expression of one term allows (expressions within a term are ANDed);
+/// None when the term names no zone.
+fn intersect_zones<'a, V: Iterator<Item = &'a String>>(
+    expressions: impl Iterator<Item = (&'a str, V)>,
+) -> Option<BTreeSet<String>> {
     let mut zones: Option<BTreeSet<String>> = None;
-    for e in term.match_expressions.iter().flatten() {
-        if ZONE_KEYS.contains(&e.key.as_str()) && e.operator == "In" {
-            let these: BTreeSet<String> = e.values.iter().flatten().cloned().collect();
-            // Expressions within a term are ANDed.
+    for (key, values) in expressions {
+        if ZONE_KEYS.contains(&key) {
+            let these: BTreeSet<String> = values.cloned().collect();
             zones = Some(match zones {
                 Some(z) => z.intersection(&these).cloned().collect(),
                 None => these,
@@ -120,17 +133,12 @@ fn class_zones(class: &StorageClass) -> Option<BTreeSet<String>> {
 }
 
 fn topology_zones(term: &TopologySelectorTerm) -> Option<BTreeSet<String>> {
-    let mut zones: Option<BTreeSet<String>> = None;
-    for e in term.match_label_expressions.iter().flatten() {
-        if ZONE_KEYS.contains(&e.key.as_str()) {
-            let these: BTreeSet<String> = e.values.iter().cloned().collect();
-            zones = Some(match zones {
-                Some(z) => z.intersection(&these).cloned().collect(),
-                None => these,
-            });
-        }
-    }
-    zones
+    intersect_zones(
+        term.match_label_expressions
+            .iter()
+            .flatten()
+            .map(|e| (e.key.as_str(), e.values.iter())),
+    )
 }
 
 /// The union of ORed terms' zones; None (every zone) as soon as one term allows every zone.

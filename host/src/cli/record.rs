@@ -158,50 +158,43 @@ async fn record(
     ))
 }
 
-/// Every PDB as (namespace, matchLabels, minAvailable, maxUnavailable), whichever version is served.
+/// Every PDB (its data, with its namespace), in the version the server serves (the controller's
+/// discovery).
 async fn pdbs(client: &kube::Client) -> anyhow::Result<Vec<Value>> {
-    for version in ["v1", "v1beta1"] {
-        let ar = kube::api::ApiResource {
-            group: "policy".into(),
-            version: version.into(),
-            api_version: format!("policy/{version}"),
-            kind: "PodDisruptionBudget".into(),
-            plural: "poddisruptionbudgets".into(),
-        };
-        match Api::<kube::api::DynamicObject>::all_with(client.clone(), &ar)
-            .list(&ListParams::default())
-            .await
-        {
-            Ok(list) => {
-                return Ok(list
-                    .items
-                    .into_iter()
-                    .map(|o| {
-                        let ns = o.namespace().unwrap_or_default();
-                        let mut v = o.data;
-                        v["namespace"] = json!(ns);
-                        v
-                    })
-                    .collect());
-            }
-            Err(kube::Error::Api(s)) if s.code == 404 => continue,
-            Err(e) => return Err(e).context("listing PodDisruptionBudgets"),
-        }
+    let ar = kestrel_kube::watch::PolicyVersion::discover(client)
+        .await
+        .context("discovering the PodDisruptionBudget version")?
+        .pdb_resource();
+    let list = Api::<kube::api::DynamicObject>::all_with(client.clone(), &ar)
+        .list(&ListParams::default())
+        .await
+        .context("listing PodDisruptionBudgets")?;
+    Ok(list
+        .items
+        .into_iter()
+        .map(|o| {
+            let ns = o.namespace().unwrap_or_default();
+            let mut v = o.data;
+            v["namespace"] = json!(ns);
+            v
+        })
+        .collect())
+}
+
+/// A workload's scenario name: its own in `default`, `<namespace>-<name>` elsewhere.
+fn workload_name(namespace: &str, name: &str) -> String {
+    if namespace == "default" {
+        name.to_string()
+    } else {
+        format!("{namespace}-{name}")
     }
-    Ok(Vec::new())
 }
 
 /// The workload a pod belongs to: (name, kind), or None for a DaemonSet's (recorded from the
 /// DaemonSet itself) and a static pod's.
 fn workload_of(pod: &Pod) -> Option<(String, &'static str)> {
     let ns = pod.namespace().unwrap_or_else(|| "default".into());
-    let prefix = |name: &str| {
-        if ns == "default" {
-            name.to_string()
-        } else {
-            format!("{ns}-{name}")
-        }
-    };
+    let prefix = |name: &str| workload_name(&ns, name);
     let owner = pod
         .metadata
         .owner_references
@@ -448,12 +441,10 @@ fn scenario(
             spec: template.spec.clone(),
             status: None,
         };
-        let ns = ds.namespace().unwrap_or_default();
-        let name = if ns == "default" {
-            ds.name_any()
-        } else {
-            format!("{ns}-{}", ds.name_any())
-        };
+        let name = workload_name(
+            &ds.namespace().unwrap_or_else(|| "default".into()),
+            &ds.name_any(),
+        );
         out.push(json!({"name": name, "kind": "DaemonSet", "template": template_of(&pod)}));
     }
     let zones: BTreeSet<&String> = nodes

@@ -144,7 +144,7 @@ async fn serve_on(
 }
 
 /// A flag, else the environment variable.
-fn setting(flag: &Option<String>, env: &str) -> Option<String> {
+pub(crate) fn setting(flag: &Option<String>, env: &str) -> Option<String> {
     flag.clone()
         .or_else(|| std::env::var(env).ok().filter(|v| !v.is_empty()))
 }

@@ -28,6 +28,8 @@ use kestrel_kube::kube::api::{Api, ListParams, Patch, PatchParams};
 use kestrel_kube::kube::{self, ResourceExt};
 use tokio::sync::{mpsc, watch};
 
+use super::run::setting;
+
 /// `kestrel run`'s AWS settings (flags, else Karpenter's environment variables).
 #[derive(Debug, Clone, clap::Args)]
 pub struct AwsArgs {
@@ -322,12 +324,6 @@ fn ca_bundle_of(config: &kube::Config) -> Option<String> {
         pem.push_str("-----END CERTIFICATE-----\n");
     }
     Some(engine.encode(pem))
-}
-
-/// A flag, else the environment variable.
-fn setting(flag: &Option<String>, env: &str) -> Option<String> {
-    flag.clone()
-        .or_else(|| std::env::var(env).ok().filter(|v| !v.is_empty()))
 }
 
 /// The SQS consumer behind the loop's queue edge.
