@@ -15,7 +15,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -29,6 +29,7 @@ use kestrel_aws_tests::MotoServer;
 use kestrel_core::api::EC2NodeClass;
 use kestrel_core::clock::{Clock, SystemClock};
 use kestrel_core::cloud::{CapacityType, Instance, InstanceState, Offering};
+use kestrel_kube_tests::binary::Process;
 use kestrel_kube_tests::cluster::TestCluster;
 use kestrel_kube_tests::kubelet;
 use kestrel_kube_tests::setup::{apply_yaml, eventually, install_crds};
@@ -158,87 +159,60 @@ fn pod(name: &str) -> Pod {
 }
 
 /// `kestrel run --cloud aws`, its log appended to `log`; killed on drop.
-struct Kestrel(std::sync::Mutex<Child>);
-
-impl Kestrel {
-    fn start(
-        cluster: &TestCluster,
-        moto: &MotoServer,
-        log: &Path,
-        metrics_port: u16,
-        identity: &str,
-    ) -> Result<Kestrel> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)?;
-        let child = Command::new(kestrel_kube_tests::binary::kestrel()?)
-            .arg("run")
-            .arg("--kubeconfig")
-            .arg(cluster.kubeconfig_path())
-            .args([
-                "--cloud",
-                "aws",
-                "--cluster-name",
-                CLUSTER,
-                "--cluster-endpoint",
-                ENDPOINT,
-                "--service-cidr",
-                "10.100.0.0/16",
-                "--interruption-queue",
-                QUEUE,
-                "--zones",
-                &ZONES.join(","),
-                "--instance-types",
-                &FAMILIES.join(","),
-                "--default-policies",
-                "native",
-                "--policy-namespace",
-                "default",
-                "--identity",
-                identity,
-                "--health-probe-port",
-                "0",
-                "--log-level",
-                "kestrel=info,kestrel_kube=info,kestrel_aws=info,warn",
-            ])
-            .arg("--metrics-port")
-            .arg(metrics_port.to_string())
-            // As in a pod: the standard chain (here static keys), the endpoint from the environment.
-            .env("AWS_ENDPOINT_URL", moto.endpoint())
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env_remove("CLUSTER_CA_BUNDLE")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("starting kestrel run")?;
-        Ok(Kestrel(std::sync::Mutex::new(child)))
-    }
-
-    fn check_alive(&self) -> Result<()> {
-        let mut child = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(status) = child.try_wait()? {
-            anyhow::bail!("kestrel run exited: {status}");
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Kestrel {
-    fn drop(&mut self) {
-        let child = self.0.get_mut().unwrap_or_else(|p| p.into_inner());
-        if child.try_wait().ok().flatten().is_none() {
-            if let Err(err) = child.kill() {
-                eprintln!("killing kestrel run: {err}");
-            }
-            if let Err(err) = child.wait() {
-                eprintln!("waiting for kestrel run: {err}");
-            }
-        }
-    }
+fn kestrel_run(
+    cluster: &TestCluster,
+    moto: &MotoServer,
+    log: &Path,
+    metrics_port: u16,
+    identity: &str,
+) -> Result<Process> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    let mut command = Command::new(kestrel_kube_tests::binary::kestrel()?);
+    command
+        .arg("run")
+        .arg("--kubeconfig")
+        .arg(cluster.kubeconfig_path())
+        .args([
+            "--cloud",
+            "aws",
+            "--cluster-name",
+            CLUSTER,
+            "--cluster-endpoint",
+            ENDPOINT,
+            "--service-cidr",
+            "10.100.0.0/16",
+            "--interruption-queue",
+            QUEUE,
+            "--zones",
+            &ZONES.join(","),
+            "--instance-types",
+            &FAMILIES.join(","),
+            "--default-policies",
+            "native",
+            "--policy-namespace",
+            "default",
+            "--identity",
+            identity,
+            "--health-probe-port",
+            "0",
+            "--log-level",
+            "kestrel=info,kestrel_kube=info,kestrel_aws=info,warn",
+        ])
+        .arg("--metrics-port")
+        .arg(metrics_port.to_string())
+        // As in a pod: the standard chain (here static keys), the endpoint from the environment.
+        .env("AWS_ENDPOINT_URL", moto.endpoint())
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("CLUSTER_CA_BUNDLE")
+        .stdout(Stdio::null())
+        .stderr(log);
+    Process::spawn(command)
 }
 
 /// Kestrel's instances as EC2 reports them (tagged with a NodeClaim), with their state.
@@ -447,9 +421,9 @@ impl Env {
         })
     }
 
-    fn kestrel(&self) -> Result<Kestrel> {
+    fn kestrel(&self) -> Result<Process> {
         // One identity: a restarted process holds its own lease again at once.
-        Kestrel::start(&self.cluster, &self.moto, &self.log, 0, "kestrel-e2e")
+        kestrel_run(&self.cluster, &self.moto, &self.log, 0, "kestrel-e2e")
     }
 }
 
@@ -466,7 +440,7 @@ async fn kestrel_run_on_aws_launches_for_a_pending_pod_and_drains_on_a_spot_warn
         &env.log,
     );
     let metrics_port = free_port()?;
-    let kestrel = Kestrel::start(&env.cluster, &env.moto, log, metrics_port, "kestrel-e2e")?;
+    let kestrel = kestrel_run(&env.cluster, &env.moto, log, metrics_port, "kestrel-e2e")?;
     let kubelet = spawn_kubelet(client.clone(), ec2.clone())?;
     let context = || format!("log: {}", log.display());
 
@@ -807,14 +781,14 @@ async fn kestrel_run_on_aws_leader_killed_mid_launch_the_standby_finishes_it() -
         env.log.with_file_name("leader.log"),
         env.log.with_file_name("standby.log"),
     );
-    let leader = Kestrel::start(&env.cluster, &env.moto, &log_a, 0, "kestrel-a")?;
+    let leader = kestrel_run(&env.cluster, &env.moto, &log_a, 0, "kestrel-a")?;
     eventually(Duration::from_secs(60), "kestrel-a leading", || async {
         leader.check_alive()?;
         Ok(logged(&log_a, "leading")?.then_some(()))
     })
     .await
     .with_context(|| format!("log: {}", log_a.display()))?;
-    let standby = Kestrel::start(&env.cluster, &env.moto, &log_b, 0, "kestrel-b")?;
+    let standby = kestrel_run(&env.cluster, &env.moto, &log_b, 0, "kestrel-b")?;
     eventually(Duration::from_secs(60), "kestrel-b standing by", || async {
         standby.check_alive()?;
         Ok(logged(&log_b, "waiting for the leader lease")?.then_some(()))

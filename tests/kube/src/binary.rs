@@ -50,3 +50,51 @@ pub fn kestrel() -> Result<PathBuf> {
     .clone()
     .map_err(anyhow::Error::msg)
 }
+
+/// A `kestrel` process under test: SIGKILLed (and reaped) on drop or [`Process::kill`].
+pub struct Process {
+    child: std::sync::Mutex<std::process::Child>,
+}
+
+impl Process {
+    /// Spawns `command` (the caller sets its arguments, environment and log).
+    pub fn spawn(mut command: Command) -> Result<Process> {
+        let child = command
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("starting kestrel: {e}"))?;
+        Ok(Process {
+            child: std::sync::Mutex::new(child),
+        })
+    }
+
+    /// SIGKILL: no shutdown, nothing in flight finishes.
+    pub fn kill(self) -> Result<()> {
+        let mut child = self.child.lock().unwrap_or_else(|p| p.into_inner());
+        child.kill()?;
+        child.wait()?;
+        Ok(())
+    }
+
+    /// An error once the process has exited.
+    pub fn check_alive(&self) -> Result<()> {
+        let mut child = self.child.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("kestrel exited: {status}");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let child = self.child.get_mut().unwrap_or_else(|p| p.into_inner());
+        if child.try_wait().ok().flatten().is_none() {
+            if let Err(err) = child.kill() {
+                eprintln!("killing kestrel: {err}");
+            }
+            if let Err(err) = child.wait() {
+                eprintln!("waiting for kestrel: {err}");
+            }
+        }
+    }
+}

@@ -8,13 +8,14 @@
 //! NodeClaim records: without it, the pod gets a second claim and a second instance.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kestrel_core::api::NodeClaim;
 use kestrel_kube::file_cloud::FileCloud;
+use kestrel_kube_tests::binary::Process;
 use kestrel_kube_tests::cluster::TestCluster;
 use kestrel_kube_tests::kubelet;
 use kube::Api;
@@ -28,86 +29,47 @@ fn kestrel_binary() -> Result<PathBuf> {
 }
 
 /// One `kestrel run` process, its log in `log`. Killed (SIGKILL) on drop.
-struct Kestrel {
-    child: std::sync::Mutex<Child>,
-}
-
-impl Kestrel {
-    fn start(cluster: &TestCluster, state: &Path, log: &Path) -> Result<Kestrel> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)?;
-        let child = Command::new(kestrel_binary()?)
-            .arg("run")
-            .arg("--kubeconfig")
-            .arg(cluster.kubeconfig_path())
-            .arg("--cloud-state")
-            .arg(state)
-            .args([
-                "--cloud",
-                "simulated",
-                "--zones",
-                &common::ZONES.join(","),
-                "--instance-types",
-                &common::FAMILIES.join(","),
-                "--default-policies",
-                "native",
-                "--policy-namespace",
-                "default",
-                "--cluster-name",
-                "kestrel-test",
-                "--log-level",
-                "kestrel_kube=info,warn",
-                "--log-format",
-                "json",
-                // A restarted container keeps its pod's name, so it holds its own lease again
-                // at once; the endpoints are not under test here (no fixed port to collide on).
-                "--identity",
-                "kestrel-process-test",
-                "--metrics-port",
-                "0",
-                "--health-probe-port",
-                "0",
-            ])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("starting kestrel run")?;
-        Ok(Kestrel {
-            child: std::sync::Mutex::new(child),
-        })
-    }
-
-    /// SIGKILL: no shutdown, nothing in flight finishes.
-    fn kill(self) -> Result<()> {
-        let mut child = self.child.lock().unwrap_or_else(|p| p.into_inner());
-        child.kill()?;
-        child.wait()?;
-        Ok(())
-    }
-
-    fn check_alive(&self) -> Result<()> {
-        let mut child = self.child.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(status) = child.try_wait()? {
-            bail!("kestrel run exited: {status}");
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Kestrel {
-    fn drop(&mut self) {
-        let child = self.child.get_mut().unwrap_or_else(|p| p.into_inner());
-        if child.try_wait().ok().flatten().is_none() {
-            if let Err(err) = child.kill() {
-                eprintln!("killing kestrel run: {err}");
-            }
-            if let Err(err) = child.wait() {
-                eprintln!("waiting for kestrel run: {err}");
-            }
-        }
-    }
+fn kestrel_run(cluster: &TestCluster, state: &Path, log: &Path) -> Result<Process> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    let mut command = Command::new(kestrel_binary()?);
+    command
+        .arg("run")
+        .arg("--kubeconfig")
+        .arg(cluster.kubeconfig_path())
+        .arg("--cloud-state")
+        .arg(state)
+        .args([
+            "--cloud",
+            "simulated",
+            "--zones",
+            &common::ZONES.join(","),
+            "--instance-types",
+            &common::FAMILIES.join(","),
+            "--default-policies",
+            "native",
+            "--policy-namespace",
+            "default",
+            "--cluster-name",
+            "kestrel-test",
+            "--log-level",
+            "kestrel_kube=info,warn",
+            "--log-format",
+            "json",
+            // A restarted container keeps its pod's name, so it holds its own lease again
+            // at once; the endpoints are not under test here (no fixed port to collide on).
+            "--identity",
+            "kestrel-process-test",
+            "--metrics-port",
+            "0",
+            "--health-probe-port",
+            "0",
+        ])
+        .stdout(Stdio::null())
+        .stderr(log);
+    Process::spawn(command)
 }
 
 fn workdir(name: &str) -> Result<PathBuf> {
@@ -139,7 +101,7 @@ async fn kestrel_run_killed_during_a_launch_resumes_it_after_restart_without_a_s
     let state = dir.join("cloud.json");
     let log = dir.join("kestrel.log");
     let cloud = FileCloud::new(&state);
-    let first = Kestrel::start(&cluster, &state, &log)?;
+    let first = kestrel_run(&cluster, &state, &log)?;
     let pods = Api::<Pod>::namespaced(client.clone(), "default");
     pods.create(&PostParams::default(), &pod("web-1", "500m"))
         .await?;
@@ -165,7 +127,7 @@ async fn kestrel_run_killed_during_a_launch_resumes_it_after_restart_without_a_s
     // The restarted process decides before any Node registers (longer than the 1 s batch window):
     // only its recovery from the NodeClaim record keeps it from planning the pod again (a Node
     // registering first would give the pod room and hide a missing recovery).
-    let second = Kestrel::start(&cluster, &state, &log)?;
+    let second = kestrel_run(&cluster, &state, &log)?;
     tokio::time::sleep(Duration::from_secs(4)).await;
     let kubelet = kubelet::spawn_file(client.clone(), cloud.clone(), common::instance_types()?);
     common::eventually(Duration::from_secs(60), "the pod bound", || async {
@@ -222,7 +184,7 @@ async fn kestrel_run_killed_during_a_drain_finishes_it_after_restart() -> Result
     let log = dir.join("kestrel.log");
     let cloud = FileCloud::new(&state);
     let kubelet = kubelet::spawn_file(client.clone(), cloud.clone(), common::instance_types()?);
-    let first = Kestrel::start(&cluster, &state, &log)?;
+    let first = kestrel_run(&cluster, &state, &log)?;
     let pods = Api::<Pod>::namespaced(client.clone(), "default");
     pods.create(&PostParams::default(), &pod("web-1", "500m"))
         .await?;
@@ -262,7 +224,7 @@ async fn kestrel_run_killed_during_a_drain_finishes_it_after_restart() -> Result
     assert!(pods.get_opt("web-1").await?.is_some());
     assert_eq!(live(&cloud)?.len(), 1);
 
-    let second = Kestrel::start(&cluster, &state, &log)?;
+    let second = kestrel_run(&cluster, &state, &log)?;
     common::eventually(Duration::from_secs(90), "the NodeClaim gone", || async {
         second.check_alive()?;
         Ok(claims.get_opt(&name).await?.is_none().then_some(()))
