@@ -19,28 +19,45 @@ pub struct Assembly {
     pub config: ControllerConfig,
     /// The zones the cluster launches into.
     pub zones: Vec<String>,
-    /// Instance types or families the region offers (empty: the whole embedded catalog).
+    /// Instance types or families the region offers (empty: the whole catalog).
     pub instance_types: Vec<String>,
     pub seed: u64,
+    /// The region's instance types as the cloud describes them, offered in their zones (None: the
+    /// embedded catalog, every type in every zone).
+    pub described: Option<Arc<DescribedTypes>>,
 }
 
 /// Why the controller could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum AssembleError {
-    #[error("the embedded EC2 catalog does not parse: {0}")]
+    #[error("the instance-type catalog: {0}")]
     Catalog(String),
     #[error("a NodePool cannot be planned for")]
     Pool(#[source] kestrel_core::controller::convert::PoolError),
 }
 
 /// The core's catalog, the controller's instance types and the on-demand prices of a region.
-pub use kestrel_core::controller::assemble::Region;
+pub use kestrel_core::controller::assemble::{DescribedTypes, Region};
 
 /// The priced instance types allowed, sorted by name: the core's catalog, the controller's compact
 /// form and the on-demand prices (a simulated cloud is built from the same prices).
 pub fn catalog(allowed: &[String], zones: &[String]) -> Result<Region, AssembleError> {
     kestrel_core::controller::assemble::embedded_region(allowed, zones)
         .map_err(|e| AssembleError::Catalog(e.to_string()))
+}
+
+/// The region the controller plans with: the described types where the cloud has described them,
+/// else the embedded catalog.
+pub fn region(assembly: &Assembly) -> Result<Region, AssembleError> {
+    match &assembly.described {
+        Some(described) => kestrel_core::controller::assemble::described_region(
+            described,
+            &assembly.instance_types,
+            &assembly.zones,
+        )
+        .map_err(|e| AssembleError::Catalog(e.to_string())),
+        None => catalog(&assembly.instance_types, &assembly.zones),
+    }
 }
 
 /// The controller for these objects: each NodePool ranks, consolidates and budgets with its policies
@@ -55,7 +72,7 @@ pub fn controller(
     deleting: crate::deletion::Deleting,
     policies: Arc<dyn PolicyProvider>,
 ) -> Result<Controller, AssembleError> {
-    let (core_catalog, types, _) = catalog(&assembly.instance_types, &assembly.zones)?;
+    let (core_catalog, types, _) = region(assembly)?;
     let setup = Setup {
         config: assembly.config,
         node_pools: pools,

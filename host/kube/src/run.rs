@@ -14,7 +14,7 @@ use kestrel_core::controller::{Command, Completion, Controller, Outcome};
 use kube::{Client, ResourceExt};
 use tokio::sync::mpsc;
 
-use crate::assemble::{self, Assembly};
+use crate::assemble::{self, Assembly, DescribedTypes};
 use crate::executor::Executor;
 use crate::hotswap::PolicySwapper;
 use crate::lease::{Elector, Fence, LeaseConfig};
@@ -35,6 +35,10 @@ pub struct Settings {
     /// this replica leads. None: no interruption handling.
     pub notice_queue: Option<Arc<dyn crate::interruptions::NoticeQueue>>,
     pub assembly: Assembly,
+    /// The region's instance types as the cloud last described them (the AWS adapter refreshes
+    /// them): each change rebuilds the controller over them. None, or nothing described yet: the
+    /// assembly's own catalog.
+    pub instance_types: Option<tokio::sync::watch::Receiver<Option<Arc<DescribedTypes>>>>,
     /// How long in-flight commands may finish after a shutdown signal before they are abandoned.
     pub shutdown_grace: Duration,
     /// At most one tick per this interval while events stream in (coalesces watch bursts).
@@ -110,6 +114,27 @@ fn fingerprint(r: &Reflectors) -> Vec<(String, String)> {
         .collect();
     f.sort();
     f
+}
+
+/// Takes the instance types the cloud described last into the assembly; true if they changed
+/// since the last call (the first call takes them whether or not they changed).
+fn take_described_types(settings: &mut Settings, first: bool) -> bool {
+    let Some(updates) = settings.instance_types.as_mut() else {
+        return false;
+    };
+    if !first && !updates.has_changed().unwrap_or(false) {
+        return false;
+    }
+    let described = updates.borrow_and_update().clone();
+    let changed = described != settings.assembly.described;
+    if let Some(d) = &described {
+        tracing::info!(
+            types = d.types.len(),
+            "planning with the instance types the cloud describes"
+        );
+    }
+    settings.assembly.described = described;
+    changed
 }
 
 /// The number a claim name ends with (`POOL-NNNNN`).
@@ -249,6 +274,8 @@ pub async fn run(
     swapper.reconcile(&reflectors.node_pools.state(), &reflectors.configmaps);
     swapper.settle().await;
 
+    let mut settings = settings;
+    take_described_types(&mut settings, true);
     let now = clock.now();
     let mut built_from = fingerprint(&reflectors);
     let deleting = crate::deletion::Deleting::default();
@@ -296,7 +323,8 @@ pub async fn run(
         // Policy changes are compiled off this thread; the controller's handles follow the swaps.
         swapper.reconcile(&reflectors.node_pools.state(), &reflectors.configmaps);
         let fp = fingerprint(&reflectors);
-        if fp != built_from {
+        let types_changed = take_described_types(&mut settings, false);
+        if fp != built_from || types_changed {
             // NodePools changed: a new controller over the new pools resumes from the records;
             // answers to the old one's commands are dropped (their effects show in the records).
             match build(
@@ -324,7 +352,10 @@ pub async fn run(
                     for notice in unhandled {
                         controller.notify(notice);
                     }
-                    tracing::info!("NodePools changed; controller rebuilt");
+                    tracing::info!(
+                        types_changed,
+                        "NodePools or instance types changed; controller rebuilt"
+                    );
                 }
                 Err(err) => {
                     tracing::error!(%err, "NodePools changed but the controller cannot be built; the old one keeps running")

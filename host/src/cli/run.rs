@@ -185,6 +185,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         zones: args.zones.clone(),
         instance_types: args.instance_types.clone(),
         seed: 1,
+        described: None,
     };
     // The simulated clouds are built now; AWS's once the kube client exists (it reads the cluster).
     let simulated: Option<Arc<dyn CloudApi>> = match args.cloud.as_str() {
@@ -239,6 +240,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .unwrap_or_else(|| "kestrel".into()),
         interruption_queue: interruption_queue.clone(),
         notice_queue: None,
+        instance_types: None,
         assembly,
         shutdown_grace: Duration::from_millis(
             millis(&args.shutdown_grace, "--shutdown-grace")?.max(0) as u64,
@@ -288,6 +290,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 )
                 .await?;
                 settings.notice_queue = edge.notice_queue;
+                settings.instance_types = Some(edge.instance_types);
                 edge.cloud
             }
             #[cfg(not(feature = "aws"))]

@@ -22,6 +22,7 @@ use kestrel_core::api::ec2nodeclass::{EC2NodeClass, EC2NodeClassStatus};
 use kestrel_core::api::nodepool::NodePool;
 use kestrel_core::clock::{Clock, SystemClock};
 use kestrel_core::cloud::CloudApi;
+use kestrel_core::controller::assemble::DescribedTypes;
 use kestrel_core::interruption::inbox::Deletion;
 use kestrel_kube::interruptions::{DeleteCall, NoticeQueue, QueuedMessage};
 use kestrel_kube::kube::api::{Api, ListParams, Patch, PatchParams};
@@ -52,6 +53,10 @@ pub struct AwsArgs {
     /// How often EC2NodeClasses are resolved again (new AMIs, subnets, security groups).
     #[arg(long, default_value = "5m")]
     pub resolve_interval: String,
+    /// How often the region's instance types and their zones are described again
+    /// (DescribeInstanceTypes, DescribeInstanceTypeOfferings); a change rebuilds the controller.
+    #[arg(long, default_value = "1h")]
+    pub instance_types_interval: String,
 }
 
 /// The cluster facts every node's bootstrap takes.
@@ -69,6 +74,8 @@ struct ClusterFacts {
 pub struct AwsEdge {
     pub cloud: Arc<dyn CloudApi>,
     pub notice_queue: Option<Arc<dyn NoticeQueue>>,
+    /// The instance types as EC2 last described them (None until a description succeeds).
+    pub instance_types: watch::Receiver<Option<Arc<DescribedTypes>>>,
 }
 
 /// Builds the AWS edge: the SDK configuration, a first resolution of every EC2NodeClass (so the
@@ -128,6 +135,24 @@ pub async fn connect(
             binder.pass().await;
         }
     });
+    let types_every = kestrel_core::api::parse_duration(&args.instance_types_interval)
+        .with_context(|| {
+            format!(
+                "--instance-types-interval {:?}",
+                args.instance_types_interval
+            )
+        })?;
+    let (types_tx, instance_types) = watch::channel(None);
+    describe_instance_types(&cloud, &types_tx).await;
+    tokio::spawn({
+        let cloud = cloud.clone();
+        async move {
+            loop {
+                tokio::time::sleep(types_every).await;
+                describe_instance_types(&cloud, &types_tx).await;
+            }
+        }
+    });
     let notice_queue = interruption_queue.map(|name| {
         let queue =
             InterruptionQueue::new(aws_sdk_sqs::Client::new(&config), QueueConfig::new(name));
@@ -136,7 +161,39 @@ pub async fn connect(
     Ok(AwsEdge {
         cloud,
         notice_queue,
+        instance_types,
     })
+}
+
+/// One description of the region's instance types, published if it differs from the last. A failed
+/// one keeps the last (or, before any succeeded, the embedded catalog, every type in every zone:
+/// a launch into a zone that lacks the type fails and marks that offering unavailable).
+async fn describe_instance_types(
+    cloud: &Ec2Cloud,
+    published: &watch::Sender<Option<Arc<DescribedTypes>>>,
+) {
+    match cloud.describe_instance_types().await {
+        Ok(described) => {
+            let (types, offered) = (described.types.len(), described.zones.len());
+            let changed = published.send_if_modified(|last| {
+                if last.as_deref() == Some(&described) {
+                    return false;
+                }
+                *last = Some(Arc::new(described));
+                true
+            });
+            if changed {
+                tracing::info!(types, offered, "instance types described");
+            }
+        }
+        Err(err) if published.borrow().is_some() => {
+            tracing::warn!(%err, "describing the instance types failed; the last description stays in use")
+        }
+        Err(err) => tracing::warn!(
+            %err,
+            "describing the instance types failed; planning with the embedded catalog until a description succeeds"
+        ),
+    }
 }
 
 /// Binds NodePools to their EC2NodeClasses as resolved and writes the NodeClasses' status.

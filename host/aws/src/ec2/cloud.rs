@@ -67,6 +67,8 @@ pub struct Ec2Cloud {
     templates: tokio::sync::Mutex<BTreeMap<String, String>>,
     /// The latest spot prices read (type, zone) -> USD/hour, for pricing listed instances.
     spot_prices: Mutex<BTreeMap<(String, String), f64>>,
+    /// Each type's architecture as EC2 last described it (else the embedded catalog's).
+    architectures: Mutex<BTreeMap<String, String>>,
 }
 
 impl Ec2Cloud {
@@ -77,6 +79,7 @@ impl Ec2Cloud {
             node_classes: Mutex::new(BTreeMap::new()),
             templates: tokio::sync::Mutex::new(BTreeMap::new()),
             spot_prices: Mutex::new(BTreeMap::new()),
+            architectures: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -87,6 +90,38 @@ impl Ec2Cloud {
 
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// The region's instance types and their zones as EC2 describes them (what the controller plans
+    /// with); launches then pick each type's AMI by the architecture described.
+    pub async fn describe_instance_types(
+        &self,
+    ) -> Result<kestrel_core::controller::assemble::DescribedTypes, CloudError> {
+        let described = super::instance_types::described_types(&self.client).await?;
+        let architectures = described
+            .types
+            .iter()
+            .filter_map(|t| Some((t.name.clone(), t.label(labels::ARCH)?.to_string())))
+            .collect();
+        *self
+            .architectures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = architectures;
+        Ok(described)
+    }
+
+    fn architecture(&self, instance_type: &str) -> Option<String> {
+        let described = self
+            .architectures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(instance_type)
+            .cloned();
+        described.or_else(|| {
+            catalog::ec2_instance_type(instance_type)
+                .and_then(|t| t.label(labels::ARCH))
+                .map(str::to_string)
+        })
     }
 
     /// Binds a node pool to the NodeClass it launches with.
@@ -301,10 +336,8 @@ impl Ec2Cloud {
             )));
         }
         let architecture_of = |instance_type: &str| {
-            catalog::ec2_instance_type(instance_type)
-                .and_then(|t| t.label(labels::ARCH))
+            self.architecture(instance_type)
                 .filter(|arch| class.resolution.ami_for(arch).is_some())
-                .map(str::to_string)
         };
         let (plans, mut failures) = fleet::plan(
             &request.offerings,

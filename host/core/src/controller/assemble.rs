@@ -5,7 +5,7 @@
 //! catalog) build their controller here, so both run the same provisioner, disruption step, pool views and
 //! DaemonSet overhead. What differs between them is only where the inputs come from.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::NodeSelectorRequirement;
@@ -165,16 +165,63 @@ pub type Region = (Catalog, Vec<InstanceTypeInfo>, HashMap<String, f64>);
 #[error("the embedded EC2 catalog: {0}")]
 pub struct CatalogError(String);
 
+/// Instance types as the cloud describes them (DescribeInstanceTypes), with the zones each is
+/// offered in (DescribeInstanceTypeOfferings): what `kestrel run --cloud aws` plans with instead of
+/// the embedded catalog.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DescribedTypes {
+    pub types: Vec<InstanceType>,
+    /// The zones each type is offered in; a type missing here is offered nowhere.
+    pub zones: BTreeMap<String, BTreeSet<String>>,
+}
+
 /// The embedded EC2 catalog's priced types that `allowed` names (types or families; empty: all),
-/// sorted by name, offered on demand in `zones` — the simulator's region and `kestrel run`'s until
-/// the instance types come from the cloud.
+/// sorted by name, offered on demand in `zones` — the simulator's region, and `kestrel run`'s when
+/// the instance types do not come from the cloud.
 pub fn embedded_region(allowed: &[String], zones: &[String]) -> Result<Region, CatalogError> {
     let types = ec2_instance_types().map_err(|e| CatalogError(e.to_string()))?;
+    region(types, None, allowed, zones)
+}
+
+/// The described types that `allowed` names and the embedded on-demand price table prices (a type
+/// without a known price is left out: it must never look free), each offered on demand in those of
+/// `zones` the cloud offers it in.
+pub fn described_region(
+    described: &DescribedTypes,
+    allowed: &[String],
+    zones: &[String],
+) -> Result<Region, CatalogError> {
+    region(&described.types, Some(&described.zones), allowed, zones)
+}
+
+fn region(
+    types: &[InstanceType],
+    offered: Option<&BTreeMap<String, BTreeSet<String>>>,
+    allowed: &[String],
+    zones: &[String],
+) -> Result<Region, CatalogError> {
     let prices = ec2_on_demand_prices().map_err(|e| CatalogError(e.to_string()))?;
-    let mut chosen: Vec<(&InstanceType, f64)> = types
+    let mut chosen: Vec<(&InstanceType, f64, Option<BTreeSet<String>>)> = types
         .iter()
-        .filter_map(|t| Some((t, *prices.get(&t.name)?)))
-        .filter(|(t, _)| {
+        .filter_map(|t| {
+            let offered_zones = match offered {
+                None => None,
+                Some(offered) => {
+                    let in_zones: BTreeSet<String> = offered
+                        .get(&t.name)?
+                        .iter()
+                        .filter(|z| zones.contains(z))
+                        .cloned()
+                        .collect();
+                    if in_zones.is_empty() {
+                        return None; // offered in none of the zones launched into
+                    }
+                    Some(in_zones)
+                }
+            };
+            Some((t, *prices.get(&t.name)?, offered_zones))
+        })
+        .filter(|(t, _, _)| {
             allowed.is_empty() || {
                 let family = t.name.split('.').next().unwrap_or(&t.name);
                 allowed.iter().any(|a| a == &t.name || a == family)
@@ -183,8 +230,9 @@ pub fn embedded_region(allowed: &[String], zones: &[String]) -> Result<Region, C
         .collect();
     chosen.sort_by(|a, b| a.0.name.cmp(&b.0.name));
     let mut offerings = Vec::new();
-    for (i, (_, price)) in chosen.iter().enumerate() {
-        for zone in zones {
+    for (i, (_, price, offered_zones)) in chosen.iter().enumerate() {
+        let in_type_zones = |z: &&String| offered_zones.as_ref().is_none_or(|o| o.contains(*z));
+        for zone in zones.iter().filter(in_type_zones) {
             offerings.push(Offering {
                 instance_type: i,
                 zone: zone.clone(),
@@ -197,12 +245,21 @@ pub fn embedded_region(allowed: &[String], zones: &[String]) -> Result<Region, C
         }
     }
     let catalog = Catalog::new(
-        chosen.iter().map(|(t, _)| (*t).clone()).collect(),
+        chosen.iter().map(|(t, _, _)| (*t).clone()).collect(),
         offerings,
     )
     .map_err(|e| CatalogError(e.to_string()))?;
-    let infos = chosen.iter().map(|(t, p)| info_of(t, *p)).collect();
-    let price_map = chosen.iter().map(|(t, p)| (t.name.clone(), *p)).collect();
+    let infos = chosen
+        .iter()
+        .map(|(t, p, zones)| InstanceTypeInfo {
+            offered_zones: zones.clone(),
+            ..info_of(t, *p)
+        })
+        .collect();
+    let price_map = chosen
+        .iter()
+        .map(|(t, p, _)| (t.name.clone(), *p))
+        .collect();
     Ok((catalog, infos, price_map))
 }
 
@@ -213,5 +270,64 @@ pub fn info_of(t: &InstanceType, on_demand_price: f64) -> InstanceTypeInfo {
         name: t.name.clone(),
         labels: t.labels.clone(),
         on_demand_price,
+        offered_zones: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn zones(z: &[&str]) -> Vec<String> {
+        z.iter().map(|z| z.to_string()).collect()
+    }
+
+    #[test]
+    fn a_described_type_is_offered_only_in_its_zones_and_an_unpriced_or_unoffered_one_not_at_all() {
+        let embedded = ec2_instance_types().expect("embedded catalog");
+        let pick = |name: &str| {
+            let mut t = embedded.iter().find(|t| t.name == name).unwrap().clone();
+            t.labels.insert("probe".into(), name.into());
+            t
+        };
+        let mut unpriced = pick("m5.large");
+        unpriced.name = "m5.unpriced".into();
+        let described = DescribedTypes {
+            types: vec![
+                pick("m5.large"),
+                pick("c5.large"),
+                pick("r5.large"),
+                unpriced,
+            ],
+            zones: BTreeMap::from([
+                (
+                    "m5.large".into(),
+                    BTreeSet::from(["us-east-1a".into(), "us-east-1b".into()]),
+                ),
+                ("c5.large".into(), BTreeSet::from(["us-east-1e".into()])),
+                ("m5.unpriced".into(), BTreeSet::from(["us-east-1a".into()])),
+            ]),
+        };
+        let (catalog, infos, prices) =
+            described_region(&described, &[], &zones(&["us-east-1a", "us-east-1c"])).unwrap();
+        // c5.large only in a zone not launched into, r5.large offered nowhere, no price for the third.
+        assert_eq!(
+            infos.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
+            ["m5.large"]
+        );
+        assert_eq!(
+            infos[0].labels["probe"], "m5.large",
+            "the described labels are kept"
+        );
+        assert!(infos[0].offered_in("us-east-1a") && !infos[0].offered_in("us-east-1c"));
+        let offered: Vec<_> = catalog.offerings.iter().map(|o| o.zone.as_str()).collect();
+        assert_eq!(offered, ["us-east-1a"]);
+        assert_eq!(prices.len(), 1);
+
+        // The embedded region offers every type in every zone.
+        let (catalog, infos, _) =
+            embedded_region(&["m5.large".into()], &zones(&["a", "b"])).unwrap();
+        assert_eq!(catalog.offerings.len(), 2);
+        assert!(infos[0].offered_in("b"));
     }
 }

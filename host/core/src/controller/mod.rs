@@ -50,6 +50,14 @@ pub struct InstanceTypeInfo {
     pub labels: BTreeMap<String, String>,
     pub allocatable: ResourceList,
     pub on_demand_price: f64,
+    /// The zones the cloud offers it in (`None`: every zone the controller launches into).
+    pub offered_zones: Option<BTreeSet<String>>,
+}
+
+impl InstanceTypeInfo {
+    pub fn offered_in(&self, zone: &str) -> bool {
+        self.offered_zones.as_ref().is_none_or(|z| z.contains(zone))
+    }
 }
 
 /// A NodePool, as far as the loop needs it (built from the Karpenter v1 NodePool).

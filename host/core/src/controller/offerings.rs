@@ -97,7 +97,7 @@ impl Controller {
         (revision, available)
     }
 
-    /// Every offering of the catalog's types and zones: on-demand at list price, spot where the last
+    /// Every offering of the catalog's types in the zones each is offered in: on-demand at list price, spot where the last
     /// price list quotes it.
     fn price_list(&self) -> Vec<Offering> {
         let spot: HashMap<(&str, &str), f64> = self
@@ -107,7 +107,7 @@ impl Controller {
             .collect();
         let mut offerings = Vec::new();
         for t in &self.instance_types {
-            for zone in &self.zones {
+            for zone in self.zones.iter().filter(|z| t.offered_in(z)) {
                 offerings.push(Offering {
                     instance_type: t.name.clone(),
                     zone: zone.clone(),

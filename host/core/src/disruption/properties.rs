@@ -27,6 +27,7 @@ fn types() -> Vec<InstanceTypeInfo> {
         labels: BTreeMap::new(),
         allocatable: capacity(cpu * 1000, mem * GIB, 110),
         on_demand_price: price,
+        offered_zones: None,
     })
     .collect()
 }
