@@ -33,16 +33,35 @@ pub async fn install_crds(client: &Client) -> Result<()> {
                 c.iter()
                     .any(|c| c.type_ == "Established" && c.status == "True")
             });
-            established += usize::from(ok);
+            // Established is not yet served: discovery (what an apply resolves kinds through)
+            // lists the new group a moment later on a loaded server.
+            let served = ok && served(client, &crd).await;
+            established += usize::from(served);
         }
         if established == kestrel_core::api::crd::crds().len() {
             return Ok(());
         }
         if started.elapsed() > Duration::from_secs(30) {
-            bail!("CRDs not established after 30 s");
+            bail!("CRDs not established and served after 30 s");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Whether discovery lists the CRD's resource in each of its versions.
+async fn served(client: &Client, crd: &CustomResourceDefinition) -> bool {
+    for version in &crd.spec.versions {
+        let group_version = format!("{}/{}", crd.spec.group, version.name);
+        match client.list_api_group_resources(&group_version).await {
+            Ok(list)
+                if list
+                    .resources
+                    .iter()
+                    .any(|r| r.name == crd.spec.names.plural) => {}
+            _ => return false,
+        }
+    }
+    true
 }
 
 fn strip_null_enums(v: &mut serde_json::Value) {
