@@ -26,6 +26,8 @@ pub struct QueuedMessage {
     /// This delivery's handle (a re-delivery has a new one; only the newest deletes).
     pub receipt_handle: String,
     pub body: String,
+    /// When the queue accepted it (ms since the epoch), where the queue says.
+    pub sent_at: Option<Millis>,
 }
 
 /// What a deletion answers: how many messages went, or why not.
@@ -102,6 +104,9 @@ impl Consumer {
         let mut deletions = Vec::new();
         let mut next = Some(first);
         while let Some(m) = next {
+            if let Some(sent_at) = m.sent_at {
+                self.metrics.interruption_queued_for(now - sent_at);
+            }
             let (disposition, error) =
                 self.inbox
                     .receive(&m.message_id, &m.receipt_handle, &m.body, now);

@@ -59,6 +59,7 @@ pub struct Metrics {
     leader: Gauge,
     interruptions_received: Family<MessageLabels, Counter>,
     interruptions_deleted: Counter,
+    interruption_queue_duration: Histogram,
     interruptions_waiting: Gauge,
     interruption_queue_available: Gauge,
     /// The pool of each instance launched, so a termination is counted against its NodePool.
@@ -136,6 +137,13 @@ impl Metrics {
             "Interruption messages deleted from the queue (handled, or needing nothing)",
             interruptions_deleted.clone(),
         );
+        // From 1 ms to about 9 minutes: a notice gives two minutes, SQS keeps a message up to days.
+        let interruption_queue_duration = Histogram::new(exponential_buckets(0.001, 2.0, 20));
+        reg.add(
+            "karpenter_interruption_message_queue_duration_seconds",
+            "Time an interruption message waited in the queue before the controller read it (from its SentTimestamp)",
+            interruption_queue_duration.clone(),
+        );
         let interruptions_waiting = Gauge::default();
         reg.add(
             "kestrel_interruption_messages_waiting",
@@ -161,6 +169,7 @@ impl Metrics {
             leader,
             interruptions_received,
             interruptions_deleted,
+            interruption_queue_duration,
             interruptions_waiting,
             interruption_queue_available,
             pools_of_instances: Mutex::new(HashMap::new()),
@@ -257,6 +266,12 @@ impl Metrics {
                 message_type: message_type.into(),
             })
             .inc();
+    }
+
+    /// How long a message waited in the queue (ms; a clock behind the queue's counts as zero).
+    pub fn interruption_queued_for(&self, waited_ms: i64) {
+        self.interruption_queue_duration
+            .observe(waited_ms.max(0) as f64 / 1000.0);
     }
 
     pub fn interruption_deleted(&self, messages: usize) {

@@ -403,6 +403,7 @@ impl NoticeQueue for SqsNotices {
                     message_id: m.message_id,
                     receipt_handle: m.receipt_handle,
                     body: m.body,
+                    sent_at: m.sent_at,
                 };
                 if messages.send(message).await.is_err() {
                     return; // The loop stopped: its pollers stop with it.

@@ -257,12 +257,16 @@ async fn every_event_kind_reaches_the_controller_and_is_deleted_only_once_acknow
 async fn a_crash_between_receive_and_action_redelivers_the_message() {
     let env = env().await;
     let url = env.create_queue(2).await;
+    let sent_after = now_ms() - 1000; // SentTimestamp has a second's precision on some servers
     let id = env.send(&url, &fixture("spot-interruption-warning")).await;
     // The first process receives it and dies before the controller acknowledges anything.
     {
         let queue = env.consumer(1);
         let first = queue.poll_once().await.expect("received");
         assert_eq!(first.len(), 1);
+        // When SQS accepted it (what the queue-duration metric is measured from).
+        let sent_at = first[0].sent_at.expect("SentTimestamp");
+        assert!((sent_after..=now_ms()).contains(&sent_at), "{sent_at}");
         let mut inbox = Inbox::default();
         let (d, _) = inbox.receive(
             &first[0].message_id,

@@ -37,6 +37,9 @@ impl MemoryQueue {
             message_id: message_id.to_string(),
             receipt_handle: format!("{message_id}#{}", state.deliveries),
             body: body.to_string(),
+            sent_at: Some(kestrel_core::clock::Clock::now(
+                &kestrel_core::clock::SystemClock,
+            )),
         };
         state.visible.push(message.clone());
         if let Some(tx) = &state.receiver

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::ProvideErrorMetadata;
-use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
 use kestrel_core::controller::command::backoff_ms;
 use kestrel_core::interruption::inbox::Deletion;
 use tokio::sync::{Mutex, mpsc, watch};
@@ -54,6 +54,8 @@ pub struct Received {
     /// This delivery's handle (a re-delivery has a new one; only the newest deletes).
     pub receipt_handle: String,
     pub body: String,
+    /// When SQS accepted the message (its `SentTimestamp`, ms since the epoch).
+    pub sent_at: Option<i64>,
 }
 
 /// What the consumer can say about its queue (readiness and the log read it).
@@ -182,6 +184,7 @@ impl InterruptionQueue {
             .queue_url(&url)
             .max_number_of_messages(self.config.batch)
             .wait_time_seconds(self.config.wait_seconds)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .send()
             .await
             .map_err(|e| api_error("ReceiveMessage", &self.config.queue_name, &e))?;
@@ -196,6 +199,10 @@ impl InterruptionQueue {
                         message_id: id.to_string(),
                         receipt_handle: handle.to_string(),
                         body: m.body().unwrap_or_default().to_string(),
+                        sent_at: m
+                            .attributes()
+                            .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
+                            .and_then(|t| t.parse().ok()),
                     }),
                     _ => {
                         tracing::warn!(?m, "SQS message without an id or receipt handle");
