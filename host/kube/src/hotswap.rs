@@ -61,11 +61,39 @@ pub struct PolicySwapper {
     /// What was last asked per (NodePool, kind), with its settings (JSON text); an absent entry is
     /// the default without settings.
     asked: HashMap<SlotKey, (Wanted, String)>,
-    /// The newest install started per (NodePool, kind); an install swaps only if it is still the
-    /// newest, checked and swapped under this lock.
-    latest: Arc<Mutex<HashMap<SlotKey, u64>>>,
-    next_generation: u64,
+    order: InstallOrder,
     jobs: Vec<JoinHandle<()>>,
+}
+
+/// Orders the installs of each (NodePool, kind): installs compile concurrently and finish in any
+/// order, and only the newest one started may swap.
+#[derive(Debug, Clone, Default)]
+struct InstallOrder {
+    /// The last generation handed out, and the newest install started per slot.
+    latest: Arc<Mutex<(u64, HashMap<SlotKey, u64>)>>,
+}
+
+impl InstallOrder {
+    /// A new install of `key`: every install of it started before is superseded.
+    fn begin(&self, key: &SlotKey) -> u64 {
+        let mut latest = lock(&self.latest);
+        latest.0 += 1;
+        let generation = latest.0;
+        latest.1.insert(key.clone(), generation);
+        generation
+    }
+
+    /// The slot's NodePool is gone: installs in flight for it swap nothing.
+    fn forget(&self, key: &SlotKey) {
+        lock(&self.latest).1.remove(key);
+    }
+
+    /// Runs `swap` if install `generation` is still the newest of `key`; under the lock, so no
+    /// newer install can start deciding between the check and the swap. None: superseded.
+    fn if_newest<T>(&self, key: &SlotKey, generation: u64, swap: impl FnOnce() -> T) -> Option<T> {
+        let latest = lock(&self.latest);
+        (latest.1.get(key) == Some(&generation)).then(swap)
+    }
 }
 
 /// A NodePool's annotations for one kind only (so a bad one of another kind does not hide it): the
@@ -128,8 +156,7 @@ impl PolicySwapper {
             client,
             namespace,
             asked: HashMap::new(),
-            latest: Arc::default(),
-            next_generation: 0,
+            order: InstallOrder::default(),
             jobs: Vec::new(),
         }
     }
@@ -151,7 +178,7 @@ impl PolicySwapper {
             .collect();
         for key in gone {
             self.asked.remove(&key);
-            lock(&self.latest).remove(&key);
+            self.order.forget(&key);
             self.registry.remove(&key.0);
         }
         for pool in pools {
@@ -188,9 +215,7 @@ impl PolicySwapper {
         (want, settings): (Wanted, String),
         cms: &Store<ConfigMap>,
     ) {
-        self.next_generation += 1;
-        let generation = self.next_generation;
-        lock(&self.latest).insert(key.clone(), generation);
+        let generation = self.order.begin(&key);
         let ns = self.namespace.clone();
         // Read on the loop thread: the store's copy of the bytes, as of this tick.
         let (source, what): (Result<PolicySource, String>, String) = match &want {
@@ -221,7 +246,7 @@ impl PolicySwapper {
             }
         };
         let registry = self.registry.clone();
-        let latest = self.latest.clone();
+        let order = self.order.clone();
         let client = self.client.clone();
         let reference = executor::reference::<NodePool>(&key.0, pool.metadata.uid.clone());
         self.jobs.push(tokio::spawn(async move {
@@ -240,13 +265,7 @@ impl PolicySwapper {
                     }
                 }
             };
-            let (type_, reason, message) = {
-                let latest = lock(&latest);
-                if latest.get(&key) != Some(&generation) {
-                    // A newer install of this slot started meanwhile: it decides, not this one.
-                    tracing::debug!(pool = %pool_name, %kind, "policy install superseded");
-                    return;
-                }
+            let outcome = order.if_newest(&key, generation, || {
                 match prepared {
                     Ok(prepared) => {
                         let label = registry.install_prepared(&pool_name, kind, prepared);
@@ -269,10 +288,77 @@ impl PolicySwapper {
                         )
                     }
                 }
+            });
+            let Some((type_, reason, message)) = outcome else {
+                // A newer install of this slot started meanwhile: it decides, not this one.
+                tracing::debug!(pool = %pool_name, %kind, "policy install superseded");
+                return;
             };
             if let Err(err) = executor::emit(&client, reference, type_, reason, &message).await {
                 tracing::warn!(pool = %pool_name, %err, reason, "policy Event not recorded");
             }
         }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every order in which four installs of one slot (and one of another slot) can finish: the
+    /// newest started is the one that serves, whatever finishes last.
+    #[test]
+    fn only_the_newest_install_of_a_slot_swaps_whatever_order_they_finish_in() {
+        fn permutations(items: Vec<usize>) -> Vec<Vec<usize>> {
+            if items.len() <= 1 {
+                return vec![items];
+            }
+            let mut all = Vec::new();
+            for i in 0..items.len() {
+                let mut rest = items.clone();
+                let first = rest.remove(i);
+                for mut p in permutations(rest) {
+                    p.insert(0, first);
+                    all.push(p);
+                }
+            }
+            all
+        }
+        let slot: SlotKey = ("web".into(), PolicyKind::Ranker);
+        let other: SlotKey = ("web".into(), PolicyKind::Budgeter);
+        for finish_order in permutations((0..4).collect()) {
+            let order = InstallOrder::default();
+            let started: Vec<u64> = (0..4).map(|_| order.begin(&slot)).collect();
+            let elsewhere = order.begin(&other);
+            let mut serving = None;
+            for i in &finish_order {
+                if order
+                    .if_newest(&slot, started[*i], || serving = Some(*i))
+                    .is_some()
+                {
+                    assert_eq!(
+                        *i, 3,
+                        "install {i} swapped after install 3 started ({finish_order:?})"
+                    );
+                }
+            }
+            assert_eq!(serving, Some(3), "{finish_order:?}");
+            assert!(
+                order.if_newest(&other, elsewhere, || ()).is_some(),
+                "another slot is its own"
+            );
+        }
+    }
+
+    #[test]
+    fn a_removed_pools_install_in_flight_swaps_nothing() {
+        let order = InstallOrder::default();
+        let slot: SlotKey = ("gone".into(), PolicyKind::Consolidator);
+        let in_flight = order.begin(&slot);
+        order.forget(&slot);
+        assert!(order.if_newest(&slot, in_flight, || ()).is_none());
+        // The pool created again installs afresh.
+        let again = order.begin(&slot);
+        assert!(order.if_newest(&slot, again, || ()).is_some());
     }
 }
