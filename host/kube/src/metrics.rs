@@ -3,7 +3,7 @@
 //! each tick's duration and queue, the controller's counters, the leader fence — so no decision code
 //! knows about metrics.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -20,6 +20,12 @@ use prometheus_client::registry::Registry;
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PoolLabels {
     nodepool: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DisruptedLabels {
+    nodepool: String,
+    reason: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -51,6 +57,9 @@ pub struct Metrics {
     names: Vec<&'static str>,
     nodeclaims_created: Family<PoolLabels, Counter>,
     nodeclaims_terminated: Family<PoolLabels, Counter>,
+    nodeclaims_disrupted: Family<DisruptedLabels, Counter>,
+    /// What the controller's disrupted counts were at the last publication.
+    published_disrupted: Mutex<BTreeMap<(String, String), u64>>,
     cloud_calls: Family<CallLabels, Counter>,
     cluster_calls: Family<CallLabels, Counter>,
     scheduling_duration: Histogram,
@@ -82,6 +91,12 @@ impl Metrics {
             "karpenter_nodeclaims_created",
             "Number of nodeclaims created (launched) in total, by the owning nodepool",
             nodeclaims_created.clone(),
+        );
+        let nodeclaims_disrupted = Family::<DisruptedLabels, Counter>::default();
+        reg.add(
+            "karpenter_nodeclaims_disrupted",
+            "Number of nodeclaims disrupted (their drain begun) in total, by nodepool and reason",
+            nodeclaims_disrupted.clone(),
         );
         let nodeclaims_terminated = Family::<PoolLabels, Counter>::default();
         reg.add(
@@ -161,6 +176,8 @@ impl Metrics {
             registry: reg.registry,
             nodeclaims_created,
             nodeclaims_terminated,
+            nodeclaims_disrupted,
+            published_disrupted: Mutex::new(BTreeMap::new()),
             cloud_calls,
             cluster_calls,
             scheduling_duration,
@@ -252,6 +269,28 @@ impl Metrics {
             }
         }
         *published = now.into_iter().map(|(_, v)| v).collect();
+        let mut published = lock(&self.published_disrupted);
+        let now: BTreeMap<(String, String), u64> = stats
+            .disrupted
+            .iter()
+            .flat_map(|(pool, reasons)| {
+                reasons
+                    .iter()
+                    .map(move |(r, n)| ((pool.clone(), crate::record::reason_name(*r)), *n))
+            })
+            .collect();
+        for (key, value) in &now {
+            let before = published.get(key).copied().unwrap_or(0);
+            if *value > before {
+                self.nodeclaims_disrupted
+                    .get_or_create(&DisruptedLabels {
+                        nodepool: key.0.clone(),
+                        reason: key.1.clone(),
+                    })
+                    .inc_by(value - before);
+            }
+        }
+        *published = now;
     }
 
     /// The name of every metric family exported (without the `_total` of counters).
@@ -489,8 +528,20 @@ mod tests {
         });
         // The controller was rebuilt: its counters start again at 0, then grow by 2.
         metrics.publish_stats(&ControllerStats::default());
+        let disrupted = |n| {
+            BTreeMap::from([(
+                "web".to_string(),
+                BTreeMap::from([(kestrel_core::controller::Reason::Underutilized, n)]),
+            )])
+        };
         metrics.publish_stats(&ControllerStats {
             launch_failures: 2,
+            disrupted: disrupted(1),
+            ..ControllerStats::default()
+        });
+        metrics.publish_stats(&ControllerStats {
+            launch_failures: 2,
+            disrupted: disrupted(2),
             ..ControllerStats::default()
         });
         metrics.observe_tick(Duration::from_millis(3), 42);
@@ -507,6 +558,14 @@ mod tests {
         assert_eq!(
             value_of(&text, "karpenter_provisioner_scheduling_queue_depth"),
             Some(42.0)
+        );
+        assert_eq!(
+            value_of(
+                &text,
+                "karpenter_nodeclaims_disrupted_total{nodepool=\"web\",reason=\"underutilized\"}"
+            ),
+            Some(2.0),
+            "{text}"
         );
         assert_eq!(value_of(&text, "kestrel_leader"), Some(1.0));
         assert_eq!(

@@ -73,19 +73,6 @@ struct RecordJson {
     template: kestrel_core::api::NodeClaimTemplate,
 }
 
-const REASONS: [Reason; 10] = [
-    Reason::Provisioning,
-    Reason::SpotInterruption,
-    Reason::ScheduledChange,
-    Reason::Rebalance,
-    Reason::Empty,
-    Reason::Underutilized,
-    Reason::Drifted,
-    Reason::Expired,
-    Reason::InstanceGone,
-    Reason::Orphan,
-];
-
 /// The reason's kebab-case name (as the decision log prints it).
 pub fn reason_name(reason: Reason) -> String {
     match serde_json::to_value(reason) {
@@ -94,14 +81,14 @@ pub fn reason_name(reason: Reason) -> String {
     }
 }
 
+/// A reason by its kebab-case name (every reason the controller writes reads back).
 fn parse_reason(name: &str, s: &str) -> Result<Reason, RecordError> {
-    REASONS
-        .into_iter()
-        .find(|r| reason_name(*r) == s)
-        .ok_or_else(|| RecordError::Reason {
+    serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| {
+        RecordError::Reason {
             name: name.to_string(),
             reason: s.to_string(),
-        })
+        }
+    })
 }
 
 fn offering_json(o: &Offering) -> OfferingJson {
@@ -221,6 +208,31 @@ mod tests {
         };
         let back = decode("default-00007", "default", &encode(&record)).expect("decodes");
         assert_eq!(back, record);
+        // Every drain reason reads back, the interruption reasons included (a capacity
+        // reservation's interruption once did not, and its claim's record would not decode).
+        for reason in [
+            Reason::SpotInterruption,
+            Reason::ScheduledChange,
+            Reason::CapacityReservationInterruption,
+            Reason::Rebalance,
+            Reason::Empty,
+            Reason::Expired,
+            Reason::InstanceGone,
+            Reason::Orphan,
+        ] {
+            let mut r = record.clone();
+            r.reason = reason;
+            r.drain.as_mut().unwrap().reason = reason;
+            assert_eq!(decode("default-00007", "default", &encode(&r)).unwrap(), r);
+        }
+        assert!(matches!(
+            decode(
+                "x",
+                "default",
+                &encode(&record).replace("drifted\"", "melted\"")
+            ),
+            Err(RecordError::Reason { .. })
+        ));
     }
 
     #[test]

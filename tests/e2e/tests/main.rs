@@ -611,6 +611,7 @@ async fn kestrel_run_on_aws_launches_for_a_pending_pod_and_drains_on_a_spot_warn
         "karpenter_nodeclaims_terminated_total{nodepool=\"default\"} 2",
         "karpenter_interruption_received_messages_total{message_type=\"spot_interrupted\"} 1",
         "karpenter_interruption_deleted_messages_total 1",
+        "karpenter_nodeclaims_disrupted_total{nodepool=\"default\",reason=\"spot-interruption\"} 1",
         // The spot warning's wait in the queue, from moto's SentTimestamp.
         "karpenter_interruption_message_queue_duration_seconds_count 1",
         "kestrel_cloudprovider_calls_total{method=\"create\",outcome=\"ok\"} 2",

@@ -17,6 +17,17 @@ impl Controller {
     pub(super) fn begin_drain(&mut self, now: Millis, node: &str, drain: Drain) {
         let reason = drain.reason;
         let detail = drain.detail.clone();
+        let pool = self
+            .records
+            .get(&drain.claim)
+            .map_or_else(|| "unknown".to_string(), |r| r.node_pool.clone());
+        *self
+            .stats
+            .disrupted
+            .entry(pool)
+            .or_default()
+            .entry(reason)
+            .or_default() += 1;
         self.write_drain(&drain.claim.clone(), Some(&drain));
         self.draining.insert(node.to_string(), drain);
         self.outbox.push(Command::Cordon {

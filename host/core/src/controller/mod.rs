@@ -125,7 +125,9 @@ impl PoolSpec {
 }
 
 /// Why an action was taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Reason {
     Provisioning,
@@ -404,6 +406,9 @@ pub struct ControllerStats {
     pub price_reads_failed: u64,
     /// Times the controller lost its memory and resumed from the cluster (simulated restarts).
     pub restarts: u64,
+    /// Drains begun, per NodePool and reason (consolidation, drift, expiry, interruption, …):
+    /// Karpenter's `karpenter_nodeclaims_disrupted_total`.
+    pub disrupted: BTreeMap<String, BTreeMap<Reason, u64>>,
 }
 
 /// How many policy fallbacks [`ControllerStats`] keeps the text of.
