@@ -17,6 +17,7 @@ use anyhow::{Context, bail};
 use base64::Engine;
 use kestrel_aws::ec2::user_data::{self, Bootstrap};
 use kestrel_aws::ec2::{BoundNodeClass, DiscoverySettings, Ec2Cloud, Ec2Settings, Resolution};
+use kestrel_aws::iam::InstanceProfiles;
 use kestrel_aws::sqs::{InterruptionQueue, QueueConfig, QueueHealth};
 use kestrel_core::api::ec2nodeclass::{EC2NodeClass, EC2NodeClassStatus};
 use kestrel_core::api::nodepool::NodePool;
@@ -121,6 +122,7 @@ pub async fn connect(
     let mut binder = Binder {
         client,
         cloud: cloud.clone(),
+        profiles: InstanceProfiles::from_config(&config, cluster_name),
         discovery: DiscoverySettings {
             kubernetes_version: facts.kubernetes_version.clone(),
             alias_owners: args.ami_alias_owners.clone(),
@@ -200,6 +202,8 @@ async fn describe_instance_types(
 struct Binder {
     client: kube::Client,
     cloud: Arc<Ec2Cloud>,
+    /// The instance profiles of role-only NodeClasses.
+    profiles: InstanceProfiles,
     facts: ClusterFacts,
     discovery: DiscoverySettings,
     /// The last good resolution of each NodeClass (kept while a resolution fails).
@@ -235,7 +239,22 @@ impl Binder {
             let name = class.name_any();
             match kestrel_aws::ec2::resolve(self.cloud.client(), &class.spec, &self.discovery).await
             {
-                Ok(resolution) => {
+                Ok(mut resolution) => {
+                    // A role-only class launches with the profile Kestrel keeps for its role; one
+                    // that cannot be made leaves the class not ready (with the reason).
+                    if let (None, Some(role)) = (&class.spec.instance_profile, &class.spec.role) {
+                        match self.profiles.ensure(&name, role).await {
+                            Ok(profile) => resolution.instance_profile = Some(profile),
+                            Err(err) => {
+                                // The profile made before (if any) stays in use.
+                                resolution.instance_profile = self
+                                    .resolved
+                                    .get(&name)
+                                    .and_then(|r| r.instance_profile.clone());
+                                tracing::warn!(class = %name, role, %err, kept = ?resolution.instance_profile, "the EC2NodeClass's instance profile could not be made or checked")
+                            }
+                        }
+                    }
                     self.write_status(class, &resolution).await;
                     self.resolved.insert(name, resolution);
                 }
@@ -254,11 +273,6 @@ impl Binder {
                 tracing::warn!(pool = %pool_name, class = %class_name, "the NodePool's EC2NodeClass is missing or never resolved; nothing launches for it");
                 continue;
             };
-            if class.spec.instance_profile.is_none() {
-                // Karpenter makes an instance profile for `spec.role` through IAM; Kestrel does not
-                // call IAM yet, and a node without a profile never joins the cluster.
-                tracing::error!(pool = %pool_name, class = %class_name, "the EC2NodeClass names a role but no instanceProfile: Kestrel cannot create instance profiles yet; set spec.instanceProfile");
-            }
             match self.user_data(pool, class) {
                 Ok(user_data) => self.cloud.bind(
                     &pool_name,

@@ -1,19 +1,25 @@
-//! The controller's IAM policy grants exactly the EC2 and SQS actions the adapter's code calls, plus
-//! the ones EC2 authorizes on those calls' behalf.
+//! The controller's IAM policy grants exactly the EC2, SQS and IAM actions the adapter's code calls,
+//! plus the ones AWS authorizes on those calls' behalf.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
 /// Actions EC2 checks for a call the code makes without the code calling them: CreateFleet
 /// launches through RunInstances and tags through CreateTags (also for CreateLaunchTemplate's tag
-/// specifications), and an instance profile is passed with iam:PassRole.
-const AUTHORIZED_ON_BEHALF: &[&str] = &["ec2:RunInstances", "ec2:CreateTags", "iam:PassRole"];
+/// specifications), an instance profile is passed (and a role added to one) with iam:PassRole, and
+/// CreateInstanceProfile's tags need iam:TagInstanceProfile.
+const AUTHORIZED_ON_BEHALF: &[&str] = &[
+    "ec2:RunInstances",
+    "ec2:CreateTags",
+    "iam:PassRole",
+    "iam:TagInstanceProfile",
+];
 
 /// SDK operations whose IAM action has another name: SQS authorizes a batch delete as DeleteMessage.
 const ACTION_OF_OPERATION: &[(&str, &str)] = &[("sqs:DeleteMessageBatch", "sqs:DeleteMessage")];
 
 /// The SDK operations `host/aws/src` calls, as IAM actions (`.describe_subnets()` ->
-/// `ec2:DescribeSubnets`; calls under `sqs/` are SQS's).
+/// `ec2:DescribeSubnets`; calls under `sqs/` are SQS's, in `iam.rs` IAM's).
 fn called_actions() -> BTreeSet<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../host/aws/src");
     let mut actions = BTreeSet::new();
@@ -28,6 +34,8 @@ fn called_actions() -> BTreeSet<String> {
             let source = std::fs::read_to_string(&path).expect("a source file");
             let service = if path.components().any(|c| c.as_os_str() == "sqs") {
                 "sqs"
+            } else if path.file_name().is_some_and(|f| f == "iam.rs") {
+                "iam"
             } else {
                 "ec2"
             };
@@ -49,6 +57,8 @@ fn called_actions() -> BTreeSet<String> {
                     "run_",
                     "get_",
                     "receive_",
+                    "add_",
+                    "remove_",
                 ];
                 if !verbs.iter().any(|v| name.starts_with(v)) {
                     continue;
@@ -104,7 +114,9 @@ fn policy_actions() -> BTreeSet<String> {
 fn the_policy_grants_exactly_the_actions_the_code_calls() {
     let called = called_actions();
     assert!(
-        called.contains("ec2:CreateFleet") && called.contains("sqs:ReceiveMessage"),
+        called.contains("ec2:CreateFleet")
+            && called.contains("sqs:ReceiveMessage")
+            && called.contains("iam:CreateInstanceProfile"),
         "the scan finds the calls: {called:?}"
     );
     let mut expected = called.clone();

@@ -4,6 +4,7 @@ mod discovery;
 mod faults;
 mod fixture;
 mod iam;
+mod instance_profiles;
 mod instance_types;
 mod launch;
 mod listing;

@@ -38,6 +38,7 @@ use kube::{Api, Client};
 
 const CLUSTER: &str = "kestrel-e2e";
 const QUEUE: &str = "kestrel-e2e-interruptions";
+const NODE_ROLE: &str = "KestrelNodeRole";
 const ZONES: [&str; 2] = ["us-east-1a", "us-east-1b"];
 const FAMILIES: [&str; 2] = ["m5", "c5"];
 /// What the nodes are told to join (the userData carries it; nothing connects to it here).
@@ -126,7 +127,7 @@ spec:
   amiSelectorTerms: [{{id: {ami}}}]
   subnetSelectorTerms: [{{tags: {{karpenter.sh/discovery: {CLUSTER}}}}}]
   securityGroupSelectorTerms: [{{tags: {{karpenter.sh/discovery: {CLUSTER}}}}}]
-  instanceProfile: KestrelNodeProfile
+  role: {NODE_ROLE}
 ---
 apiVersion: karpenter.sh/v1
 kind: NodePool
@@ -392,6 +393,15 @@ impl Env {
         let ec2 = aws_sdk_ec2::Client::new(&config);
         let sqs = aws_sdk_sqs::Client::new(&config);
         let ami = network(&ec2).await?;
+        // The NodeClass names a role, as most Karpenter users' do: Kestrel makes its profile.
+        aws_sdk_iam::Client::new(&config)
+            .create_role()
+            .role_name(NODE_ROLE)
+            .assume_role_policy_document(
+                r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#,
+            )
+            .send()
+            .await?;
         let queue_url = sqs
             .create_queue()
             .queue_name(QUEUE)
@@ -463,6 +473,21 @@ async fn kestrel_run_on_aws_launches_for_a_pending_pod_and_drains_on_a_spot_warn
     .with_context(context)?;
     assert_eq!(status.subnets.len(), 2, "{status:?}");
     assert_eq!(status.security_groups.len(), 1, "{status:?}");
+    // The instance profile Kestrel made for the role, holding it.
+    let profile = status
+        .instance_profile
+        .clone()
+        .context("status.instanceProfile")?;
+    assert!(profile.starts_with(&format!("{CLUSTER}_")), "{profile}");
+    let roles: Vec<String> = aws_sdk_iam::Client::new(&sdk_config(&env.moto).await)
+        .get_instance_profile()
+        .instance_profile_name(&profile)
+        .send()
+        .await?
+        .instance_profile
+        .map(|p| p.roles.into_iter().map(|r| r.role_name).collect())
+        .unwrap_or_default();
+    assert_eq!(roles, [NODE_ROLE]);
     assert_eq!(
         status
             .amis
@@ -504,10 +529,17 @@ async fn kestrel_run_on_aws_launches_for_a_pending_pod_and_drains_on_a_spot_warn
         )
         .send()
         .await?;
-    let user_data = templates
+    let data = templates
         .launch_template_versions()
         .first()
-        .and_then(|v| v.launch_template_data())
+        .and_then(|v| v.launch_template_data());
+    assert_eq!(
+        data.and_then(|d| d.iam_instance_profile())
+            .and_then(|p| p.name()),
+        Some(profile.as_str()),
+        "the nodes launch with the role's profile"
+    );
+    let user_data = data
         .and_then(|d| d.user_data())
         .context("the launch template has userData")?;
     let user_data =

@@ -163,7 +163,7 @@ impl Ec2Cloud {
                 .collect(),
             block_device_mappings: spec.block_device_mappings.clone(),
             metadata_options: spec.metadata_options.clone().unwrap_or_default(),
-            instance_profile: spec.instance_profile.clone(),
+            instance_profile: class.resolution.instance_profile.clone(),
             detailed_monitoring: spec.detailed_monitoring.unwrap_or(false),
             tags: tags::node_tags(&self.settings.cluster, node_pool, &class.name, &spec.tags),
         })

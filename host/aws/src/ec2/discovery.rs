@@ -56,6 +56,9 @@ pub struct Resolution {
     pub security_groups: Vec<ResolvedSecurityGroup>,
     /// Newest first within each architecture.
     pub amis: Vec<ResolvedAmi>,
+    /// The instance profile nodes launch with: `spec.instanceProfile`, or the one Kestrel keeps for
+    /// `spec.role` (None until it is made; the class is not ready then).
+    pub instance_profile: Option<String>,
 }
 
 impl Resolution {
@@ -96,6 +99,7 @@ pub async fn resolve(
         subnets: subnets(client, spec).await?,
         security_groups: security_groups(client, spec).await?,
         amis: amis(client, spec, settings).await?,
+        instance_profile: spec.instance_profile.clone(),
     })
 }
 
@@ -436,6 +440,12 @@ pub fn status(
             "AMINotFound",
             format!("no AMIs matched {}", describe_terms(terms)),
         ))
+    } else if resolution.instance_profile.is_none() {
+        let message = match &spec.role {
+            Some(role) => format!("no instance profile holds role {role} yet"),
+            None => "neither spec.role nor spec.instanceProfile is set".to_string(),
+        };
+        Some(("InstanceProfileNotReady", message))
     } else {
         None
     };
@@ -461,7 +471,7 @@ pub fn status(
         security_groups,
         capacity_reservations: Vec::new(),
         amis,
-        instance_profile: spec.instance_profile.clone(),
+        instance_profile: resolution.instance_profile.clone(),
         conditions: vec![Condition {
             type_: READY.to_string(),
             status: condition_status.to_string(),
@@ -563,8 +573,21 @@ mod tests {
                 creation_date: "2024-08-07T00:00:00.000Z".into(),
                 deprecated: false,
             }],
+            instance_profile: None,
+        };
+        // A role-only class is not ready until its instance profile is made.
+        let status_now = status(&spec(), &resolution, None, 0);
+        assert_eq!(status_now.conditions[0].reason, "InstanceProfileNotReady");
+        assert_eq!(
+            status_now.conditions[0].message,
+            "no instance profile holds role KarpenterNodeRole yet"
+        );
+        let resolution = Resolution {
+            instance_profile: Some("cluster_0123".into()),
+            ..resolution
         };
         let status = status(&spec(), &resolution, None, 0);
+        assert_eq!(status.instance_profile.as_deref(), Some("cluster_0123"));
         assert_eq!(status.conditions[0].status, "True");
         assert_eq!(status.amis[0].requirements[0].values, vec!["arm64"]);
         assert_eq!(status.subnets[0].zone_id.as_deref(), Some("use1-az6"));
