@@ -116,8 +116,9 @@ fn fingerprint(r: &Reflectors) -> Vec<(String, String)> {
     f
 }
 
-/// Takes the instance types the cloud described last into the assembly; true if they changed
-/// since the last call (the first call takes them whether or not they changed).
+/// Takes the instance types the cloud described last into the assembly; true if a new description
+/// arrived since the last call (the adapter publishes only one that differs from the last). The
+/// first call takes what is there.
 fn take_described_types(settings: &mut Settings, first: bool) -> bool {
     let Some(updates) = settings.instance_types.as_mut() else {
         return false;
@@ -126,7 +127,6 @@ fn take_described_types(settings: &mut Settings, first: bool) -> bool {
         return false;
     }
     let described = updates.borrow_and_update().clone();
-    let changed = described != settings.assembly.described;
     if let Some(d) = &described {
         tracing::info!(
             types = d.types.len(),
@@ -134,7 +134,7 @@ fn take_described_types(settings: &mut Settings, first: bool) -> bool {
         );
     }
     settings.assembly.described = described;
-    changed
+    true
 }
 
 /// The number a claim name ends with (`POOL-NNNNN`).

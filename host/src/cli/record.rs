@@ -104,16 +104,12 @@ async fn record(
     settle: Duration,
 ) -> anyhow::Result<Value> {
     let client = client(&args.kubeconfig).await?;
-    let pods_api = Api::<Pod>::all(client.clone());
     let mut workloads: BTreeMap<String, Seen> = BTreeMap::new();
     let started = Instant::now();
     loop {
         let at = started.elapsed().as_secs();
-        let pods = pods_api
-            .list(&ListParams::default())
-            .await
-            .context("listing pods")?;
-        let counted = sample(&mut workloads, &pods.items, at);
+        let pods: Vec<Pod> = list_all(&client, "pods").await?;
+        let counted = sample(&mut workloads, &pods, at);
         // Progress on stderr (the scenario may be going to stdout).
         eprintln!(
             "kestrel record: {at} s: {counted} pods in {} workloads",
@@ -124,26 +120,10 @@ async fn record(
         }
         tokio::time::sleep(every).await;
     }
-    let pools = Api::<NodePool>::all(client.clone())
-        .list(&ListParams::default())
-        .await
-        .context("listing NodePools")?
-        .items;
-    let classes = Api::<EC2NodeClass>::all(client.clone())
-        .list(&ListParams::default())
-        .await
-        .context("listing EC2NodeClasses")?
-        .items;
-    let daemonsets = Api::<DaemonSet>::all(client.clone())
-        .list(&ListParams::default())
-        .await
-        .context("listing DaemonSets")?
-        .items;
-    let nodes = Api::<Node>::all(client.clone())
-        .list(&ListParams::default())
-        .await
-        .context("listing Nodes")?
-        .items;
+    let pools: Vec<NodePool> = list_all(&client, "NodePools").await?;
+    let classes: Vec<EC2NodeClass> = list_all(&client, "EC2NodeClasses").await?;
+    let daemonsets: Vec<DaemonSet> = list_all(&client, "DaemonSets").await?;
+    let nodes: Vec<Node> = list_all(&client, "Nodes").await?;
     let pdbs = pdbs(&client).await?;
     Ok(scenario(
         &args.name,
@@ -156,6 +136,19 @@ async fn record(
         &nodes,
         &pdbs,
     ))
+}
+
+/// Every object of a kind, in every namespace.
+async fn list_all<K>(client: &kube::Client, what: &str) -> anyhow::Result<Vec<K>>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    Ok(Api::<K>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .with_context(|| format!("listing {what}"))?
+        .items)
 }
 
 /// Every PDB (its data, with its namespace), in the version the server serves (the controller's

@@ -151,12 +151,10 @@ pub async fn offered_zones(
 pub async fn described_types(client: &Client) -> Result<DescribedTypes, CloudError> {
     let infos = describe(client).await?;
     let zones = offered_zones(client).await?;
-    let embedded = catalog::ec2_instance_types().ok();
     let types = infos
         .iter()
         .filter_map(|info| {
-            let name = info.instance_type()?.as_str();
-            let known = embedded.and_then(|e| e.iter().find(|t| t.name == name));
+            let known = catalog::ec2_instance_type(info.instance_type()?.as_str());
             instance_type(info, known)
         })
         .collect();
@@ -320,36 +318,30 @@ fn well_known_labels(info: &InstanceTypeInfo, facts: &TypeFacts) -> BTreeMap<Str
         let memory = gpu.memory_info().and_then(|m| m.size_in_mib()).unwrap_or(0);
         set(labels::INSTANCE_GPU_MEMORY, memory.to_string());
     }
-    if let [device] = info
-        .neuron_info()
-        .map(|n| n.neuron_devices())
-        .unwrap_or_default()
-    {
+    // One accelerator kind: a Neuron device (Inferentia, Trainium: AWS's), else an inference one.
+    let neuron = match info.neuron_info().map(|n| n.neuron_devices()) {
+        Some([device]) => Some((device.name(), Some("aws"), device.count())),
+        _ => None,
+    };
+    let accelerator =
+        neuron.or_else(
+            || match info.inference_accelerator_info().map(|a| a.accelerators()) {
+                Some([a]) => Some((a.name(), a.manufacturer(), a.count())),
+                _ => None,
+            },
+        );
+    if let Some((name, manufacturer, count)) = accelerator {
         set(
             labels::INSTANCE_ACCELERATOR_NAME,
-            kebab(device.name().unwrap_or_default()),
-        );
-        set(labels::INSTANCE_ACCELERATOR_MANUFACTURER, "aws".into());
-        set(
-            labels::INSTANCE_ACCELERATOR_COUNT,
-            device.count().unwrap_or(0).to_string(),
-        );
-    } else if let [accelerator] = info
-        .inference_accelerator_info()
-        .map(|a| a.accelerators())
-        .unwrap_or_default()
-    {
-        set(
-            labels::INSTANCE_ACCELERATOR_NAME,
-            kebab(accelerator.name().unwrap_or_default()),
+            kebab(name.unwrap_or_default()),
         );
         set(
             labels::INSTANCE_ACCELERATOR_MANUFACTURER,
-            kebab(accelerator.manufacturer().unwrap_or_default()),
+            kebab(manufacturer.unwrap_or_default()),
         );
         set(
             labels::INSTANCE_ACCELERATOR_COUNT,
-            accelerator.count().unwrap_or(0).to_string(),
+            count.unwrap_or(0).to_string(),
         );
     }
     l
