@@ -25,6 +25,9 @@ for e in "${examples[@]}"; do
   for f in examples/policies/$e/fixtures*.yaml; do
     cargo run -q -p kestrel -- policy test "$out/$e.wasm" "$f"
   done
+  # At production sizes no call may fall back (time out, trap, ...). The deadline-share check is for
+  # an author's idle machine: CI's is shared, so only a call past its whole deadline fails here.
+  cargo run -q -p kestrel -- policy bench "$out/$e.wasm" --iterations 50 --max-deadline-share 1
 done
 # The SDK is not on the package registry yet: the scaffold depends on this checkout's SDK (by default it
 # depends on the SDK's version, for teams with only the `kestrel` binary).

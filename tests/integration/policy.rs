@@ -436,3 +436,85 @@ fn the_example_graviton_policy_builds_loads_and_prefers_arm64() {
     assert_eq!(ranker.rank(&input).value.order[0], 1);
     std::fs::remove_dir_all(&out_dir).ok();
 }
+
+/// `kestrel policy bench` arguments for `wasm` (a file in a fresh temporary directory), small enough
+/// for a test.
+fn bench_args(tag: &str, bytes: &[u8]) -> kestrel::cli::policy_bench::Args {
+    let dir = std::env::temp_dir().join(format!("kestrel-bench-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let wasm = dir.join("policy.wasm");
+    std::fs::write(&wasm, bytes).unwrap();
+    kestrel::cli::policy_bench::Args {
+        wasm,
+        kind: None,
+        settings: None,
+        sizes: vec![60],
+        iterations: 5,
+        max_deadline_share: 1.0,
+        node_pool: "bench".into(),
+    }
+}
+
+/// Runs the bench; returns what failed and the JSON lines printed.
+fn bench_lines(args: &kestrel::cli::policy_bench::Args) -> (Vec<String>, Vec<serde_json::Value>) {
+    let mut out = Vec::new();
+    let failed = kestrel::cli::policy_bench::bench(args, &mut out).unwrap();
+    let lines = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (failed, lines)
+}
+
+#[test]
+fn policy_bench_times_a_component_beside_the_default_of_its_kind() {
+    for kind in PolicyKind::ALL {
+        let args = bench_args(kind.as_str(), defaults::embedded_wasm(kind));
+        let (failed, lines) = bench_lines(&args);
+        assert!(failed.is_empty(), "{failed:?}");
+        // The policy's line: its kind found from its exports; then one line per size.
+        assert_eq!(lines[0]["kind"], kind.as_str(), "{lines:?}");
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        let case = &lines[1];
+        assert_eq!(case["ok"], true, "{case}");
+        assert!(case["fallback"].is_null(), "{case}");
+        let mine = case["policyMicros"]["median"].as_f64().unwrap();
+        let theirs = case["defaultMicros"]["median"].as_f64().unwrap();
+        assert!(mine > 0.0 && theirs > 0.0, "{case}");
+        assert!(case["ratio"].as_f64().unwrap() > 0.0, "{case}");
+    }
+}
+
+#[test]
+fn policy_bench_fails_a_policy_too_near_its_deadline_or_falling_back() {
+    // Any real call uses more than a hundred-thousandth of the deadline (0.5 µs): the share check
+    // fails it.
+    let mut args = bench_args("share", defaults::RANKER_WASM);
+    args.max_deadline_share = 1e-5;
+    let (failed, lines) = bench_lines(&args);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0].contains("of the 50 ms deadline"), "{failed:?}");
+    assert_eq!(lines[1]["ok"], false);
+
+    // A ranker that never returns on this NodePool: the first call times out and timing stops.
+    let mut args = bench_args("loop", MISBEHAVING);
+    args.node_pool = "loop".into();
+    let (failed, lines) = bench_lines(&args);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0].contains("fell back (Timeout"), "{failed:?}");
+    assert!(lines[1]["policyMicros"].is_null(), "{}", lines[1]);
+    assert!(lines[1]["defaultMicros"]["median"].as_f64().unwrap() > 0.0);
+
+    // Settings are the policy's to refuse, as at load time in a cluster.
+    let mut args = bench_args("settings", MISBEHAVING);
+    args.settings = Some("refuse: not these".into());
+    let mut out = Vec::new();
+    let err = kestrel::cli::policy_bench::bench(&args, &mut out).unwrap_err();
+    assert!(format!("{err:#}").contains("not these"), "{err:#}");
+
+    // Bytes that are no policy: refused with the reason, before any timing.
+    let args = bench_args("garbage", b"not wasm");
+    let err = kestrel::cli::policy_bench::bench(&args, &mut Vec::new()).unwrap_err();
+    assert!(format!("{err:#}").contains("policy.wasm"), "{err:#}");
+}

@@ -5,7 +5,9 @@ pub mod bench_pack;
 pub mod bench_policy;
 pub mod bench_sim;
 pub mod convert;
+pub mod generated_inputs;
 pub mod policy;
+pub mod policy_bench;
 #[cfg(feature = "kube")]
 pub mod record;
 #[cfg(feature = "kube")]

@@ -1,4 +1,4 @@
-//! `kestrel policy build|test|new|verify-prebuilt`: the policy author's tools.
+//! `kestrel policy build|test|new|bench|verify-prebuilt`: the policy author's tools.
 use crate::policy::build_component::{self, WASM_TARGET};
 use crate::policy::contract::{budget, consolidate, rank};
 use crate::policy::fixtures::{FixtureCase, FixtureFile, matches};
@@ -39,6 +39,9 @@ pub enum Command {
         #[arg(long, alias = "sdk", value_name = "DIR")]
         sdk_path: Option<PathBuf>,
     },
+    /// Time a component's calls under the production sandbox on generated inputs of production size,
+    /// beside the built-in default of its kind; fails on a fallback or a call too near its deadline.
+    Bench(super::policy_bench::Args),
     /// Check that policies/prebuilt/*.wasm equal a fresh build of policies/ byte for byte.
     VerifyPrebuilt {
         /// The repository root (default: the one this binary was built from).
@@ -51,7 +54,7 @@ pub enum Command {
 }
 
 /// `--kind`: one of the policy kinds, by name (listed in `--help`).
-fn kind_parser() -> impl clap::builder::TypedValueParser<Value = PolicyKind> {
+pub(crate) fn kind_parser() -> impl clap::builder::TypedValueParser<Value = PolicyKind> {
     clap::builder::PossibleValuesParser::new(PolicyKind::ALL.map(PolicyKind::as_str)).map(|name| {
         name.parse::<PolicyKind>()
             .expect("one of the possible values")
@@ -95,6 +98,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Bench(args) => super::policy_bench::run(args),
         Command::VerifyPrebuilt { repo, update } => {
             verify_prebuilt(&repo.unwrap_or_else(repo_root), update)
         }
