@@ -66,11 +66,7 @@ impl InstanceProfiles {
         };
         let roles: Vec<String> = match existing {
             Some(profile) => {
-                let owned = profile
-                    .tags()
-                    .iter()
-                    .any(|t| t.key() == tags::cluster_key(&self.cluster) && t.value() == "owned");
-                if !owned {
+                if !self.owns(profile.tags()) {
                     return Err(CloudError::Api(format!(
                         "instance profile {name} exists but is not tagged as cluster {}'s: not changed",
                         self.cluster
@@ -108,6 +104,66 @@ impl InstanceProfiles {
             tracing::info!(profile = %name, role, "role added to the instance profile");
         }
         Ok(name)
+    }
+
+    /// Deletes the profile Kestrel made for `node_class` (its roles removed first, as IAM requires),
+    /// for a NodeClass being deleted. Returns whether a profile was deleted: none (already gone) and
+    /// one not tagged as this cluster's (someone else's, never touched) are not errors.
+    pub async fn delete(&self, node_class: &str) -> Result<bool, CloudError> {
+        let name = self.name_for(node_class);
+        let profile = match self
+            .client
+            .get_instance_profile()
+            .instance_profile_name(&name)
+            .send()
+            .await
+        {
+            Ok(answer) => answer.instance_profile,
+            Err(err) if error_code(&err) == Some("NoSuchEntity") => None,
+            Err(err) => return Err(cloud_error("GetInstanceProfile", &err)),
+        };
+        let Some(profile) = profile else {
+            return Ok(false);
+        };
+        if !self.owns(profile.tags()) {
+            tracing::warn!(profile = %name, node_class, "the instance profile is not tagged as this cluster's: left in place");
+            return Ok(false);
+        }
+        for role in profile.roles() {
+            match self
+                .client
+                .remove_role_from_instance_profile()
+                .instance_profile_name(&name)
+                .role_name(role.role_name())
+                .send()
+                .await
+            {
+                Ok(_) => {}
+                Err(err) if error_code(&err) == Some("NoSuchEntity") => {}
+                Err(err) => return Err(cloud_error("RemoveRoleFromInstanceProfile", &err)),
+            }
+        }
+        match self
+            .client
+            .delete_instance_profile()
+            .instance_profile_name(&name)
+            .send()
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(profile = %name, node_class, "instance profile deleted");
+                Ok(true)
+            }
+            // Another replica deleted it between the lookup and now.
+            Err(err) if error_code(&err) == Some("NoSuchEntity") => Ok(false),
+            Err(err) => Err(cloud_error("DeleteInstanceProfile", &err)),
+        }
+    }
+
+    /// Whether a profile's tags say this cluster owns it.
+    fn owns(&self, tags: &[Tag]) -> bool {
+        tags.iter()
+            .any(|t| t.key() == tags::cluster_key(&self.cluster) && t.value() == "owned")
     }
 
     async fn create(&self, name: &str, node_class: &str) -> Result<(), CloudError> {

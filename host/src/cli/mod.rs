@@ -6,6 +6,8 @@ pub mod bench_policy;
 pub mod bench_sim;
 pub mod convert;
 pub mod generated_inputs;
+#[cfg(feature = "aws")]
+pub mod node_class_finalizer;
 pub mod policy;
 pub mod policy_bench;
 #[cfg(feature = "kube")]

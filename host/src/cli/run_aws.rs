@@ -7,6 +7,9 @@
 //!   labels and taints; the NodeClass's status (resolved values, `Ready`) is written. Resolution
 //!   runs at start (before the first launch) and then every `--resolve-interval`; a failed
 //!   resolution keeps the previous binding and says so in the log and the status.
+//! - Each EC2NodeClass carries Karpenter's termination finalizer: a deleted class launches nothing
+//!   more and goes once no NodeClaim names it, its instance profile deleted first
+//!   ([`super::node_class_finalizer`]).
 //! - The interruption queue (`INTERRUPTION_QUEUE`) is consumed through the loop's
 //!   [`NoticeQueue`] edge.
 
@@ -20,6 +23,7 @@ use kestrel_aws::ec2::{BoundNodeClass, DiscoverySettings, Ec2Cloud, Ec2Settings,
 use kestrel_aws::iam::InstanceProfiles;
 use kestrel_aws::sqs::{InterruptionQueue, QueueConfig, QueueHealth};
 use kestrel_core::api::ec2nodeclass::{EC2NodeClass, EC2NodeClassStatus};
+use kestrel_core::api::nodeclaim::NodeClaim;
 use kestrel_core::api::nodepool::NodePool;
 use kestrel_core::clock::{Clock, SystemClock};
 use kestrel_core::cloud::CloudApi;
@@ -30,6 +34,7 @@ use kestrel_kube::kube::api::{Api, ListParams, Patch, PatchParams};
 use kestrel_kube::kube::{self, ResourceExt};
 use tokio::sync::{mpsc, watch};
 
+use super::node_class_finalizer as finalizer;
 use super::run::setting;
 
 /// `kestrel run`'s AWS settings (flags, else Karpenter's environment variables).
@@ -129,6 +134,7 @@ pub async fn connect(
         },
         facts,
         resolved: BTreeMap::new(),
+        waiting: BTreeMap::new(),
     };
     binder.pass().await;
     tokio::spawn(async move {
@@ -208,6 +214,8 @@ struct Binder {
     discovery: DiscoverySettings,
     /// The last good resolution of each NodeClass (kept while a resolution fails).
     resolved: BTreeMap<String, Resolution>,
+    /// The NodeClaims each deleted NodeClass was last seen waiting for (an Event when this changes).
+    waiting: BTreeMap<String, Vec<String>>,
 }
 
 impl Binder {
@@ -235,8 +243,35 @@ impl Binder {
                 return;
             }
         };
+        // Deleted classes finish only on a complete list of NodeClaims: a failed one defers them.
+        let claims = match Api::<NodeClaim>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await
+        {
+            Ok(list) => Some(list.items),
+            Err(err) => {
+                tracing::warn!(%err, "listing NodeClaims failed; deleted EC2NodeClasses wait for the next pass");
+                None
+            }
+        };
         for class in &classes {
             let name = class.name_any();
+            if class.metadata.deletion_timestamp.is_some() {
+                // Nothing more launches with it (its pools are unbound below).
+                self.resolved.remove(&name);
+                if let Some(claims) = &claims {
+                    self.finalize(class, claims).await;
+                }
+                continue;
+            }
+            if finalizer::step(class, &[]) == finalizer::Step::Add {
+                match finalizer::write(&self.client, class, true).await {
+                    Ok(()) => tracing::info!(class = %name, "termination finalizer added"),
+                    Err(err) => {
+                        tracing::warn!(class = %name, %err, "adding the termination finalizer failed; tried again at the next pass")
+                    }
+                }
+            }
             match kestrel_aws::ec2::resolve(self.cloud.client(), &class.spec, &self.discovery).await
             {
                 Ok(mut resolution) => {
@@ -266,10 +301,14 @@ impl Binder {
         for pool in &pools {
             let pool_name = pool.name_any();
             let class_name = &pool.spec.template.spec.node_class_ref.name;
-            let (Some(class), Some(resolution)) = (
-                classes.iter().find(|c| &c.name_any() == class_name),
-                self.resolved.get(class_name),
-            ) else {
+            let class = classes.iter().find(|c| &c.name_any() == class_name);
+            if class.is_none_or(|c| c.metadata.deletion_timestamp.is_some())
+                && self.cloud.unbind(&pool_name)
+            {
+                tracing::warn!(pool = %pool_name, class = %class_name, "the NodePool's EC2NodeClass is gone or being deleted; nothing launches for it");
+                continue;
+            }
+            let (Some(class), Some(resolution)) = (class, self.resolved.get(class_name)) else {
                 tracing::warn!(pool = %pool_name, class = %class_name, "the NodePool's EC2NodeClass is missing or never resolved; nothing launches for it");
                 continue;
             };
@@ -287,6 +326,58 @@ impl Binder {
                     tracing::error!(pool = %pool_name, class = %class_name, error = %err, "the NodePool's userData cannot be rendered; its binding stays as it was")
                 }
             }
+        }
+    }
+
+    /// One step of a deleted class's finalizer (see [`finalizer`]): wait for its NodeClaims (an
+    /// Event when the set it waits for changes), or delete the instance profile Kestrel made for it
+    /// and remove the finalizer. A failed step is logged and taken again at the next pass.
+    async fn finalize(&mut self, class: &EC2NodeClass, claims: &[NodeClaim]) {
+        let name = class.name_any();
+        match finalizer::step(class, claims) {
+            finalizer::Step::Wait(names) => {
+                if self.waiting.get(&name) == Some(&names) {
+                    return;
+                }
+                let message = format!("waiting on NodeClaim termination for {}", names.join(", "));
+                tracing::info!(class = %name, "{message}");
+                let object = kestrel_kube::executor::reference::<EC2NodeClass>(&name, class.uid());
+                if let Err(err) = kestrel_kube::executor::emit(
+                    &self.client,
+                    object,
+                    "Normal",
+                    "WaitingOnNodeClaimTermination",
+                    &message,
+                )
+                .await
+                {
+                    tracing::warn!(class = %name, %err, "Event not recorded");
+                }
+                self.waiting.insert(name, names);
+            }
+            finalizer::Step::Finish => {
+                if class.spec.role.is_some() && class.spec.instance_profile.is_none() {
+                    match self.profiles.delete(&name).await {
+                        Ok(deleted) => {
+                            tracing::info!(class = %name, deleted, "the EC2NodeClass's instance profile is gone")
+                        }
+                        Err(err) => {
+                            tracing::warn!(class = %name, %err, "deleting the EC2NodeClass's instance profile failed; the class stays until it succeeds");
+                            return;
+                        }
+                    }
+                }
+                match finalizer::write(&self.client, class, false).await {
+                    Ok(()) => {
+                        tracing::info!(class = %name, "termination finalizer removed");
+                        self.waiting.remove(&name);
+                    }
+                    Err(err) => {
+                        tracing::warn!(class = %name, %err, "removing the termination finalizer failed; tried again at the next pass")
+                    }
+                }
+            }
+            finalizer::Step::Add | finalizer::Step::Keep => {}
         }
     }
 

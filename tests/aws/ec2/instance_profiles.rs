@@ -1,6 +1,7 @@
 //! Instance profiles for role-only EC2NodeClasses, against moto's IAM: made once with the class's
 //! role and Karpenter's tags, found again (not made twice) by a restarted controller, the role
-//! replaced when the class changes it, and a same-named profile another owner made left alone.
+//! replaced when the class changes it, a same-named profile another owner made left alone, and the
+//! profile (not the role) deleted with its class.
 
 use aws_sdk_iam::Client;
 use aws_sdk_iam::types::Tag;
@@ -125,5 +126,36 @@ async fn a_same_named_profile_of_another_owner_is_not_changed() -> anyhow::Resul
         .expect_err("someone else's profile");
     assert!(err.to_string().contains("not tagged as cluster"), "{err}");
     assert_eq!(roles_of(&iam, &name).await?, ["TheirRole"]);
+    // Nor deleted with a NodeClass of that name.
+    assert!(!profiles.delete("default").await?, "not ours to delete");
+    assert_eq!(roles_of(&iam, &name).await?, ["TheirRole"]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_node_class_takes_its_profile_and_leaves_its_role() -> anyhow::Result<()> {
+    let moto = kestrel_aws_tests::MotoServer::start()?;
+    let config = crate::fixture::sdk_config(&moto).await;
+    let iam = Client::new(&config);
+    role(&iam, "KarpenterNodeRole").await?;
+    let profiles = InstanceProfiles::from_config(&config, crate::fixture::CLUSTER);
+    let name = profiles.ensure("default", "KarpenterNodeRole").await?;
+    let kept = profiles.ensure("gpu", "KarpenterNodeRole").await?;
+
+    assert!(profiles.delete("default").await?, "deleted");
+    let gone = iam
+        .get_instance_profile()
+        .instance_profile_name(&name)
+        .send()
+        .await
+        .expect_err("the profile is gone");
+    assert_eq!(
+        aws_sdk_iam::error::ProvideErrorMetadata::code(&gone),
+        Some("NoSuchEntity")
+    );
+    // The other class's profile and the role (the user's) stay; a second delete finds nothing.
+    assert_eq!(roles_of(&iam, &kept).await?, ["KarpenterNodeRole"]);
+    iam.get_role().role_name("KarpenterNodeRole").send().await?;
+    assert!(!profiles.delete("default").await?, "already gone");
     Ok(())
 }

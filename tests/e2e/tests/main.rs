@@ -11,7 +11,9 @@
 //! CreateFleet answered resumes the launch after a restart: the same claim, the same instance.
 //! Offerings without capacity (CreateFleet's `Errors[]`) fall through to the next ranked one. The
 //! metrics Prometheus scrapes say what happened. A leader SIGKILLed mid-launch is replaced by its
-//! standby once the lease runs out, which finishes the launch (one claim, one instance).
+//! standby once the lease runs out, which finishes the launch (one claim, one instance). A deleted
+//! EC2NodeClass stays (Karpenter's finalizer) while a NodeClaim names it, then goes with the instance
+//! profile Kestrel made for its role.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -197,6 +199,9 @@ fn kestrel_run(
             "default",
             "--identity",
             identity,
+            // NodeClasses resolved (and deleted ones finished) every 2 s, not every 5 minutes.
+            "--resolve-interval",
+            "2s",
             "--health-probe-port",
             "0",
             "--log-level",
@@ -879,6 +884,117 @@ async fn kestrel_run_on_aws_leader_killed_mid_launch_the_standby_finishes_it() -
     );
     kubelet.abort();
     drop(standby);
+    drop(env);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kestrel_run_on_aws_deleting_a_node_class_waits_for_its_claims_then_deletes_its_instance_profile()
+-> Result<()> {
+    let env = Env::new("class-deletion").await?;
+    let kestrel = env.kestrel()?;
+    let kubelet = spawn_kubelet(env.client.clone(), env.ec2.clone())?;
+    let context = || format!("log: {}", env.log.display());
+    let classes = Api::<EC2NodeClass>::all(env.client.clone());
+    let iam = aws_sdk_iam::Client::new(&sdk_config(&env.moto).await);
+    // Ready, with its profile and Karpenter's finalizer.
+    let profile = eventually(
+        Duration::from_secs(60),
+        "the class finalized and its profile made",
+        || async {
+            kestrel.check_alive()?;
+            let class = classes.get("default").await?;
+            let finalized = class
+                .metadata
+                .finalizers
+                .unwrap_or_default()
+                .iter()
+                .any(|f| f == "karpenter.k8s.aws/termination");
+            Ok(class
+                .status
+                .and_then(|s| s.instance_profile)
+                .filter(|_| finalized))
+        },
+    )
+    .await
+    .with_context(context)?;
+    let pods = Api::<Pod>::namespaced(env.client.clone(), "default");
+    pods.create(&PostParams::default(), &pod("web-1")).await?;
+    eventually(Duration::from_secs(90), "web-1 bound", || async {
+        kestrel.check_alive()?;
+        Ok(pods.get("web-1").await?.spec.and_then(|s| s.node_name))
+    })
+    .await
+    .with_context(context)?;
+    let claims = Api::<kestrel_core::api::NodeClaim>::all(env.client.clone());
+    let claim = claims
+        .list(&Default::default())
+        .await?
+        .items
+        .first()
+        .map(kube::ResourceExt::name_any)
+        .context("a NodeClaim")?;
+
+    // Deleted while a NodeClaim names it: it stays, says what it waits for, keeps its profile.
+    classes.delete("default", &Default::default()).await?;
+    let events =
+        Api::<k8s_openapi::api::core::v1::Event>::namespaced(env.client.clone(), "default");
+    let message = eventually(Duration::from_secs(30), "the waiting Event", || async {
+        kestrel.check_alive()?;
+        Ok(events
+            .list(&Default::default())
+            .await?
+            .items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("WaitingOnNodeClaimTermination"))
+            .and_then(|e| e.message))
+    })
+    .await
+    .with_context(context)?;
+    assert!(message.contains(&claim), "{message}");
+    let class = classes.get("default").await?;
+    assert!(class.metadata.deletion_timestamp.is_some());
+    iam.get_instance_profile()
+        .instance_profile_name(&profile)
+        .send()
+        .await
+        .context("the profile stays while a claim names the class")?;
+
+    // The claim goes (its instance terminated), then the class and its profile.
+    claims.delete(&claim, &Default::default()).await?;
+    eventually(Duration::from_secs(120), "the class gone", || async {
+        kestrel.check_alive()?;
+        Ok(classes.get_opt("default").await?.is_none().then_some(()))
+    })
+    .await
+    .with_context(context)?;
+    let gone = iam
+        .get_instance_profile()
+        .instance_profile_name(&profile)
+        .send()
+        .await
+        .err()
+        .and_then(|e| aws_sdk_iam::error::ProvideErrorMetadata::code(&e).map(str::to_string));
+    assert_eq!(
+        gone.as_deref(),
+        Some("NoSuchEntity"),
+        "the profile is deleted"
+    );
+    assert!(
+        claimed_instances(&env.ec2)
+            .await?
+            .iter()
+            .all(|(_, s, _)| matches!(
+                s,
+                InstanceStateName::ShuttingDown | InstanceStateName::Terminated
+            )),
+        "no instance left running"
+    );
+    // The role itself is the user's: it stays.
+    iam.get_role().role_name(NODE_ROLE).send().await?;
+    kestrel.check_alive()?;
+    kubelet.abort();
+    drop(kestrel);
     drop(env);
     Ok(())
 }

@@ -132,6 +132,16 @@ impl Ec2Cloud {
             .insert(node_pool.to_string(), Arc::new(node_class));
     }
 
+    /// Unbinds a node pool (its NodeClass is being deleted): its launches fail from now on, and the
+    /// launch templates only it produced are collected. Returns whether it was bound.
+    pub fn unbind(&self, node_pool: &str) -> bool {
+        self.node_classes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(node_pool)
+            .is_some()
+    }
+
     fn bound(&self, node_pool: &str) -> Option<Arc<BoundNodeClass>> {
         self.node_classes
             .lock()
