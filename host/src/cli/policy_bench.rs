@@ -89,11 +89,12 @@ pub struct Case {
     pub ok: bool,
 }
 
-/// The policy under test and the default of its kind, both in the production sandbox.
+/// The policy under test and the default of its kind, both in the production sandbox (boxed: the
+/// kinds' sandboxes differ in size).
 enum Pair {
-    Ranker(WasmRanker, WasmRanker),
-    Consolidator(WasmConsolidator, WasmConsolidator),
-    Budgeter(WasmBudgeter, WasmBudgeter),
+    Ranker(Box<WasmRanker>, Box<WasmRanker>),
+    Consolidator(Box<WasmConsolidator>, Box<WasmConsolidator>),
+    Budgeter(Box<WasmBudgeter>, Box<WasmBudgeter>),
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -136,16 +137,16 @@ pub fn bench(args: &Args, out: &mut dyn std::io::Write) -> anyhow::Result<Vec<St
     let metrics = Arc::default;
     let mut pair = match kind {
         PolicyKind::Ranker => Pair::Ranker(
-            WasmRanker::new(policy, limits, metrics()),
-            WasmRanker::new(default, limits, metrics()),
+            Box::new(WasmRanker::new(policy, limits, metrics())),
+            Box::new(WasmRanker::new(default, limits, metrics())),
         ),
         PolicyKind::Consolidator => Pair::Consolidator(
-            WasmConsolidator::new(policy, limits, metrics()),
-            WasmConsolidator::new(default, limits, metrics()),
+            Box::new(WasmConsolidator::new(policy, limits, metrics())),
+            Box::new(WasmConsolidator::new(default, limits, metrics())),
         ),
         PolicyKind::Budgeter => Pair::Budgeter(
-            WasmBudgeter::new(policy, limits, metrics()),
-            WasmBudgeter::new(default, limits, metrics()),
+            Box::new(WasmBudgeter::new(policy, limits, metrics())),
+            Box::new(WasmBudgeter::new(default, limits, metrics())),
         ),
     };
     let sizes: Vec<usize> = if args.sizes.is_empty() {
