@@ -231,10 +231,15 @@ fn reasons_reach_the_verdict_and_the_explanation_and_are_bounded() {
         NativeRanker::answer(Some(&canary_catalog()), &with("x")).value
     );
     assert!(v.reasons.is_empty());
-    // One reason for four entries: invalid too.
-    let f = r.rank(&with("fewreasons")).fallback.unwrap();
+    // A reason for the first of four entries only: a ranking may stop after its first reasons.
+    let v = r.rank(&with("fewreasons"));
+    assert_eq!(v.fallback, None);
+    assert_eq!(v.reasons, vec!["only one"]);
+    assert!(v.decided_by.ends_with(": only one"), "{}", v.decided_by);
+    // Five reasons for four entries: invalid too.
+    let f = r.rank(&with("manyreasons")).fallback.unwrap();
     assert_eq!(f.kind, FallbackKind::InvalidAnswer);
-    assert!(f.detail.contains("1 reasons for 4 choices"), "{}", f.detail);
+    assert!(f.detail.contains("5 reasons for 4 entries"), "{}", f.detail);
     assert_eq!(
         metrics.snapshot().fallbacks_of(FallbackKind::InvalidAnswer),
         2

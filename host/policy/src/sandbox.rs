@@ -523,7 +523,7 @@ impl Ranker for WasmRanker {
                     },
                 )?;
                 validate::ranking(&answer, n).map_err(|d| (FallbackKind::InvalidAnswer, d))?;
-                validate::reasons(&reasons, answer.order.len())
+                validate::ranking_reasons(&reasons, answer.order.len())
                     .map_err(|d| (FallbackKind::InvalidAnswer, d))?;
                 Ok((answer, reasons))
             },

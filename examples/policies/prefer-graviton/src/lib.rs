@@ -2,8 +2,9 @@
 //! NodePool's settings say otherwise: `kestrel.dev/ranker-settings: '{"max_premium_percent": 15}'`).
 //!
 //! Offerings are ordered by price per pending pod, where an arm64 offering's price counts as if it were
-//! N% lower; scores stay the real hourly price (what the packer minimises). Each entry says why it is
-//! where it is.
+//! N% lower; scores stay the real hourly price (what the packer minimises). The first entries say why
+//! they are where they are (the host reports the first; a reason for each of the thousands of
+//! offerings of a catalog-wide NodePool would cost more than the ranking).
 use kestrel_policy_sdk::helpers::{label, offerings};
 use kestrel_policy_sdk::ranker::{Catalog, Guest, PolicyInfo, RankInput, Ranking};
 use std::sync::Mutex;
@@ -37,11 +38,19 @@ pub fn settings(json: &str) -> Result<Settings, String> {
     Ok(s)
 }
 
+/// How many of the first entries carry a reason.
+pub const REASONS: usize = 5;
+
 pub fn rank(settings: &Settings, catalog: &Catalog, input: &RankInput) -> Result<Ranking, String> {
     let premium = 1.0 + settings.max_premium_percent / 100.0;
+    // Looked up once per instance type, not once per offering (a type has an offering per zone and
+    // capacity type).
+    let arm64: Vec<bool> = (0..catalog.instance_types.len() as u32)
+        .map(|t| label(catalog, t, "kubernetes.io/arch") == Some("arm64"))
+        .collect();
     let mut rows: Vec<(f64, f64, u32, bool)> = offerings(&input.offerings)?
         .map(|o| {
-            let arm = label(catalog, o.instance_type, "kubernetes.io/arch") == Some("arm64");
+            let arm = arm64.get(o.instance_type as usize) == Some(&true);
             let per_pod = o.price / f64::from(o.pods_per_node.max(1));
             let key = if arm { per_pod / premium } else { per_pod };
             (key, o.price, o.index, arm)
@@ -50,6 +59,7 @@ pub fn rank(settings: &Settings, catalog: &Catalog, input: &RankInput) -> Result
     rows.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.2.cmp(&b.2)));
     let reasons = rows
         .iter()
+        .take(REASONS)
         .map(|r| {
             kestrel_policy_sdk::reason(&if r.3 {
                 format!(
@@ -164,12 +174,30 @@ mod tests {
     }
 
     #[test]
-    fn the_premium_comes_from_the_settings_and_every_entry_has_a_reason() {
+    fn the_premium_comes_from_the_settings_and_the_first_entries_have_reasons() {
         let s = settings(r#"{"max_premium_percent": 10}"#).unwrap();
         let r = rank(&s, &catalog(), &input(0.10, 0.115)).unwrap();
         assert_eq!(r.order, vec![0, 1], "15% dearer loses at a 10% premium");
         assert_eq!(r.reasons.len(), 2);
+        assert!(r.reasons[0].starts_with("x86"), "{:?}", r.reasons);
         assert!(r.reasons[1].starts_with("arm64"), "{:?}", r.reasons);
+    }
+
+    #[test]
+    fn only_the_first_entries_have_reasons() {
+        let mut i = input(0.10, 0.115);
+        let n = 3 * REASONS as u32;
+        let o = &mut i.offerings;
+        o.instance_type = (0..n).map(|k| k % 2).collect();
+        o.zone = vec![0; n as usize];
+        o.capacity_type = vec![0; n as usize];
+        o.price = (0..n).map(|k| 0.1 + f64::from(k) * 0.01).collect();
+        o.interruption = vec![0.0; n as usize];
+        o.capacity_score = vec![-1.0; n as usize];
+        o.pods_per_node = vec![1; n as usize];
+        let r = rank(&Settings::default(), &catalog(), &i).unwrap();
+        assert_eq!(r.order.len(), n as usize);
+        assert_eq!(r.reasons.len(), REASONS);
     }
 
     #[test]

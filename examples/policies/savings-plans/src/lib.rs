@@ -36,40 +36,69 @@ pub fn settings(json: &str) -> Result<Settings, String> {
     Ok(s)
 }
 
-/// The effective hourly price of an offering and why.
-pub fn effective(s: &Settings, type_name: &str, capacity_type: u8, price: f64) -> (f64, String) {
+/// What an offering's effective price is based on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Basis {
+    /// Spot: its own price.
+    Spot,
+    /// A Reserved Instance's hourly price, from the settings.
+    Reserved,
+    /// The list price less a Savings Plan's discount (percent), from the settings.
+    SavingsPlan(f64),
+    /// On-demand at list price.
+    List,
+}
+
+/// The effective hourly price of an offering and what it is based on.
+pub fn effective(s: &Settings, type_name: &str, capacity_type: u8, price: f64) -> (f64, Basis) {
     if capacity_type != ON_DEMAND {
-        return (price, format!("{type_name} at its ${price:.4}/h price"));
+        return (price, Basis::Spot);
     }
     if let Some(&p) = s.reserved_hourly.get(type_name) {
-        return (p, format!("{type_name} reserved at ${p:.4}/h (list ${price:.4})"));
+        return (p, Basis::Reserved);
     }
     let family = type_name.split('.').next().unwrap_or(type_name);
     match s.savings_plan_percent.get(family) {
-        Some(&pct) => {
-            let p = price * (1.0 - pct / 100.0);
-            (p, format!("{type_name} at ${p:.4}/h after a {pct}% Savings Plan (list ${price:.4})"))
-        }
-        None => (price, format!("{type_name} on-demand at list ${price:.4}/h")),
+        Some(&pct) => (price * (1.0 - pct / 100.0), Basis::SavingsPlan(pct)),
+        None => (price, Basis::List),
     }
 }
 
+/// Why an offering costs `effective` (its list price `price`).
+pub fn why(type_name: &str, price: f64, effective: f64, basis: Basis) -> String {
+    match basis {
+        Basis::Spot => format!("{type_name} at its ${price:.4}/h price"),
+        Basis::Reserved => format!("{type_name} reserved at ${effective:.4}/h (list ${price:.4})"),
+        Basis::SavingsPlan(pct) => {
+            format!("{type_name} at ${effective:.4}/h after a {pct}% Savings Plan (list ${price:.4})")
+        }
+        Basis::List => format!("{type_name} on-demand at list ${price:.4}/h"),
+    }
+}
+
+/// How many of the first entries carry a reason (the host reports the first; formatting one for each
+/// of the thousands of offerings of a catalog-wide NodePool would cost more than the ranking).
+pub const REASONS: usize = 5;
+
 pub fn rank(s: &Settings, catalog: &Catalog, input: &RankInput) -> Result<Ranking, String> {
-    let mut rows: Vec<(f64, f64, u32, String)> = offerings(&input.offerings)?
+    let name = |t: u32| catalog.instance_types.get(t as usize).map_or("?", |t| t.name.as_str());
+    // (effective per pod, effective, offering, its type, list price, basis)
+    let mut rows: Vec<(f64, f64, u32, u32, f64, Basis)> = offerings(&input.offerings)?
         .map(|o| {
-            let name = catalog
-                .instance_types
-                .get(o.instance_type as usize)
-                .map_or("?", |t| t.name.as_str());
-            let (price, why) = effective(s, name, o.capacity_type, o.price);
-            (price / f64::from(o.pods_per_node.max(1)), price, o.index, why)
+            let (price, basis) = effective(s, name(o.instance_type), o.capacity_type, o.price);
+            let per_pod = price / f64::from(o.pods_per_node.max(1));
+            (per_pod, price, o.index, o.instance_type, o.price, basis)
         })
         .collect();
     rows.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.2.cmp(&b.2)));
     Ok(Ranking {
         order: rows.iter().map(|r| r.2).collect(),
         scores: rows.iter().map(|r| r.1).collect(),
-        reasons: rows.iter().map(|r| kestrel_policy_sdk::reason(&r.3)).collect(),
+        reasons: rows
+            .iter()
+            .take(REASONS)
+            .map(|r| kestrel_policy_sdk::reason(&why(name(r.3), r.4, r.1, r.5)))
+            .collect(),
     })
 }
 

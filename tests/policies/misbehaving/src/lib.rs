@@ -3,7 +3,7 @@
 //! - `loop`: never returns;  `memhog`: allocates until the memory cap stops it;  `trap`: panics;
 //! - `invalid`: names offering 0 twice;  `nan`: a NaN score;  `err`: answers `err(..)`;
 //! - `reasons`: index order, reason "offering K" per entry;  `longreason`: a 201-byte reason;
-//!   `fewreasons`: one reason for several entries;
+//!   `fewreasons`: a reason for the first entry only (valid); `manyreasons`: one more reason than entries;
 //! - settings `{"refuse": "MESSAGE"}` are refused with MESSAGE; `{"first_score": X}` makes every
 //!   plain answer's first score X (so a test can tell which settings an instance has);
 //! - anything else: offerings in index order, the first score being the number of `rank` calls this
@@ -71,12 +71,13 @@ impl Guest for Misbehaving {
                 scores: (0..n).map(|_| f64::NAN).collect(),
                 reasons: vec![],
             }),
-            "reasons" | "longreason" | "fewreasons" => Ok(Ranking {
+            "reasons" | "longreason" | "fewreasons" | "manyreasons" => Ok(Ranking {
                 order: (0..n).collect(),
                 scores: (0..n).map(f64::from).collect(),
                 reasons: match input.node_pool.as_str() {
                     "reasons" => (0..n).map(|k| format!("offering {k}")).collect(),
                     "longreason" => (0..n).map(|_| "x".repeat(201)).collect(),
+                    "manyreasons" => (0..=n).map(|k| format!("offering {k}")).collect(),
                     _ => vec!["only one".into()],
                 },
             }),
