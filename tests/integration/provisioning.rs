@@ -366,3 +366,69 @@ fn karpenter_mix_replay_places_every_pod_but_hostname_affinity_to_full_nodes() {
     let left: u64 = report.never_placed.iter().map(|n| n.pods).sum();
     assert!(left <= 100, "{left} hostname-affinity pods never placed");
 }
+
+/// Pods over a NodePool limit are found unplaceable once and left out of the batches that follow
+/// while nothing that could change that answer changes; when the limit frees (the other workload
+/// scales to zero and its nodes are consolidated away) they are planned again and launched.
+#[test]
+fn unplaceable_pods_are_not_planned_again_until_the_world_changes() {
+    let text = r#"name: remembered
+seed: 3
+duration: 12m
+cloud:
+  instanceTypes: [m5.xlarge]
+nodePools:
+  - apiVersion: karpenter.sh/v1
+    kind: NodePool
+    metadata: {name: limited}
+    spec:
+      template:
+        spec:
+          nodeClassRef: {group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}
+          requirements:
+            - {key: karpenter.sh/capacity-type, operator: In, values: [on-demand]}
+      disruption:
+        consolidationPolicy: WhenEmptyOrUnderutilized
+        consolidateAfter: 0s
+      limits:
+        cpu: "8"
+workloads:
+  - name: first
+    kind: Deployment
+    replicas: 6
+    scale:
+      - {at: 5m, replicas: 0}
+    template:
+      spec:
+        nodeSelector: {topology.kubernetes.io/zone: us-east-1a}
+        containers:
+          - name: app
+            resources: {requests: {cpu: "1", memory: 1Gi}}
+  - name: later
+    kind: Deployment
+    replicas: 3
+    template:
+      spec:
+        # Not on `first`'s nodes when they empty: only new capacity (under the limit) takes them.
+        nodeSelector: {topology.kubernetes.io/zone: us-east-1b}
+        containers:
+          - name: app
+            resources: {requests: {cpu: "1", memory: 1Gi}}
+"#;
+    let s = kestrel::sim::scenario::Scenario::parse(text, "remembered.yaml").unwrap();
+    let o = kestrel::sim::replay::simulate(&s, Default::default(), &mut |_| {});
+    let stats = &o.controller.stats;
+    // Two m5.xlarge hold `first` and the limit; `later` waits, and the retries while nothing
+    // changes cost no planning pass.
+    assert!(
+        stats.batches_unchanged >= 2,
+        "retries planned again: {stats:?}"
+    );
+    // Once `first` is gone and its nodes with it, `later` gets its capacity.
+    assert_eq!(
+        o.cluster.pending_count(),
+        0,
+        "{:?}",
+        o.controller.unplaceable
+    );
+}

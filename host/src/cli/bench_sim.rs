@@ -249,6 +249,7 @@ fn over_limit(replicas: usize) -> anyhow::Result<serde_json::Value> {
         "podsBound": report.pods.bound,
         "pendingAtEnd": report.pods.pending_at_end,
         "batches": outcome.controller.stats.batches,
+        "batchesUnchanged": outcome.controller.stats.batches_unchanged,
         "seconds": (seconds * 1000.0).round() / 1000.0,
     }))
 }

@@ -28,6 +28,7 @@ mod launch;
 mod offerings;
 pub mod planner;
 pub mod provision;
+mod unplaced;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -376,7 +377,12 @@ mod forceful_tests {
 /// Counters the report reads.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct ControllerStats {
+    /// Batches planned.
     pub batches: u64,
+    /// Batches not planned: every pod in them was found unplaceable before, and nothing that could
+    /// change that answer had changed (see `controller::unplaced`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub batches_unchanged: u64,
     pub claims_launched: u64,
     pub launch_failures: u64,
     /// Launches answered with throttling or an unknown outcome and retried with the same token.
@@ -409,6 +415,10 @@ pub struct ControllerStats {
     /// Drains begun, per NodePool and reason (consolidation, drift, expiry, interruption, …):
     /// Karpenter's `karpenter_nodeclaims_disrupted_total`.
     pub disrupted: BTreeMap<String, BTreeMap<Reason, u64>>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// How many policy fallbacks [`ControllerStats`] keeps the text of.
@@ -526,6 +536,8 @@ pub struct Controller {
     outbox: Vec<Command>,
     /// Pods the last plan could not place, with the reason.
     pub unplaceable: BTreeMap<PodKey, String>,
+    /// Those of them a batch leaves out while nothing that could change their answer changes.
+    unplaced: unplaced::UnplacedMemo,
     pub log: Vec<Decided>,
     pub stats: ControllerStats,
 }
@@ -607,6 +619,7 @@ impl Controller {
             available: None,
             outbox: Vec::new(),
             unplaceable: BTreeMap::new(),
+            unplaced: unplaced::UnplacedMemo::default(),
             log: Vec::new(),
             stats: ControllerStats::default(),
         }
@@ -922,18 +935,54 @@ impl Controller {
         if !self.batcher.take_if_due(now) || pending.is_empty() {
             return;
         }
+        // Pods found unplaceable in this same world keep their answer without a planning pass.
+        let world = self.world(now, cluster);
+        let (to_plan, remembered) = self.unplaced.split(&world, pending);
+        if to_plan.is_empty() {
+            self.stats.batches_unchanged += 1;
+            self.unplaceable = remembered.into_iter().collect();
+            self.retry_at = Some(now + self.config.retry_unplaced_ms);
+            return;
+        }
         self.stats.batches += 1;
-        let plan = self.plan(now, &pending, cluster);
+        let plan = self.plan(now, &to_plan, cluster);
         self.unplaceable = plan.unplaceable.iter().cloned().collect();
+        self.unplaceable.extend(remembered.iter().cloned());
         for (pod, claim) in plan.nominations {
             if self.claims.contains_key(&claim) {
                 self.outbox.push(Command::Nominate { pod, claim });
             }
         }
-        if !plan.unplaceable.is_empty() {
+        if !self.unplaceable.is_empty() {
             self.retry_at = Some(now + self.config.retry_unplaced_ms);
         }
         self.launch(now, plan.claims, Reason::Provisioning, true);
+        // As of the world after the launches: they only take room, so they cannot make an
+        // unplaceable pod placeable; what changes later (a claim launched, a node registered or
+        // gone, the offerings) makes the next batch plan them again.
+        let world = self.world(now, cluster);
+        let unplaceable: HashMap<&PodKey, &str> = plan
+            .unplaceable
+            .iter()
+            .map(|(k, why)| (k, why.as_str()))
+            .collect();
+        let kept: Vec<PodKey> = remembered.into_iter().map(|(k, _)| k).collect();
+        self.unplaced.update(world, &to_plan, &unplaceable, &kept);
+    }
+
+    /// What the answer for an unplaceable pod depends on besides its spec (see [`unplaced`]).
+    fn world(&mut self, now: Millis, cluster: &dyn ClusterState) -> unplaced::World {
+        let mut nodes: Vec<Arc<str>> = cluster.nodes().iter().map(|n| n.name.clone()).collect();
+        nodes.sort_unstable();
+        unplaced::World {
+            offerings_revision: self.offerings(now).0,
+            nodes,
+            claims: self
+                .claims
+                .iter()
+                .map(|(name, c)| (name.clone(), c.phase))
+                .collect(),
+        }
     }
 
     fn disrupt(&mut self, now: Millis, cluster: &dyn ClusterState) {
