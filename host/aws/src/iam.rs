@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_iam::Client;
-use aws_sdk_iam::types::Tag;
+use aws_sdk_iam::types::{InstanceProfile, Tag};
 use kestrel_core::cloud::CloudError;
 use sha2::{Digest, Sha256};
 
@@ -53,18 +53,7 @@ impl InstanceProfiles {
     /// The instance profile for `node_class` holding `role`, made or corrected as needed; its name.
     pub async fn ensure(&self, node_class: &str, role: &str) -> Result<String, CloudError> {
         let name = self.name_for(node_class);
-        let existing = match self
-            .client
-            .get_instance_profile()
-            .instance_profile_name(&name)
-            .send()
-            .await
-        {
-            Ok(answer) => answer.instance_profile,
-            Err(err) if error_code(&err) == Some("NoSuchEntity") => None,
-            Err(err) => return Err(cloud_error("GetInstanceProfile", &err)),
-        };
-        let roles: Vec<String> = match existing {
+        let roles: Vec<String> = match self.find(&name).await? {
             Some(profile) => {
                 if !self.owns(profile.tags()) {
                     return Err(CloudError::Api(format!(
@@ -111,18 +100,7 @@ impl InstanceProfiles {
     /// one not tagged as this cluster's (someone else's, never touched) are not errors.
     pub async fn delete(&self, node_class: &str) -> Result<bool, CloudError> {
         let name = self.name_for(node_class);
-        let profile = match self
-            .client
-            .get_instance_profile()
-            .instance_profile_name(&name)
-            .send()
-            .await
-        {
-            Ok(answer) => answer.instance_profile,
-            Err(err) if error_code(&err) == Some("NoSuchEntity") => None,
-            Err(err) => return Err(cloud_error("GetInstanceProfile", &err)),
-        };
-        let Some(profile) = profile else {
+        let Some(profile) = self.find(&name).await? else {
             return Ok(false);
         };
         if !self.owns(profile.tags()) {
@@ -157,6 +135,21 @@ impl InstanceProfiles {
             // Another replica deleted it between the lookup and now.
             Err(err) if error_code(&err) == Some("NoSuchEntity") => Ok(false),
             Err(err) => Err(cloud_error("DeleteInstanceProfile", &err)),
+        }
+    }
+
+    /// The profile named `name`, or `None` when IAM has none (`NoSuchEntity`).
+    async fn find(&self, name: &str) -> Result<Option<InstanceProfile>, CloudError> {
+        match self
+            .client
+            .get_instance_profile()
+            .instance_profile_name(name)
+            .send()
+            .await
+        {
+            Ok(answer) => Ok(answer.instance_profile),
+            Err(err) if error_code(&err) == Some("NoSuchEntity") => Ok(None),
+            Err(err) => Err(cloud_error("GetInstanceProfile", &err)),
         }
     }
 

@@ -215,8 +215,14 @@ pub fn consolidate(catalog: &Catalog, n: usize) -> consolidate::ConsolidateInput
     for (k, &i) in underutilized.iter().take(MAX_SINGLE_NODE_MOVES).enumerate() {
         let replacement =
             (k % 2 == 0 && nodes[i as usize].price > cheapest.1).then(|| cheapest.clone());
+        // Every other one has a cheaper replacement; the rest are plain deletions.
+        let kind = if replacement.is_some() {
+            consolidate::MoveKind::Replace
+        } else {
+            consolidate::MoveKind::Delete
+        };
         moves.push((
-            consolidate::MoveKind::Replace,
+            kind,
             consolidate::DisruptionReason::Underutilized,
             vec![i],
             replacement,
@@ -228,11 +234,6 @@ pub fn consolidate(catalog: &Catalog, n: usize) -> consolidate::ConsolidateInput
         .map(|(id, (kind, reason, members, replacement))| {
             let pods_moved: u32 = members.iter().map(|&i| nodes[i as usize].pods).sum();
             let removed: f64 = members.iter().map(|&i| nodes[i as usize].price).sum();
-            let kind = if replacement.is_some() {
-                kind
-            } else {
-                consolidate::MoveKind::Delete
-            };
             consolidate::CandidateMove {
                 id: id as u32,
                 kind,

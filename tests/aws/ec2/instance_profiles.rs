@@ -10,9 +10,7 @@ use kestrel_aws::iam::{InstanceProfiles, MANAGED_BY_TAG};
 async fn role(iam: &Client, name: &str) -> anyhow::Result<()> {
     iam.create_role()
         .role_name(name)
-        .assume_role_policy_document(
-            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#,
-        )
+        .assume_role_policy_document(kestrel_aws_tests::EC2_TRUST_POLICY)
         .send()
         .await?;
     Ok(())

@@ -15,6 +15,9 @@ use std::time::Duration;
 /// The moto version the suites are written against (its behaviour changes between releases).
 pub const MOTO_VERSION: &str = kestrel_test_pyenv::MOTO.version;
 
+/// The trust policy of a node role: EC2 may assume it (what the node roles of the suites are made with).
+pub const EC2_TRUST_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+
 /// How long a cold server may take to print its port (2 cores shared with compilers).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
