@@ -89,6 +89,23 @@ impl Drop for Reflectors {
     }
 }
 
+/// What a store keeps of an object: all but its `managedFields` (the API server's record of which
+/// manager set which field: often as large as the object, and never read here). At 500 Nodes and
+/// 2,000 Pods the stores are most of the controller's memory (`cargo bench -p kestrel-kube-tests
+/// --bench run_scale`).
+fn trim<K: kube::Resource>(object: &mut K) {
+    object.meta_mut().managed_fields = None;
+}
+
+/// A Node less its `managedFields` and `status.images` (up to 50 image names and sizes a kubelet
+/// reports; placement does not read them).
+fn trim_node(node: &mut Node) {
+    trim(node);
+    if let Some(status) = node.status.as_mut() {
+        status.images = None;
+    }
+}
+
 /// Drives one watch into its store until the process ends; errors are retried with backoff.
 fn drive<K, S>(stream: S, wake: Arc<Notify>, revision: Option<Arc<AtomicU64>>) -> JoinHandle<()>
 where
@@ -125,18 +142,23 @@ impl Reflectors {
         let config = || watcher::Config::default().list_semantic(watcher::ListSemantic::MostRecent);
 
         macro_rules! reflect {
-            ($ty:ty, $revision:expr) => {{
+            ($ty:ty, $revision:expr) => {
+                reflect!($ty, $revision, trim::<$ty>)
+            };
+            ($ty:ty, $revision:expr, $trim:expr) => {{
                 let (reader, writer) = reflector::store::<$ty>();
                 let stream = reflector::reflector(
                     writer,
-                    watcher(Api::<$ty>::all(client.clone()), config()).default_backoff(),
+                    watcher(Api::<$ty>::all(client.clone()), config())
+                        .default_backoff()
+                        .modify($trim),
                 );
                 tasks.push(drive(stream, wake.clone(), $revision));
                 reader
             }};
         }
         let pods = reflect!(Pod, Some(pod_revision.clone()));
-        let nodes = reflect!(Node, None);
+        let nodes = reflect!(Node, None, trim_node);
         let node_pools = reflect!(NodePool, None);
         let node_claims = reflect!(NodeClaim, None);
         let node_classes = reflect!(EC2NodeClass, None);
@@ -163,7 +185,8 @@ impl Reflectors {
                 Api::<DynamicObject>::all_with(client.clone(), &ar),
                 config(),
             )
-            .default_backoff(),
+            .default_backoff()
+            .modify(trim::<DynamicObject>),
         );
         tasks.push(drive(stream, wake.clone(), None));
         let (configmaps, writer) = reflector::store::<ConfigMap>();
@@ -173,7 +196,8 @@ impl Reflectors {
                 Api::<ConfigMap>::namespaced(client.clone(), policy_namespace),
                 config(),
             )
-            .default_backoff(),
+            .default_backoff()
+            .modify(trim::<ConfigMap>),
         );
         tasks.push(drive(stream, wake.clone(), None));
         Ok(Reflectors {

@@ -75,6 +75,27 @@ impl Process {
         Ok(())
     }
 
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.child.lock().unwrap_or_else(|p| p.into_inner()).id()
+    }
+
+    /// The process's resident memory now and at its peak (`VmRSS`, `VmHWM` of `/proc/PID/status`).
+    pub fn memory(&self) -> Result<Memory> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.id()))?;
+        let kib = |field: &str| -> Result<u64> {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .ok_or_else(|| anyhow::anyhow!("no {field} in /proc/{}/status", self.id()))
+        };
+        Ok(Memory {
+            rss_kib: kib("VmRSS:")?,
+            peak_kib: kib("VmHWM:")?,
+        })
+    }
+
     /// An error once the process has exited.
     pub fn check_alive(&self) -> Result<()> {
         let mut child = self.child.lock().unwrap_or_else(|p| p.into_inner());
@@ -97,4 +118,30 @@ impl Drop for Process {
             }
         }
     }
+}
+
+/// A process's resident memory (KiB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Memory {
+    pub rss_kib: u64,
+    /// The high-water mark since the process started.
+    pub peak_kib: u64,
+}
+
+/// `GET path` on a loopback port (HTTP/1.0: the server closes the connection after the answer): the
+/// status code and the body.
+pub fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("not an HTTP answer: {answer:?}"))?;
+    let status = head
+        .strip_prefix("HTTP/1.")
+        .and_then(|rest| rest.split_whitespace().nth(1)?.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("not an HTTP status line: {head:?}"))?;
+    Ok((status, body.to_string()))
 }

@@ -35,7 +35,8 @@ fn binaries() -> Result<PathBuf> {
     .map_err(anyhow::Error::msg)
 }
 
-fn free_port() -> Result<u16> {
+/// A loopback port free at the time of asking.
+pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 

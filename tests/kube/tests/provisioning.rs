@@ -13,68 +13,7 @@ use kube::{Api, Client};
 
 use crate::common::{self, RunningController};
 
-pub const POOL: &str = r#"
-apiVersion: karpenter.sh/v1
-kind: NodePool
-metadata:
-  name: default
-spec:
-  template:
-    metadata:
-      labels:
-        team: web
-    spec:
-      requirements:
-        - key: kubernetes.io/arch
-          operator: In
-          values: ["amd64"]
-        - key: karpenter.sh/capacity-type
-          operator: In
-          values: ["on-demand"]
-      taints:
-        - key: dedicated
-          value: web
-          effect: NoSchedule
-      nodeClassRef:
-        group: karpenter.k8s.aws
-        kind: EC2NodeClass
-        name: default
-  disruption:
-    consolidationPolicy: WhenEmpty
-    consolidateAfter: Never
----
-apiVersion: karpenter.k8s.aws/v1
-kind: EC2NodeClass
-metadata:
-  name: default
-spec:
-  role: KarpenterNodeRole-test
-  amiSelectorTerms:
-    - alias: al2023@latest
-  subnetSelectorTerms:
-    - tags:
-        karpenter.sh/discovery: test
-  securityGroupSelectorTerms:
-    - tags:
-        karpenter.sh/discovery: test
-"#;
-
-/// A bare pod asking for `cpu`, tolerating the pool's taint, with a zero grace period (there is no
-/// kubelet to confirm a graceful stop).
-pub fn pod(name: &str, cpu: &str) -> Pod {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": "default", "labels": {"app": "web"}},
-        "spec": {
-            "terminationGracePeriodSeconds": 0,
-            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "web", "effect": "NoSchedule"}],
-            "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.9",
-                            "resources": {"requests": {"cpu": cpu, "memory": "256Mi"}}}]
-        }
-    }))
-    .expect("a valid pod")
-}
+pub use kestrel_kube_tests::workload::{POOL, pod};
 
 pub async fn setup() -> Result<(TestCluster, Client)> {
     common::init_tracing();
