@@ -86,8 +86,13 @@ impl Fence {
     /// A fence that always holds (a single replica without election, and the tests of other parts).
     pub fn always() -> Fence {
         let fence = Fence::default();
-        fence.extend(Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600));
+        fence.hold_forever();
         fence
+    }
+
+    /// Makes this fence hold from now on (a single replica without election).
+    pub fn hold_forever(&self) {
+        self.extend(Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600));
     }
 
     pub fn holds(&self) -> bool {
@@ -132,13 +137,23 @@ pub struct Elector {
 
 impl Elector {
     pub fn new(client: Client, config: LeaseConfig) -> Result<Elector, LeaseError> {
+        Elector::with_fence(client, config, Fence::default())
+    }
+
+    /// An elector that extends `fence`, a fence other parts of the process already hold a clone of
+    /// (writers outside the decision loop check it too).
+    pub fn with_fence(
+        client: Client,
+        config: LeaseConfig,
+        fence: Fence,
+    ) -> Result<Elector, LeaseError> {
         if config.duration <= config.margin || config.duration <= config.retry_period {
             return Err(LeaseError::Timing);
         }
         Ok(Elector {
             api: Api::namespaced(client, &config.namespace),
             config,
-            fence: Fence::default(),
+            fence,
             observed: Mutex::new(None),
         })
     }

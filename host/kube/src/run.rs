@@ -52,6 +52,10 @@ pub struct Settings {
     pub policy_limits: kestrel_policy::Limits,
     /// Leader election among replicas (None: this process acts alone, as in most tests).
     pub leader_election: Option<LeaseConfig>,
+    /// The right to write, shared with the writers outside the decision loop (the AWS adapter's
+    /// EC2NodeClass binder): extended by the elector while this replica holds the lease; without
+    /// election, made to hold when the loop starts (a caller may make it hold sooner).
+    pub leadership: Fence,
     /// The metrics the loop feeds (served on `/metrics` by [`crate::serve`]).
     pub metrics: Arc<Metrics>,
     /// What the probes report (served on `/healthz` and `/readyz`).
@@ -212,10 +216,15 @@ pub async fn run(
     // A standby waits here (healthy and ready) until it holds the lease; nothing below it decides
     // or writes without the fence holding.
     let (fence, campaign) = match &settings.leader_election {
-        None => (Fence::always(), None),
+        None => {
+            settings.leadership.hold_forever();
+            (settings.leadership.clone(), None)
+        }
         Some(config) => {
-            let elector =
-                Arc::new(Elector::new(client.clone(), config.clone()).map_err(RunError::Lease)?);
+            let elector = Arc::new(
+                Elector::with_fence(client.clone(), config.clone(), settings.leadership.clone())
+                    .map_err(RunError::Lease)?,
+            );
             let fence = elector.fence();
             let (stop_campaign, campaign_stopped) = tokio::sync::oneshot::channel::<()>();
             let campaign = tokio::spawn({

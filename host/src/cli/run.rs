@@ -233,6 +233,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let metrics = Arc::new(kestrel_kube::metrics::Metrics::new());
     // The loop turns at least every minute; three silent minutes mean it is stuck.
     let health = Arc::new(kestrel_kube::serve::Health::new(Duration::from_secs(180)));
+    // The writers outside the loop (the AWS adapter's NodeClass binder) write only while this
+    // holds: at once for a single replica, while the lease is held otherwise.
+    let leadership = if disable_election {
+        kestrel_kube::lease::Fence::always()
+    } else {
+        kestrel_kube::lease::Fence::default()
+    };
     // Mutated by `--cloud aws` (its notice queue), which a build without the feature lacks.
     #[cfg_attr(not(feature = "aws"), allow(unused_mut))]
     let mut settings = kestrel_kube::Settings {
@@ -254,6 +261,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 identity.clone(),
             )
         }),
+        leadership,
         metrics: metrics.clone(),
         health: health.clone(),
         policy_limits: kestrel_policy::Limits::default(),
@@ -287,6 +295,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     &args.aws,
                     &settings.cluster_name,
                     interruption_queue.as_deref(),
+                    settings.leadership.clone(),
                 )
                 .await?;
                 settings.notice_queue = edge.notice_queue;

@@ -5,8 +5,10 @@
 //! - Each NodePool is bound to its EC2NodeClass as resolved (subnets, security groups, AMIs), with
 //!   its userData rendered for the AMI family from the cluster's bootstrap settings and the pool's
 //!   labels and taints; the NodeClass's status (resolved values, `Ready`) is written. Resolution
-//!   runs at start (before the first launch) and then every `--resolve-interval`; a failed
-//!   resolution keeps the previous binding and says so in the log and the status.
+//!   runs at start (before the first launch), then every `--resolve-interval` and when the replica
+//!   takes the lease; a failed resolution keeps the previous binding and says so in the log and the
+//!   status. Every replica resolves and binds (a standby launches at once when it takes over); only
+//!   the leader writes (statuses, finalizers, instance profiles), fenced by its lease.
 //! - Each EC2NodeClass carries Karpenter's termination finalizer: a deleted class launches nothing
 //!   more and goes once no NodeClaim names it, its instance profile deleted first
 //!   ([`super::node_class_finalizer`]).
@@ -32,6 +34,7 @@ use kestrel_core::interruption::inbox::Deletion;
 use kestrel_kube::interruptions::{DeleteCall, NoticeQueue, QueuedMessage};
 use kestrel_kube::kube::api::{Api, ListParams, Patch, PatchParams};
 use kestrel_kube::kube::{self, ResourceExt};
+use kestrel_kube::lease::Fence;
 use tokio::sync::{mpsc, watch};
 
 use super::node_class_finalizer as finalizer;
@@ -92,6 +95,7 @@ pub async fn connect(
     args: &AwsArgs,
     cluster_name: &str,
     interruption_queue: Option<&str>,
+    leadership: Fence,
 ) -> anyhow::Result<AwsEdge> {
     let endpoint = setting(&args.cluster_endpoint, "CLUSTER_ENDPOINT").context(
         "--cloud aws needs the API server endpoint the nodes join: --cluster-endpoint or CLUSTER_ENDPOINT",
@@ -135,12 +139,23 @@ pub async fn connect(
         facts,
         resolved: BTreeMap::new(),
         waiting: BTreeMap::new(),
+        leadership,
     };
     binder.pass().await;
     tokio::spawn(async move {
+        // Every `every`, and at once when this replica starts leading: a standby's passes only
+        // bind (read), so its first pass as leader makes what the classes need (profiles,
+        // statuses, finalizers) without waiting a whole interval.
+        let mut leading = binder.leadership.holds();
+        let mut last = tokio::time::Instant::now();
         loop {
-            tokio::time::sleep(every).await;
-            binder.pass().await;
+            tokio::time::sleep(TAKEOVER_POLL.min(every)).await;
+            let now_leading = binder.leadership.holds();
+            if last.elapsed() >= every || (now_leading && !leading) {
+                binder.pass().await;
+                last = tokio::time::Instant::now();
+            }
+            leading = now_leading;
         }
     });
     let types_every = kestrel_core::api::parse_duration(&args.instance_types_interval)
@@ -204,7 +219,13 @@ async fn describe_instance_types(
     }
 }
 
-/// Binds NodePools to their EC2NodeClasses as resolved and writes the NodeClasses' status.
+/// How often the binder looks whether this replica started leading.
+const TAKEOVER_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Binds NodePools to their EC2NodeClasses as resolved and, while this replica leads, writes what
+/// the classes need: their status, their finalizer, the instance profiles of role-only classes.
+/// A standby only reads and binds, so that it launches at once when it takes over; what it binds
+/// to was made by the leader (a profile's name is a function of the class).
 struct Binder {
     client: kube::Client,
     cloud: Arc<Ec2Cloud>,
@@ -216,6 +237,8 @@ struct Binder {
     resolved: BTreeMap<String, Resolution>,
     /// The NodeClaims each deleted NodeClass was last seen waiting for (an Event when this changes).
     waiting: BTreeMap<String, Vec<String>>,
+    /// Whether this replica may write (the leader lease's fence), checked before every write.
+    leadership: Fence,
 }
 
 impl Binder {
@@ -259,12 +282,12 @@ impl Binder {
             if class.metadata.deletion_timestamp.is_some() {
                 // Nothing more launches with it (its pools are unbound below).
                 self.resolved.remove(&name);
-                if let Some(claims) = &claims {
+                if let Some(claims) = claims.as_ref().filter(|_| self.leadership.holds()) {
                     self.finalize(class, claims).await;
                 }
                 continue;
             }
-            if finalizer::step(class, &[]) == finalizer::Step::Add {
+            if finalizer::step(class, &[]) == finalizer::Step::Add && self.leadership.holds() {
                 match finalizer::write(&self.client, class, true).await {
                     Ok(()) => tracing::info!(class = %name, "termination finalizer added"),
                     Err(err) => {
@@ -278,6 +301,12 @@ impl Binder {
                     // A role-only class launches with the profile Kestrel keeps for its role; one
                     // that cannot be made leaves the class not ready (with the reason).
                     if let (None, Some(role)) = (&class.spec.instance_profile, &class.spec.role) {
+                        if !self.leadership.holds() {
+                            // The leader makes and keeps it; its name is the class's.
+                            resolution.instance_profile = Some(self.profiles.name_for(&name));
+                            self.resolved.insert(name, resolution);
+                            continue;
+                        }
                         match self.profiles.ensure(&name, role).await {
                             Ok(profile) => resolution.instance_profile = Some(profile),
                             Err(err) => {
@@ -290,7 +319,9 @@ impl Binder {
                             }
                         }
                     }
-                    self.write_status(class, &resolution).await;
+                    if self.leadership.holds() {
+                        self.write_status(class, &resolution).await;
+                    }
                     self.resolved.insert(name, resolution);
                 }
                 Err(err) => {

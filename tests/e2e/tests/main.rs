@@ -13,7 +13,8 @@
 //! metrics Prometheus scrapes say what happened. A leader SIGKILLed mid-launch is replaced by its
 //! standby once the lease runs out, which finishes the launch (one claim, one instance). A deleted
 //! EC2NodeClass stays (Karpenter's finalizer) while a NodeClaim names it, then goes with the instance
-//! profile Kestrel made for its role.
+//! profile Kestrel made for its role. A standby writes nothing for the classes (no finalizer, status
+//! or profile) until it takes the lease, and then at once.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -341,6 +342,39 @@ fn spawn_kubelet(client: Client, ec2: aws_sdk_ec2::Client) -> Result<tokio::task
 }
 
 /// An EventBridge spot interruption warning for `instance`, sent now.
+/// Waits until `pod` is bound while `kestrel` runs (its exit fails the wait at once); the node's name.
+async fn bound(pods: &Api<Pod>, pod: &str, kestrel: &Process, timeout: Duration) -> Result<String> {
+    eventually(timeout, &format!("{pod} bound"), || async {
+        kestrel.check_alive()?;
+        Ok(pods.get(pod).await?.spec.and_then(|s| s.node_name))
+    })
+    .await
+}
+
+/// Waits until the class `default` carries Karpenter's finalizer and its status names the instance
+/// profile Kestrel made (while `kestrel` runs); the profile's name.
+async fn finalized_with_profile(classes: &Api<EC2NodeClass>, kestrel: &Process) -> Result<String> {
+    eventually(
+        Duration::from_secs(60),
+        "the class finalized and its profile made",
+        || async {
+            kestrel.check_alive()?;
+            let class = classes.get("default").await?;
+            let finalized = class
+                .metadata
+                .finalizers
+                .unwrap_or_default()
+                .iter()
+                .any(|f| f == "karpenter.k8s.aws/termination");
+            Ok(class
+                .status
+                .and_then(|s| s.instance_profile)
+                .filter(|_| finalized))
+        },
+    )
+    .await
+}
+
 fn spot_warning(instance: &str) -> String {
     serde_json::json!({
         "version": "0",
@@ -402,9 +436,7 @@ impl Env {
         aws_sdk_iam::Client::new(&config)
             .create_role()
             .role_name(NODE_ROLE)
-            .assume_role_policy_document(
-                r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#,
-            )
+            .assume_role_policy_document(kestrel_aws_tests::EC2_TRUST_POLICY)
             .send()
             .await?;
         let queue_url = sqs
@@ -454,7 +486,7 @@ async fn kestrel_run_on_aws_launches_for_a_pending_pod_and_drains_on_a_spot_warn
         &env.queue_url,
         &env.log,
     );
-    let metrics_port = free_port()?;
+    let metrics_port = kestrel_kube_tests::cluster::free_port()?;
     let kestrel = kestrel_run(&env.cluster, &env.moto, log, metrics_port, "kestrel-e2e")?;
     let kubelet = spawn_kubelet(client.clone(), ec2.clone())?;
     let context = || format!("log: {}", log.display());
@@ -504,12 +536,9 @@ async fn kestrel_run_on_aws_launches_for_a_pending_pod_and_drains_on_a_spot_warn
 
     let pods = Api::<Pod>::namespaced(client.clone(), "default");
     pods.create(&PostParams::default(), &pod("web-1")).await?;
-    let node = eventually(Duration::from_secs(90), "web-1 bound", || async {
-        kestrel.check_alive()?;
-        Ok(pods.get("web-1").await?.spec.and_then(|s| s.node_name))
-    })
-    .await
-    .with_context(context)?;
+    let node = bound(&pods, "web-1", &kestrel, Duration::from_secs(90))
+        .await
+        .with_context(context)?;
     let instances = claimed_instances(ec2).await?;
     assert_eq!(instances.len(), 1, "one instance for one pod");
     let (instance, _, image) = &instances[0];
@@ -683,26 +712,11 @@ async fn kestrel_run_on_aws_launches_for_a_pending_pod_and_drains_on_a_spot_warn
     Ok(())
 }
 
-/// A port free at the time of asking.
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-/// `GET /metrics` (HTTP/1.0: the server closes the connection after the answer).
+/// `GET /metrics`: the body of a 200 answer.
 fn scrape(port: u16) -> Result<String> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer)?;
-    let (head, body) = answer.split_once("\r\n\r\n").context("an HTTP answer")?;
-    anyhow::ensure!(
-        head.starts_with("HTTP/1.") && head.contains(" 200 "),
-        "{head}"
-    );
-    Ok(body.to_string())
+    let (status, body) = kestrel_kube_tests::binary::http_get(port, "/metrics")?;
+    anyhow::ensure!(status == 200, "GET /metrics: {status} {body}");
+    Ok(body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -718,12 +732,9 @@ async fn kestrel_run_on_aws_falls_through_offerings_without_capacity() -> Result
     let kubelet = spawn_kubelet(env.client.clone(), env.ec2.clone())?;
     let pods = Api::<Pod>::namespaced(env.client.clone(), "default");
     pods.create(&PostParams::default(), &pod("web-1")).await?;
-    eventually(Duration::from_secs(90), "web-1 bound", || async {
-        kestrel.check_alive()?;
-        Ok(pods.get("web-1").await?.spec.and_then(|s| s.node_name))
-    })
-    .await
-    .with_context(|| format!("log: {}", env.log.display()))?;
+    bound(&pods, "web-1", &kestrel, Duration::from_secs(90))
+        .await
+        .with_context(|| format!("log: {}", env.log.display()))?;
     let instances = claimed_instances(&env.ec2).await?;
     assert_eq!(instances.len(), 1);
     let launched = &instances[0].0.offering.instance_type;
@@ -779,12 +790,9 @@ async fn kestrel_run_on_aws_killed_after_create_fleet_resumes_without_a_second_i
     let second = env.kestrel()?;
     tokio::time::sleep(Duration::from_secs(4)).await;
     let kubelet = spawn_kubelet(env.client.clone(), env.ec2.clone())?;
-    eventually(Duration::from_secs(90), "web-1 bound", || async {
-        second.check_alive()?;
-        Ok(pods.get("web-1").await?.spec.and_then(|s| s.node_name))
-    })
-    .await
-    .with_context(|| format!("log: {}", env.log.display()))?;
+    bound(&pods, "web-1", &second, Duration::from_secs(90))
+        .await
+        .with_context(|| format!("log: {}", env.log.display()))?;
     let instances = claimed_instances(&env.ec2).await?;
     assert_eq!(
         instances.len(),
@@ -854,12 +862,9 @@ async fn kestrel_run_on_aws_leader_killed_mid_launch_the_standby_finishes_it() -
     .await
     .with_context(|| format!("log: {}", log_b.display()))?;
     let took_over = killed.elapsed();
-    eventually(Duration::from_secs(60), "web-1 bound", || async {
-        standby.check_alive()?;
-        Ok(pods.get("web-1").await?.spec.and_then(|s| s.node_name))
-    })
-    .await
-    .with_context(|| format!("log: {}", log_b.display()))?;
+    bound(&pods, "web-1", &standby, Duration::from_secs(60))
+        .await
+        .with_context(|| format!("log: {}", log_b.display()))?;
     let bound = killed.elapsed();
     eprintln!(
         "failover: the standby led {:.1} s after the leader was SIGKILLed (lease 15 s), web-1 bound after {:.1} s",
@@ -898,34 +903,14 @@ async fn kestrel_run_on_aws_deleting_a_node_class_waits_for_its_claims_then_dele
     let classes = Api::<EC2NodeClass>::all(env.client.clone());
     let iam = aws_sdk_iam::Client::new(&sdk_config(&env.moto).await);
     // Ready, with its profile and Karpenter's finalizer.
-    let profile = eventually(
-        Duration::from_secs(60),
-        "the class finalized and its profile made",
-        || async {
-            kestrel.check_alive()?;
-            let class = classes.get("default").await?;
-            let finalized = class
-                .metadata
-                .finalizers
-                .unwrap_or_default()
-                .iter()
-                .any(|f| f == "karpenter.k8s.aws/termination");
-            Ok(class
-                .status
-                .and_then(|s| s.instance_profile)
-                .filter(|_| finalized))
-        },
-    )
-    .await
-    .with_context(context)?;
+    let profile = finalized_with_profile(&classes, &kestrel)
+        .await
+        .with_context(context)?;
     let pods = Api::<Pod>::namespaced(env.client.clone(), "default");
     pods.create(&PostParams::default(), &pod("web-1")).await?;
-    eventually(Duration::from_secs(90), "web-1 bound", || async {
-        kestrel.check_alive()?;
-        Ok(pods.get("web-1").await?.spec.and_then(|s| s.node_name))
-    })
-    .await
-    .with_context(context)?;
+    bound(&pods, "web-1", &kestrel, Duration::from_secs(90))
+        .await
+        .with_context(context)?;
     let claims = Api::<kestrel_core::api::NodeClaim>::all(env.client.clone());
     let claim = claims
         .list(&Default::default())
@@ -994,6 +979,105 @@ async fn kestrel_run_on_aws_deleting_a_node_class_waits_for_its_claims_then_dele
     iam.get_role().role_name(NODE_ROLE).send().await?;
     kestrel.check_alive()?;
     kubelet.abort();
+    drop(kestrel);
+    drop(env);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kestrel_run_on_aws_a_standby_writes_nothing_for_node_classes_until_it_leads() -> Result<()>
+{
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    let env = Env::new("standby").await?;
+    let context = || format!("log: {}", env.log.display());
+    // Another replica holds the lease and keeps renewing it.
+    let leases = Api::<Lease>::namespaced(env.client.clone(), "default");
+    let held = |renewed: k8s_openapi::jiff::Timestamp| -> Result<Lease> {
+        Ok(serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "kestrel-leader-election", "namespace": "default"},
+            "spec": {"holderIdentity": "another-replica", "leaseDurationSeconds": 15,
+                     "acquireTime": MicroTime(renewed), "renewTime": MicroTime(renewed)}
+        }))?)
+    };
+    leases
+        .create(
+            &PostParams::default(),
+            &held(k8s_openapi::jiff::Timestamp::now())?,
+        )
+        .await?;
+    let renewing = tokio::spawn({
+        let leases = leases.clone();
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let renewed = MicroTime(k8s_openapi::jiff::Timestamp::now());
+                let patch = serde_json::json!({"spec": {"renewTime": renewed}});
+                if let Err(err) = leases
+                    .patch(
+                        "kestrel-leader-election",
+                        &kube::api::PatchParams::default(),
+                        &kube::api::Patch::Merge(patch),
+                    )
+                    .await
+                {
+                    eprintln!("renewing the other replica's lease: {err}");
+                }
+            }
+        }
+    });
+    let kestrel = env.kestrel()?;
+    let classes = Api::<EC2NodeClass>::all(env.client.clone());
+    let iam = aws_sdk_iam::Client::new(&sdk_config(&env.moto).await);
+    // Five resolution intervals as a standby: the class resolved and bound, but nothing written.
+    eventually(Duration::from_secs(60), "the standby waiting", || async {
+        kestrel.check_alive()?;
+        Ok(logged(&env.log, "waiting for the leader lease")?.then_some(()))
+    })
+    .await
+    .with_context(context)?;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    kestrel.check_alive()?;
+    let class = classes.get("default").await?;
+    assert_eq!(
+        class.metadata.finalizers.unwrap_or_default(),
+        Vec::<String>::new(),
+        "a standby adds no finalizer ({})",
+        context()
+    );
+    assert!(
+        class.status.is_none(),
+        "a standby writes no status ({})",
+        context()
+    );
+    let profiles = iam.list_instance_profiles().send().await?;
+    assert!(
+        profiles.instance_profiles().is_empty(),
+        "a standby makes no instance profile: {:?}",
+        profiles.instance_profiles()
+    );
+
+    // The other replica goes: this one leads and writes at once, not an interval later.
+    renewing.abort();
+    leases
+        .delete("kestrel-leader-election", &Default::default())
+        .await?;
+    let released = std::time::Instant::now();
+    finalized_with_profile(&classes, &kestrel)
+        .await
+        .with_context(context)?;
+    eprintln!(
+        "standby: the class written {:.1} s after the other replica's lease was deleted",
+        released.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        iam.list_instance_profiles()
+            .send()
+            .await?
+            .instance_profiles()
+            .len(),
+        1
+    );
     drop(kestrel);
     drop(env);
     Ok(())

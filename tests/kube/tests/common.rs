@@ -91,6 +91,7 @@ pub fn settings() -> Settings {
             ..kestrel_policy::Limits::default()
         },
         leader_election: None,
+        leadership: Default::default(),
         metrics: Default::default(),
         health: std::sync::Arc::new(kestrel_kube::serve::Health::new(Duration::from_secs(60))),
     }
