@@ -252,6 +252,11 @@ fn spawn(
         .arg("--health-probe-port")
         .arg(health_port.to_string())
         .args(extra)
+        // As the chart's Deployment runs it (unless the caller's environment says otherwise).
+        .env(
+            "MALLOC_ARENA_MAX",
+            std::env::var("MALLOC_ARENA_MAX").unwrap_or_else(|_| "2".into()),
+        )
         .stdout(Stdio::null())
         .stderr(log);
     Process::spawn(command)

@@ -161,6 +161,7 @@ fn the_chart_lints_clean_and_renders_what_its_values_say() -> Result<()> {
     let pod_spec = &deployment["spec"]["template"]["spec"];
     assert_eq!(deployment["spec"]["replicas"], 2, "two replicas by default");
     assert_eq!(env_of(deployment, "CLUSTER_NAME").as_deref(), Some("c"));
+    assert_eq!(env_of(deployment, "MALLOC_ARENA_MAX").as_deref(), Some("2"));
     assert_eq!(pod_spec["priorityClassName"], "system-cluster-critical");
     assert_eq!(
         pod_spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
