@@ -960,7 +960,11 @@ impl Controller {
         // As of the world after the launches: they only take room, so they cannot make an
         // unplaceable pod placeable; what changes later (a claim launched, a node registered or
         // gone, the offerings) makes the next batch plan them again.
-        let world = self.world(now, cluster);
+        // (The snapshot's nodes and the offerings stay what they were within the tick.)
+        let world = unplaced::World {
+            claims: self.claim_phases(),
+            ..world
+        };
         let unplaceable: HashMap<&PodKey, &str> = plan
             .unplaceable
             .iter()
@@ -977,12 +981,16 @@ impl Controller {
         unplaced::World {
             offerings_revision: self.offerings(now).0,
             nodes,
-            claims: self
-                .claims
-                .iter()
-                .map(|(name, c)| (name.clone(), c.phase))
-                .collect(),
+            claims: self.claim_phases(),
         }
+    }
+
+    /// The claims in flight and where each is in its launch, by name.
+    fn claim_phases(&self) -> Vec<(String, ClaimPhase)> {
+        self.claims
+            .iter()
+            .map(|(name, c)| (name.clone(), c.phase))
+            .collect()
     }
 
     fn disrupt(&mut self, now: Millis, cluster: &dyn ClusterState) {
