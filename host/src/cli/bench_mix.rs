@@ -183,7 +183,7 @@ pub fn greedy(snapshot: &Snapshot) -> ProvisioningPlan {
     for (i, o) in catalog.offerings.iter().enumerate() {
         let mut l = catalog.offering_labels(o);
         l.insert(labels::NODE_POOL.into(), pool.name.clone());
-        if !o.available || reqs.matches_labels(&l).is_err() {
+        if !o.available || !reqs.allows_labels(&l) {
             continue;
         }
         if !types.contains(&o.instance_type) {
@@ -223,7 +223,7 @@ pub fn greedy(snapshot: &Snapshot) -> ProvisioningPlan {
                 let ty = &catalog.instance_types[t];
                 spec.node_terms
                     .iter()
-                    .any(|term| term.matches_labels(&ty.labels).is_ok())
+                    .any(|term| term.allows_labels(&ty.labels))
             };
             let mut placed = false;
             for c in claims.iter_mut() {

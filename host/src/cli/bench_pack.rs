@@ -194,7 +194,7 @@ pub fn karpenter_greedy(snapshot: &Snapshot) -> (f64, usize) {
     for o in &catalog.offerings {
         let mut labels = catalog.offering_labels(o);
         labels.insert(labels::NODE_POOL.into(), pool.name.clone());
-        if reqs.matches_labels(&labels).is_ok() {
+        if reqs.allows_labels(&labels) {
             bins.push(BinType {
                 capacity: vector(&catalog.instance_types[o.instance_type].allocatable),
                 cost: o.price,

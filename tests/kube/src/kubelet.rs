@@ -73,7 +73,7 @@ pub async fn register_instance(
         );
     };
     let name = node_name(&instance.id);
-    let mut labels = it.labels.clone();
+    let mut labels = (*it.labels).clone();
     labels.insert("kubernetes.io/hostname".into(), name.clone());
     labels.insert(
         "topology.kubernetes.io/zone".into(),

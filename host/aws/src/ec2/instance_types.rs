@@ -188,7 +188,7 @@ pub fn instance_type(
     }
     Some(InstanceType {
         name: facts.name.clone(),
-        labels: well_known_labels(info, &facts),
+        labels: std::sync::Arc::new(well_known_labels(info, &facts)),
         allocatable,
     })
 }

@@ -28,7 +28,7 @@ pub fn node_labels(
     zone: &str,
     capacity_type: CapacityType,
 ) -> BTreeMap<String, String> {
-    let mut labels = instance_type.labels.clone();
+    let mut labels = (*instance_type.labels).clone();
     labels.extend(template_labels.clone());
     labels.extend(crate::model::labels::zone_labels(zone));
     labels.insert(CAPACITY_TYPE_LABEL.into(), capacity_type.label().into());

@@ -287,7 +287,7 @@ mod tests {
         let embedded = ec2_instance_types().expect("embedded catalog");
         let pick = |name: &str| {
             let mut t = embedded.iter().find(|t| t.name == name).unwrap().clone();
-            t.labels.insert("probe".into(), name.into());
+            Arc::make_mut(&mut t.labels).insert("probe".into(), name.into());
             t
         };
         let mut unpriced = pick("m5.large");

@@ -48,7 +48,8 @@ use provision::{PlannedClaim, ProvisionInput, Provisioner};
 #[derive(Debug, Clone, PartialEq)]
 pub struct InstanceTypeInfo {
     pub name: String,
-    pub labels: BTreeMap<String, String>,
+    /// The catalog type's labels, shared.
+    pub labels: Arc<BTreeMap<String, String>>,
     pub allocatable: ResourceList,
     pub on_demand_price: f64,
     /// The zones the cloud offers it in (`None`: every zone the controller launches into).

@@ -24,7 +24,7 @@ fn types() -> Vec<InstanceTypeInfo> {
     .iter()
     .map(|&(name, cpu, mem, price)| InstanceTypeInfo {
         name: name.into(),
-        labels: BTreeMap::new(),
+        labels: Default::default(),
         allocatable: capacity(cpu * 1000, mem * GIB, 110),
         on_demand_price: price,
         offered_zones: None,

@@ -73,8 +73,9 @@ impl fmt::Display for CapacityType {
 #[derive(Debug, Clone, PartialEq)]
 pub struct InstanceType {
     pub name: String,
-    /// Well-known labels (category, family, generation, size, cpu, memory, arch, os, instance-type, ...).
-    pub labels: BTreeMap<String, String>,
+    /// Well-known labels (category, family, generation, size, cpu, memory, arch, os, instance-type, ...),
+    /// shared (not copied) by every offering, NodePool view and controller record of the type.
+    pub labels: Arc<BTreeMap<String, String>>,
     /// What pods may use: capacity minus kubelet/system reservations and eviction thresholds.
     pub allocatable: ResourceList,
 }
@@ -237,7 +238,7 @@ pub fn ec2_instance_types() -> Result<&'static [InstanceType], &'static CatalogE
                         .or_insert_with(|| labels::TENANCY_DEFAULT.to_string());
                     Ok(InstanceType {
                         name: t.name,
-                        labels: type_labels,
+                        labels: Arc::new(type_labels),
                         allocatable,
                     })
                 })
@@ -392,7 +393,7 @@ impl Catalog {
     /// The labels a node launched from this offering carries (instance type labels + zone, its region
     /// and zone ID + capacity type).
     pub fn offering_labels(&self, offering: &Offering) -> BTreeMap<String, String> {
-        let mut l = self.instance_types[offering.instance_type].labels.clone();
+        let mut l = (*self.instance_types[offering.instance_type].labels).clone();
         l.extend(self.zone_labels(&offering.zone));
         l.insert(
             labels::CAPACITY_TYPE.into(),

@@ -1,6 +1,7 @@
 //! The vocabulary of the core: quantities, resources, requirements, labels, instance types, offerings,
 //! pods, nodes and the [`Snapshot`] the decisions read (owner: provisioning core).
 pub mod catalog;
+pub mod label_map;
 pub mod labels;
 pub mod node;
 pub mod node_pool;
@@ -12,6 +13,7 @@ pub mod snapshot;
 pub mod taints;
 
 pub use catalog::{CapacityType, Catalog, CatalogError, InstanceType, Offering, SpotQuote};
+pub use label_map::{LabelLookup, LayeredLabels};
 pub use node::{Launched, Node, NodeClaim};
 pub use node_pool::{
     Budget, BudgetNodes, ConsolidationPolicy, Disruption, DisruptionReason, NodePool, PolicyRefs,

@@ -32,7 +32,7 @@ impl LabelSelector {
     }
 
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        !self.matches_nothing && self.requirements.matches_labels(labels).is_ok()
+        !self.matches_nothing && self.requirements.allows_labels(labels)
     }
 }
 

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use super::label_map::LabelLookup;
 use super::labels;
 
 /// The operator of a node selector requirement.
@@ -468,17 +469,22 @@ impl Requirements {
             .filter_map(|(k, e)| e.min_values.map(|m| (k.as_str(), m)))
     }
 
-    /// Whether a node with exactly these labels satisfies every requirement.
-    pub fn matches_labels(&self, labels: &BTreeMap<String, String>) -> Result<(), Incompatible> {
+    /// Whether a node with exactly these labels satisfies every requirement: [`Self::matches_labels`]
+    /// without building the explanation (label selectors over every placed pod and offering filters
+    /// ask this on hot paths where most answers are "no").
+    pub fn allows_labels<L: LabelLookup + ?Sized>(&self, labels: &L) -> bool {
+        self.entries
+            .iter()
+            .all(|(key, entry)| entry_allows(entry, labels.label(key)))
+    }
+
+    /// Whether a node with exactly these labels satisfies every requirement, and if not, why.
+    pub fn matches_labels<L: LabelLookup + ?Sized>(&self, labels: &L) -> Result<(), Incompatible> {
         for (key, entry) in &self.entries {
-            let ok = match labels.get(key) {
-                Some(value) => entry.set.allows(value),
-                None => entry.set.allows_absent(),
-            };
-            if !ok {
+            if !entry_allows(entry, labels.label(key)) {
                 return Err(Incompatible {
                     key: key.clone(),
-                    reason: match labels.get(key) {
+                    reason: match labels.label(key) {
                         Some(v) => format!(
                             "label value {v:?} not allowed by {}",
                             describe(key, &entry.set)
@@ -556,6 +562,13 @@ impl Requirements {
     }
 }
 
+fn entry_allows(entry: &Entry, value: Option<&str>) -> bool {
+    match value {
+        Some(value) => entry.set.allows(value),
+        None => entry.set.allows_absent(),
+    }
+}
+
 fn describe(key: &str, set: &ValueSet) -> String {
     set.to_requirements(key)
         .iter()
@@ -603,7 +616,13 @@ mod tests {
     #[test]
     fn each_operator_matches_labels() {
         let node = labels(&[("gen", "5"), ("cat", "m")]);
-        let check = |r: Requirement| Requirements::from_requirements([&r]).matches_labels(&node);
+        let check = |r: Requirement| {
+            let reqs = Requirements::from_requirements([&r]);
+            let explained = reqs.matches_labels(&node);
+            // The fast answer and the explained one never disagree.
+            assert_eq!(reqs.allows_labels(&node), explained.is_ok(), "{r}");
+            explained
+        };
         assert!(check(req("cat", Operator::In, &["c", "m"])).is_ok());
         assert!(check(req("cat", Operator::In, &["c"])).is_err());
         assert!(check(req("cat", Operator::NotIn, &["c"])).is_ok());

@@ -151,8 +151,14 @@ impl ResourceList {
         self.pods = self.pods.max(other.pods);
         self.ephemeral_storage = self.ephemeral_storage.max(other.ephemeral_storage);
         for (name, q) in &other.extended {
-            let entry = self.extended.entry(name.clone()).or_default();
-            *entry = (*entry).max(*q);
+            // No key clone when the entry exists (ceilings over thousands of offerings).
+            match self.extended.get_mut(name) {
+                Some(entry) => *entry = (*entry).max(*q),
+                None => {
+                    self.extended
+                        .insert(name.clone(), (*q).max(Quantity::default()));
+                }
+            }
         }
     }
 

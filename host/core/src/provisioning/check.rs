@@ -116,7 +116,7 @@ pub fn check_plan(snapshot: &Snapshot, plan: &ProvisioningPlan) -> Vec<Violation
         let Some(ty) = catalog.instance_type(&launched.instance_type) else {
             continue;
         };
-        let mut l = ty.labels.clone();
+        let mut l = (*ty.labels).clone();
         l.extend(claim.labels.clone());
         l.extend(catalog.zone_labels(&launched.zone));
         l.insert(labels::HOSTNAME.into(), claim.name.clone());
@@ -217,11 +217,7 @@ fn check_node(snapshot: &Snapshot, place: &Place, out: &mut Vec<Violation>) {
         let mut ports = Vec::new();
         for ds in &snapshot.daemonsets {
             let runs = untolerated(&place.taints, &ds.pod.tolerations).is_none()
-                && ds
-                    .pod
-                    .node_terms
-                    .iter()
-                    .any(|t| t.matches_labels(labels).is_ok());
+                && ds.pod.node_terms.iter().any(|t| t.allows_labels(labels));
             if runs {
                 load.add(&ds.pod.requests);
                 ports.extend(ds.pod.host_ports.iter().cloned());
@@ -262,11 +258,7 @@ fn check_node(snapshot: &Snapshot, place: &Place, out: &mut Vec<Violation>) {
         }
         for &p in &place.planned {
             let spec = &pods[p].spec;
-            if !spec
-                .node_terms
-                .iter()
-                .any(|t| t.matches_labels(labels).is_ok())
-            {
+            if !spec.node_terms.iter().any(|t| t.allows_labels(labels)) {
                 out.push(Violation {
                     pod: p,
                     node: place.name.clone(),
@@ -447,7 +439,7 @@ impl Topology {
                     let mut l = snapshot.catalog.offering_labels(o);
                     l.extend(pool.labels.clone());
                     l.insert(labels::NODE_POOL.into(), pool.name.clone());
-                    if reqs.matches_labels(&l).is_ok()
+                    if reqs.allows_labels(&l)
                         && let Some(v) = l.get(&key)
                     {
                         d.insert(v.clone());

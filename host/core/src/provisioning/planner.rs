@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use crate::model::requirements::{Operator, Requirement};
 use crate::model::{
-    CapacityType, Catalog, HostPort, Node, NodeClaim, NodePool, Pod, PodSpec, Requirements,
-    ResourceList, Snapshot, WhenUnsatisfiable, labels,
+    CapacityType, Catalog, HostPort, LabelLookup, LayeredLabels, Node, NodeClaim, NodePool, Pod,
+    PodSpec, Requirements, ResourceList, Snapshot, WhenUnsatisfiable, labels,
 };
 use crate::policy::contract::rank;
 use crate::scheduling::exact;
@@ -78,7 +78,9 @@ fn selects(owner: &PodSpec, target: &PodSpec) -> bool {
 /// A NodePool's view of one offering: the node it would make.
 struct PoolOffering {
     offering: usize,
-    labels: BTreeMap<String, String>,
+    /// The node's labels: the zone's, the capacity type and the pool's (one map per zone and capacity
+    /// type of the pool) over the instance type's (the catalog's map).
+    labels: LayeredLabels,
     /// Allocatable minus the daemonsets that would land on it.
     capacity: ResourceList,
     overhead: ResourceList,
@@ -111,7 +113,7 @@ impl<'a> PoolView<'a> {
     /// The first `minValues` the pool offerings `options` (indexes into `offerings`) cannot keep.
     fn min_values_failure(&self, options: &[usize]) -> Option<Failure> {
         min_values_failure(&self.min_values, options.iter(), |&i, key| {
-            self.offerings[i].labels.get(key).map(String::as_str)
+            self.offerings[i].labels.label(key)
         })
     }
 }
@@ -760,7 +762,7 @@ fn claim_slot(
         return None;
     }
     let ty = snapshot.catalog.instance_type(&launched.instance_type)?;
-    let mut labels = ty.labels.clone();
+    let mut labels = (*ty.labels).clone();
     labels.extend(claim.labels.clone());
     labels.insert(labels::HOSTNAME.into(), claim.name.clone());
     labels.extend(snapshot.catalog.zone_labels(&launched.zone));
@@ -791,9 +793,9 @@ fn claim_slot(
 }
 
 /// The daemonsets that would run on a node with these labels and taints.
-fn daemonsets_on<'a>(
+fn daemonsets_on<'a, L: LabelLookup + ?Sized>(
     snapshot: &'a Snapshot,
-    node_labels: &'a BTreeMap<String, String>,
+    node_labels: &'a L,
     taints: &'a [crate::model::Taint],
 ) -> impl Iterator<Item = &'a crate::model::DaemonSet> {
     snapshot
@@ -803,9 +805,9 @@ fn daemonsets_on<'a>(
 }
 
 /// Requests of the daemonsets that would run on a node with these labels and taints.
-fn daemonset_overhead(
+fn daemonset_overhead<L: LabelLookup + ?Sized>(
     snapshot: &Snapshot,
-    node_labels: &BTreeMap<String, String>,
+    node_labels: &L,
     taints: &[crate::model::Taint],
 ) -> ResourceList {
     let mut total = ResourceList::new();
@@ -817,9 +819,9 @@ fn daemonset_overhead(
 
 /// Host ports of the daemonsets that would run on a node with these labels and taints, with the
 /// daemonset's name (Karpenter reserves them on every new node before placing pods).
-fn daemonset_ports(
+fn daemonset_ports<L: LabelLookup + ?Sized>(
     snapshot: &Snapshot,
-    node_labels: &BTreeMap<String, String>,
+    node_labels: &L,
     taints: &[crate::model::Taint],
 ) -> Vec<(HostPort, String)> {
     daemonsets_on(snapshot, node_labels, taints)
@@ -845,6 +847,8 @@ fn pool_offerings(snapshot: &Snapshot, pool: &NodePool) -> Vec<PoolOffering> {
                 .or_insert_with(|| v.to_string());
         }
     }
+    // What a node adds to its instance type's labels depends only on its zone and capacity type.
+    let mut own_labels: HashMap<(&str, &str), Arc<BTreeMap<String, String>>> = HashMap::new();
     let mut offerings = Vec::new();
     for (i, o) in catalog.offerings.iter().enumerate() {
         if !o.available {
@@ -872,8 +876,25 @@ fn pool_offerings(snapshot: &Snapshot, pool: &NodePool) -> Vec<PoolOffering> {
         if !allowed {
             continue;
         }
-        let mut node_labels = catalog.offering_labels(o);
-        node_labels.extend(base_labels.clone());
+        let own = own_labels
+            .entry((o.zone.as_str(), o.capacity_type.as_str()))
+            .or_insert_with(|| {
+                // The precedence of a node's labels: the pool's over the capacity type over the zone's
+                // over the instance type's.
+                let mut own: BTreeMap<String, String> =
+                    catalog.zone_labels(&o.zone).into_iter().collect();
+                own.insert(
+                    labels::CAPACITY_TYPE.into(),
+                    o.capacity_type.as_str().into(),
+                );
+                own.extend(base_labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+                Arc::new(own)
+            })
+            .clone();
+        let node_labels = LayeredLabels {
+            own,
+            shared: ty.labels.clone(),
+        };
         let overhead = daemonset_overhead(snapshot, &node_labels, &pool.taints);
         let daemon_ports = daemonset_ports(snapshot, &node_labels, &pool.taints);
         offerings.push(PoolOffering {
@@ -918,15 +939,14 @@ fn class_in_pool(
             let mut label_ok = Vec::new();
             let mut label_failure = None;
             for (i, po) in view.offerings.iter().enumerate() {
+                // Most offerings fail a narrow term: only the first refusal is explained.
+                if label_failure.is_some() && !t.allows_labels(&po.labels) {
+                    continue;
+                }
                 let r = t
                     .matches_labels(&po.labels)
                     .map_err(Failure::NodeAffinity)
-                    .and_then(|()| {
-                        fit::check_volume_zone(
-                            spec,
-                            po.labels.get(labels::ZONE).map(String::as_str),
-                        )
-                    });
+                    .and_then(|()| fit::check_volume_zone(spec, po.labels.label(labels::ZONE)));
                 match r {
                     Ok(()) => label_ok.push(i),
                     Err(f) => {
@@ -1788,6 +1808,7 @@ fn build_claim(
         requests,
         labels: view.offerings[chosen]
             .labels
+            .own
             .iter()
             .filter(|(k, _)| view.pool.labels.contains_key(*k) || k.as_str() == labels::NODE_POOL)
             .map(|(k, v)| (k.clone(), v.clone()))
@@ -1811,7 +1832,7 @@ fn truncate_keeping_min_values(view: &PoolView, sorted: Vec<usize>, max: usize) 
         let mut seen: BTreeSet<&str> = BTreeSet::new();
         for (k, &i) in sorted.iter().enumerate() {
             if taken[k]
-                && let Some(v) = view.offerings[i].labels.get(key)
+                && let Some(v) = view.offerings[i].labels.label(key)
             {
                 seen.insert(v);
             }
@@ -1820,7 +1841,7 @@ fn truncate_keeping_min_values(view: &PoolView, sorted: Vec<usize>, max: usize) 
             if seen.len() >= *min as usize || count >= max {
                 break;
             }
-            if let Some(v) = view.offerings[i].labels.get(key)
+            if let Some(v) = view.offerings[i].labels.label(key)
                 && !taken[k]
                 && seen.insert(v)
             {
@@ -1926,7 +1947,10 @@ fn place_one(
         if cands.is_empty() || view.min_values_failure(&cands).is_some() {
             continue;
         }
-        oc.ceiling = ceiling(view, &cands);
+        if cands.len() != oc.candidates.len() {
+            // Only a narrower candidate set can lower the ceiling.
+            oc.ceiling = ceiling(view, &cands);
+        }
         oc.candidates = cands;
         oc.load = load;
         slots[oc.slot].place(spec);
@@ -1934,24 +1958,33 @@ fn place_one(
     }
     // A new claim: pick the zone (and capacity type) domain the rules prefer.
     let mut best: Option<Failure> = None;
-    let mut domains: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
+    let mut domains: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
     for &i in allowed {
         let o = &catalog.offerings[view.offerings[i].offering];
         domains
-            .entry((o.zone.clone(), o.capacity_type.as_str().to_string()))
+            .entry((o.zone.as_str(), o.capacity_type.as_str()))
             .or_default()
             .push(i);
     }
-    let mut order: Vec<((String, String), Vec<usize>)> = domains.into_iter().collect();
+    let mut order: Vec<((&str, &str), Vec<usize>)> = domains.into_iter().collect();
     let spreads_on_ct = check
         .topology_spread
         .iter()
         .any(|t| t.topology_key == labels::CAPACITY_TYPE);
-    // Counted once per pod, not per comparison.
+    // Counted once per pod (shared with the open claims' checks above), not per comparison. Only the
+    // zone and capacity-type spreads rank a new claim's domain (a new node is a new hostname).
     let spread_counts: Vec<BTreeMap<String, u32>> = check
         .topology_spread
         .iter()
-        .map(|t| fit::spread_counts(check, t, slots, eligible, new_domains))
+        .enumerate()
+        .map(|(ci, t)| {
+            if t.topology_key == labels::ZONE || t.topology_key == labels::CAPACITY_TYPE {
+                memo.spread_counts(check, ci, slots, eligible, new_domains)
+                    .clone()
+            } else {
+                BTreeMap::new()
+            }
+        })
         .collect();
     let zone_count = |zone: &str, ct: &str| -> u32 {
         check
@@ -1971,8 +2004,8 @@ fn place_one(
     order.sort_by(|a, b| {
         let best_a = a.1.iter().map(|i| scores[*i]).fold(f64::INFINITY, f64::min);
         let best_b = b.1.iter().map(|i| scores[*i]).fold(f64::INFINITY, f64::min);
-        zone_count(&a.0.0, &a.0.1)
-            .cmp(&zone_count(&b.0.0, &b.0.1))
+        zone_count(a.0.0, a.0.1)
+            .cmp(&zone_count(b.0.0, b.0.1))
             .then(best_a.total_cmp(&best_b))
             .then(a.0.cmp(&b.0))
     });
@@ -1981,11 +2014,11 @@ fn place_one(
         let name = format!("{}-planned-{}", view.pool.name, claim_seq);
         let mut node_labels = BTreeMap::from([
             (labels::HOSTNAME.to_string(), name.clone()),
-            (labels::ZONE.to_string(), zone.clone()),
+            (labels::ZONE.to_string(), zone.to_string()),
             (labels::NODE_POOL.to_string(), view.pool.name.clone()),
         ]);
         if spreads_on_ct {
-            node_labels.insert(labels::CAPACITY_TYPE.into(), ct.clone());
+            node_labels.insert(labels::CAPACITY_TYPE.into(), ct.to_string());
         }
         // Same-zone offerings of either capacity type stay open unless spread pins the type.
         let cands: Vec<usize> = allowed
@@ -2216,7 +2249,7 @@ mod tests {
     /// A ready on-demand m5.xlarge of the `general` pool in us-east-1a, as the cluster reports it.
     fn existing_m5_xlarge(name: &str) -> Node {
         let ty = catalog().instance_type("m5.xlarge").unwrap().clone();
-        let mut node_labels = ty.labels.clone();
+        let mut node_labels = (*ty.labels).clone();
         node_labels.insert(labels::ZONE.into(), "us-east-1a".into());
         node_labels.insert(labels::HOSTNAME.into(), name.into());
         Node {
@@ -2276,7 +2309,7 @@ mod tests {
             );
             assert!(claim.offerings.len() <= MAX_OFFERINGS_PER_CLAIM);
             assert!(
-                claim.requirements.matches_labels(&node_labels).is_ok(),
+                claim.requirements.allows_labels(&node_labels),
                 "{}",
                 claim.requirements
             );

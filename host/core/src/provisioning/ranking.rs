@@ -98,7 +98,7 @@ pub fn contract_catalog(catalog: &Catalog) -> rank::Catalog {
     let mut keys: BTreeMap<&str, u32> = BTreeMap::new();
     let mut values: BTreeMap<&str, u32> = BTreeMap::new();
     for t in &catalog.instance_types {
-        for (k, v) in &t.labels {
+        for (k, v) in t.labels.iter() {
             keys.insert(k, 0);
             values.insert(v, 0);
         }
