@@ -30,7 +30,7 @@ fn misbehaving(limits: Limits) -> WasmRanker {
     )
     .expect("the misbehaving ranker passes the canary (it behaves for other node pools)");
     let mut r = WasmRanker::new(compiled, limits, Arc::new(PolicyMetrics::default()));
-    r.set_catalog(&canary_catalog());
+    r.set_catalog(&std::sync::Arc::new(canary_catalog()));
     r
 }
 
@@ -54,7 +54,7 @@ fn embedded_defaults_answer_like_the_native_ones() {
             .contains("(wasm sha256:")
     );
     let mut ranker = registry.ranker("p");
-    ranker.set_catalog(&canary_catalog());
+    ranker.set_catalog(&std::sync::Arc::new(canary_catalog()));
     let v = ranker.rank(&canary_rank_input());
     assert_eq!(v.fallback, None);
     assert!(
@@ -184,7 +184,7 @@ fn repeated_failures_degrade_the_policy_until_it_is_replaced() {
         )
         .unwrap();
     let mut r = registry.ranker("p");
-    r.set_catalog(&canary_catalog());
+    r.set_catalog(&std::sync::Arc::new(canary_catalog()));
     assert_eq!(
         r.rank(&input_for("trap")).fallback.unwrap().kind,
         FallbackKind::Trap
@@ -227,7 +227,7 @@ fn repeated_failures_degrade_the_policy_until_it_is_replaced() {
 fn malformed_bytes_and_pin_mismatches_are_refused_and_the_old_policy_keeps_serving() {
     let registry = PolicyRegistry::native();
     let mut r = registry.ranker("p");
-    r.set_catalog(&canary_catalog());
+    r.set_catalog(&std::sync::Arc::new(canary_catalog()));
     let before = registry.current("p", PolicyKind::Ranker);
 
     let err = registry
@@ -411,7 +411,7 @@ fn the_example_graviton_policy_builds_loads_and_prefers_arm64() {
     assert_eq!(failures, 1, "{}", String::from_utf8_lossy(&out));
     // kestrel simulate --policy ranker=prefer-graviton.wasm (the simulator calls this loader)
     let mut ranker = kestrel::policy::ranker_from_file(&wasm, "null").unwrap();
-    ranker.set_catalog(&canary_catalog());
+    ranker.set_catalog(&std::sync::Arc::new(canary_catalog()));
     // c5.large (amd64) at 0.085 vs m6g.large (arm64) 12% dearer at 0.095: Graviton wins; the default
     // ranker picks the cheaper c5.
     let mut input = canary_rank_input();

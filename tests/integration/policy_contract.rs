@@ -82,8 +82,8 @@ fn components_built_against_0_1_0_load_and_answer_like_the_0_2_0_defaults() {
         WasmRanker::new(old, limits, metrics()),
         WasmRanker::new(new, limits, metrics()),
     );
-    old.set_catalog(&canary_catalog());
-    new.set_catalog(&canary_catalog());
+    old.set_catalog(&std::sync::Arc::new(canary_catalog()));
+    new.set_catalog(&std::sync::Arc::new(canary_catalog()));
     for input in rank_inputs() {
         let (a, b) = (old.rank(&input), new.rank(&input));
         assert_eq!((a.fallback.clone(), b.fallback.clone()), (None, None));
@@ -146,7 +146,7 @@ fn settings_good_bad_and_missing_and_the_previous_policy_keeps_serving() {
         .expect("good settings are accepted");
     assert!(label.contains("kestrel:policy@0.2.0"), "{label}");
     let mut r = registry.ranker("p");
-    r.set_catalog(&canary_catalog());
+    r.set_catalog(&std::sync::Arc::new(canary_catalog()));
     let v = r.rank(&canary_rank_input());
     assert_eq!(v.fallback, None);
     assert_eq!(v.value.scores[0], 42.5);
@@ -207,7 +207,7 @@ fn reasons_reach_the_verdict_and_the_explanation_and_are_bounded() {
     .unwrap();
     let metrics = Arc::new(PolicyMetrics::default());
     let mut r = WasmRanker::new(compiled, limits, metrics.clone());
-    r.set_catalog(&canary_catalog());
+    r.set_catalog(&std::sync::Arc::new(canary_catalog()));
     let with = |pool: &str| rank::RankInput {
         node_pool: pool.into(),
         ..canary_rank_input()

@@ -230,7 +230,7 @@ fn canary(policy: &Arc<CompiledPolicy>, limits: &Limits) -> Result<(), PolicyErr
     let fallback = match policy.kind {
         PolicyKind::Ranker => {
             let mut r = WasmRanker::new(policy.clone(), *limits, metrics);
-            r.set_catalog(&fixtures::canary_catalog());
+            r.set_catalog(&Arc::new(fixtures::canary_catalog()));
             r.rank(&fixtures::canary_rank_input()).fallback
         }
         PolicyKind::Consolidator => {
@@ -304,7 +304,7 @@ struct Slot<P: ?Sized> {
     current: Box<P>,
     label: String,
     /// The ranker's catalog, re-sent to a swapped-in ranker.
-    catalog: Option<rank::Catalog>,
+    catalog: Option<Arc<rank::Catalog>>,
 }
 
 struct PoolSlots {
@@ -657,7 +657,7 @@ pub struct PoolRanker {
 }
 
 impl Ranker for PoolRanker {
-    fn set_catalog(&mut self, catalog: &rank::Catalog) {
+    fn set_catalog(&mut self, catalog: &Arc<rank::Catalog>) {
         let mut slot = lock(&self.slot);
         if slot.catalog.as_ref() != Some(catalog) {
             slot.catalog = Some(catalog.clone());

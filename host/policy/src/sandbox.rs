@@ -447,7 +447,7 @@ macro_rules! wasm_policy_common {
 pub struct WasmRanker {
     sandbox: Sandbox<RankerInst>,
     /// The current catalog (for the fallback, and re-sent after every instantiation).
-    catalog: Option<rank::Catalog>,
+    catalog: Option<std::sync::Arc<rank::Catalog>>,
 }
 wasm_policy_common!(WasmRanker);
 
@@ -484,7 +484,7 @@ fn instantiate_ranker(
 }
 
 impl Ranker for WasmRanker {
-    fn set_catalog(&mut self, catalog: &rank::Catalog) {
+    fn set_catalog(&mut self, catalog: &std::sync::Arc<rank::Catalog>) {
         if self.catalog.as_ref() == Some(catalog) {
             return;
         }
@@ -527,7 +527,7 @@ impl Ranker for WasmRanker {
                     .map_err(|d| (FallbackKind::InvalidAnswer, d))?;
                 Ok((answer, reasons))
             },
-            || NativeRanker::answer(catalog, input),
+            || NativeRanker::answer(catalog.map(|c| &**c), input),
         );
         // The planner reports the ranking's `decided_by`: the reason for the first offering goes there.
         if let Some(why) = verdict.reason(0) {

@@ -145,6 +145,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for n in args.offerings.iter().map(|&n| n as usize) {
         let (catalog, input) = synthetic(n);
         let mut wasm = WasmRanker::new(ranker.clone(), limits, Arc::default());
+        let catalog = Arc::new(catalog);
         wasm.set_catalog(&catalog);
         let check = wasm.rank(&input);
         anyhow::ensure!(
@@ -194,7 +195,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let registry = PolicyRegistry::with(engine.clone(), limits, DefaultBackend::Native);
     let (catalog, _) = synthetic(800);
-    registry.ranker("bench").set_catalog(&catalog);
+    registry.ranker("bench").set_catalog(&Arc::new(catalog));
     let swap = time(50, || {
         registry
             .install(

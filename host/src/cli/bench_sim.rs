@@ -5,12 +5,14 @@
 //! - `5000-nodes-50000-pods`: 50,000 pods that need 5,000 nodes; the peak RSS (VmHWM) of the process,
 //!   so run it alone (`--case big`) for a clean figure;
 //! - `karpenter-mix-600|1200`: Karpenter's benchmark mix as Deployments, the pods never placed;
-//! - `over-limit-20000|100000`: replicas over a NodePool limit, the replay time.
+//! - `over-limit-20000|100000`: replicas over a NodePool limit, the replay time;
+//! - `node-pools-N`: N NodePools over the whole embedded catalog, each with its own pods: the peak RSS
+//!   (run it alone, `--case pools --pools 200`, for a clean figure) and the replay time.
 use std::time::Instant;
 
 use crate::sim::replay::{SimOptions, SimOutcome, simulate};
 use crate::sim::report::Report;
-use crate::sim::scenario::Scenario;
+use crate::sim::scenario::{Limits, Scenario};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Case {
@@ -23,6 +25,8 @@ pub enum Case {
     Mix,
     /// 20,000 and 100,000 replicas over a NodePool limit: the replay time.
     Limit,
+    /// `--pools` NodePools over the whole catalog, each with its own pods: peak RSS and replay time.
+    Pools,
 }
 
 #[derive(Debug, clap::Args)]
@@ -32,9 +36,13 @@ pub struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "diurnal,big,mix,limit"
+        default_value = "diurnal,big,mix,limit,pools"
     )]
     case: Vec<Case>,
+    /// NodePool counts for `--case pools` (the peak RSS is the process's, so give one count for a
+    /// clean figure).
+    #[arg(long, value_delimiter = ',', default_value = "200")]
+    pools: Vec<usize>,
 }
 
 /// A 24-hour day with more than 10,000 pod events: two diurnal Deployments re-targeted every minute
@@ -221,6 +229,48 @@ workloads:
     )
 }
 
+/// `pools` NodePools over the whole embedded catalog (each its own name and weight, all sharing one
+/// EC2NodeClass), each with a Deployment of four pods that selects it by `karpenter.sh/nodepool`, so
+/// every NodePool plans and launches: what the per-NodePool state over a shared catalog costs.
+pub fn many_pools_scenario(pools: usize) -> String {
+    let mut out = String::from("name: many-node-pools\nduration: 10m\nseed: 5\nnodePools:\n");
+    for i in 0..pools {
+        out.push_str(&format!(
+            "  - apiVersion: karpenter.sh/v1\n    kind: NodePool\n    metadata: {{name: pool-{i}}}\n    spec:\n      weight: {}\n      template:\n        spec:\n          nodeClassRef: {{group: karpenter.k8s.aws, kind: EC2NodeClass, name: default}}\n          requirements:\n            - {{key: karpenter.sh/capacity-type, operator: In, values: [on-demand, spot]}}\n",
+            1 + i % 100
+        ));
+    }
+    out.push_str("workloads:\n");
+    for i in 0..pools {
+        out.push_str(&format!(
+            "  - name: app-{i}\n    kind: Deployment\n    replicas: 4\n    template:\n      spec:\n        nodeSelector: {{karpenter.sh/nodepool: pool-{i}}}\n        containers:\n          - name: app\n            resources: {{requests: {{cpu: 500m, memory: 1Gi}}}}\n"
+        ));
+    }
+    out
+}
+
+fn many_pools(pools: usize) -> anyhow::Result<serde_json::Value> {
+    // Past the simulator's default bound on NodePools per scenario, raised for this case alone.
+    let limits = Limits {
+        max_node_pools: pools.max(Limits::default().max_node_pools),
+        ..Limits::default()
+    };
+    let scenario =
+        Scenario::parse_with(&many_pools_scenario(pools), "many-node-pools.yaml", &limits)?;
+    let started = Instant::now();
+    let outcome = simulate(&scenario, SimOptions::default(), &mut |_| {});
+    let seconds = started.elapsed().as_secs_f64();
+    let report = Report::from_outcome(&outcome);
+    Ok(serde_json::json!({
+        "case": format!("node-pools-{pools}"),
+        "podsBound": report.pods.bound,
+        "pendingAtEnd": report.pods.pending_at_end,
+        "nodesLaunched": report.nodes_launched,
+        "seconds": (seconds * 1000.0).round() / 1000.0,
+        "peakRssMiB": peak_rss_mib().map(|m| m.round()),
+    }))
+}
+
 fn mix(pods: usize) -> anyhow::Result<serde_json::Value> {
     let scenario = Scenario::parse(&karpenter_mix_scenario(pods), "karpenter-mix.yaml")?;
     let started = Instant::now();
@@ -322,6 +372,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Case::Limit => {
                 for replicas in [20_000, 100_000] {
                     println!("{}", over_limit(replicas)?);
+                }
+            }
+            Case::Pools => {
+                for &pools in &args.pools {
+                    println!("{}", many_pools(pools)?);
                 }
             }
         }

@@ -238,7 +238,7 @@ pub fn test(wasm: &Path, fixtures: &Path, out: &mut dyn std::io::Write) -> anyho
                 .catalog
                 .clone()
                 .context("a ranker fixture needs a `catalog`")?;
-            p.set_catalog(&catalog);
+            p.set_catalog(&std::sync::Arc::new(catalog));
             run_cases(&file.cases, out, |input: &rank::RankInput| p.rank(input))
         }
         Loaded::Consolidator(mut p) => {

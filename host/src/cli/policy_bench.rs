@@ -169,6 +169,7 @@ pub fn bench(args: &Args, out: &mut dyn std::io::Write) -> anyhow::Result<Vec<St
                     node_pool: args.node_pool.clone(),
                     ..input
                 };
+                let lowered = std::sync::Arc::new(lowered);
                 policy.set_catalog(&lowered);
                 default.set_catalog(&lowered);
                 let size = input.offerings.price.len();

@@ -26,7 +26,7 @@ use crate::disruption::{
     ClusterView, Command, DisruptionPolicies, DriftStamp, Method, MoveExplanation, NodeView,
     PdbView, PoolSettings, RegistryPolicies, SamePolicies, VALIDATION_DELAY_MS, decide,
 };
-use crate::model::ConsolidationPolicy;
+use crate::model::{ConsolidationPolicy, RoomCache};
 use crate::policy::native::{NativeBudgeter, NativeConsolidator};
 use crate::policy::{Budgeter, Consolidator, NativePolicies};
 
@@ -115,6 +115,10 @@ struct Catalog {
     revision: Option<u64>,
     instance_types: Arc<[InstanceTypeInfo]>,
     offerings: Arc<[Offering]>,
+    /// The same offerings, one shared allocation each, for every pool's `launchable` to point at.
+    shared_offerings: Vec<Arc<Offering>>,
+    /// The rooms of the instance types, shared by every pool's `launchable`.
+    rooms: RoomCache,
     /// Pool -> (the spec and overhead it was built for, what it may launch).
     launchable: BTreeMap<String, PoolLaunchable>,
 }
@@ -129,6 +133,8 @@ impl Catalog {
                 revision: Some(input.offerings_revision),
                 instance_types: input.instance_types.into(),
                 offerings: input.offerings.into(),
+                shared_offerings: input.offerings.iter().cloned().map(Arc::new).collect(),
+                rooms: RoomCache::default(),
                 launchable: BTreeMap::new(),
             };
         }
@@ -137,20 +143,24 @@ impl Catalog {
     fn launchable(
         &mut self,
         spec: &PoolSpec,
-        overhead: &BTreeMap<String, ResourceList>,
+        overhead: BTreeMap<String, ResourceList>,
     ) -> Arc<[Launchable]> {
         if let Some((s, o, l)) = self.launchable.get(&spec.name)
             && s == spec
-            && o == overhead
+            && *o == overhead
         {
             return l.clone();
         }
-        let l: Arc<[Launchable]> =
-            launchables(spec, overhead, &self.instance_types, &self.offerings).into();
-        self.launchable.insert(
-            spec.name.clone(),
-            (spec.clone(), overhead.clone(), l.clone()),
-        );
+        let l: Arc<[Launchable]> = launchables(
+            spec,
+            &overhead,
+            &self.instance_types,
+            &self.shared_offerings,
+            &mut self.rooms,
+        )
+        .into();
+        self.launchable
+            .insert(spec.name.clone(), (spec.clone(), overhead, l.clone()));
         l
     }
 }
@@ -288,8 +298,9 @@ impl Disruptor {
             termination_grace_period: config.termination_grace_period,
             budgets: config.budgets.clone(),
             drift: config.stamp_at(input.now),
-            launchable: self.catalog.launchable(spec, &daemon_overhead),
-            daemon_overhead,
+            // The DaemonSets' requests per instance type reach the moves only through `launchable`
+            // (its rooms); the map itself is kept once, as the cache key.
+            launchable: self.catalog.launchable(spec, daemon_overhead),
         };
         Some(settings)
     }

@@ -230,7 +230,6 @@ mod tests {
                 termination_grace_period: None,
                 budgets,
                 drift: DriftStamp::default(),
-                daemon_overhead: BTreeMap::new(),
                 launchable: Arc::from(Vec::new()),
             }
         }

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use crate::api::nodepool::Budget;
 use crate::clock::Millis;
 use crate::cloud::Offering;
-use crate::cluster::{NodeState, PodState, ResourceList};
+use crate::cluster::{NodeState, PodState};
 use crate::controller::provision::PlannedClaim;
 use crate::controller::{InstanceTypeInfo, PoolSpec, Reason};
 use crate::model::ConsolidationPolicy;
@@ -69,8 +69,6 @@ pub struct PoolSettings {
     pub budgets: Vec<Budget>,
     /// What a node launched now would be stamped with.
     pub drift: DriftStamp,
-    /// Requests of the DaemonSets every new node of this pool runs, per instance type.
-    pub daemon_overhead: BTreeMap<String, ResourceList>,
     /// What this pool may launch, cheapest first ([`room::launchables`] of the view's catalog; shared
     /// between passes while the catalog and the pool do not change).
     pub launchable: Arc<[room::Launchable]>,

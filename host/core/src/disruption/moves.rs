@@ -138,7 +138,7 @@ fn settle(
             ));
         }
     }
-    let Some(best) = options.first().map(|l| l.offering.clone()) else {
+    let Some(best) = options.first().map(|l| (*l.offering).clone()) else {
         return Err(format!(
             "{} pods fit neither the remaining nodes nor one {} replacement",
             leftover.len(),
@@ -153,7 +153,7 @@ fn settle(
     let options: Vec<crate::cloud::Offering> = options
         .iter()
         .take(REPLACEMENT_OFFERINGS)
-        .map(|l| l.offering.clone())
+        .map(|l| (*l.offering).clone())
         .collect();
     mv.savings_per_hour = price - best.price;
     mv.replacement_price = Some(best.price);

@@ -132,7 +132,15 @@ fn view(nodes: Vec<NodeGen>, budget: &str, pdb_allowed: i64, disrupting: usize) 
             price: t.on_demand_price,
         })
         .collect();
-    let launchable = super::room::launchables(&spec, &BTreeMap::new(), &types, &offerings).into();
+    let shared: Vec<Arc<Offering>> = offerings.iter().cloned().map(Arc::new).collect();
+    let launchable = super::room::launchables(
+        &spec,
+        &BTreeMap::new(),
+        &types,
+        &shared,
+        &mut Default::default(),
+    )
+    .into();
     ClusterView {
         now: 3_600_000,
         nodes: out,
@@ -149,7 +157,6 @@ fn view(nodes: Vec<NodeGen>, budget: &str, pdb_allowed: i64, disrupting: usize) 
                 reasons: None,
             }],
             drift: DriftStamp::default(),
-            daemon_overhead: BTreeMap::new(),
             launchable,
         }],
         pdbs: vec![PdbView {

@@ -16,7 +16,7 @@ use crate::cloud::{CapacityType, Offering};
 use crate::cluster::{NodeState, PodState, ResourceList};
 use crate::controller::{InstanceTypeInfo, PoolSpec};
 use crate::label_fit;
-use crate::model::{self, HostPort};
+use crate::model::{self, HostPort, RoomCache};
 use crate::scheduling::fit::{self, NewDomains, Slot};
 
 /// The nodes pods may move to, with their free room as pods are placed.
@@ -188,14 +188,16 @@ pub struct Replacement {
     pub offerings: Vec<Offering>,
 }
 
-/// An offering a NodePool may launch, with the room one node of it leaves for pods.
+/// An offering a NodePool may launch, with the room one node of it leaves for pods. A controller keeps
+/// one list per NodePool over the whole catalog (thousands of entries each), so the offering and the
+/// room are shared (per catalog revision, and per instance type and DaemonSet overhead), not copied.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Launchable {
-    pub offering: Offering,
+    pub offering: Arc<Offering>,
     /// Index into the instance types the list was built from.
     pub instance_type: usize,
     /// Allocatable minus the DaemonSets' requests.
-    pub room: ResourceList,
+    pub room: Arc<ResourceList>,
 }
 
 /// The offerings `pool` may launch, cheapest first. It depends only on the pool and the catalog, so the
@@ -204,7 +206,8 @@ pub fn launchables(
     pool: &PoolSpec,
     overhead: &BTreeMap<String, ResourceList>,
     instance_types: &[InstanceTypeInfo],
-    offerings: &[Offering],
+    offerings: &[Arc<Offering>],
+    rooms: &mut RoomCache,
 ) -> Vec<Launchable> {
     let types: std::collections::HashMap<&str, usize> = instance_types
         .iter()
@@ -220,12 +223,15 @@ pub fn launchables(
                 .then(|| Launchable {
                     offering: o.clone(),
                     instance_type: i,
-                    room: it
-                        .allocatable
-                        .minus(overhead.get(&it.name).unwrap_or(&ResourceList::new())),
+                    room: rooms.room(
+                        i,
+                        &it.allocatable,
+                        overhead.get(&it.name).unwrap_or(&ResourceList::new()),
+                    ),
                 })
         })
         .collect();
+    out.shrink_to_fit();
     out.sort_by(|a, b| {
         let (a, b) = (&a.offering, &b.offering);
         a.price
@@ -313,7 +319,7 @@ fn one_per_host(p: &PodState) -> bool {
 pub fn cheaper_types(offerings: &[&Launchable], capacity_type: CapacityType, price: f64) -> usize {
     offerings
         .iter()
-        .map(|l| &l.offering)
+        .map(|l| &*l.offering)
         .filter(|o| o.capacity_type == capacity_type && o.price < price)
         .map(|o| o.instance_type.as_str())
         .collect::<BTreeSet<_>>()

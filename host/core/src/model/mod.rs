@@ -26,6 +26,6 @@ pub use quantity::Quantity;
 pub use requirements::{
     Incompatible, Operator, Requirement, RequirementError, Requirements, ValueSet,
 };
-pub use resources::ResourceList;
+pub use resources::{ResourceList, RoomCache};
 pub use snapshot::{DaemonSet, IntOrPercent, PodDisruptionBudget, Snapshot};
 pub use taints::{Taint, TaintEffect, Toleration, TolerationOperator};

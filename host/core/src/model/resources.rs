@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use super::quantity::{Quantity, QuantityError};
 
@@ -22,7 +23,72 @@ pub struct ResourceList {
     pub pods: Quantity,
     pub ephemeral_storage: Quantity,
     /// Extended resources (`nvidia.com/gpu`, `vpc.amazonaws.com/pod-eni`, ...), zero entries omitted.
-    pub extended: BTreeMap<String, Quantity>,
+    extended: Extended,
+}
+
+/// Extended resources, shared between copies until one of them changes: an instance type's
+/// allocatable is copied into every NodePool's view of each of its offerings (thousands per pool, in
+/// the planner and the disruptor), and almost no copy changes its extended part (DaemonSets rarely ask
+/// for one). A deep copy per offering made up most of the memory of 200 NodePools.
+///
+/// Never `Some` of an empty map, so that equal lists compare and hash equal.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+struct Extended(Option<Arc<BTreeMap<String, Quantity>>>);
+
+impl Extended {
+    fn get(&self, name: &str) -> Option<Quantity> {
+        self.0.as_ref()?.get(name).copied()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&String, &Quantity)> {
+        self.0.iter().flat_map(|m| m.iter())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// The map, to change: copied first if another list shares it.
+    fn make_mut(&mut self) -> &mut BTreeMap<String, Quantity> {
+        Arc::make_mut(self.0.get_or_insert_with(Default::default))
+    }
+
+    /// Drops zero entries (and the map, when none is left); copies only when there is one to drop.
+    fn drop_zeros(&mut self) {
+        if self.iter().any(|(_, q)| q.is_zero()) {
+            self.make_mut().retain(|_, q| !q.is_zero());
+        }
+        if self.0.as_ref().is_some_and(|m| m.is_empty()) {
+            self.0 = None;
+        }
+    }
+}
+
+/// The room a node of an instance type leaves after an overhead (its DaemonSets' requests), one shared
+/// list per (instance type, overhead): many NodePools over one catalog ask for the same ones, thousands
+/// each. The caller empties it when the instance types it indexes change.
+#[derive(Debug, Default)]
+pub struct RoomCache(std::collections::HashMap<(usize, ResourceList), Arc<ResourceList>>);
+
+impl RoomCache {
+    /// `allocatable - overhead` for the instance type at `index` (whose allocatable `allocatable` is).
+    pub fn room(
+        &mut self,
+        index: usize,
+        allocatable: &ResourceList,
+        overhead: &ResourceList,
+    ) -> Arc<ResourceList> {
+        if let Some(room) = self.0.get(&(index, overhead.clone())) {
+            return room.clone();
+        }
+        let room = Arc::new(allocatable.minus(overhead));
+        self.0.insert((index, overhead.clone()), room.clone());
+        room
+    }
+
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
 }
 
 /// One resource that did not fit: what was asked, what was free.
@@ -70,7 +136,7 @@ impl ResourceList {
             MEMORY => self.memory,
             PODS => self.pods,
             EPHEMERAL_STORAGE => self.ephemeral_storage,
-            other => self.extended.get(other).copied().unwrap_or_default(),
+            other => self.extended.get(other).unwrap_or_default(),
         }
     }
 
@@ -82,9 +148,12 @@ impl ResourceList {
             EPHEMERAL_STORAGE => self.ephemeral_storage = value,
             other => {
                 if value.is_zero() {
-                    self.extended.remove(other);
+                    if self.extended.get(other).is_some() {
+                        self.extended.make_mut().remove(other);
+                        self.extended.drop_zeros();
+                    }
                 } else {
-                    self.extended.insert(other.to_string(), value);
+                    self.extended.make_mut().insert(other.to_string(), value);
                 }
             }
         }
@@ -116,8 +185,12 @@ impl ResourceList {
         self.memory += other.memory;
         self.pods += other.pods;
         self.ephemeral_storage += other.ephemeral_storage;
-        for (name, q) in &other.extended {
-            *self.extended.entry(name.clone()).or_default() += *q;
+        if other.extended.is_empty() {
+            return;
+        }
+        let mine = self.extended.make_mut();
+        for (name, q) in other.extended.iter() {
+            *mine.entry(name.clone()).or_default() += *q;
         }
     }
 
@@ -126,10 +199,13 @@ impl ResourceList {
         self.memory -= other.memory;
         self.pods -= other.pods;
         self.ephemeral_storage -= other.ephemeral_storage;
-        for (name, q) in &other.extended {
-            *self.extended.entry(name.clone()).or_default() -= *q;
+        if !other.extended.is_empty() {
+            let mine = self.extended.make_mut();
+            for (name, q) in other.extended.iter() {
+                *mine.entry(name.clone()).or_default() -= *q;
+            }
         }
-        self.extended.retain(|_, q| !q.is_zero());
+        self.extended.drop_zeros();
     }
 
     pub fn plus(&self, other: &ResourceList) -> ResourceList {
@@ -150,16 +226,17 @@ impl ResourceList {
         self.memory = self.memory.max(other.memory);
         self.pods = self.pods.max(other.pods);
         self.ephemeral_storage = self.ephemeral_storage.max(other.ephemeral_storage);
-        for (name, q) in &other.extended {
-            // No key clone when the entry exists (ceilings over thousands of offerings).
-            match self.extended.get_mut(name) {
-                Some(entry) => *entry = (*entry).max(*q),
-                None => {
-                    self.extended
-                        .insert(name.clone(), (*q).max(Quantity::default()));
-                }
+        for (name, q) in other.extended.iter() {
+            // No copy and no key clone when the entry already holds at least as much (ceilings
+            // over thousands of offerings).
+            let floor = (*q).max(Quantity::default());
+            let mine = self.extended.get(name).unwrap_or_default();
+            if mine >= floor {
+                continue;
             }
+            self.extended.make_mut().insert(name.clone(), floor);
         }
+        self.extended.drop_zeros();
     }
 
     /// Whether `self` (a request) fits in `available`: every requested resource, extended ones included.
@@ -265,10 +342,43 @@ mod tests {
         assert_eq!(a.get("cpu"), Quantity::from_millis(1500));
         assert_eq!(a.get("nvidia.com/gpu"), Quantity::from_units(2));
         a.sub(&rl(&[("nvidia.com/gpu", "2")]));
-        assert!(!a.extended.contains_key("nvidia.com/gpu"));
+        assert!(a.extended.get("nvidia.com/gpu").is_none());
         let mut m = rl(&[("cpu", "1"), ("memory", "1Gi")]);
         m.max_with(&rl(&[("cpu", "2"), ("memory", "512Mi")]));
         assert_eq!(m, rl(&[("cpu", "2"), ("memory", "1Gi")]));
+    }
+
+    #[test]
+    fn copies_share_extended_resources_until_one_changes() {
+        let allocatable = rl(&[("cpu", "4"), ("vpc.amazonaws.com/pod-eni", "9")]);
+        let room = allocatable.minus(&rl(&[("cpu", "100m")]));
+        let (Some(a), Some(b)) = (&allocatable.extended.0, &room.extended.0) else {
+            panic!("both lists have an extended resource");
+        };
+        assert!(Arc::ptr_eq(a, b), "a change to cpu alone copies no map");
+        let mut changed = room.clone();
+        changed.sub(&rl(&[("vpc.amazonaws.com/pod-eni", "2")]));
+        assert_eq!(
+            changed.get("vpc.amazonaws.com/pod-eni"),
+            Quantity::from_units(7)
+        );
+        assert_eq!(
+            room.get("vpc.amazonaws.com/pod-eni"),
+            Quantity::from_units(9)
+        );
+        changed.sub(&rl(&[("vpc.amazonaws.com/pod-eni", "7")]));
+        assert_eq!(
+            changed,
+            rl(&[("cpu", "3900m")]),
+            "no map is left once it is all zeros"
+        );
+        let mut ceiling = rl(&[("cpu", "1")]);
+        ceiling.max_with(&rl(&[("nvidia.com/gpu", "-1")]));
+        assert_eq!(
+            ceiling,
+            rl(&[("cpu", "1")]),
+            "a negative extended quantity adds no entry"
+        );
     }
 
     fn list(values: &[i64]) -> ResourceList {

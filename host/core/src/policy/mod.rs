@@ -67,8 +67,9 @@ impl std::str::FromStr for PolicyKind {
 
 /// Orders the offerings a NodePool may launch for a batch of pods.
 pub trait Ranker: Send {
-    /// Called once per catalog revision, before any `rank` that refers to it.
-    fn set_catalog(&mut self, catalog: &rank::Catalog);
+    /// Called once per catalog revision, before any `rank` that refers to it. Shared: every NodePool's
+    /// ranker gets the same catalog, so a ranker keeps the `Arc`, not a copy.
+    fn set_catalog(&mut self, catalog: &std::sync::Arc<rank::Catalog>);
     fn rank(&mut self, input: &rank::RankInput) -> Verdict<rank::Ranking>;
 }
 

@@ -10,7 +10,7 @@ fn label(name: &str, version: &str) -> String {
 /// The default ranker, natively.
 #[derive(Debug, Clone, Default)]
 pub struct NativeRanker {
-    catalog: Option<rank::Catalog>,
+    catalog: Option<std::sync::Arc<rank::Catalog>>,
 }
 
 impl NativeRanker {
@@ -57,11 +57,11 @@ impl NativeRanker {
 }
 
 impl Ranker for NativeRanker {
-    fn set_catalog(&mut self, catalog: &rank::Catalog) {
+    fn set_catalog(&mut self, catalog: &std::sync::Arc<rank::Catalog>) {
         self.catalog = Some(catalog.clone());
     }
     fn rank(&mut self, input: &rank::RankInput) -> Verdict<rank::Ranking> {
-        Self::answer(self.catalog.as_ref(), input)
+        Self::answer(self.catalog.as_deref(), input)
     }
 }
 

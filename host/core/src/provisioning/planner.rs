@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::model::requirements::{Operator, Requirement};
 use crate::model::{
     CapacityType, Catalog, HostPort, LabelLookup, LayeredLabels, Node, NodeClaim, NodePool, Pod,
-    PodSpec, Requirements, ResourceList, Snapshot, WhenUnsatisfiable, labels,
+    PodSpec, Requirements, ResourceList, RoomCache, Snapshot, WhenUnsatisfiable, labels,
 };
 use crate::policy::contract::rank;
 use crate::scheduling::exact;
@@ -75,17 +75,26 @@ fn selects(owner: &PodSpec, target: &PodSpec) -> bool {
         })
 }
 
-/// A NodePool's view of one offering: the node it would make.
+/// A NodePool's view of one offering: the node it would make. A pool has one per offering it allows
+/// (thousands over the whole catalog) and a controller one set per NodePool, so what offerings have in
+/// common is shared, not copied: the label maps, the DaemonSet load and the room per instance type.
 struct PoolOffering {
     offering: usize,
     /// The node's labels: the zone's, the capacity type and the pool's (one map per zone and capacity
     /// type of the pool) over the instance type's (the catalog's map).
     labels: LayeredLabels,
-    /// Allocatable minus the daemonsets that would land on it.
-    capacity: ResourceList,
+    /// Allocatable minus the daemonsets that would land on it (one per instance type and load).
+    capacity: Arc<ResourceList>,
+    /// The daemonsets that would land on it (one per distinct load in the pool).
+    daemons: Arc<DaemonLoad>,
+}
+
+/// What the DaemonSets that land on a node take from it.
+#[derive(PartialEq)]
+struct DaemonLoad {
     overhead: ResourceList,
-    /// Host ports the daemonsets that would land on it use, with the daemonset's name.
-    daemon_ports: Vec<(HostPort, String)>,
+    /// Host ports they use, with the daemonset's name.
+    ports: Vec<(HostPort, String)>,
 }
 
 struct PoolView<'a> {
@@ -151,8 +160,9 @@ fn min_values_failure<'a, T>(
 struct ClassInPool {
     /// The node term used (a required term, plus the preferred terms that could be kept).
     term: Requirements,
-    /// Indexes into `PoolView::offerings` that match the term and hold one pod.
-    allowed: Vec<usize>,
+    /// Indexes into `PoolView::offerings` that match the term and hold one pod (shared: every class
+    /// with the same node facts, and every plan that uses the cache entry, reads the same list).
+    allowed: Arc<[usize]>,
     /// The distinct (zone, capacity type) of `allowed`: the domains new claims could open (computed
     /// once per class, not per plan: over the whole catalog `allowed` has thousands of entries).
     domains: Arc<BTreeSet<(String, String)>>,
@@ -178,6 +188,33 @@ const MAX_CACHED_CLASSES: usize = 4096;
 #[derive(Default)]
 pub struct Planner {
     pools: HashMap<String, CachedPool>,
+    /// The room a node leaves, shared by every pool: (catalog revision, instance type, DaemonSet
+    /// overhead) -> allocatable minus the overhead. Pools over one catalog differ in labels, rarely in
+    /// room; emptied when the catalog revision moves.
+    rooms: Rooms,
+}
+
+/// See [`Planner::rooms`].
+#[derive(Default)]
+struct Rooms {
+    revision: u64,
+    rooms: RoomCache,
+}
+
+impl Rooms {
+    fn get(
+        &mut self,
+        catalog: &Catalog,
+        instance_type: usize,
+        overhead: &ResourceList,
+    ) -> Arc<ResourceList> {
+        if self.revision != catalog.revision {
+            self.rooms.clear();
+            self.revision = catalog.revision;
+        }
+        let allocatable = &catalog.instance_types[instance_type].allocatable;
+        self.rooms.room(instance_type, allocatable, overhead)
+    }
 }
 
 struct CachedPool {
@@ -188,7 +225,7 @@ struct CachedPool {
     classes: HashMap<Arc<PodSpec>, Result<ClassInPool, Failure>>,
     /// The same answers by what they depend on (`NodeFacts`): specs that differ only in labels or pod
     /// terms (Karpenter's benchmark mix has thousands) share one scan of the offerings.
-    by_facts: HashMap<NodeFacts, Result<ClassInPool, Failure>>,
+    by_facts: HashMap<Arc<NodeFacts>, Result<ClassInPool, Failure>>,
 }
 
 /// The parts of a pod spec [`class_in_pool`] reads.
@@ -233,7 +270,7 @@ impl Planner {
                     revision: snapshot.catalog.revision,
                     pool: pool.clone(),
                     daemonsets: snapshot.daemonsets.clone(),
-                    offerings: Arc::new(pool_offerings(snapshot, pool)),
+                    offerings: Arc::new(pool_offerings(snapshot, pool, &mut self.rooms)),
                     classes: HashMap::new(),
                     by_facts: HashMap::new(),
                 },
@@ -332,6 +369,9 @@ fn plan_with(
     let mut class_pool: Vec<Vec<Result<ClassInPool, Failure>>> =
         vec![Vec::with_capacity(pools.len()); classes.len()];
     let mut views: Vec<PoolView> = Vec::with_capacity(pools.len());
+    // Each class's node facts, built on its first cache miss and shared by every pool's cache (a
+    // copy per pool and class was most of the memory of many NodePools).
+    let mut facts: Vec<Option<Arc<NodeFacts>>> = vec![None; classes.len()];
     for p in &pools {
         let cached = cache.cached_pool(snapshot, p);
         let view = PoolView::new(p, cached.offerings.clone());
@@ -344,8 +384,11 @@ fn plan_with(
         for (c, spec) in classes.iter().enumerate() {
             let by_facts = &mut cached.by_facts;
             let r = cached.classes.entry(spec.clone()).or_insert_with(|| {
+                let key = facts[c]
+                    .get_or_insert_with(|| Arc::new(NodeFacts::of(spec)))
+                    .clone();
                 by_facts
-                    .entry(NodeFacts::of(spec))
+                    .entry(key)
                     .or_insert_with(|| class_in_pool(catalog, &view, spec))
                     .clone()
             });
@@ -835,7 +878,7 @@ fn daemonset_ports<L: LabelLookup + ?Sized>(
 }
 
 /// The offerings `pool` allows, as the nodes they would make.
-fn pool_offerings(snapshot: &Snapshot, pool: &NodePool) -> Vec<PoolOffering> {
+fn pool_offerings(snapshot: &Snapshot, pool: &NodePool, rooms: &mut Rooms) -> Vec<PoolOffering> {
     let catalog = &snapshot.catalog;
     let reqs = pool.compiled_requirements();
     let mut base_labels: BTreeMap<String, String> = pool.labels.clone();
@@ -849,6 +892,9 @@ fn pool_offerings(snapshot: &Snapshot, pool: &NodePool) -> Vec<PoolOffering> {
     }
     // What a node adds to its instance type's labels depends only on its zone and capacity type.
     let mut own_labels: HashMap<(&str, &str), Arc<BTreeMap<String, String>>> = HashMap::new();
+    let mut loads: Vec<Arc<DaemonLoad>> = Vec::new();
+    // (instance type, index into `loads`) -> the room a node of it leaves, looked up once per pair.
+    let mut capacities: HashMap<(usize, usize), Arc<ResourceList>> = HashMap::new();
     let mut offerings = Vec::new();
     for (i, o) in catalog.offerings.iter().enumerate() {
         if !o.available {
@@ -895,16 +941,31 @@ fn pool_offerings(snapshot: &Snapshot, pool: &NodePool) -> Vec<PoolOffering> {
             own,
             shared: ty.labels.clone(),
         };
-        let overhead = daemonset_overhead(snapshot, &node_labels, &pool.taints);
-        let daemon_ports = daemonset_ports(snapshot, &node_labels, &pool.taints);
+        let load = DaemonLoad {
+            overhead: daemonset_overhead(snapshot, &node_labels, &pool.taints),
+            ports: daemonset_ports(snapshot, &node_labels, &pool.taints),
+        };
+        // Few distinct loads per pool (usually one): a linear search finds the shared one.
+        let load_index = match loads.iter().position(|l| **l == load) {
+            Some(k) => k,
+            None => {
+                loads.push(Arc::new(load));
+                loads.len() - 1
+            }
+        };
+        let daemons = loads[load_index].clone();
+        let capacity = capacities
+            .entry((o.instance_type, load_index))
+            .or_insert_with(|| rooms.get(catalog, o.instance_type, &daemons.overhead))
+            .clone();
         offerings.push(PoolOffering {
             offering: i,
-            capacity: ty.allocatable.minus(&overhead),
-            overhead,
-            daemon_ports,
+            capacity,
+            daemons,
             labels: node_labels,
         });
     }
+    offerings.shrink_to_fit();
     offerings
 }
 
@@ -981,7 +1042,7 @@ fn class_in_pool(
                     .collect();
                 return Ok(ClassInPool {
                     term: t,
-                    allowed,
+                    allowed: allowed.into(),
                     domains: Arc::new(domains),
                 });
             }
@@ -1004,7 +1065,7 @@ fn class_in_pool(
                             catalog.instance_types
                                 [catalog.offerings[biggest.offering].instance_type]
                                 .name,
-                            biggest.overhead
+                            biggest.daemons.overhead
                         ),
                         None => "every allowed type is smaller in some resource".into(),
                     },
@@ -1020,7 +1081,8 @@ fn class_in_pool(
 /// A host port of the pod that a daemonset on this offering's node already uses.
 fn daemon_port_conflict(spec: &PodSpec, po: &PoolOffering) -> Option<Failure> {
     spec.host_ports.iter().find_map(|p| {
-        po.daemon_ports
+        po.daemons
+            .ports
             .iter()
             .find(|(used, _)| used.conflicts(p))
             .map(|(_, ds)| Failure::DaemonSetHostPort {
@@ -1763,7 +1825,7 @@ fn build_claim(
     }
     narrow_to_offerings(&mut reqs, &offerings);
     let mut requests = load.clone();
-    requests.add(&view.offerings[chosen].overhead);
+    requests.add(&view.offerings[chosen].daemons.overhead);
     let first = &offerings[0];
     let shapes: BTreeSet<(i128, i128)> = pods
         .iter()
@@ -2695,7 +2757,7 @@ mod tests {
     }
 
     impl crate::policy::Ranker for OnlyType {
-        fn set_catalog(&mut self, catalog: &rank::Catalog) {
+        fn set_catalog(&mut self, catalog: &Arc<rank::Catalog>) {
             self.inner.set_catalog(catalog);
         }
         fn rank(&mut self, input: &rank::RankInput) -> crate::policy::Verdict<rank::Ranking> {
@@ -3216,7 +3278,10 @@ mod tests {
     /// ranker's score is the price).
     fn karpenter_greedy(s: &Snapshot) -> f64 {
         let pool = &s.node_pools[0];
-        let view = PoolView::new(pool, Arc::new(pool_offerings(s, pool)));
+        let view = PoolView::new(
+            pool,
+            Arc::new(pool_offerings(s, pool, &mut Rooms::default())),
+        );
         let mut pods: Vec<&Pod> = s.pending_pods().collect();
         pods.sort_by(|a, b| {
             (
@@ -3494,7 +3559,7 @@ mod tests {
             let p = run(&s);
             assert_valid(&s, &p);
             // Any pod that fits some allowed offering alone is placed.
-            let view = PoolView::new(&s.node_pools[0], Arc::new(pool_offerings(&s, &s.node_pools[0])));
+            let view = PoolView::new(&s.node_pools[0], Arc::new(pool_offerings(&s, &s.node_pools[0], &mut Rooms::default())));
             for u in &p.unschedulable {
                 let spec = &s.pods[u.pod].spec;
                 prop_assert!(class_in_pool(&s.catalog, &view, spec).is_err(), "placeable pod left out: {}", u);

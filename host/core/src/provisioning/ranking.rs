@@ -35,7 +35,8 @@ impl<R: Ranker> SingleRanker<R> {
 impl<R: Ranker> RankerProvider for SingleRanker<R> {
     fn ranker_for(&mut self, _node_pool: &NodePool, catalog: &Catalog) -> &mut dyn Ranker {
         if self.sent_revision != Some(catalog.revision) {
-            self.ranker.set_catalog(&contract_catalog(catalog));
+            self.ranker
+                .set_catalog(&std::sync::Arc::new(contract_catalog(catalog)));
             self.sent_revision = Some(catalog.revision);
         }
         &mut self.ranker
@@ -47,7 +48,7 @@ impl<R: Ranker> RankerProvider for SingleRanker<R> {
 pub struct RegistryRankers {
     registry: Arc<dyn PolicyProvider>,
     handles: HashMap<String, (Box<dyn Ranker>, Option<u64>)>,
-    catalog: Option<rank::Catalog>,
+    catalog: Option<std::sync::Arc<rank::Catalog>>,
 }
 
 impl RegistryRankers {
@@ -67,7 +68,7 @@ impl RegistryRankers {
 impl RankerProvider for RegistryRankers {
     fn ranker_for(&mut self, node_pool: &NodePool, catalog: &Catalog) -> &mut dyn Ranker {
         if self.catalog.as_ref().map(|c| c.revision) != Some(catalog.revision) {
-            self.catalog = Some(contract_catalog(catalog));
+            self.catalog = Some(std::sync::Arc::new(contract_catalog(catalog)));
         }
         let registry = &self.registry;
         let (ranker, sent) = self
